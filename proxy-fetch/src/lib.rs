@@ -1,0 +1,41 @@
+//! proxy-fetch: typed RPC for Cloudflare Workers and Durable Objects, and the proxy-fetch
+//! system built on it.
+//!
+//! See the repository README for the architecture; [`entrypoint`] for the macro.
+
+pub mod rpc;
+
+pub use proxy_fetch_macros::entrypoint;
+
+/// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::rpc::local;
+    pub use crate::rpc::serve::{awaited, wait_until};
+    pub use js_sys::{Array, Promise};
+    pub use serde::{de::DeserializeOwned, Serialize};
+    pub use ::wasm_bindgen;
+    pub use ::wasm_bindgen::prelude::wasm_bindgen;
+    pub use ::wasm_bindgen::{JsCast, JsValue};
+    pub use worker::Env;
+
+    /// Builds a `WorkerEntrypoint` handler for one call.
+    pub fn worker_entrypoint<T: crate::rpc::WorkerEntrypoint>(env: JsValue, ctx: JsValue) -> T {
+        T::new(env.unchecked_into(), worker::Context::new(ctx.unchecked_into()))
+    }
+
+    /// Lets a Durable Object's `&self` into a `'static` handler future.
+    ///
+    /// # Safety
+    /// The object must outlive the future. The runtime keeps a Durable Object's Rust value (owned
+    /// by its JS wrapper) alive while any call into it is pending, as workers-rs also relies on.
+    pub unsafe fn durable_self<T>(this: &T) -> &'static T {
+        &*(this as *const T)
+    }
+
+    /// Compile-time checks whose failures point at the user's types.
+    pub fn assert_argument<T: Serialize + DeserializeOwned>() {}
+    pub fn assert_return<T: Serialize + DeserializeOwned>() {}
+    pub fn assert_error<E: Serialize + DeserializeOwned + core::fmt::Display>() {}
+    pub fn assert_durable_object<T: worker::DurableObject>() {}
+}

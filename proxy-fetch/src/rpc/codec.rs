@@ -1,0 +1,117 @@
+//! Values cross the RPC boundary as structured-clone values: serde types become plain JS
+//! objects (maps too), `serde_bytes` buffers become `Uint8Array`, so JS callers see natural values.
+
+use js_sys::{Array, Reflect};
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt::Display;
+use wasm_bindgen::{JsCast, JsValue};
+
+use super::{RpcError, RpcErrorKind};
+
+/// Own property of a thrown `Error` that carries a handler's serialized error.
+const HANDLER_ERROR_PROP: &str = "proxyFetchHandlerError";
+/// Own property of a thrown `Error` that carries an [`RpcError`].
+const RPC_ERROR_PROP: &str = "proxyFetchRpcError";
+
+pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, String> {
+    let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    value.serialize(&serializer).map_err(|e| e.to_string())
+}
+
+/// Decodes a JS value, naming the path of the field that did not fit (`headers[2].name`).
+pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, String> {
+    let deserializer = serde_wasm_bindgen::Deserializer::from(value);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("field `{path}`: {}", e.inner())
+        }
+    })
+}
+
+pub(crate) fn encode_arg<T: Serialize>(method: &str, name: &str, value: &T) -> Result<JsValue, RpcError> {
+    to_js(value).map_err(|e| {
+        RpcError::new(RpcErrorKind::BadArgument, method, format!("argument `{name}` could not be encoded: {e}"))
+    })
+}
+
+/// The positional arguments a JS wrapper hands to a generated handler.
+pub struct Args {
+    method: &'static str,
+    values: Array,
+}
+
+impl Args {
+    /// Checks the argument count; extra or missing arguments are a caller's mistake.
+    pub fn new(method: &'static str, values: JsValue, expected: u32) -> Result<Args, RpcError> {
+        let values: Array = values.dyn_into().map_err(|_| {
+            RpcError::new(RpcErrorKind::BadArgument, method, "arguments must arrive as an array")
+        })?;
+        if values.length() != expected {
+            return Err(RpcError::new(
+                RpcErrorKind::BadArgument,
+                method,
+                format!("expected {expected} argument(s), got {}", values.length()),
+            ));
+        }
+        Ok(Args { method, values })
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, index: u32, name: &str) -> Result<T, RpcError> {
+        from_js(self.values.get(index)).map_err(|e| {
+            RpcError::new(RpcErrorKind::BadArgument, self.method, format!("argument `{name}`: {e}"))
+        })
+    }
+}
+
+fn js_error(message: &str, prop: &str, payload: Result<JsValue, String>) -> JsValue {
+    let error = js_sys::Error::new(message);
+    if let Ok(payload) = payload {
+        // Setting a property on a fresh Error cannot fail; if it did, the message still stands.
+        let _ = Reflect::set(&error, &JsValue::from_str(prop), &payload);
+    }
+    error.into()
+}
+
+/// A handler's `Err(e)` as a thrown JS `Error`: the message is `e`'s Display (what a JS caller
+/// reads), the serialized `e` rides along so a Rust caller gets its typed error back.
+pub(crate) fn handler_error_to_js<E: Serialize + Display>(error: &E) -> JsValue {
+    js_error(&error.to_string(), HANDLER_ERROR_PROP, to_js(error))
+}
+
+pub(crate) fn rpc_error_to_js(error: &RpcError) -> JsValue {
+    js_error(&error.to_string(), RPC_ERROR_PROP, to_js(error))
+}
+
+/// Turns whatever a call threw into the caller's typed error.
+pub(crate) fn error_from_js<E: DeserializeOwned>(method: &str, thrown: JsValue) -> super::CallError<E> {
+    use super::CallError;
+    let prop = |name: &str| Reflect::get(&thrown, &JsValue::from_str(name)).ok().filter(|v| !v.is_undefined());
+    if let Some(payload) = prop(HANDLER_ERROR_PROP) {
+        return match from_js(payload) {
+            Ok(e) => CallError::Handler(e),
+            Err(e) => CallError::Rpc(RpcError::new(
+                RpcErrorKind::BadReturn,
+                method,
+                format!("the handler's error could not be decoded: {e}"),
+            )),
+        };
+    }
+    if let Some(payload) = prop(RPC_ERROR_PROP) {
+        if let Ok(e) = from_js::<RpcError>(payload) {
+            return CallError::Rpc(e);
+        }
+    }
+    let message = prop("message")
+        .and_then(|m| m.as_string())
+        .or_else(|| thrown.as_string())
+        .unwrap_or_else(|| format!("{thrown:?}"));
+    let kind = if message.contains("does not implement the method") || message.contains("is not a function") {
+        RpcErrorKind::NoSuchMethod
+    } else {
+        RpcErrorKind::Remote
+    };
+    CallError::Rpc(RpcError::new(kind, method, message))
+}

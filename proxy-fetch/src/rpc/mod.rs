@@ -1,0 +1,53 @@
+//! Typed RPC between Workers and Durable Objects, the layer `#[entrypoint]` generates code for.
+//!
+//! - [`Stub`]: a service binding or Durable Object stub, called with typed arguments.
+//! - [`Target`]: what a generated client talks to: a remote [`Stub`] or, in native tests, the
+//!   implementation itself.
+//! - [`CallError`], [`RpcError`], [`HandlerError`]: what a call can fail with.
+//! - [`WorkerEntrypoint`]: how a named or default entrypoint builds its handler per call.
+
+mod codec;
+mod error;
+#[doc(hidden)]
+pub mod local;
+pub(crate) mod serve;
+mod stub;
+
+pub use codec::Args;
+pub use error::{CallError, HandlerError, RpcError, RpcErrorKind};
+pub use serve::log_error;
+pub use stub::{encode_arg, encode_args, Stub};
+
+use std::rc::Rc;
+
+/// A type whose `#[entrypoint]` methods are served by a Worker entrypoint. The runtime builds
+/// one value per incoming call from the entrypoint's `env` and `ctx`.
+pub trait WorkerEntrypoint: 'static {
+    fn new(env: worker::Env, ctx: worker::Context) -> Self;
+}
+
+/// Where a generated client sends its calls.
+pub enum Target<T> {
+    /// Over RPC, to a Worker or Durable Object.
+    Remote(Stub),
+    /// In process, straight to an implementation (native tests).
+    Local(Rc<T>),
+}
+
+impl<T> Clone for Target<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Target::Remote(stub) => Target::Remote(stub.clone()),
+            Target::Local(this) => Target::Local(Rc::clone(this)),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Target<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Remote(stub) => stub.fmt(f),
+            Target::Local(_) => f.write_str("Local"),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Test worker: a named entrypoint, a default entrypoint, a Durable Object with RPC methods,
+//! and routes that let the tests drive Rust callers.
+
+use proxy_fetch::entrypoint;
+use proxy_fetch::rpc::{HandlerError, WorkerEntrypoint};
+use serde::{Deserialize, Serialize};
+use worker::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Greeting {
+    pub name: String,
+    pub times: u32,
+    #[serde(with = "serde_bytes")]
+    pub blob: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    #[serde(with = "serde_bytes")]
+    pub blob: Vec<u8>,
+}
+
+pub struct Greeter {
+    env: Env,
+}
+
+impl WorkerEntrypoint for Greeter {
+    fn new(env: Env, _ctx: Context) -> Self {
+        Greeter { env }
+    }
+}
+
+#[entrypoint(name = "GreeterEntrypoint")]
+impl Greeter {
+    /// Greets `g.name`, `g.times` times, and echoes the bytes reversed.
+    async fn greet(&self, g: Greeting, suffix: String) -> std::result::Result<Reply, HandlerError> {
+        if g.times == 0 {
+            return Err(HandlerError::new("zero_times", format!("cannot greet {} zero times", g.name)));
+        }
+        let text = vec![format!("hello {}{suffix}", g.name); g.times as usize].join(" ");
+        let mut blob = g.blob;
+        blob.reverse();
+        Ok(Reply { text, blob })
+    }
+
+    /// Waits `ms` then writes `value` into the `Counter` named `key`: the caller is answered first.
+    #[wait_until]
+    async fn record_later(&self, key: String, value: u32, ms: u32) -> std::result::Result<(), HandlerError> {
+        Delay::from(std::time::Duration::from_millis(ms as u64)).await;
+        let counter = CounterClient::from_name(&self.env, "COUNTER", &key)?;
+        counter.set(value).await?;
+        Ok(())
+    }
+}
+
+#[durable_object]
+pub struct Counter {
+    state: State,
+}
+
+impl DurableObject for Counter {
+    fn new(state: State, _env: Env) -> Self {
+        Counter { state }
+    }
+
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        let value = self.read().await?;
+        Response::ok(format!("counter={value}"))
+    }
+}
+
+impl Counter {
+    async fn read(&self) -> Result<u32> {
+        Ok(self.state.storage().get::<u32>("value").await?.unwrap_or(0))
+    }
+}
+
+#[entrypoint(durable_object)]
+impl Counter {
+    async fn set(&self, value: u32) -> std::result::Result<u32, HandlerError> {
+        self.state.storage().put("value", value).await?;
+        Ok(value)
+    }
+
+    async fn get(&self) -> std::result::Result<u32, HandlerError> {
+        Ok(self.read().await?)
+    }
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let url = req.url()?;
+    let q = |k: &str| url.query_pairs().find(|(key, _)| key == k).map(|(_, v)| v.into_owned());
+    match url.path() {
+        "/" => Response::ok("hello from Rust in workerd"),
+        "/greet" => {
+            let greeter = GreeterClient::from_env(&env, "GREETER")?;
+            let g = Greeting { name: q("name").unwrap_or_default(), times: q("times").and_then(|t| t.parse().ok()).unwrap_or(1), blob: vec![1, 2, 3] };
+            match greeter.greet(g, "!".into()).await {
+                Ok(reply) => Response::ok(format!("{} {:?}", reply.text, reply.blob)),
+                Err(e) => Response::error(format!("{e:?}"), 500),
+            }
+        }
+        "/record-later" => {
+            let greeter = GreeterClient::from_env(&env, "GREETER")?;
+            let key = q("key").unwrap_or_default();
+            let start = Date::now().as_millis();
+            greeter.record_later(key.clone(), 7, 300).await?;
+            let ack_ms = Date::now().as_millis() - start;
+            let counter = CounterClient::from_name(&env, "COUNTER", &key)?;
+            let at_ack = counter.get().await?;
+            Response::ok(format!("ack_ms={ack_ms} value_at_ack={at_ack}"))
+        }
+        "/counter" => {
+            let counter = CounterClient::from_name(&env, "COUNTER", &q("key").unwrap_or_default())?;
+            Response::ok(format!("{}", counter.get().await?))
+        }
+        _ => Response::error("not found", 404),
+    }
+}

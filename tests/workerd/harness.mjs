@@ -1,0 +1,75 @@
+// Starts a built worker in real workerd (Miniflare's API) from its own wrangler.toml, so the
+// configuration a user copies is the one under test.
+import { Miniflare, Log, LogLevel } from "miniflare";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse as parseToml } from "smol-toml";
+
+export const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** Miniflare options equivalent to a wrangler.toml (the subset proxy-fetch workers use). */
+export function optionsFromWrangler(crateDir, overrides = {}) {
+  const config = parseToml(readFileSync(join(crateDir, "wrangler.toml"), "utf8"));
+  const scriptPath = join(crateDir, config.main);
+  if (!existsSync(scriptPath)) {
+    throw new Error(`${scriptPath} is missing: build the worker first (node tools/build-worker.mjs ${crateDir})`);
+  }
+  const sqlite = new Set((config.migrations ?? []).flatMap((m) => m.new_sqlite_classes ?? []));
+  const durableObjects = Object.fromEntries((config.durable_objects?.bindings ?? []).map((b) => [
+    b.name, { className: b.class_name, useSQLite: sqlite.has(b.class_name) },
+  ]));
+  const serviceBindings = Object.fromEntries((config.services ?? []).map((s) => [
+    s.binding, { name: s.service, ...(s.entrypoint ? { entrypoint: s.entrypoint } : {}) },
+  ]));
+  return {
+    name: config.name,
+    modules: true,
+    modulesRoot: crateDir,
+    scriptPath,
+    modulesRules: [
+      { type: "ESModule", include: ["**/*.js"] },
+      { type: "CompiledWasm", include: ["**/*.wasm"] },
+    ],
+    compatibilityDate: config.compatibility_date,
+    compatibilityFlags: config.compatibility_flags ?? [],
+    durableObjects,
+    serviceBindings,
+    bindings: config.vars ?? {},
+    ...overrides,
+  };
+}
+
+/**
+ * Starts the worker in `crateDir`; returns { mf, env, fetch(path), logs, dispose }.
+ * `logs` collects what the worker printed (console.log/error), for asserting on reported errors.
+ */
+export async function startWorker(crateDir, overrides = {}) {
+  const logs = [];
+  class Capture extends Log {
+    log(message) {
+      logs.push(message);
+      if (process.env.PF_VERBOSE) super.log(message);
+    }
+  }
+  const mf = new Miniflare({
+    ...optionsFromWrangler(resolve(root, crateDir), overrides),
+    log: new Capture(LogLevel.INFO),
+    cf: false,
+    handleRuntimeStdio(stdout, stderr) {
+      const keep = (stream) => stream.on("data", (chunk) => logs.push(String(chunk)));
+      keep(stdout);
+      keep(stderr);
+    },
+  });
+  const url = await mf.ready;
+  const env = await mf.getBindings();
+  return {
+    mf,
+    env,
+    logs,
+    url,
+    fetch: (path, init) => mf.dispatchFetch(new URL(path, url), init),
+    dispose: () => mf.dispose(),
+  };
+}
