@@ -4,8 +4,8 @@
 use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemImpl, Pat, PathArguments,
-    ReturnType, Type,
+    Attribute, FnArg, GenericArgument, Ident, ImplItem, Item, ItemImpl, ItemTrait, Pat, PathArguments,
+    ReturnType, Signature, TraitItem, Type,
 };
 
 use crate::attr::{EntrypointArgs, Kind, RpcArgs};
@@ -16,6 +16,8 @@ pub struct Entrypoint {
     pub self_ident: Ident,
     pub client: Ident,
     pub methods: Vec<Method>,
+    /// Declared by a trait: the handlers live elsewhere, only the client is generated.
+    pub remote_only: bool,
 }
 
 pub struct Method {
@@ -35,12 +37,24 @@ pub struct Arg {
     pub ty: Type,
 }
 
-/// Removes this macro's method attributes so the impl compiles as the user wrote it.
-pub fn strip_method_attrs(item: &mut ItemImpl) {
-    for impl_item in &mut item.items {
-        if let ImplItem::Fn(f) = impl_item {
-            f.attrs.retain(|a| !a.path().is_ident("wait_until") && !a.path().is_ident("rpc"));
-        }
+fn is_ours(attr: &Attribute) -> bool {
+    attr.path().is_ident("wait_until") || attr.path().is_ident("rpc")
+}
+
+/// Removes this macro's method attributes so the item compiles as the user wrote it.
+pub fn strip_method_attrs(item: &mut Item) {
+    match item {
+        Item::Impl(item) => item.items.iter_mut().for_each(|i| {
+            if let ImplItem::Fn(f) = i {
+                f.attrs.retain(|a| !is_ours(a));
+            }
+        }),
+        Item::Trait(item) => item.items.iter_mut().for_each(|i| {
+            if let TraitItem::Fn(f) = i {
+                f.attrs.retain(|a| !is_ours(a));
+            }
+        }),
+        _ => {}
     }
 }
 
@@ -73,20 +87,39 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
         .items
         .iter()
         .filter_map(|impl_item| match impl_item {
-            ImplItem::Fn(f) => parse_method(f, errors),
+            ImplItem::Fn(f) => parse_method(&f.sig, &f.attrs, errors),
             _ => None,
         })
         .collect();
-    Some(Entrypoint { kind: args.kind, self_ident, client, methods })
+    Some(Entrypoint { kind: args.kind, self_ident, client, methods, remote_only: false })
 }
 
-fn parse_method(f: &ImplItemFn, errors: &mut Errors) -> Option<Method> {
-    let sig = &f.sig;
+/// A trait under `#[entrypoint]` declares an entrypoint implemented elsewhere (in JS, or in
+/// another worker): only a client is generated.
+pub fn parse_remote(args: EntrypointArgs, item: &ItemTrait, errors: &mut Errors) -> Entrypoint {
+    if !item.generics.params.is_empty() {
+        errors.push(item.generics.span(), "an #[entrypoint] trait cannot be generic: a remote caller cannot choose a type");
+    }
+    let client = args
+        .client
+        .unwrap_or_else(|| Ident::new(&format!("{}Client", item.ident), item.ident.span()));
+    let methods = item
+        .items
+        .iter()
+        .filter_map(|trait_item| match trait_item {
+            TraitItem::Fn(f) => parse_method(&f.sig, &f.attrs, errors),
+            _ => None,
+        })
+        .collect();
+    Entrypoint { kind: args.kind, self_ident: item.ident.clone(), client, methods, remote_only: true }
+}
+
+fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Option<Method> {
     let errors_before = errors.count();
 
     let mut wait_until = None;
     let mut rpc_name = None;
-    for attr in &f.attrs {
+    for attr in attrs {
         if attr.path().is_ident("wait_until") {
             if !matches!(attr.meta, syn::Meta::Path(_)) {
                 errors.push(attr.span(), "#[wait_until] takes no arguments");
@@ -186,7 +219,7 @@ fn parse_method(f: &ImplItemFn, errors: &mut Errors) -> Option<Method> {
         Some(lit) => (lit.value(), lit.span()),
         None => (camel_case(&sig.ident.to_string()), sig.ident.span()),
     };
-    let docs = f.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect();
+    let docs = attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect();
     (errors.count() == errors_before).then(|| Method {
         ident: sig.ident.clone(),
         js_name,

@@ -38,15 +38,10 @@ impl Errors {
 /// See `proxy_fetch::entrypoint` for the documentation.
 #[proc_macro_attribute]
 pub fn entrypoint(args: TokenStream, input: TokenStream) -> TokenStream {
-    let mut item: syn::ItemImpl = match syn::parse(input) {
-        Ok(item) => item,
-        Err(e) => {
-            let e = syn::Error::new(
-                e.span(),
-                "#[entrypoint] goes on an impl block: `#[entrypoint] impl MyType { async fn ... }`",
-            );
-            return e.to_compile_error().into();
-        }
+    let mut item: syn::Item = match syn::parse(input) {
+        Ok(item @ (syn::Item::Impl(_) | syn::Item::Trait(_))) => item,
+        Ok(other) => return not_an_impl(syn::spanned::Spanned::span(&other)),
+        Err(e) => return not_an_impl(e.span()),
     };
     let mut errors = Errors::default();
     let args = match syn::parse::<attr::EntrypointArgs>(args) {
@@ -56,14 +51,18 @@ pub fn entrypoint(args: TokenStream, input: TokenStream) -> TokenStream {
             None
         }
     };
-    let parsed = args.and_then(|args| ast::parse(args, &item, &mut errors));
+    let parsed = args.and_then(|args| match &item {
+        syn::Item::Impl(i) => ast::parse(args, i, &mut errors),
+        syn::Item::Trait(t) => Some(ast::parse_remote(args, t, &mut errors)),
+        _ => None,
+    });
     if let Some(ep) = &parsed {
         valid::check(ep, &mut errors);
     }
     ast::strip_method_attrs(&mut item);
     match (errors.0, parsed) {
         (None, Some(ep)) => expand::expand(&item, &ep).into(),
-        // Keep the user's impl so that one mistake does not cascade into "method not found".
+        // Keep the user's item so that one mistake does not cascade into "method not found".
         (Some(e), _) => {
             let mut out = item.into_token_stream();
             out.extend(e.to_compile_error());
@@ -71,4 +70,14 @@ pub fn entrypoint(args: TokenStream, input: TokenStream) -> TokenStream {
         }
         (None, None) => item.into_token_stream().into(),
     }
+}
+
+fn not_an_impl(span: Span) -> TokenStream {
+    syn::Error::new(
+        span,
+        "#[entrypoint] goes on an impl block (`#[entrypoint] impl MyType { async fn ... }`), or on a \
+         trait that declares an entrypoint implemented elsewhere",
+    )
+    .to_compile_error()
+    .into()
 }

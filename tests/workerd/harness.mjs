@@ -36,15 +36,17 @@ export function optionsFromWrangler(crateDir, overrides = {}) {
     durableObjects,
     serviceBindings,
     bindings: config.vars ?? {},
+    cf: false,
     ...overrides,
   };
 }
 
 /**
- * Starts the worker in `crateDir`; returns { mf, env, fetch(path), logs, dispose }.
- * `logs` collects what the worker printed (console.log/error), for asserting on reported errors.
+ * Starts the worker in `crateDir` (plus `peers`, extra Miniflare worker options, e.g. a JS
+ * worker beside it); returns { mf, env, fetch(path), fetchPeer(name, path), logs, dispose }.
+ * `logs` collects what the workers printed (console.log/error), for asserting on reported errors.
  */
-export async function startWorker(crateDir, overrides = {}) {
+export async function startWorker(crateDir, { peers = [], ...overrides } = {}) {
   const logs = [];
   class Capture extends Log {
     log(message) {
@@ -52,10 +54,10 @@ export async function startWorker(crateDir, overrides = {}) {
       if (process.env.PF_VERBOSE) super.log(message);
     }
   }
+  const main = optionsFromWrangler(resolve(root, crateDir), overrides);
   const mf = new Miniflare({
-    ...optionsFromWrangler(resolve(root, crateDir), overrides),
+    workers: [main, ...peers],
     log: new Capture(LogLevel.INFO),
-    cf: false,
     handleRuntimeStdio(stdout, stderr) {
       const keep = (stream) => stream.on("data", (chunk) => logs.push(String(chunk)));
       keep(stdout);
@@ -70,6 +72,13 @@ export async function startWorker(crateDir, overrides = {}) {
     logs,
     url,
     fetch: (path, init) => mf.dispatchFetch(new URL(path, url), init),
+    fetchPeer: async (name, path, init) => (await mf.getWorker(name)).fetch(new URL(path, url), init),
     dispose: () => mf.dispose(),
   };
+}
+
+/** Miniflare options of a JS worker module that lives in tests/workerd. */
+export function jsWorker(name, file, options = {}) {
+  return { name, modules: true, modulesRoot: dirname(fileURLToPath(import.meta.url)),
+    scriptPath: join(dirname(fileURLToPath(import.meta.url)), file), compatibilityDate: "2026-07-30", ...options };
 }

@@ -34,6 +34,29 @@ pub enum Target<T> {
     Local(Rc<T>),
 }
 
+impl<T> Target<T> {
+    /// The stub, unless calls go to a local implementation.
+    pub fn stub(&self) -> Option<&Stub> {
+        match self {
+            Target::Remote(stub) => Some(stub),
+            Target::Local(_) => None,
+        }
+    }
+}
+
+/// The implementation type of a client generated from a trait: it has none, so such a client
+/// is always remote.
+pub enum RemoteOnly {}
+
+impl Target<RemoteOnly> {
+    pub fn remote(&self) -> &Stub {
+        match self {
+            Target::Remote(stub) => stub,
+            Target::Local(never) => match **never {},
+        }
+    }
+}
+
 impl<T> Clone for Target<T> {
     fn clone(&self) -> Self {
         match self {

@@ -116,6 +116,29 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             let counter = CounterClient::from_name(&env, "COUNTER", &q("key").unwrap_or_default())?;
             Response::ok(format!("{}", counter.get().await?))
         }
+        "/js-math" => {
+            let math = JsMathClient::from_env(&env, "JS_MATH")?;
+            let sum = math.add(2, 40).await?;
+            let described = math.describe(Greeting { name: "rust".into(), times: 1, blob: vec![0, 255] }).await?;
+            let failed = match math.fail().await {
+                Err(proxy_fetch::rpc::CallError::Rpc(e)) => format!("{:?}: {}", e.kind, e.message),
+                other => format!("unexpected: {other:?}"),
+            };
+            Response::ok(format!("sum={sum} text={} blob={:?} failed={failed}", described.text, described.blob))
+        }
+        "/missing-binding" => match GreeterClient::from_env(&env, "NOPE") {
+            Err(e) => Response::ok(format!("{:?}: {}", e.kind, e.message)),
+            Ok(_) => Response::error("binding unexpectedly present", 500),
+        },
         _ => Response::error("not found", 404),
     }
+}
+
+/// An entrypoint written in JS (tests/workerd/js-peer.js), called from Rust.
+#[entrypoint(name = "JsMath")]
+pub trait JsMath {
+    async fn add(&self, a: i32, b: i32) -> std::result::Result<i32, HandlerError>;
+    /// Returns the argument with `seen: true` added.
+    async fn describe(&self, g: Greeting) -> std::result::Result<Reply, HandlerError>;
+    async fn fail(&self) -> std::result::Result<(), HandlerError>;
 }

@@ -1,0 +1,52 @@
+// A plain JS worker beside the Rust one: it calls the Rust entrypoint and Durable Object with
+// plain objects, and serves JsMath, an entrypoint the Rust side calls through a generated client.
+import { WorkerEntrypoint } from "cloudflare:workers";
+
+export class JsMath extends WorkerEntrypoint {
+  add(a, b) {
+    return a + b;
+  }
+  describe(g) {
+    return { text: `${g.name} seen by JS (blob is Uint8Array: ${g.blob instanceof Uint8Array})`, blob: g.blob };
+  }
+  fail() {
+    throw new TypeError("JsMath.fail says no");
+  }
+}
+
+async function outcome(promise) {
+  try {
+    return { ok: await promise };
+  } catch (e) {
+    return { error: { name: e.name, message: e.message, rpc: e.proxyFetchRpcError, handler: e.proxyFetchHandlerError } };
+  }
+}
+
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const greeter = env.GREETER;
+    switch (url.pathname) {
+      case "/greet": {
+        const r = await greeter.greet({ name: "js", times: 2, blob: new Uint8Array([1, 2, 3]) }, "?");
+        return Response.json({ text: r.text, blobIsUint8Array: r.blob instanceof Uint8Array, blob: [...r.blob] });
+      }
+      case "/greet-error":
+        return Response.json(await outcome(greeter.greet({ name: "js", times: 0, blob: new Uint8Array() }, "")));
+      case "/bad-payload": {
+        const bad = await outcome(greeter.greet({ name: "js", times: "many", blob: new Uint8Array() }, ""));
+        const missing = await outcome(greeter.greet({ name: "js", blob: new Uint8Array() }, ""));
+        const arity = await outcome(greeter.greet({ name: "js", times: 1, blob: new Uint8Array() }));
+        const next = await outcome(greeter.greet({ name: "again", times: 1, blob: new Uint8Array() }, "."));
+        return Response.json({ bad, missing, arity, next: next.ok?.text });
+      }
+      case "/counter": {
+        const counter = env.COUNTER.get(env.COUNTER.idFromName(url.searchParams.get("key")));
+        const set = await counter.set(Number(url.searchParams.get("value")));
+        return Response.json({ set, get: await counter.get(), fetched: await (await counter.fetch("http://do/")).text() });
+      }
+      default:
+        return new Response("not found", { status: 404 });
+    }
+  },
+};

@@ -1,0 +1,68 @@
+// The "external API" of the tests: a real HTTP server on 127.0.0.1 whose behaviour each request
+// chooses through its query string, so tests need no shared state:
+//   ?delay=ms          wait before answering
+//   ?status=N          answer with status N (default 200)
+//   ?bytes=N           body of N bytes (a repeating 0..255 pattern), else a JSON echo
+//   ?header=k:v        add a response header (repeatable)
+//   ?reset=1           destroy the connection without answering
+//   ?hang=1            never answer
+//   ?fail=N&key=K      the first N requests with key K answer 503 (then as asked)
+// The JSON echo is { method, path, headers, body (base64), count } where count is how many
+// requests this key has seen.
+import { createServer } from "node:http";
+
+export async function startUpstream() {
+  const seen = new Map();
+  const sockets = new Set();
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, "http://upstream");
+    const q = (k) => url.searchParams.get(k);
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", async () => {
+      const key = q("key") ?? url.pathname;
+      const count = (seen.get(key) ?? 0) + 1;
+      seen.set(key, count);
+      if (q("delay")) await new Promise((r) => setTimeout(r, Number(q("delay"))));
+      if (q("reset")) return req.socket.destroy();
+      if (q("hang")) return;
+      let status = Number(q("status") ?? 200);
+      if (q("fail") && count <= Number(q("fail"))) status = 503;
+      const headers = {};
+      for (const h of url.searchParams.getAll("header")) {
+        const i = h.indexOf(":");
+        headers[h.slice(0, i)] = h.slice(i + 1);
+      }
+      if (q("bytes")) {
+        const body = Buffer.alloc(Number(q("bytes")));
+        for (let i = 0; i < body.length; i++) body[i] = i % 256;
+        res.writeHead(status, { "content-type": "application/octet-stream", ...headers });
+        return res.end(body);
+      }
+      res.writeHead(status, { "content-type": "application/json", ...headers });
+      res.end(JSON.stringify({
+        method: req.method, path: url.pathname + url.search, headers: req.headers,
+        body: Buffer.concat(chunks).toString("base64"), count,
+      }));
+    });
+  });
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const base = `http://127.0.0.1:${server.address().port}`;
+  return {
+    base,
+    url: (path = "/", params = {}) => {
+      const u = new URL(path, base);
+      for (const [k, v] of Object.entries(params)) u.searchParams.append(k, v);
+      return u.toString();
+    },
+    count: (key) => seen.get(key) ?? 0,
+    close: () => new Promise((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(r);
+    }),
+  };
+}

@@ -1,0 +1,110 @@
+# shellcheck shell=bash
+# Source this file (`. tools/setup.sh`): it checks and installs everything a build and the tests
+# need, idempotently, into a per-user cache keyed by version, then exports:
+#   WASM_BINDGEN  the wasm-bindgen CLI matching the wasm-bindgen version in Cargo.lock
+#   WASM_OPT      binaryen's wasm-opt (from the npm lock)
+#   PF_CACHE      the cache folder (override with PROXY_FETCH_CACHE)
+# and links ./node_modules to the cached npm install of package-lock.json.
+# Nothing is fetched from outside the package registries (crates.io, npm).
+
+pf_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PF_CACHE=${PROXY_FETCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/proxy-fetch}
+export PF_CACHE
+
+pf_die() { echo "setup: error: $*" >&2; return 1; }
+pf_say() { echo "setup: $*"; }
+
+# Runs "$@" and prints how long it took.
+pf_phase() {
+  local name=$1 start=$SECONDS rc=0
+  shift
+  "$@" || rc=$?
+  echo "phase: $name took $((SECONDS - start)) s$([ $rc -ne 0 ] && echo " (FAILED, exit $rc)")"
+  return $rc
+}
+
+pf_check_commands() {
+  command -v cargo >/dev/null || pf_die "cargo not found: install Rust with rustup (https://rustup.rs)" || return 1
+  command -v node >/dev/null || pf_die "node not found: install Node.js >= 20 (Debian: apt-get install nodejs npm)" || return 1
+  command -v npm >/dev/null || pf_die "npm not found: install npm (Debian: apt-get install npm)" || return 1
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 20 ] || pf_die "node $(node --version) is too old: Miniflare needs Node.js >= 20" || return 1
+}
+
+pf_wasm_target() {
+  local libdir
+  libdir=$(rustc --print target-libdir --target wasm32-unknown-unknown 2>/dev/null)
+  if [ -n "$libdir" ] && [ -d "$libdir" ] && ls "$libdir"/libstd-*.rlib >/dev/null 2>&1; then
+    pf_say "wasm32-unknown-unknown std: present"
+    return 0
+  fi
+  command -v rustup >/dev/null || pf_die "the wasm32-unknown-unknown std is missing and rustup is not installed to add it" || return 1
+  pf_say "adding the wasm32-unknown-unknown target with rustup"
+  timeout 300 rustup target add wasm32-unknown-unknown ||
+    pf_die "rustup could not add wasm32-unknown-unknown (no network to the Rust distribution server?). \
+Install the target by other means, e.g. Debian's rustc-web (see docs/build.md), and rerun" || return 1
+}
+
+pf_lock_version() { # the version of crate $1 in Cargo.lock
+  awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' "$pf_root/Cargo.lock"
+}
+
+pf_wasm_bindgen() {
+  [ -f "$pf_root/Cargo.lock" ] || (cd "$pf_root" && cargo generate-lockfile) || return 1
+  local version dir
+  version=$(pf_lock_version wasm-bindgen)
+  [ -n "$version" ] || pf_die "wasm-bindgen is not in Cargo.lock" || return 1
+  dir="$PF_CACHE/tools/wasm-bindgen-cli-$version"
+  if [ -x "$dir/bin/wasm-bindgen" ]; then
+    if [ "$("$dir/bin/wasm-bindgen" --version 2>/dev/null)" = "wasm-bindgen $version" ]; then
+      pf_say "wasm-bindgen-cli $version: cached in $dir (reused, no reinstall)"
+      export WASM_BINDGEN="$dir/bin/wasm-bindgen"
+      return 0
+    fi
+    pf_say "wasm-bindgen-cli in $dir does not report version $version: stale or broken, rebuilding"
+    rm -rf "$dir"
+  fi
+  pf_say "installing wasm-bindgen-cli $version (it must equal the wasm-bindgen library; takes a few minutes once)"
+  local tmp="$dir.tmp.$$"
+  rm -rf "$tmp"
+  cargo install --quiet wasm-bindgen-cli --version "=$version" --root "$tmp" ||
+    { rm -rf "$tmp"; pf_die "cargo install wasm-bindgen-cli $version failed (crates.io unreachable?)"; return 1; }
+  mkdir -p "$(dirname "$dir")" && mv "$tmp" "$dir"
+  export WASM_BINDGEN="$dir/bin/wasm-bindgen"
+}
+
+pf_node_modules() {
+  local key dir
+  key=$( (cat "$pf_root/package-lock.json"; node --version) | sha256sum | cut -c1-16)
+  dir="$PF_CACHE/node/$key"
+  if [ -d "$dir/node_modules" ]; then
+    pf_say "npm packages: cached in $dir (reused, no reinstall)"
+  else
+    pf_say "installing npm packages from package-lock.json into $dir"
+    local tmp="$dir.tmp.$$"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    cp "$pf_root/package.json" "$pf_root/package-lock.json" "$tmp/"
+    (cd "$tmp" && npm ci --no-audit --no-fund --loglevel=error) ||
+      { rm -rf "$tmp"; pf_die "npm ci failed: is the npm registry reachable (npm config get registry)?"; return 1; }
+    mv "$tmp" "$dir"
+  fi
+  if [ "$(readlink "$pf_root/node_modules" 2>/dev/null)" != "$dir/node_modules" ]; then
+    rm -rf "$pf_root/node_modules"
+    ln -s "$dir/node_modules" "$pf_root/node_modules"
+  fi
+  "$pf_root/node_modules/.bin/workerd" --version >/dev/null 2>&1 ||
+    pf_die "workerd from npm does not run here: $("$pf_root/node_modules/.bin/workerd" --version 2>&1 | tail -1)" || return 1
+  if [ -x "$pf_root/node_modules/.bin/wasm-opt" ]; then
+    export WASM_OPT="$pf_root/node_modules/.bin/wasm-opt"
+  fi
+}
+
+pf_setup() {
+  pf_check_commands &&
+    pf_phase "setup: wasm32 target" pf_wasm_target &&
+    pf_phase "setup: wasm-bindgen-cli" pf_wasm_bindgen &&
+    pf_phase "setup: npm packages" pf_node_modules
+}
+
+pf_setup
