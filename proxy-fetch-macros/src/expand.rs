@@ -238,7 +238,9 @@ fn worker_handlers(ep: &Entrypoint) -> TokenStream {
             }
         }
     });
+    let assert_entrypoint = quote_spanned!(this.span()=> ::proxy_fetch::__private::assert_worker_entrypoint::<#this>(););
     quote! {
+        const _: fn() = || { #assert_entrypoint };
         #marker
         #(#handlers)*
     }

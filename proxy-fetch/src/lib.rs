@@ -38,4 +38,5 @@ pub mod __private {
     pub fn assert_return<T: Serialize + DeserializeOwned>() {}
     pub fn assert_error<E: Serialize + DeserializeOwned + core::fmt::Display>() {}
     pub fn assert_durable_object<T: worker::DurableObject>() {}
+    pub fn assert_worker_entrypoint<T: crate::rpc::WorkerEntrypoint>() {}
 }

@@ -22,6 +22,12 @@ use std::rc::Rc;
 
 /// A type whose `#[entrypoint]` methods are served by a Worker entrypoint. The runtime builds
 /// one value per incoming call from the entrypoint's `env` and `ctx`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has #[entrypoint] methods but does not implement `WorkerEntrypoint`",
+    label = "the runtime builds a `{Self}` for each call",
+    note = "add `impl proxy_fetch::rpc::WorkerEntrypoint for {Self} {{ fn new(env: Env, ctx: Context) -> Self {{ ... }} }}`, \
+            or use #[entrypoint(durable_object)] if `{Self}` is a Durable Object"
+)]
 pub trait WorkerEntrypoint: 'static {
     fn new(env: worker::Env, ctx: worker::Context) -> Self;
 }

@@ -1,0 +1,23 @@
+#![allow(unused_imports)]
+use proxy_fetch::entrypoint;
+use proxy_fetch::rpc::{HandlerError, WorkerEntrypoint};
+use worker::{Context, Env};
+
+pub struct Executor;
+impl WorkerEntrypoint for Executor {
+    fn new(_env: Env, _ctx: Context) -> Self {
+        Executor
+    }
+}
+
+pub struct NotSerde;
+
+#[entrypoint]
+impl Executor {
+    async fn execute(&self, value: NotSerde) -> Result<(), HandlerError> {
+        let _ = value;
+        Ok(())
+    }
+}
+
+fn main() {}

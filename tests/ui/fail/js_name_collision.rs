@@ -1,0 +1,25 @@
+#![allow(unused_imports)]
+use proxy_fetch::entrypoint;
+use proxy_fetch::rpc::{HandlerError, WorkerEntrypoint};
+use worker::{Context, Env};
+
+pub struct Executor;
+impl WorkerEntrypoint for Executor {
+    fn new(_env: Env, _ctx: Context) -> Self {
+        Executor
+    }
+}
+
+#[entrypoint]
+impl Executor {
+    async fn get_item(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    #[rpc(name = "getItem")]
+    async fn item(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+fn main() {}

@@ -1,0 +1,33 @@
+#![allow(unused_imports)]
+use proxy_fetch::entrypoint;
+use proxy_fetch::rpc::{HandlerError, WorkerEntrypoint};
+use worker::{Context, Env};
+
+pub struct Executor;
+impl WorkerEntrypoint for Executor {
+    fn new(_env: Env, _ctx: Context) -> Self {
+        Executor
+    }
+}
+
+#[entrypoint]
+impl Executor {
+    async fn then(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    async fn fetch(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    #[rpc(name = "constructor")]
+    async fn build(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    async fn alarm(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+fn main() {}
