@@ -253,6 +253,24 @@ fn is_unit(ty: &Type) -> bool {
     matches!(ty, Type::Tuple(t) if t.elems.is_empty())
 }
 
+/// `WeatherDo` -> `WEATHER_DO`, `HTTPServer` -> `HTTP_SERVER`: the conventional binding name.
+pub fn screaming_snake(camel: &str) -> String {
+    let chars: Vec<char> = camel.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| chars[p]);
+        let next = chars.get(i + 1);
+        let boundary = c.is_uppercase()
+            && prev.is_some_and(|p| p.is_lowercase() || p.is_ascii_digit()
+                || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase())));
+        if boundary {
+            out.push('_');
+        }
+        out.extend(c.to_uppercase());
+    }
+    out
+}
+
 /// `execute_fetch` -> `executeFetch`; leading underscores are kept.
 pub fn camel_case(snake: &str) -> String {
     let trimmed = snake.trim_start_matches('_');

@@ -12,8 +12,8 @@ pub enum Kind {
     DefaultEntrypoint,
     /// A named `WorkerEntrypoint` class, e.g. `FetchExecutorEntrypoint`.
     NamedEntrypoint(LitStr),
-    /// The Durable Object class of the impl's type.
-    DurableObject(Span),
+    /// The Durable Object class of the impl's type; `origin`: it receives proxy-fetch results.
+    DurableObject { span: Span, origin: bool },
 }
 
 pub struct EntrypointArgs {
@@ -24,6 +24,7 @@ pub struct EntrypointArgs {
 enum Arg {
     Name(LitStr),
     DurableObject(Ident),
+    Origin(Ident),
     Client(Ident),
 }
 
@@ -43,11 +44,13 @@ impl Parse for Arg {
                 })?))
             }
             "durable_object" => Ok(Arg::DurableObject(key)),
+            "origin" => Ok(Arg::Origin(key)),
             _ => Err(syn::Error::new(
                 key.span(),
                 format!(
                     "unknown argument `{key}`; #[entrypoint] takes `name = \"JsClassName\"` (a named \
-                     WorkerEntrypoint), `durable_object` (methods of a Durable Object) and `client = \"TypeName\"`"
+                     WorkerEntrypoint), `durable_object` (methods of a Durable Object), `origin` (with `durable_object`: it \
+                     receives proxy-fetch results) and `client = \"TypeName\"`"
                 ),
             )),
         }
@@ -60,6 +63,7 @@ impl Parse for EntrypointArgs {
         let mut name = None;
         let mut durable_object = None;
         let mut client = None;
+        let mut origin = None;
         let mut errors: Option<syn::Error> = None;
         let mut push = |e: syn::Error| match &mut errors {
             Some(all) => all.combine(e),
@@ -70,6 +74,7 @@ impl Parse for EntrypointArgs {
                 Arg::Name(lit) if name.is_some() => push(syn::Error::new(lit.span(), "`name` given twice")),
                 Arg::Name(lit) => name = Some(lit),
                 Arg::DurableObject(key) => durable_object = Some(key),
+                Arg::Origin(key) => origin = Some(key),
                 Arg::Client(ident) => client = Some(ident),
             }
         }
@@ -82,9 +87,15 @@ impl Parse for EntrypointArgs {
                 Kind::NamedEntrypoint(name)
             }
             (Some(name), None) => Kind::NamedEntrypoint(name),
-            (None, Some(key)) => Kind::DurableObject(key.span()),
+            (None, Some(key)) => Kind::DurableObject { span: key.span(), origin: origin.is_some() },
             (None, None) => Kind::DefaultEntrypoint,
         };
+        if let (Some(key), false) = (&origin, matches!(kind, Kind::DurableObject { .. })) {
+            push(syn::Error::new(
+                key.span(),
+                "`origin` marks a Durable Object that receives proxy-fetch results: write #[entrypoint(durable_object, origin)]",
+            ));
+        }
         match errors {
             Some(e) => Err(e),
             None => Ok(EntrypointArgs { kind, client }),

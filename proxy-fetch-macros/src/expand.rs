@@ -18,7 +18,7 @@ pub fn expand(item: &Item, ep: &Entrypoint) -> TokenStream {
         };
     }
     let handlers = match &ep.kind {
-        Kind::DurableObject(_) => durable_object_handlers(ep),
+        Kind::DurableObject { .. } => durable_object_handlers(ep),
         Kind::DefaultEntrypoint | Kind::NamedEntrypoint(_) => worker_handlers(ep),
     };
     quote! {
@@ -36,7 +36,7 @@ fn client(ep: &Entrypoint) -> TokenStream {
     let this = &ep.self_ident;
     let client = &ep.client;
     let constructors = match &ep.kind {
-        Kind::DurableObject(_) => quote! {
+        Kind::DurableObject { .. } => quote! {
             /// The Durable Object named `name` in the namespace bound as `binding`.
             pub fn from_name(env: &::worker::Env, binding: &str, name: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
                 ::proxy_fetch::rpc::Stub::durable_object(env, binding, name).map(Self::from_stub)
@@ -54,6 +54,18 @@ fn client(ep: &Entrypoint) -> TokenStream {
         },
     };
     let methods = ep.methods.iter().map(|m| client_method(ep, m));
+    // Typed handles on the methods, e.g. to name a proxy-fetch continuation's handler.
+    let handle_owner = if ep.remote_only { quote!(Self) } else { quote!(#this) };
+    let handles = ep.methods.iter().map(|m| {
+        let name = format_ident!("{}", m.ident.to_string().to_uppercase(), span = m.ident.span());
+        let js_name = &m.js_name;
+        let types = m.args.iter().map(|a| &a.ty);
+        let doc = format!("Typed handle on `{}` (JS name `{js_name}`).", m.ident);
+        quote! {
+            #[doc = #doc]
+            pub const #name: ::proxy_fetch::rpc::Method<#handle_owner, (#(#types,)*)> = ::proxy_fetch::rpc::Method::new(#js_name);
+        }
+    });
     // A trait declares an entrypoint served elsewhere: there is no implementation to call locally.
     let (target, local) = if ep.remote_only {
         (quote!(::proxy_fetch::rpc::Target<::proxy_fetch::rpc::RemoteOnly>), quote!())
@@ -93,6 +105,7 @@ fn client(ep: &Entrypoint) -> TokenStream {
             pub fn stub(&self) -> ::core::option::Option<&::proxy_fetch::rpc::Stub> {
                 self.target.stub()
             }
+            #(#handles)*
             #(#methods)*
         }
     }
@@ -271,18 +284,58 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             }
         }
     });
-    let span = match &ep.kind {
-        Kind::DurableObject(span) => *span,
-        _ => Span::call_site(),
+    let (span, origin) = match &ep.kind {
+        Kind::DurableObject { span, origin } => (*span, *origin),
+        _ => (Span::call_site(), false),
     };
     let assert_do = quote_spanned!(span=> ::proxy_fetch::__private::assert_durable_object::<#this>(););
+    let origin_glue = origin.then(|| {
+        let binding = crate::ast::screaming_snake(&this.to_string());
+        let arms = ep.methods.iter().map(|m| {
+            let js_name = &m.js_name;
+            let fn_ident = format_ident!("__pf_handler_{}", m.ident);
+            quote!(#js_name => ::core::option::Option::Some(self.#fn_ident(ctx, args)),)
+        });
+        quote! {
+            impl ::proxy_fetch::__private::OriginHandlers for #this {
+                const INFERRED_BINDING: &'static str = #binding;
+                fn dispatch(
+                    &self,
+                    method: &str,
+                    ctx: ::proxy_fetch::__private::JsValue,
+                    args: ::proxy_fetch::__private::JsValue,
+                ) -> ::core::option::Option<::proxy_fetch::__private::Promise> {
+                    match method {
+                        #(#arms)*
+                        _ => ::core::option::Option::None,
+                    }
+                }
+            }
+        }
+    });
+    let deliver = origin.then(|| {
+        quote! {
+            #[wasm_bindgen(js_name = "__pf__rpc____proxyFetchDeliver")]
+            pub fn __pf_deliver(
+                &self,
+                ctx: ::proxy_fetch::__private::JsValue,
+                args: ::proxy_fetch::__private::JsValue,
+            ) -> ::proxy_fetch::__private::Promise {
+                // SAFETY: see `durable_self`.
+                ::proxy_fetch::__private::deliver(unsafe { ::proxy_fetch::__private::durable_self(self) }, ctx, args)
+            }
+        }
+    });
     quote! {
         #[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen, js_name = #marker_export)]
         pub fn __pf_durable_object_marker() { #assert_do }
 
+        #origin_glue
+
         #[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen)]
         impl #this {
             #(#handlers)*
+            #deliver
         }
     }
 }

@@ -42,7 +42,10 @@ pub fn check(entrypoint: &Entrypoint, errors: &mut Errors) {
         let name = method.js_name.as_str();
         if !is_js_identifier(name) {
             errors.push(method.js_name_span, format!("`{name}` is not a valid JS method name"));
-        } else if RESERVED.contains(&name) || name.starts_with("__pf") {
+        } else if RESERVED.contains(&name)
+            || name.starts_with("__pf")
+            || (name.starts_with("__proxyFetch") && !entrypoint.remote_only)
+        {
             errors.push(
                 method.js_name_span,
                 format!(

@@ -3,9 +3,17 @@
 //!
 //! See the repository README for the architecture; [`entrypoint`] for the macro.
 
+// Lets the crate use its own macro, whose output names everything `::proxy_fetch::...`.
+extern crate self as proxy_fetch;
+
 pub mod rpc;
+pub mod system;
 
 pub use proxy_fetch_macros::entrypoint;
+pub use system::{
+    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind, FetchResult, ProxyFetchError,
+    ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId, RetryPolicy,
+};
 
 /// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.
 #[doc(hidden)]
@@ -31,6 +39,27 @@ pub mod __private {
     /// by its JS wrapper) alive while any call into it is pending, as workers-rs also relies on.
     pub unsafe fn durable_self<T>(this: &T) -> &'static T {
         &*(this as *const T)
+    }
+
+    /// What `#[entrypoint(durable_object, origin)]` generates for a proxy-fetch origin.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` receives proxy-fetch results but its #[entrypoint] is not marked `origin`",
+        note = "write #[entrypoint(durable_object, origin)] on `{Self}`'s handler impl"
+    )]
+    pub trait OriginHandlers {
+        /// The origin's binding when `ProxyFetchOptions::origin_binding` is not set.
+        const INFERRED_BINDING: &'static str;
+        /// Calls the RPC method `method` (JS name) with `args`; `None` if there is none.
+        fn dispatch(&self, method: &str, ctx: JsValue, args: JsValue) -> Option<Promise>;
+    }
+
+    /// The RPC method results arrive through: `__proxyFetchDeliver(result)`.
+    pub fn deliver<O: crate::ProxyFetchOrigin>(origin: &'static O, ctx: JsValue, args: JsValue) -> Promise {
+        const METHOD: &str = "__proxyFetchDeliver";
+        let call = crate::rpc::Args::new(METHOD, args, 1)
+            .and_then(|args| args.get::<crate::FetchResult>(0, "result"))
+            .map(|result| crate::system::deliver(origin, ctx, result));
+        awaited(METHOD, call)
     }
 
     /// Compile-time checks whose failures point at the user's types.

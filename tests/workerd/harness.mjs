@@ -57,6 +57,8 @@ export async function startWorker(crateDir, { peers = [], ...overrides } = {}) {
   const main = optionsFromWrangler(resolve(root, crateDir), overrides);
   const mf = new Miniflare({
     workers: [main, ...peers],
+    // Never let Miniflare fetch the `cf` object from Cloudflare: tests stay on loopback.
+    cf: false,
     log: new Capture(LogLevel.INFO),
     handleRuntimeStdio(stdout, stderr) {
       const keep = (stream) => stream.on("data", (chunk) => logs.push(String(chunk)));

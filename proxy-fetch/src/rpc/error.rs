@@ -131,6 +131,12 @@ impl fmt::Display for HandlerError {
 
 impl std::error::Error for HandlerError {}
 
+impl From<HandlerError> for worker::Error {
+    fn from(e: HandlerError) -> Self {
+        worker::Error::RustError(e.to_string())
+    }
+}
+
 impl From<worker::Error> for HandlerError {
     fn from(e: worker::Error) -> Self {
         HandlerError::new("worker", e.to_string())

@@ -18,7 +18,38 @@ pub use error::{CallError, HandlerError, RpcError, RpcErrorKind};
 pub use serve::log_error;
 pub use stub::{encode_arg, encode_args, Stub};
 
+use std::marker::PhantomData;
 use std::rc::Rc;
+
+pub(crate) use codec::to_js as to_js_value;
+
+/// A typed handle on an RPC method of `T` taking `Args` (a tuple), generated for every
+/// `#[entrypoint]` method as `<Client>::METHOD_NAME`. proxy-fetch uses it to name a
+/// continuation's handler so that the compiler checks it exists and takes the right types.
+pub struct Method<T, Args> {
+    js_name: &'static str,
+    _types: PhantomData<fn() -> (T, Args)>,
+}
+
+impl<T, Args> Method<T, Args> {
+    #[doc(hidden)]
+    pub const fn new(js_name: &'static str) -> Self {
+        Method { js_name, _types: PhantomData }
+    }
+
+    /// The method's JS name.
+    pub fn js_name(&self) -> &'static str {
+        self.js_name
+    }
+}
+
+impl<T, Args> Clone for Method<T, Args> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T, Args> Copy for Method<T, Args> {}
 
 /// A type whose `#[entrypoint]` methods are served by a Worker entrypoint. The runtime builds
 /// one value per incoming call from the entrypoint's `env` and `ctx`.

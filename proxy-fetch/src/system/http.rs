@@ -1,0 +1,137 @@
+//! One fetch of the upstream with the global `fetch`, a timeout that aborts it, and a body
+//! read that stops at the size limit instead of buffering whatever the upstream sends.
+
+use futures_util::future::{select, Either};
+use js_sys::{Array, Function, Object, Reflect, Uint8Array};
+use std::pin::pin;
+use std::time::Duration;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use super::ProxyRequest;
+
+pub(crate) struct Fetched {
+    pub status: u16,
+    pub status_text: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub url: String,
+}
+
+pub(crate) enum AttemptError {
+    Network(String),
+    Timeout,
+    TooLarge(u64),
+}
+
+fn get(target: &JsValue, key: &str) -> Result<JsValue, JsValue> {
+    Reflect::get(target, &JsValue::from_str(key))
+}
+
+fn call(target: &JsValue, method: &str, args: &Array) -> Result<JsValue, JsValue> {
+    let f: Function = get(target, method)?.dyn_into()?;
+    Reflect::apply(&f, target, args)
+}
+
+fn message(e: &JsValue) -> String {
+    get(e, "message").ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn init(request: &ProxyRequest, signal: &JsValue) -> Result<Object, JsValue> {
+    let init = Object::new();
+    Reflect::set(&init, &"method".into(), &request.method.as_str().into())?;
+    let headers = Array::new();
+    for (k, v) in &request.headers {
+        headers.push(&Array::of2(&k.as_str().into(), &v.as_str().into()));
+    }
+    Reflect::set(&init, &"headers".into(), &headers)?;
+    if let Some(body) = &request.body {
+        Reflect::set(&init, &"body".into(), &Uint8Array::from(&body[..]))?;
+    }
+    let redirect = serde_json::to_value(request.redirect).ok().and_then(|v| v.as_str().map(str::to_owned));
+    Reflect::set(&init, &"redirect".into(), &redirect.unwrap_or_else(|| "follow".into()).into())?;
+    Reflect::set(&init, &"signal".into(), signal)?;
+    Ok(init)
+}
+
+async fn read_headers(response: &JsValue) -> Result<Vec<(String, String)>, JsValue> {
+    let entries = call(&get(response, "headers")?, "entries", &Array::new())?;
+    let mut headers = Vec::new();
+    for pair in js_sys::try_iter(&entries)?.into_iter().flatten() {
+        let pair: Array = pair?.dyn_into()?;
+        headers.push((pair.get(0).as_string().unwrap_or_default(), pair.get(1).as_string().unwrap_or_default()));
+    }
+    Ok(headers)
+}
+
+/// Reads the body chunk by chunk, giving up as soon as it passes `limit`.
+async fn read_body(response: &JsValue, limit: u64) -> Result<Vec<u8>, AttemptError> {
+    let body = get(response, "body").map_err(|e| AttemptError::Network(message(&e)))?;
+    if body.is_null() || body.is_undefined() {
+        return Ok(Vec::new());
+    }
+    let network = |e: JsValue| AttemptError::Network(message(&e));
+    let reader = call(&body, "getReader", &Array::new()).map_err(network)?;
+    let mut out = Vec::new();
+    loop {
+        let read = call(&reader, "read", &Array::new()).map_err(network)?;
+        let chunk = JsFuture::from(js_sys::Promise::resolve(&read)).await.map_err(network)?;
+        if get(&chunk, "done").map_err(network)?.is_truthy() {
+            return Ok(out);
+        }
+        let bytes: Uint8Array = get(&chunk, "value").map_err(network)?.unchecked_into();
+        if out.len() as u64 + bytes.length() as u64 > limit {
+            let _ = call(&reader, "cancel", &Array::new());
+            return Err(AttemptError::TooLarge(limit));
+        }
+        let start = out.len();
+        out.resize(start + bytes.length() as usize, 0);
+        bytes.copy_to(&mut out[start..]);
+    }
+}
+
+async fn fetch_once(request: &ProxyRequest, signal: &JsValue, limit: u64) -> Result<Fetched, AttemptError> {
+    let network = |e: JsValue| AttemptError::Network(message(&e));
+    let init = init(request, signal).map_err(network)?;
+    let promise = call(&js_sys::global(), "fetch", &Array::of2(&request.url.as_str().into(), &init)).map_err(network)?;
+    let response = JsFuture::from(js_sys::Promise::resolve(&promise)).await.map_err(network)?;
+    let headers = read_headers(&response).await.map_err(network)?;
+    let declared = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        if let Ok(body) = get(&response, "body") {
+            let _ = call(&body, "cancel", &Array::new());
+        }
+        return Err(AttemptError::TooLarge(limit));
+    }
+    let body = read_body(&response, limit).await?;
+    Ok(Fetched {
+        status: get(&response, "status").ok().and_then(|s| s.as_f64()).unwrap_or(0.0) as u16,
+        status_text: get(&response, "statusText").ok().and_then(|s| s.as_string()).unwrap_or_default(),
+        headers,
+        body,
+        url: get(&response, "url").ok().and_then(|s| s.as_string()).unwrap_or_default(),
+    })
+}
+
+/// Fetches once; after `timeout` the request (and its body stream) is aborted.
+pub(crate) async fn attempt(request: &ProxyRequest, timeout: Duration, limit: u64) -> Result<Fetched, AttemptError> {
+    let controller = web_abort_controller().map_err(|e| AttemptError::Network(message(&e)))?;
+    let signal = get(&controller, "signal").map_err(|e| AttemptError::Network(message(&e)))?;
+    let work = pin!(fetch_once(request, &signal, limit));
+    let timer = pin!(worker::Delay::from(timeout));
+    match select(work, timer).await {
+        Either::Left((result, _)) => result,
+        Either::Right(((), _)) => {
+            let _ = call(&controller, "abort", &Array::new());
+            Err(AttemptError::Timeout)
+        }
+    }
+}
+
+fn web_abort_controller() -> Result<JsValue, JsValue> {
+    let ctor: Function = get(&js_sys::global(), "AbortController")?.dyn_into()?;
+    Reflect::construct(&ctor, &Array::new()).map(JsValue::from)
+}

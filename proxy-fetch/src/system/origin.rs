@@ -1,0 +1,333 @@
+//! The origin's side: start a proxied fetch, receive its result exactly once, cancel it.
+//!
+//! The origin keeps a durable record per request (`proxy-fetch:pending:<id>`, holding the
+//! handler's name and the user data). The first result to arrive (response, error, backstop,
+//! cancel) removes it, leaves a tombstone, and runs the handler; any later one finds the
+//! tombstone and is acknowledged and dropped.
+
+use js_sys::Array;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fmt;
+use std::marker::PhantomData;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use worker::{Env, State};
+
+use super::messages::{FetchJob, OriginRef};
+use super::orchestrator::FetchOrchestratorClient;
+use super::{FetchError, FetchErrorKind, FetchResult, ProxyFetchOptions, ProxyRequest, RequestId};
+use crate::rpc::{log_error, HandlerError, Method, RpcError};
+
+const PENDING: &str = "proxy-fetch:pending:";
+const DONE: &str = "proxy-fetch:done:";
+/// Tombstones older than this are pruned: a duplicate that late is treated as unknown.
+const TOMBSTONE_TTL_MS: f64 = 24.0 * 3600.0 * 1000.0;
+
+/// A Durable Object that starts proxied fetches and receives their results.
+///
+/// Implement it next to `#[entrypoint(durable_object, origin)]` on the same type; the macro
+/// adds the RPC method results arrive through and the table of handlers.
+pub trait ProxyFetchOrigin: crate::__private::OriginHandlers {
+    fn state(&self) -> &State;
+    fn env(&self) -> &Env;
+}
+
+/// Which handler of origin `O` receives the result, and the data handed to it along with it.
+///
+/// Built from a handler's typed handle, so a handler that does not exist or does not take
+/// `(FetchResult, D)` does not compile:
+/// `Continuation::new(WeatherClient::ON_WEATHER, city)`.
+pub struct Continuation<O, D> {
+    handler: &'static str,
+    data: D,
+    _origin: PhantomData<fn() -> O>,
+}
+
+impl<O, D: Serialize> Continuation<O, D> {
+    pub fn new(handler: Method<O, (FetchResult, D)>, data: D) -> Self {
+        Continuation { handler: handler.js_name(), data, _origin: PhantomData }
+    }
+}
+
+/// Why `proxy_fetch` or `cancel` could not do what was asked. Nothing was started (and
+/// nothing stored) when `proxy_fetch` returns one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyFetchError {
+    /// The URL or method cannot be fetched.
+    InvalidRequest(String),
+    /// `allowed_hosts` does not allow the URL's host.
+    Rejected(String),
+    /// A binding the request needs is missing from env; the message names the option to set.
+    MissingBinding(String),
+    /// The orchestrator could not be reached or refused the request.
+    Enqueue(RpcError),
+    /// The origin's storage failed, or the continuation data could not be serialized.
+    Storage(String),
+}
+
+impl fmt::Display for ProxyFetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyFetchError::InvalidRequest(m) => write!(f, "invalid request: {m}"),
+            ProxyFetchError::Rejected(m) => write!(f, "rejected by policy: {m}"),
+            ProxyFetchError::MissingBinding(m) => write!(f, "missing binding: {m}"),
+            ProxyFetchError::Enqueue(e) => write!(f, "could not enqueue: {e}"),
+            ProxyFetchError::Storage(m) => write!(f, "origin storage: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyFetchError {}
+
+impl From<ProxyFetchError> for worker::Error {
+    fn from(e: ProxyFetchError) -> Self {
+        worker::Error::RustError(e.to_string())
+    }
+}
+
+impl From<ProxyFetchError> for HandlerError {
+    fn from(e: ProxyFetchError) -> Self {
+        HandlerError::new("proxy_fetch", e.to_string())
+    }
+}
+
+fn storage_error(e: impl fmt::Display) -> ProxyFetchError {
+    ProxyFetchError::Storage(e.to_string())
+}
+
+#[derive(Serialize, Deserialize)]
+struct PendingRecord {
+    handler: String,
+    data: serde_json::Value,
+    created_ms: f64,
+    orchestrator_binding: String,
+    orchestrator_shard: String,
+}
+
+/// Result of handing a result to the origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryOutcome {
+    /// First result for this request: the handler ran.
+    Delivered,
+    /// The request already had its result: this one was dropped.
+    Duplicate,
+}
+
+pub(crate) fn now_ms() -> f64 {
+    worker::Date::now().as_millis() as f64
+}
+
+fn new_request_id() -> Result<RequestId, ProxyFetchError> {
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
+        .map_err(|_| ProxyFetchError::Storage("no crypto global".into()))?;
+    let uuid = js_sys::Reflect::get(&crypto, &JsValue::from_str("randomUUID"))
+        .ok()
+        .and_then(|f| wasm_bindgen::JsCast::dyn_into::<js_sys::Function>(f).ok())
+        .and_then(|f| f.call0(&crypto).ok())
+        .and_then(|v| v.as_string());
+    uuid.ok_or_else(|| ProxyFetchError::Storage("crypto.randomUUID unavailable".into()))
+}
+
+fn check_request(request: &ProxyRequest, options: &ProxyFetchOptions) -> Result<(), ProxyFetchError> {
+    let url = worker::Url::parse(&request.url)
+        .map_err(|e| ProxyFetchError::InvalidRequest(format!("`{}` is not a URL: {e}", request.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ProxyFetchError::InvalidRequest(format!("`{}`: only http and https can be fetched", request.url)));
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if request.method.is_empty() || !request.method.chars().all(token) {
+        return Err(ProxyFetchError::InvalidRequest(format!("`{}` is not an HTTP method", request.method)));
+    }
+    let host = url.host_str().unwrap_or_default();
+    if !options.host_allowed(host) {
+        return Err(ProxyFetchError::Rejected(format!("host `{host}` is not in allowed_hosts")));
+    }
+    Ok(())
+}
+
+fn require_binding(env: &Env, name: &str, option: &str) -> Result<(), ProxyFetchError> {
+    let present = js_sys::Reflect::get(env, &JsValue::from_str(name)).map(|v| !v.is_undefined()).unwrap_or(false);
+    if present {
+        Ok(())
+    } else {
+        Err(ProxyFetchError::MissingBinding(format!("`{name}` is not in env; add it to wrangler.toml or set ProxyFetchOptions::{option}")))
+    }
+}
+
+/// Starts a proxied fetch: the orchestrator queues it and the executor fetches it while this
+/// Durable Object is free to do other work. Returns the request id as soon as the request is
+/// queued; the result arrives later, exactly once, at the continuation's handler.
+pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
+    origin: &O,
+    request: impl Into<ProxyRequest>,
+    continuation: Continuation<O, D>,
+    options: &ProxyFetchOptions,
+) -> Result<RequestId, ProxyFetchError> {
+    let request = request.into();
+    check_request(&request, options)?;
+    let env = origin.env();
+    let origin_binding = options.origin_binding.clone().unwrap_or_else(|| O::INFERRED_BINDING.to_owned());
+    require_binding(env, &origin_binding, "origin_binding")?;
+    require_binding(env, &options.orchestrator_binding, "orchestrator_binding")?;
+
+    let id = new_request_id()?;
+    let shard = options.shard_for(&id);
+    let data = serde_json::to_value(&continuation.data).map_err(storage_error)?;
+    let storage = origin.state().storage();
+    let key = format!("{PENDING}{id}");
+    let record = PendingRecord {
+        handler: continuation.handler.to_owned(),
+        data,
+        created_ms: now_ms(),
+        orchestrator_binding: options.orchestrator_binding.clone(),
+        orchestrator_shard: shard.clone(),
+    };
+    storage.put(&key, &record).await.map_err(storage_error)?;
+
+    let job = FetchJob {
+        id: id.clone(),
+        request,
+        origin: OriginRef { binding: origin_binding, id: origin.state().id().to_string() },
+        shard: shard.clone(),
+        options: options.clone(),
+    };
+    let enqueued = async {
+        let orchestrator = FetchOrchestratorClient::from_name(env, &options.orchestrator_binding, &shard)?;
+        orchestrator.enqueue(job).await.map_err(|e| match e {
+            crate::rpc::CallError::Handler(h) => RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string()),
+            crate::rpc::CallError::Rpc(r) => r,
+        })
+    };
+    if let Err(e) = enqueued.await {
+        // Nothing will ever answer this request: forget it, so no handler waits for it.
+        let _ = storage.delete(&key).await;
+        return Err(ProxyFetchError::Enqueue(e));
+    }
+    Ok(id)
+}
+
+thread_local! {
+    /// Ids being delivered right now in this isolate: a second delivery racing the first one
+    /// sees the claim before either touches storage.
+    static CLAIMED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+struct Claim(String);
+
+impl Claim {
+    fn take(id: &str) -> Option<Claim> {
+        CLAIMED.with(|c| c.borrow_mut().insert(id.to_owned())).then(|| Claim(id.to_owned()))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        CLAIMED.with(|c| c.borrow_mut().remove(&self.0));
+    }
+}
+
+fn request_id_of(result: &FetchResult) -> &str {
+    match result {
+        Ok(r) => &r.request_id,
+        Err(e) => &e.request_id,
+    }
+}
+
+/// The first result for a request runs its handler; later ones are dropped.
+pub(crate) async fn deliver<O: ProxyFetchOrigin>(
+    origin: &O,
+    ctx: JsValue,
+    result: FetchResult,
+) -> Result<DeliveryOutcome, HandlerError> {
+    let id = request_id_of(&result).to_owned();
+    let Some(_claim) = Claim::take(&id) else { return Ok(DeliveryOutcome::Duplicate) };
+    let storage = origin.state().storage();
+    let key = format!("{PENDING}{id}");
+    let Some(record) = storage.get::<PendingRecord>(&key).await? else {
+        return if storage.get::<f64>(&format!("{DONE}{id}")).await?.is_some() {
+            Ok(DeliveryOutcome::Duplicate)
+        } else {
+            Err(HandlerError::new("unknown_request", format!("no proxy fetch {id} is pending here")))
+        };
+    };
+    // Settle the ledger before the handler runs: should the handler crash the instance, the
+    // result is not delivered a second time.
+    storage.delete(&key).await?;
+    storage.put(&format!("{DONE}{id}"), now_ms()).await?;
+    run_handler(origin, ctx, &id, &record, result).await;
+    prune_tombstones(origin).await;
+    Ok(DeliveryOutcome::Delivered)
+}
+
+async fn run_handler<O: ProxyFetchOrigin>(origin: &O, ctx: JsValue, id: &str, record: &PendingRecord, result: FetchResult) {
+    let args = (crate::rpc::to_js_value(&result), crate::rpc::to_js_value(&record.data));
+    let (Ok(result), Ok(data)) = args else {
+        log_error(&format!("proxy-fetch {id}: the result for `{}` could not be encoded", record.handler));
+        return;
+    };
+    let Some(promise) = origin.dispatch(&record.handler, ctx, Array::of2(&result, &data).into()) else {
+        log_error(&format!("proxy-fetch {id}: the origin has no handler `{}` (renamed since the request started?)", record.handler));
+        return;
+    };
+    if let Err(e) = JsFuture::from(promise).await {
+        let message = js_sys::Reflect::get(&e, &JsValue::from_str("message")).ok().and_then(|m| m.as_string());
+        log_error(&format!(
+            "proxy-fetch {id}: handler `{}` failed: {}",
+            record.handler,
+            message.unwrap_or_else(|| format!("{e:?}"))
+        ));
+    }
+}
+
+async fn prune_tombstones<O: ProxyFetchOrigin>(origin: &O) {
+    let storage = origin.state().storage();
+    let Ok(done) = storage.list_with_options(worker::ListOptions::new().prefix(DONE).limit(64)).await else { return };
+    let cutoff = now_ms() - TOMBSTONE_TTL_MS;
+    let old: Vec<String> = done
+        .entries()
+        .into_iter()
+        .filter_map(|entry| {
+            let pair: Array = entry.ok()?.into();
+            let delivered = pair.get(1).as_f64()?;
+            (delivered < cutoff).then(|| pair.get(0).as_string()).flatten()
+        })
+        .collect();
+    if !old.is_empty() {
+        let _ = storage.delete_multiple(old).await;
+    }
+}
+
+/// Cancels a pending request: its handler receives `FetchErrorKind::Cancelled` now, exactly
+/// once, and a response that arrives later is dropped. Returns `false` if the request already
+/// had its result (or never existed here).
+pub async fn cancel<O: ProxyFetchOrigin>(origin: &O, request_id: &str) -> Result<bool, ProxyFetchError> {
+    let storage = origin.state().storage();
+    let record: Option<PendingRecord> = storage.get(&format!("{PENDING}{request_id}")).await.map_err(storage_error)?;
+    let Some(record) = record else { return Ok(false) };
+    let cancelled = FetchError::new(request_id, FetchErrorKind::Cancelled, "cancelled by the origin");
+    let delivered = deliver(origin, JsValue::UNDEFINED, Err(cancelled)).await;
+    if delivered != Ok(DeliveryOutcome::Delivered) {
+        return Ok(false);
+    }
+    // The orchestrator no longer needs to watch it; if this fails its backstop is dropped here.
+    if let Ok(orchestrator) = FetchOrchestratorClient::from_name(origin.env(), &record.orchestrator_binding, &record.orchestrator_shard) {
+        if let Err(e) = orchestrator.forget(request_id.to_owned()).await {
+            log_error(&format!("proxy-fetch {request_id}: cancelled, but the orchestrator was not told: {e}"));
+        }
+    }
+    Ok(true)
+}
+
+/// Requests of this origin still waiting for their result.
+pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, ProxyFetchError> {
+    let map = origin
+        .state()
+        .storage()
+        .list_with_options(worker::ListOptions::new().prefix(PENDING))
+        .await
+        .map_err(storage_error)?;
+    let ids = map.keys().into_iter().filter_map(|k| Some(k.ok()?.as_string()?.strip_prefix(PENDING)?.to_owned()));
+    Ok(ids.collect())
+}

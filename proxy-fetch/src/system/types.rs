@@ -1,0 +1,189 @@
+//! What a user hands to proxy-fetch and gets back.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::fmt;
+
+/// A request id: a random UUID chosen by the origin when it calls `proxy_fetch`.
+pub type RequestId = String;
+
+/// How `fetch` treats redirects (as in the Fetch API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redirect {
+    #[default]
+    Follow,
+    Manual,
+    Error,
+}
+
+/// The request to make on the origin's behalf.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyRequest {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default)]
+    pub body: Option<ByteBuf>,
+    #[serde(default)]
+    pub redirect: Redirect,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+impl ProxyRequest {
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {
+        ProxyRequest {
+            method: method.into().to_ascii_uppercase(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            redirect: Redirect::Follow,
+        }
+    }
+
+    pub fn get(url: impl Into<String>) -> Self {
+        Self::new("GET", url)
+    }
+
+    pub fn post(url: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+        Self::new("POST", url).body(body)
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(ByteBuf::from(body.into()));
+        self
+    }
+
+    /// Sets a JSON body and `content-type: application/json`.
+    pub fn json<T: Serialize>(self, value: &T) -> serde_json::Result<Self> {
+        let body = serde_json::to_vec(value)?;
+        Ok(self.header("content-type", "application/json").body(body))
+    }
+
+    pub fn redirect(mut self, redirect: Redirect) -> Self {
+        self.redirect = redirect;
+        self
+    }
+
+    /// Whether repeating the request is harmless (RFC 9110 idempotent methods).
+    pub fn is_idempotent(&self) -> bool {
+        matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+    }
+}
+
+impl From<&str> for ProxyRequest {
+    fn from(url: &str) -> Self {
+        ProxyRequest::get(url)
+    }
+}
+
+impl From<String> for ProxyRequest {
+    fn from(url: String) -> Self {
+        ProxyRequest::get(url)
+    }
+}
+
+/// The upstream's response, whatever its status: 404 and 500 are responses, not errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyResponse {
+    pub request_id: RequestId,
+    pub status: u16,
+    pub status_text: String,
+    pub headers: Vec<(String, String)>,
+    pub body: ByteBuf,
+    /// The final URL, after redirects.
+    pub url: String,
+    /// How many times the executor called the upstream (1 without retries).
+    pub attempts: u32,
+    /// Milliseconds from the executor's first attempt to the end of the body.
+    pub duration_ms: f64,
+}
+
+impl ProxyResponse {
+    /// Whether the status is 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.body)
+    }
+
+    /// The body decoded as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// Why a proxied fetch produced no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FetchErrorKind {
+    /// The upstream could not be reached or dropped the connection (after any retries).
+    Network,
+    /// No complete response within the timeout (per attempt).
+    Timeout,
+    /// The origin cancelled the request.
+    Cancelled,
+    /// A policy refused it: host not allowed, or the response body over the size limit.
+    Rejected,
+    /// The executor could not be reached at all (missing binding, executor down).
+    Dispatch,
+    /// No result arrived by the deadline (the executor died mid-request): the orchestrator's
+    /// backstop gave up on it.
+    Backstop,
+}
+
+/// A proxied fetch that produced no response. Delivered to the handler exactly once, like a
+/// response would have been.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchError {
+    pub request_id: RequestId,
+    pub kind: FetchErrorKind,
+    pub message: String,
+    pub attempts: u32,
+}
+
+impl FetchError {
+    pub fn new(request_id: &str, kind: FetchErrorKind, message: impl Into<String>) -> Self {
+        FetchError {
+            request_id: request_id.to_owned(),
+            kind,
+            message: message.into(),
+            attempts: 0,
+        }
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "proxy fetch {} failed ({:?}): {}", self.request_id, self.kind, self.message)
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// What a continuation handler receives: the response, or why there is none.
+pub type FetchResult = Result<ProxyResponse, FetchError>;
