@@ -46,7 +46,7 @@ export function optionsFromWrangler(crateDir, overrides = {}) {
  * worker beside it); returns { mf, env, fetch(path), fetchPeer(name, path), logs, dispose }.
  * `logs` collects what the workers printed (console.log/error), for asserting on reported errors.
  */
-export async function startWorker(crateDir, { peers = [], ...overrides } = {}) {
+export async function startWorker(crateDir, { peers = [], serviceBindings = {}, ...overrides } = {}) {
   const logs = [];
   class Capture extends Log {
     log(message) {
@@ -55,6 +55,7 @@ export async function startWorker(crateDir, { peers = [], ...overrides } = {}) {
     }
   }
   const main = optionsFromWrangler(resolve(root, crateDir), overrides);
+  main.serviceBindings = { ...main.serviceBindings, ...serviceBindings };
   const mf = new Miniflare({
     workers: [main, ...peers],
     // Never let Miniflare fetch the `cf` object from Cloudflare: tests stay on loopback.

@@ -6,13 +6,14 @@
 //   ?header=k:v        add a response header (repeatable)
 //   ?reset=1           destroy the connection without answering
 //   ?hang=1            never answer
-//   ?fail=N&key=K      the first N requests with key K answer 503 (then as asked)
+//   ?fail=N&key=K      the first N requests with key K answer 503, or ?failStatus (then as asked)
 // The JSON echo is { method, path, headers, body (base64), count } where count is how many
 // requests this key has seen.
 import { createServer } from "node:http";
 
 export async function startUpstream() {
   const seen = new Map();
+  const times = new Map();
   const sockets = new Set();
   const server = createServer((req, res) => {
     const url = new URL(req.url, "http://upstream");
@@ -23,11 +24,12 @@ export async function startUpstream() {
       const key = q("key") ?? url.pathname;
       const count = (seen.get(key) ?? 0) + 1;
       seen.set(key, count);
+      times.set(key, [...(times.get(key) ?? []), Date.now()]);
       if (q("delay")) await new Promise((r) => setTimeout(r, Number(q("delay"))));
       if (q("reset")) return req.socket.destroy();
       if (q("hang")) return;
       let status = Number(q("status") ?? 200);
-      if (q("fail") && count <= Number(q("fail"))) status = 503;
+      if (q("fail") && count <= Number(q("fail"))) status = Number(q("failStatus") ?? 503);
       const headers = {};
       for (const h of url.searchParams.getAll("header")) {
         const i = h.indexOf(":");
@@ -60,6 +62,8 @@ export async function startUpstream() {
       return u.toString();
     },
     count: (key) => seen.get(key) ?? 0,
+    /** When each request with this key arrived (ms since epoch). */
+    times: (key) => times.get(key) ?? [],
     close: () => new Promise((r) => {
       for (const s of sockets) s.destroy();
       server.close(r);

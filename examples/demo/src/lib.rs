@@ -95,7 +95,7 @@ impl Inbox {
                 status: Some(r.status),
                 body_len: r.body.len(),
                 body_checksum: r.body.iter().fold(0u32, |sum, b| sum.wrapping_add(*b as u32)),
-                text: r.text().map(|t| t.chars().take(200).collect()).unwrap_or_default(),
+                text: r.text().map(|t| t.chars().take(4096).collect()).unwrap_or_default(),
                 attempts: r.attempts,
                 fetch_ms: r.duration_ms,
                 arrived_at_ms: Date::now().as_millis() as f64,

@@ -90,7 +90,8 @@ impl FetchOrchestrator {
             None => storage.get_alarm().await?.map(|t| t as f64),
         };
         if current.is_none_or(|t| at < t) {
-            storage.set_alarm(at as i64).await?;
+            // An integer is an offset from now for workers-rs, not a timestamp.
+            storage.set_alarm((at - now_ms()).max(0.0) as i64).await?;
             self.alarm_at.set(Some(at));
         } else {
             self.alarm_at.set(current);

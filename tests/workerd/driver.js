@@ -1,0 +1,32 @@
+// Test driver in workerd: lets the Node tests call Durable Object RPC methods by name with JSON
+// (POST /call {binding, name, method, args}), and plays a FetchExecutorEntrypoint that
+// acknowledges and then drops every job: an executor that dies mid-request.
+// In args, {"$bytes": [..]} becomes a Uint8Array; in results, Uint8Arrays become {"$bytes": [..]}.
+import { WorkerEntrypoint } from "cloudflare:workers";
+
+export class DeadExecutor extends WorkerEntrypoint {
+  executeFetch(_job) {}
+}
+
+const revive = (v) =>
+  Array.isArray(v) ? v.map(revive)
+  : v && typeof v === "object" ? ("$bytes" in v ? new Uint8Array(v.$bytes) : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x)])))
+  : v;
+const plain = (v) =>
+  v instanceof Uint8Array ? { $bytes: [...v] }
+  : Array.isArray(v) ? v.map(plain)
+  : v && typeof v === "object" ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]))
+  : v;
+
+export default {
+  async fetch(request, env) {
+    const { binding, name, method, args = [] } = await request.json();
+    const ns = env[binding];
+    const stub = ns.get(ns.idFromName(name));
+    try {
+      return Response.json({ ok: plain(await stub[method](...revive(args))) });
+    } catch (e) {
+      return Response.json({ error: { message: e.message, rpc: e.proxyFetchRpcError, handler: e.proxyFetchHandlerError } });
+    }
+  },
+};
