@@ -5,7 +5,8 @@
 //   worker.js                the main module: `export default` plus one export per named
 //                            entrypoint and Durable Object that #[entrypoint] declared
 // Usage: node tools/build-worker.mjs <crate-dir> [--debug]
-// Needs the tools that tools/setup.sh installs (it exports WASM_BINDGEN).
+// Needs the tools that tools/setup.sh installs (it exports WASM_BINDGEN, and PF_WASM_* when the
+// wasm32 std comes from Debian's rustc-web instead of rustup).
 import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync, renameSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -47,10 +48,22 @@ function build(crateDir, { release }) {
   const profile = release ? "release" : "debug";
 
   const cargoArgs = ["build", "-p", pkg, "--target", "wasm32-unknown-unknown", ...(release ? ["--release"] : [])];
-  cargoArgs.push(...(process.env.PF_CARGO_WASM_ARGS ? process.env.PF_CARGO_WASM_ARGS.split(" ") : []));
-  execFileSync("cargo", cargoArgs, { cwd: root, stdio: "inherit" });
+  let targetDir = process.env.CARGO_TARGET_DIR ?? join(root, "target");
+  const env = { ...process.env };
+  if (process.env.PF_WASM_RUSTC) {
+    // tools/setup.sh fell back to Debian's rustc-web: it builds std for wasm32 from source.
+    targetDir = join(root, "target", "rustc-web");
+    Object.assign(env, {
+      RUSTC: process.env.PF_WASM_RUSTC,
+      RUSTC_BOOTSTRAP: "1",
+      LD_LIBRARY_PATH: [process.env.PF_WASM_LD_LIBRARY_PATH, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":"),
+      CARGO_TARGET_DIR: targetDir,
+      CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER: process.env.PF_WASM_LINKER,
+    });
+    cargoArgs.push("-Zbuild-std=std,panic_abort");
+  }
+  execFileSync("cargo", cargoArgs, { cwd: root, stdio: "inherit", env });
 
-  const targetDir = process.env.CARGO_TARGET_DIR ?? join(root, "target");
   const wasmFile = join(targetDir, "wasm32-unknown-unknown", profile, `${pkg.replaceAll("-", "_")}.wasm`);
   if (!existsSync(wasmFile)) fail(`${wasmFile} was not produced: is the crate a cdylib?`);
 

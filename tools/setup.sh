@@ -4,6 +4,8 @@
 #   WASM_BINDGEN  the wasm-bindgen CLI matching the wasm-bindgen version in Cargo.lock
 #   WASM_OPT      binaryen's wasm-opt (from the npm lock)
 #   PF_CACHE      the cache folder (override with PROXY_FETCH_CACHE)
+#   PF_WASM_*     only when rustup cannot provide the wasm32 std (or PF_FORCE_RUSTC_WEB=1):
+#                 the Debian rustc-web toolchain that builds the wasm instead
 # and links ./node_modules to the cached npm install of package-lock.json.
 # Nothing is fetched from outside the package registries (crates.io, npm).
 
@@ -35,15 +37,53 @@ pf_check_commands() {
 pf_wasm_target() {
   local libdir
   libdir=$(rustc --print target-libdir --target wasm32-unknown-unknown 2>/dev/null)
-  if [ -n "$libdir" ] && [ -d "$libdir" ] && ls "$libdir"/libstd-*.rlib >/dev/null 2>&1; then
+  if [ -z "${PF_FORCE_RUSTC_WEB:-}" ] && [ -n "$libdir" ] && ls "$libdir"/libstd-*.rlib >/dev/null 2>&1; then
     pf_say "wasm32-unknown-unknown std: present"
     return 0
   fi
-  command -v rustup >/dev/null || pf_die "the wasm32-unknown-unknown std is missing and rustup is not installed to add it" || return 1
-  pf_say "adding the wasm32-unknown-unknown target with rustup"
-  timeout 300 rustup target add wasm32-unknown-unknown ||
-    pf_die "rustup could not add wasm32-unknown-unknown (no network to the Rust distribution server?). \
-Install the target by other means, e.g. Debian's rustc-web (see docs/build.md), and rerun" || return 1
+  if [ -z "${PF_FORCE_RUSTC_WEB:-}" ] && command -v rustup >/dev/null; then
+    pf_say "adding the wasm32-unknown-unknown target with rustup"
+    timeout 300 rustup target add wasm32-unknown-unknown && return 0
+    pf_say "rustup could not add wasm32-unknown-unknown; falling back to Debian's rustc-web"
+  fi
+  pf_rustc_web
+}
+
+# Fallback: Debian's rustc-web (a newer rustc with its std sources), extracted into the cache
+# (not installed over /usr), building std for wasm32 itself (-Zbuild-std). Exports PF_WASM_*
+# for tools/build-worker.mjs.
+pf_rustc_web() {
+  command -v apt-get >/dev/null || pf_die "no wasm32 target, no rustup to add it, and no apt-get for the rustc-web fallback" || return 1
+  local version
+  version=$(apt-cache policy rustc-web 2>/dev/null | awk '/Candidate:/ { print $2 }')
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    version=$(apt-cache policy rustc-web 2>/dev/null | awk '/Candidate:/ { print $2 }')
+  fi
+  [ -n "$version" ] && [ "$version" != "(none)" ] || pf_die "Debian's rustc-web is not available from apt" || return 1
+  local dir="$PF_CACHE/tools/rustc-web-${version//[^A-Za-z0-9.+-]/_}"
+  if [ -x "$dir/root/usr/bin/rustc" ]; then
+    pf_say "rustc-web $version: cached in $dir (reused, no reinstall)"
+  else
+    local minor llvm tmp="$dir.tmp.$$"
+    minor=$(echo "$version" | cut -d. -f1-2)
+    llvm=$(apt-cache depends "libstd-rust-web-$minor" 2>/dev/null | grep -oE 'libllvm[0-9]+' | head -1)
+    [ -n "$llvm" ] || pf_die "cannot tell which libllvm libstd-rust-web-$minor needs" || return 1
+    pf_say "downloading rustc-web $version with its std sources, $llvm and lld (Debian packages, extracted into the cache)"
+    rm -rf "$tmp" && mkdir -p "$tmp" || return 1
+    (cd "$tmp" && apt-get download -q "rustc-web=$version" "rust-web-src=$version" "libstd-rust-web-dev=$version" \
+      "libstd-rust-web-$minor=$version" "$llvm" "lld-${llvm#libllvm}" >/dev/null 2>&1) ||
+      { rm -rf "$tmp"; pf_die "apt-get download of rustc-web $version failed"; return 1; }
+    for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tmp/root" || return 1; done
+    rm -f "$tmp"/*.deb
+    mv "$tmp" "$dir"
+  fi
+  export PF_WASM_RUSTC="$dir/root/usr/bin/rustc"
+  export PF_WASM_LD_LIBRARY_PATH="$dir/root/usr/lib/x86_64-linux-gnu"
+  export PF_WASM_LINKER
+  PF_WASM_LINKER=$(ls "$dir"/root/usr/lib/llvm-*/bin/wasm-ld | head -1)
+  LD_LIBRARY_PATH="$PF_WASM_LD_LIBRARY_PATH" "$PF_WASM_RUSTC" --version >/dev/null ||
+    pf_die "the extracted rustc-web does not run; delete $dir to fetch it again" || return 1
 }
 
 pf_lock_version() { # the version of crate $1 in Cargo.lock

@@ -35,7 +35,50 @@ impl Errors {
     }
 }
 
-/// See `proxy_fetch::entrypoint` for the documentation.
+/// Turns the methods of an impl block into RPC methods of a Worker entrypoint or Durable
+/// Object, and generates a typed client for callers.
+///
+/// ```ignore
+/// use proxy_fetch::entrypoint;
+/// use proxy_fetch::rpc::{HandlerError, WorkerEntrypoint};
+/// use worker::{Context, Env};
+///
+/// pub struct Executor { env: Env }
+///
+/// impl WorkerEntrypoint for Executor {
+///     fn new(env: Env, _ctx: Context) -> Self { Executor { env } }
+/// }
+///
+/// #[entrypoint(name = "ExecutorEntrypoint")]
+/// impl Executor {
+///     /// Answered at once; the body runs under `ctx.waitUntil`, its errors are logged.
+///     #[wait_until]
+///     async fn execute(&self, job: Job) -> Result<(), HandlerError> { Ok(()) }
+///
+///     /// Awaited: the caller gets the value, or `CallError::Handler(e)` with this `e`.
+///     async fn health(&self) -> Result<String, HandlerError> { Ok("ok".into()) }
+/// }
+///
+/// // Generated: `ExecutorClient` with `from_env(&env, "BINDING")`, `from_stub`, `local`,
+/// // the same methods (`execute` -> `Result<(), RpcError>`, `health` ->
+/// // `Result<String, CallError<HandlerError>>`) and typed handles `EXECUTE`, `HEALTH`.
+/// let executor = ExecutorClient::from_env(&env, "EXECUTOR")?;
+/// executor.execute(job).await?;
+/// ```
+///
+/// Arguments (`#[entrypoint(...)]`):
+/// - none: methods of the worker's default entrypoint;
+/// - `name = "JsClassName"`: a named `WorkerEntrypoint` (wrangler `entrypoint = "JsClassName"`);
+/// - `durable_object`: RPC methods of the workers-rs Durable Object of this type; its client has
+///   `from_name`, `from_id`; add `origin` when it receives proxy-fetch results;
+/// - `client = "TypeName"`: the client's name (default `<Type>Client`).
+///
+/// On a trait, only the client is generated: for an entrypoint implemented in JS or elsewhere.
+///
+/// Method rules (each a compile error with its fix, see `tests/ui/fail`): `async fn`, `&self`,
+/// no generics, plain-named owned arguments that are serde types, a `Result<T, E>` return with
+/// `T` and `E` serde types and `E: Display`, `Result<(), E>` with `#[wait_until]`, JS names
+/// (camelCase of the Rust name, or `#[rpc(name = "...")]`) unique and not reserved.
 #[proc_macro_attribute]
 pub fn entrypoint(args: TokenStream, input: TokenStream) -> TokenStream {
     let mut item: syn::Item = match syn::parse(input) {
