@@ -72,7 +72,10 @@ fn local_client_calls_the_implementation_through_serde() {
     assert!(client.stub().is_none());
     block_on(client.record(job("http://127.0.0.1/a"))).unwrap();
     assert_eq!(block_on(client.count(10)).unwrap(), 11);
-    assert_eq!(block_on(client.last()).unwrap(), Some(job("http://127.0.0.1/a")));
+    assert_eq!(
+        block_on(client.last()).unwrap(),
+        Some(job("http://127.0.0.1/a"))
+    );
 }
 
 #[test]

@@ -4,8 +4,8 @@
 use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ImplItem, Item, ItemImpl, ItemTrait, Pat, PathArguments,
-    ReturnType, Signature, TraitItem, Type,
+    Attribute, FnArg, GenericArgument, Ident, ImplItem, Item, ItemImpl, ItemTrait, Pat,
+    PathArguments, ReturnType, Signature, TraitItem, Type,
 };
 
 use crate::attr::{EntrypointArgs, Kind, RpcArgs};
@@ -74,9 +74,14 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
         );
     }
     let self_ident = match &*item.self_ty {
-        Type::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => p.path.segments[0].ident.clone(),
+        Type::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
+            p.path.segments[0].ident.clone()
+        }
         other => {
-            errors.push(other.span(), "#[entrypoint] expects `impl TypeName { ... }` with a plain type name");
+            errors.push(
+                other.span(),
+                "#[entrypoint] expects `impl TypeName { ... }` with a plain type name",
+            );
             return None;
         }
     };
@@ -91,14 +96,23 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
             _ => None,
         })
         .collect();
-    Some(Entrypoint { kind: args.kind, self_ident, client, methods, remote_only: false })
+    Some(Entrypoint {
+        kind: args.kind,
+        self_ident,
+        client,
+        methods,
+        remote_only: false,
+    })
 }
 
 /// A trait under `#[entrypoint]` declares an entrypoint implemented elsewhere (in JS, or in
 /// another worker): only a client is generated.
 pub fn parse_remote(args: EntrypointArgs, item: &ItemTrait, errors: &mut Errors) -> Entrypoint {
     if !item.generics.params.is_empty() {
-        errors.push(item.generics.span(), "an #[entrypoint] trait cannot be generic: a remote caller cannot choose a type");
+        errors.push(
+            item.generics.span(),
+            "an #[entrypoint] trait cannot be generic: a remote caller cannot choose a type",
+        );
     }
     let client = args
         .client
@@ -111,7 +125,13 @@ pub fn parse_remote(args: EntrypointArgs, item: &ItemTrait, errors: &mut Errors)
             _ => None,
         })
         .collect();
-    Entrypoint { kind: args.kind, self_ident: item.ident.clone(), client, methods, remote_only: true }
+    Entrypoint {
+        kind: args.kind,
+        self_ident: item.ident.clone(),
+        client,
+        methods,
+        remote_only: true,
+    }
 }
 
 fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Option<Method> {
@@ -190,7 +210,10 @@ fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Op
             ),
             _ => {}
         }
-        args.push(Arg { ident, ty: (*pt.ty).clone() });
+        args.push(Arg {
+            ident,
+            ty: (*pt.ty).clone(),
+        });
     }
 
     let (ok_ty, err_ty) = match result_types(&sig.output) {
@@ -219,7 +242,11 @@ fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Op
         Some(lit) => (lit.value(), lit.span()),
         None => (camel_case(&sig.ident.to_string()), sig.ident.span()),
     };
-    let docs = attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect();
+    let docs = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .cloned()
+        .collect();
     (errors.count() == errors_before).then(|| Method {
         ident: sig.ident.clone(),
         js_name,
@@ -234,13 +261,17 @@ fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Op
 
 /// `Result<T, E>` (any path ending in `Result` with two type arguments) -> `(T, E)`.
 fn result_types(output: &ReturnType) -> Option<(Type, Type)> {
-    let ReturnType::Type(_, ty) = output else { return None };
+    let ReturnType::Type(_, ty) = output else {
+        return None;
+    };
     let Type::Path(p) = &**ty else { return None };
     let last = p.path.segments.last()?;
     if last.ident != "Result" {
         return None;
     }
-    let PathArguments::AngleBracketed(generics) = &last.arguments else { return None };
+    let PathArguments::AngleBracketed(generics) = &last.arguments else {
+        return None;
+    };
     let mut types = generics.args.iter().filter_map(|a| match a {
         GenericArgument::Type(t) => Some(t.clone()),
         _ => None,
@@ -261,8 +292,11 @@ pub fn screaming_snake(camel: &str) -> String {
         let prev = i.checked_sub(1).map(|p| chars[p]);
         let next = chars.get(i + 1);
         let boundary = c.is_uppercase()
-            && prev.is_some_and(|p| p.is_lowercase() || p.is_ascii_digit()
-                || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase())));
+            && prev.is_some_and(|p| {
+                p.is_lowercase()
+                    || p.is_ascii_digit()
+                    || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase()))
+            });
         if boundary {
             out.push('_');
         }

@@ -71,7 +71,9 @@ impl Parse for EntrypointArgs {
         };
         for arg in args {
             match arg {
-                Arg::Name(lit) if name.is_some() => push(syn::Error::new(lit.span(), "`name` given twice")),
+                Arg::Name(lit) if name.is_some() => {
+                    push(syn::Error::new(lit.span(), "`name` given twice"))
+                }
                 Arg::Name(lit) => name = Some(lit),
                 Arg::DurableObject(key) => durable_object = Some(key),
                 Arg::Origin(key) => origin = Some(key),
@@ -87,7 +89,10 @@ impl Parse for EntrypointArgs {
                 Kind::NamedEntrypoint(name)
             }
             (Some(name), None) => Kind::NamedEntrypoint(name),
-            (None, Some(key)) => Kind::DurableObject { span: key.span(), origin: origin.is_some() },
+            (None, Some(key)) => Kind::DurableObject {
+                span: key.span(),
+                origin: origin.is_some(),
+            },
             (None, None) => Kind::DefaultEntrypoint,
         };
         if let (Some(key), false) = (&origin, matches!(kind, Kind::DurableObject { .. })) {

@@ -55,7 +55,11 @@ fn client(ep: &Entrypoint) -> TokenStream {
     };
     let methods = ep.methods.iter().map(|m| client_method(ep, m));
     // Typed handles on the methods, e.g. to name a proxy-fetch continuation's handler.
-    let handle_owner = if ep.remote_only { quote!(Self) } else { quote!(#this) };
+    let handle_owner = if ep.remote_only {
+        quote!(Self)
+    } else {
+        quote!(#this)
+    };
     let handles = ep.methods.iter().map(|m| {
         let name = format_ident!("{}", m.ident.to_string().to_uppercase(), span = m.ident.span());
         let js_name = &m.js_name;
@@ -68,7 +72,10 @@ fn client(ep: &Entrypoint) -> TokenStream {
     });
     // A trait declares an entrypoint served elsewhere: there is no implementation to call locally.
     let (target, local) = if ep.remote_only {
-        (quote!(::proxy_fetch::rpc::Target<::proxy_fetch::rpc::RemoteOnly>), quote!())
+        (
+            quote!(::proxy_fetch::rpc::Target<::proxy_fetch::rpc::RemoteOnly>),
+            quote!(),
+        )
     } else {
         let local = quote! {
             /// Calls an in-process implementation; values still round-trip through serde.
@@ -167,7 +174,10 @@ fn client_method(ep: &Entrypoint, m: &Method) -> TokenStream {
             },
         )
     } else {
-        (quote!(::core::result::Result<#ok, ::proxy_fetch::rpc::CallError<#err>>), quote!())
+        (
+            quote!(::core::result::Result<#ok, ::proxy_fetch::rpc::CallError<#err>>),
+            quote!(),
+        )
     };
     quote! {
         #(#docs)*
@@ -205,7 +215,8 @@ fn handler_body(ep: &Entrypoint, m: &Method, this: TokenStream) -> TokenStream {
         quote!(::proxy_fetch::__private::wait_until(#label, &ctx.clone(), #call))
     } else {
         let ok = &m.ok;
-        let ok_check = quote_spanned!(ok.span()=> ::proxy_fetch::__private::assert_return::<#ok>(););
+        let ok_check =
+            quote_spanned!(ok.span()=> ::proxy_fetch::__private::assert_return::<#ok>(););
         quote!({ #ok_check ::proxy_fetch::__private::awaited(METHOD, #call) })
     };
     quote! {
@@ -288,7 +299,8 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
         Kind::DurableObject { span, origin } => (*span, *origin),
         _ => (Span::call_site(), false),
     };
-    let assert_do = quote_spanned!(span=> ::proxy_fetch::__private::assert_durable_object::<#this>(););
+    let assert_do =
+        quote_spanned!(span=> ::proxy_fetch::__private::assert_durable_object::<#this>(););
     let origin_glue = origin.then(|| {
         let binding = crate::ast::screaming_snake(&this.to_string());
         let arms = ep.methods.iter().map(|m| {

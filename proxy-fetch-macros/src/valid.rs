@@ -9,10 +9,36 @@ use crate::Errors;
 /// Method names that a Worker entrypoint or Durable Object already gives a meaning to, or that
 /// break a JS RPC stub or promise (a method `then` makes every stub a thenable).
 const RESERVED: &[&str] = &[
-    "then", "catch", "finally", "constructor", "fetch", "connect", "alarm", "queue", "scheduled",
-    "tail", "trace", "email", "test", "webSocketMessage", "webSocketClose", "webSocketError",
-    "dup", "call", "apply", "bind", "toString", "toJSON", "toLocaleString", "valueOf",
-    "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "env", "ctx", "__proto__",
+    "then",
+    "catch",
+    "finally",
+    "constructor",
+    "fetch",
+    "connect",
+    "alarm",
+    "queue",
+    "scheduled",
+    "tail",
+    "trace",
+    "email",
+    "test",
+    "webSocketMessage",
+    "webSocketClose",
+    "webSocketError",
+    "dup",
+    "call",
+    "apply",
+    "bind",
+    "toString",
+    "toJSON",
+    "toLocaleString",
+    "valueOf",
+    "hasOwnProperty",
+    "isPrototypeOf",
+    "propertyIsEnumerable",
+    "env",
+    "ctx",
+    "__proto__",
 ];
 
 fn is_js_identifier(name: &str) -> bool {
@@ -41,7 +67,10 @@ pub fn check(entrypoint: &Entrypoint, errors: &mut Errors) {
     for method in &entrypoint.methods {
         let name = method.js_name.as_str();
         if !is_js_identifier(name) {
-            errors.push(method.js_name_span, format!("`{name}` is not a valid JS method name"));
+            errors.push(
+                method.js_name_span,
+                format!("`{name}` is not a valid JS method name"),
+            );
         } else if RESERVED.contains(&name)
             || name.starts_with("__pf")
             || (name.starts_with("__proxyFetch") && !entrypoint.remote_only)

@@ -7,12 +7,15 @@
 extern crate self as proxy_fetch;
 
 pub mod rpc;
+#[cfg(feature = "system")]
 pub mod system;
 
 pub use proxy_fetch_macros::entrypoint;
+#[cfg(feature = "system")]
 pub use system::{
-    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind, FetchResult, ProxyFetchError,
-    ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId, RetryPolicy,
+    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind, FetchResult,
+    ProxyFetchError, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId,
+    RetryPolicy,
 };
 
 /// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.
@@ -20,16 +23,19 @@ pub use system::{
 pub mod __private {
     pub use crate::rpc::local;
     pub use crate::rpc::serve::{awaited, wait_until};
-    pub use js_sys::{Array, Promise};
-    pub use serde::{de::DeserializeOwned, Serialize};
     pub use ::wasm_bindgen;
     pub use ::wasm_bindgen::prelude::wasm_bindgen;
     pub use ::wasm_bindgen::{JsCast, JsValue};
+    pub use js_sys::{Array, Promise};
+    pub use serde::{de::DeserializeOwned, Serialize};
     pub use worker::Env;
 
     /// Builds a `WorkerEntrypoint` handler for one call.
     pub fn worker_entrypoint<T: crate::rpc::WorkerEntrypoint>(env: JsValue, ctx: JsValue) -> T {
-        T::new(env.unchecked_into(), worker::Context::new(ctx.unchecked_into()))
+        T::new(
+            env.unchecked_into(),
+            worker::Context::new(ctx.unchecked_into()),
+        )
     }
 
     /// Lets a Durable Object's `&self` into a `'static` handler future.
@@ -54,7 +60,12 @@ pub mod __private {
     }
 
     /// The RPC method results arrive through: `__proxyFetchDeliver(result)`.
-    pub fn deliver<O: crate::ProxyFetchOrigin>(origin: &'static O, ctx: JsValue, args: JsValue) -> Promise {
+    #[cfg(feature = "system")]
+    pub fn deliver<O: crate::ProxyFetchOrigin>(
+        origin: &'static O,
+        ctx: JsValue,
+        args: JsValue,
+    ) -> Promise {
         const METHOD: &str = "__proxyFetchDeliver";
         let call = crate::rpc::Args::new(METHOD, args, 1)
             .and_then(|args| args.get::<crate::FetchResult>(0, "result"))

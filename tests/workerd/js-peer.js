@@ -31,6 +31,11 @@ export default {
         const r = await greeter.greet({ name: "js", times: 2, blob: new Uint8Array([1, 2, 3]) }, "?");
         return Response.json({ text: r.text, blobIsUint8Array: r.blob instanceof Uint8Array, blob: [...r.blob] });
       }
+      case "/same-name": {
+        const a = await env.GREETER.greet({ name: "x", times: 1, blob: new Uint8Array() }, "");
+        const b = await env.ADMIN.greet({ name: "x", times: 1, blob: new Uint8Array() }, "");
+        return Response.json({ greeter: a.text, admin: b.text, version: await env.RUST_DEFAULT.version() });
+      }
       case "/greet-error":
         return Response.json(await outcome(greeter.greet({ name: "js", times: 0, blob: new Uint8Array() }, "")));
       case "/bad-payload": {

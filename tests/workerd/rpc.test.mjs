@@ -8,7 +8,11 @@ let w;
 before(async () => {
   w = await startWorker("tests/worker", {
     peers: [jsWorker("js-peer", "js-peer.js", {
-      serviceBindings: { GREETER: { name: "rpc-test-worker", entrypoint: "GreeterEntrypoint" } },
+      serviceBindings: {
+        GREETER: { name: "rpc-test-worker", entrypoint: "GreeterEntrypoint" },
+        ADMIN: { name: "rpc-test-worker", entrypoint: "AdminEntrypoint" },
+        RUST_DEFAULT: { name: "rpc-test-worker" },
+      },
       durableObjects: { COUNTER: { className: "Counter", scriptName: "rpc-test-worker", useSQLite: true } },
     })],
   });
@@ -66,6 +70,10 @@ describe("Rust caller, Rust callee", () => {
 describe("JS and Rust across the boundary", () => {
   test("a JS caller calls the Rust entrypoint with plain objects and gets Uint8Array back", async () => {
     assert.deepEqual(await json("/greet"), { text: "hello js? hello js?", blobIsUint8Array: true, blob: [3, 2, 1] });
+  });
+
+  test("two entrypoints with a method of the same name, and the default entrypoint's methods", async () => {
+    assert.deepEqual(await json("/same-name"), { greeter: "hello x", admin: "admin sees x", version: "rpc-test-worker 1" });
   });
 
   test("a JS caller sees a handler error as a thrown Error with the handler's message", async () => {

@@ -7,7 +7,10 @@
 
 use proxy_fetch::rpc::HandlerError;
 use proxy_fetch::system::FetchOrchestratorClient;
-use proxy_fetch::{entrypoint, Continuation, FetchResult, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest, RequestId};
+use proxy_fetch::{
+    entrypoint, Continuation, FetchResult, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest,
+    RequestId,
+};
 use serde::{Deserialize, Serialize};
 use worker::*;
 
@@ -70,12 +73,21 @@ pub struct Filed {
 #[entrypoint(durable_object, origin)]
 impl Inbox {
     /// Starts a proxied fetch; its result goes to `on_response` with `tag`.
-    async fn start(&self, request: ProxyRequest, options: ProxyFetchOptions, tag: String) -> Result<Started, HandlerError> {
+    async fn start(
+        &self,
+        request: ProxyRequest,
+        options: ProxyFetchOptions,
+        tag: String,
+    ) -> Result<Started, HandlerError> {
         let started_at_ms = Date::now().as_millis() as f64;
         let continuation = Continuation::new(InboxClient::ON_RESPONSE, tag);
         let request_id = proxy_fetch::proxy_fetch(self, request, continuation, &options).await?;
         let hold_ms = Date::now().as_millis() as f64 - started_at_ms;
-        Ok(Started { request_id, hold_ms, started_at_ms })
+        Ok(Started {
+            request_id,
+            hold_ms,
+            started_at_ms,
+        })
     }
 
     /// The continuation: called exactly once per request, with the response or the error.
@@ -86,7 +98,11 @@ impl Inbox {
             Err(e) => e.request_id.clone(),
         };
         let key = format!("filed:{id}");
-        let deliveries = storage.get::<Filed>(&key).await?.map_or(0, |f| f.deliveries) + 1;
+        let deliveries = storage
+            .get::<Filed>(&key)
+            .await?
+            .map_or(0, |f| f.deliveries)
+            + 1;
         let filed = match &result {
             Ok(r) => Filed {
                 request_id: id,
@@ -94,8 +110,14 @@ impl Inbox {
                 outcome: "response".into(),
                 status: Some(r.status),
                 body_len: r.body.len(),
-                body_checksum: r.body.iter().fold(0u32, |sum, b| sum.wrapping_add(*b as u32)),
-                text: r.text().map(|t| t.chars().take(4096).collect()).unwrap_or_default(),
+                body_checksum: r
+                    .body
+                    .iter()
+                    .fold(0u32, |sum, b| sum.wrapping_add(*b as u32)),
+                text: r
+                    .text()
+                    .map(|t| t.chars().take(4096).collect())
+                    .unwrap_or_default(),
                 attempts: r.attempts,
                 fetch_ms: r.duration_ms,
                 arrived_at_ms: Date::now().as_millis() as f64,
@@ -124,8 +146,16 @@ impl Inbox {
 
     /// Everything filed so far.
     async fn results(&self) -> Result<Vec<Filed>, HandlerError> {
-        let map = self.state.storage().list_with_options(ListOptions::new().prefix("filed:")).await?;
-        Ok(map.values().into_iter().filter_map(|v| serde_wasm_bindgen::from_value(v.ok()?).ok()).collect())
+        let map = self
+            .state
+            .storage()
+            .list_with_options(ListOptions::new().prefix("filed:"))
+            .await?;
+        Ok(map
+            .values()
+            .into_iter()
+            .filter_map(|v| serde_wasm_bindgen::from_value(v.ok()?).ok())
+            .collect())
     }
 
     /// Cancels a request: `on_response` gets `Cancelled` now, and a late response is dropped.
@@ -140,8 +170,16 @@ impl Inbox {
 
     /// Forgets everything filed (the demo's reset).
     async fn clear(&self) -> Result<(), HandlerError> {
-        let map = self.state.storage().list_with_options(ListOptions::new().prefix("filed:")).await?;
-        let keys: Vec<String> = map.keys().into_iter().filter_map(|k| k.ok()?.as_string()).collect();
+        let map = self
+            .state
+            .storage()
+            .list_with_options(ListOptions::new().prefix("filed:"))
+            .await?;
+        let keys: Vec<String> = map
+            .keys()
+            .into_iter()
+            .filter_map(|k| k.ok()?.as_string())
+            .collect();
         self.state.storage().delete_multiple(keys).await?;
         Ok(())
     }
@@ -168,7 +206,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
                 options.timeout_ms = ms;
             }
             let inbox = InboxClient::from_name(&env, "INBOX", name)?;
-            let started = inbox.start(ProxyRequest::get(body.url), options, body.tag).await?;
+            let started = inbox
+                .start(ProxyRequest::get(body.url), options, body.tag)
+                .await?;
             Response::from_json(&started)
         }
         (Method::Get, ["inbox", name, "results"]) => {
@@ -176,9 +216,13 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
             Response::from_json(&inbox.results().await?)
         }
         (Method::Get, ["orchestrator"]) => {
-            let orchestrator = FetchOrchestratorClient::from_name(&env, "FETCH_ORCHESTRATOR", "singleton")?;
+            let orchestrator =
+                FetchOrchestratorClient::from_name(&env, "FETCH_ORCHESTRATOR", "singleton")?;
             Response::from_json(&orchestrator.stats().await?)
         }
-        _ => Response::error("not found: try POST /inbox/<name>/fetch {\"url\": ...}", 404),
+        _ => Response::error(
+            "not found: try POST /inbox/<name>/fetch {\"url\": ...}",
+            404,
+        ),
     }
 }

@@ -31,9 +31,17 @@ pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, String> 
     })
 }
 
-pub(crate) fn encode_arg<T: Serialize>(method: &str, name: &str, value: &T) -> Result<JsValue, RpcError> {
+pub(crate) fn encode_arg<T: Serialize>(
+    method: &str,
+    name: &str,
+    value: &T,
+) -> Result<JsValue, RpcError> {
     to_js(value).map_err(|e| {
-        RpcError::new(RpcErrorKind::BadArgument, method, format!("argument `{name}` could not be encoded: {e}"))
+        RpcError::new(
+            RpcErrorKind::BadArgument,
+            method,
+            format!("argument `{name}` could not be encoded: {e}"),
+        )
     })
 }
 
@@ -47,7 +55,11 @@ impl Args {
     /// Checks the argument count; extra or missing arguments are a caller's mistake.
     pub fn new(method: &'static str, values: JsValue, expected: u32) -> Result<Args, RpcError> {
         let values: Array = values.dyn_into().map_err(|_| {
-            RpcError::new(RpcErrorKind::BadArgument, method, "arguments must arrive as an array")
+            RpcError::new(
+                RpcErrorKind::BadArgument,
+                method,
+                "arguments must arrive as an array",
+            )
         })?;
         if values.length() != expected {
             return Err(RpcError::new(
@@ -61,7 +73,11 @@ impl Args {
 
     pub fn get<T: DeserializeOwned>(&self, index: u32, name: &str) -> Result<T, RpcError> {
         from_js(self.values.get(index)).map_err(|e| {
-            RpcError::new(RpcErrorKind::BadArgument, self.method, format!("argument `{name}`: {e}"))
+            RpcError::new(
+                RpcErrorKind::BadArgument,
+                self.method,
+                format!("argument `{name}`: {e}"),
+            )
         })
     }
 }
@@ -86,9 +102,16 @@ pub(crate) fn rpc_error_to_js(error: &RpcError) -> JsValue {
 }
 
 /// Turns whatever a call threw into the caller's typed error.
-pub(crate) fn error_from_js<E: DeserializeOwned>(method: &str, thrown: JsValue) -> super::CallError<E> {
+pub(crate) fn error_from_js<E: DeserializeOwned>(
+    method: &str,
+    thrown: JsValue,
+) -> super::CallError<E> {
     use super::CallError;
-    let prop = |name: &str| Reflect::get(&thrown, &JsValue::from_str(name)).ok().filter(|v| !v.is_undefined());
+    let prop = |name: &str| {
+        Reflect::get(&thrown, &JsValue::from_str(name))
+            .ok()
+            .filter(|v| !v.is_undefined())
+    };
     if let Some(payload) = prop(HANDLER_ERROR_PROP) {
         return match from_js(payload) {
             Ok(e) => CallError::Handler(e),
@@ -108,7 +131,9 @@ pub(crate) fn error_from_js<E: DeserializeOwned>(method: &str, thrown: JsValue) 
         .and_then(|m| m.as_string())
         .or_else(|| thrown.as_string())
         .unwrap_or_else(|| format!("{thrown:?}"));
-    let kind = if message.contains("does not implement the method") || message.contains("is not a function") {
+    let kind = if message.contains("does not implement the method")
+        || message.contains("is not a function")
+    {
         RpcErrorKind::NoSuchMethod
     } else {
         RpcErrorKind::Remote

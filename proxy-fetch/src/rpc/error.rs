@@ -41,7 +41,11 @@ impl RpcError {
 
 impl fmt::Display for RpcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rpc `{}` failed ({:?}): {}", self.method, self.kind, self.message)
+        write!(
+            f,
+            "rpc `{}` failed ({:?}): {}",
+            self.method, self.kind, self.message
+        )
     }
 }
 

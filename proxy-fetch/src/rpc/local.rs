@@ -11,9 +11,18 @@ fn round_trip<T: Serialize + DeserializeOwned>(value: &T) -> Result<T, String> {
         .map_err(|e| e.to_string())
 }
 
-pub fn arg<T: Serialize + DeserializeOwned>(method: &str, name: &str, value: T) -> Result<T, RpcError> {
-    round_trip(&value)
-        .map_err(|e| RpcError::new(RpcErrorKind::BadArgument, method, format!("argument `{name}`: {e}")))
+pub fn arg<T: Serialize + DeserializeOwned>(
+    method: &str,
+    name: &str,
+    value: T,
+) -> Result<T, RpcError> {
+    round_trip(&value).map_err(|e| {
+        RpcError::new(
+            RpcErrorKind::BadArgument,
+            method,
+            format!("argument `{name}`: {e}"),
+        )
+    })
 }
 
 pub fn result<T, E>(method: &str, result: Result<T, E>) -> Result<T, CallError<E>>

@@ -34,7 +34,10 @@ pub struct Method<T, Args> {
 impl<T, Args> Method<T, Args> {
     #[doc(hidden)]
     pub const fn new(js_name: &'static str) -> Self {
-        Method { js_name, _types: PhantomData }
+        Method {
+            js_name,
+            _types: PhantomData,
+        }
     }
 
     /// The method's JS name.

@@ -24,7 +24,11 @@ where
     future_to_promise(async move {
         match work.await {
             Ok(value) => to_js(&value).map_err(|e| {
-                rpc_error_to_js(&RpcError::new(RpcErrorKind::BadReturn, method, format!("result could not be encoded: {e}")))
+                rpc_error_to_js(&RpcError::new(
+                    RpcErrorKind::BadReturn,
+                    method,
+                    format!("result could not be encoded: {e}"),
+                ))
             }),
             Err(error) => Err(handler_error_to_js(&error)),
         }
@@ -51,7 +55,9 @@ where
     });
     if let Err(e) = extend_lifetime(ctx, &background) {
         // The work is already running; without waitUntil it may be cut short, so say so.
-        log_error(&format!("{label}: ctx.waitUntil unavailable ({e:?}); work runs unprotected"));
+        log_error(&format!(
+            "{label}: ctx.waitUntil unavailable ({e:?}); work runs unprotected"
+        ));
     }
     Promise::resolve(&JsValue::UNDEFINED)
 }

@@ -47,30 +47,59 @@ impl Stub {
     /// A Worker reached through a service binding (`[[services]]` in wrangler.toml).
     pub fn service(env: &Env, binding_name: &str) -> Result<Stub, RpcError> {
         let js = binding(env, binding_name, "[[services]] binding")?;
-        Ok(Stub { js, label: binding_name.into() })
+        Ok(Stub {
+            js,
+            label: binding_name.into(),
+        })
     }
 
     /// The Durable Object named `name` in namespace `binding_name`.
     pub fn durable_object(env: &Env, binding_name: &str, name: &str) -> Result<Stub, RpcError> {
         let namespace = binding(env, binding_name, "[[durable_objects.bindings]] binding")?;
-        let fail = |e: JsValue| RpcError::new(RpcErrorKind::Remote, "", format!("{binding_name}: {e:?}"));
-        let id = invoke(&namespace, "idFromName", &Array::of1(&JsValue::from_str(name))).map_err(fail)?;
+        let fail =
+            |e: JsValue| RpcError::new(RpcErrorKind::Remote, "", format!("{binding_name}: {e:?}"));
+        let id = invoke(
+            &namespace,
+            "idFromName",
+            &Array::of1(&JsValue::from_str(name)),
+        )
+        .map_err(fail)?;
         let js = invoke(&namespace, "get", &Array::of1(&id)).map_err(fail)?;
-        Ok(Stub { js, label: format!("{binding_name}/{name}").into() })
+        Ok(Stub {
+            js,
+            label: format!("{binding_name}/{name}").into(),
+        })
     }
 
     /// The Durable Object with hex id `id` in namespace `binding_name`.
     pub fn durable_object_by_id(env: &Env, binding_name: &str, id: &str) -> Result<Stub, RpcError> {
         let namespace = binding(env, binding_name, "[[durable_objects.bindings]] binding")?;
-        let fail = |e: JsValue| RpcError::new(RpcErrorKind::BadArgument, "", format!("{binding_name} id `{id}`: {e:?}"));
-        let id = invoke(&namespace, "idFromString", &Array::of1(&JsValue::from_str(id))).map_err(fail)?;
+        let fail = |e: JsValue| {
+            RpcError::new(
+                RpcErrorKind::BadArgument,
+                "",
+                format!("{binding_name} id `{id}`: {e:?}"),
+            )
+        };
+        let id = invoke(
+            &namespace,
+            "idFromString",
+            &Array::of1(&JsValue::from_str(id)),
+        )
+        .map_err(fail)?;
         let js = invoke(&namespace, "get", &Array::of1(&id)).map_err(fail)?;
-        Ok(Stub { js, label: format!("{binding_name}/{id:?}").into() })
+        Ok(Stub {
+            js,
+            label: format!("{binding_name}/{id:?}").into(),
+        })
     }
 
     /// Wraps any JS value whose methods are RPC calls (a stub handed over by JS code).
     pub fn from_js(js: JsValue) -> Stub {
-        Stub { js, label: "stub".into() }
+        Stub {
+            js,
+            label: "stub".into(),
+        }
     }
 
     pub fn as_js(&self) -> &JsValue {
@@ -88,9 +117,16 @@ impl Stub {
         method: &str,
         args: Array,
     ) -> Result<T, CallError<E>> {
-        let value = self.call_raw(method, args).await.map_err(|e| error_from_js(method, e))?;
+        let value = self
+            .call_raw(method, args)
+            .await
+            .map_err(|e| error_from_js(method, e))?;
         from_js(value).map_err(|e| {
-            CallError::Rpc(RpcError::new(RpcErrorKind::BadReturn, method, format!("result: {e}")))
+            CallError::Rpc(RpcError::new(
+                RpcErrorKind::BadReturn,
+                method,
+                format!("result: {e}"),
+            ))
         })
     }
 
@@ -100,14 +136,20 @@ impl Stub {
             Ok(_) => Ok(()),
             Err(e) => Err(match error_from_js::<serde::de::IgnoredAny>(method, e) {
                 CallError::Rpc(e) => e,
-                CallError::Handler(_) => RpcError::new(RpcErrorKind::Remote, method, "the callee failed before acknowledging"),
+                CallError::Handler(_) => RpcError::new(
+                    RpcErrorKind::Remote,
+                    method,
+                    "the callee failed before acknowledging",
+                ),
             }),
         }
     }
 }
 
 /// Builds the argument array of a remote call.
-pub fn encode_args<const N: usize>(values: [Result<JsValue, RpcError>; N]) -> Result<Array, RpcError> {
+pub fn encode_args<const N: usize>(
+    values: [Result<JsValue, RpcError>; N],
+) -> Result<Array, RpcError> {
     let array = Array::new();
     for value in values {
         array.push(&value?);

@@ -45,20 +45,33 @@ impl FetchExecutor {
         match origin.deliver(result).await {
             Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => {}
             // The origin refused it as unknown: nobody waits for it any more.
-            Err(CallError::Handler(e)) => log_error(&format!("proxy-fetch {}: origin refused the result: {e}", job.id)),
+            Err(CallError::Handler(e)) => log_error(&format!(
+                "proxy-fetch {}: origin refused the result: {e}",
+                job.id
+            )),
             // Not delivered: leave the queue entry, so the orchestrator's backstop tells the origin.
             Err(CallError::Rpc(e)) => {
-                return Err(HandlerError::new("delivery", format!("request {}: {e}", job.id)));
+                return Err(HandlerError::new(
+                    "delivery",
+                    format!("request {}: {e}", job.id),
+                ));
             }
         }
-        let orchestrator = FetchOrchestratorClient::from_name(&self.env, &job.options.orchestrator_binding, &job.shard)?;
+        let orchestrator = FetchOrchestratorClient::from_name(
+            &self.env,
+            &job.options.orchestrator_binding,
+            &job.shard,
+        )?;
         orchestrator.complete(job.id.clone()).await?;
         Ok(())
     }
 
     /// Answers at once: for checking the binding and measuring a no-op RPC round trip.
     async fn health(&self) -> Result<ExecutorHealth, HandlerError> {
-        Ok(ExecutorHealth { ok: true, version: env!("CARGO_PKG_VERSION").into() })
+        Ok(ExecutorHealth {
+            ok: true,
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
     }
 }
 
@@ -91,12 +104,21 @@ async fn fetch_with_retries(job: &FetchJob) -> FetchResult {
             Err(AttemptError::Network(_)) => Attempt::NetworkError,
             Err(AttemptError::Timeout | AttemptError::TooLarge(_)) => Attempt::Timeout,
         };
-        if let Some(delay) = options.retry.next_delay(attempts, seen, idempotent, js_sys::Math::random()) {
+        if let Some(delay) =
+            options
+                .retry
+                .next_delay(attempts, seen, idempotent, js_sys::Math::random())
+        {
             worker::Delay::from(Duration::from_millis(delay)).await;
             continue;
         }
         let error = |kind, message: String| {
-            Err(FetchError { request_id: job.id.clone(), kind, message, attempts })
+            Err(FetchError {
+                request_id: job.id.clone(),
+                kind,
+                message,
+                attempts,
+            })
         };
         return match outcome {
             Ok(f) => Ok(ProxyResponse {

@@ -34,7 +34,10 @@ fn call(target: &JsValue, method: &str, args: &Array) -> Result<JsValue, JsValue
 }
 
 fn message(e: &JsValue) -> String {
-    get(e, "message").ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
+    get(e, "message")
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
 }
 
 fn init(request: &ProxyRequest, signal: &JsValue) -> Result<Object, JsValue> {
@@ -48,8 +51,14 @@ fn init(request: &ProxyRequest, signal: &JsValue) -> Result<Object, JsValue> {
     if let Some(body) = &request.body {
         Reflect::set(&init, &"body".into(), &Uint8Array::from(&body[..]))?;
     }
-    let redirect = serde_json::to_value(request.redirect).ok().and_then(|v| v.as_str().map(str::to_owned));
-    Reflect::set(&init, &"redirect".into(), &redirect.unwrap_or_else(|| "follow".into()).into())?;
+    let redirect = serde_json::to_value(request.redirect)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    Reflect::set(
+        &init,
+        &"redirect".into(),
+        &redirect.unwrap_or_else(|| "follow".into()).into(),
+    )?;
     Reflect::set(&init, &"signal".into(), signal)?;
     Ok(init)
 }
@@ -59,7 +68,10 @@ async fn read_headers(response: &JsValue) -> Result<Vec<(String, String)>, JsVal
     let mut headers = Vec::new();
     for pair in js_sys::try_iter(&entries)?.into_iter().flatten() {
         let pair: Array = pair?.dyn_into()?;
-        headers.push((pair.get(0).as_string().unwrap_or_default(), pair.get(1).as_string().unwrap_or_default()));
+        headers.push((
+            pair.get(0).as_string().unwrap_or_default(),
+            pair.get(1).as_string().unwrap_or_default(),
+        ));
     }
     Ok(headers)
 }
@@ -75,7 +87,9 @@ async fn read_body(response: &JsValue, limit: u64) -> Result<Vec<u8>, AttemptErr
     let mut out = Vec::new();
     loop {
         let read = call(&reader, "read", &Array::new()).map_err(network)?;
-        let chunk = JsFuture::from(js_sys::Promise::resolve(&read)).await.map_err(network)?;
+        let chunk = JsFuture::from(js_sys::Promise::resolve(&read))
+            .await
+            .map_err(network)?;
         if get(&chunk, "done").map_err(network)?.is_truthy() {
             return Ok(out);
         }
@@ -90,11 +104,22 @@ async fn read_body(response: &JsValue, limit: u64) -> Result<Vec<u8>, AttemptErr
     }
 }
 
-async fn fetch_once(request: &ProxyRequest, signal: &JsValue, limit: u64) -> Result<Fetched, AttemptError> {
+async fn fetch_once(
+    request: &ProxyRequest,
+    signal: &JsValue,
+    limit: u64,
+) -> Result<Fetched, AttemptError> {
     let network = |e: JsValue| AttemptError::Network(message(&e));
     let init = init(request, signal).map_err(network)?;
-    let promise = call(&js_sys::global(), "fetch", &Array::of2(&request.url.as_str().into(), &init)).map_err(network)?;
-    let response = JsFuture::from(js_sys::Promise::resolve(&promise)).await.map_err(network)?;
+    let promise = call(
+        &js_sys::global(),
+        "fetch",
+        &Array::of2(&request.url.as_str().into(), &init),
+    )
+    .map_err(network)?;
+    let response = JsFuture::from(js_sys::Promise::resolve(&promise))
+        .await
+        .map_err(network)?;
     let headers = read_headers(&response).await.map_err(network)?;
     let declared = headers
         .iter()
@@ -108,16 +133,29 @@ async fn fetch_once(request: &ProxyRequest, signal: &JsValue, limit: u64) -> Res
     }
     let body = read_body(&response, limit).await?;
     Ok(Fetched {
-        status: get(&response, "status").ok().and_then(|s| s.as_f64()).unwrap_or(0.0) as u16,
-        status_text: get(&response, "statusText").ok().and_then(|s| s.as_string()).unwrap_or_default(),
+        status: get(&response, "status")
+            .ok()
+            .and_then(|s| s.as_f64())
+            .unwrap_or(0.0) as u16,
+        status_text: get(&response, "statusText")
+            .ok()
+            .and_then(|s| s.as_string())
+            .unwrap_or_default(),
         headers,
         body,
-        url: get(&response, "url").ok().and_then(|s| s.as_string()).unwrap_or_default(),
+        url: get(&response, "url")
+            .ok()
+            .and_then(|s| s.as_string())
+            .unwrap_or_default(),
     })
 }
 
 /// Fetches once; after `timeout` the request (and its body stream) is aborted.
-pub(crate) async fn attempt(request: &ProxyRequest, timeout: Duration, limit: u64) -> Result<Fetched, AttemptError> {
+pub(crate) async fn attempt(
+    request: &ProxyRequest,
+    timeout: Duration,
+    limit: u64,
+) -> Result<Fetched, AttemptError> {
     let controller = web_abort_controller().map_err(|e| AttemptError::Network(message(&e)))?;
     let signal = get(&controller, "signal").map_err(|e| AttemptError::Network(message(&e)))?;
     let work = pin!(fetch_once(request, &signal, limit));

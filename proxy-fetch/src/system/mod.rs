@@ -13,11 +13,17 @@ mod orchestrator;
 mod origin;
 mod types;
 
-pub use executor::{ExecutorHealth, FetchExecutor, FetchExecutorClient, OriginDelivery, OriginDeliveryClient};
+pub use executor::{
+    ExecutorHealth, FetchExecutor, FetchExecutorClient, OriginDelivery, OriginDeliveryClient,
+};
 pub use messages::{FetchJob, OriginRef};
 pub use options::{parse_retry_after, Attempt, ProxyFetchOptions, RetryPolicy};
 pub use orchestrator::{FetchOrchestrator, FetchOrchestratorClient, QueueEntry, QueueStats};
-pub use origin::{cancel, pending, proxy_fetch, Continuation, DeliveryOutcome, ProxyFetchError, ProxyFetchOrigin};
-pub use types::{FetchError, FetchErrorKind, FetchResult, ProxyRequest, ProxyResponse, Redirect, RequestId};
+pub use origin::{
+    cancel, pending, proxy_fetch, Continuation, DeliveryOutcome, ProxyFetchError, ProxyFetchOrigin,
+};
+pub use types::{
+    FetchError, FetchErrorKind, FetchResult, ProxyRequest, ProxyResponse, Redirect, RequestId,
+};
 
 pub(crate) use origin::deliver;

@@ -67,15 +67,21 @@ impl ProxyFetchOptions {
             return self.orchestrator_instance.clone();
         }
         // FNV-1a: stable across builds and platforms, unlike std's hasher.
-        let hash = request_id
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-        format!("{}-{}", self.orchestrator_instance, hash % self.shards as u64)
+        let hash = request_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!(
+            "{}-{}",
+            self.orchestrator_instance,
+            hash % self.shards as u64
+        )
     }
 
     /// Whether `host` passes `allowed_hosts`.
     pub fn host_allowed(&self, host: &str) -> bool {
-        let Some(allowed) = &self.allowed_hosts else { return true };
+        let Some(allowed) = &self.allowed_hosts else {
+            return true;
+        };
         let host = host.to_ascii_lowercase();
         allowed.iter().any(|pattern| {
             let pattern = pattern.to_ascii_lowercase();
@@ -114,33 +120,54 @@ impl Default for RetryPolicy {
 /// What an attempt ended with, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Attempt {
-    Status { status: u16, retry_after_ms: Option<u64> },
+    Status {
+        status: u16,
+        retry_after_ms: Option<u64>,
+    },
     NetworkError,
     Timeout,
 }
 
 impl RetryPolicy {
     pub fn none() -> Self {
-        RetryPolicy { max_attempts: 1, ..Self::default() }
+        RetryPolicy {
+            max_attempts: 1,
+            ..Self::default()
+        }
     }
 
     /// After attempt number `attempt` (1-based) ended as `outcome`: `Some(delay)` to try again
     /// after `delay` ms, `None` to deliver it. `jitter` in [0, 1) spreads retries of many
     /// requests apart ("full jitter": a uniform delay up to the exponential step).
-    pub fn next_delay(&self, attempt: u32, outcome: Attempt, idempotent: bool, jitter: f64) -> Option<u64> {
+    pub fn next_delay(
+        &self,
+        attempt: u32,
+        outcome: Attempt,
+        idempotent: bool,
+        jitter: f64,
+    ) -> Option<u64> {
         if attempt >= self.max_attempts || !(idempotent || self.retry_non_idempotent) {
             return None;
         }
         let backoff = || {
-            let step = self.base_delay_ms.saturating_mul(1u64 << (attempt - 1).min(30));
+            let step = self
+                .base_delay_ms
+                .saturating_mul(1u64 << (attempt - 1).min(30));
             (step.min(self.max_delay_ms) as f64 * jitter.clamp(0.0, 1.0)) as u64
         };
         match outcome {
             Attempt::NetworkError => Some(backoff()),
-            Attempt::Status { status: 502..=504, .. } => Some(backoff()),
-            Attempt::Status { status: 429, retry_after_ms } => {
-                Some(retry_after_ms.unwrap_or_else(backoff).min(self.max_delay_ms))
-            }
+            Attempt::Status {
+                status: 502..=504, ..
+            } => Some(backoff()),
+            Attempt::Status {
+                status: 429,
+                retry_after_ms,
+            } => Some(
+                retry_after_ms
+                    .unwrap_or_else(backoff)
+                    .min(self.max_delay_ms),
+            ),
             // A timeout already cost a whole timeout; another attempt would double the wait
             // the origin asked for. Statuses other than the above are answers, 4xx above all.
             Attempt::Timeout | Attempt::Status { .. } => None,
@@ -178,30 +205,86 @@ mod tests {
 
     #[test]
     fn retries_network_errors_and_gateway_statuses_with_growing_backoff() {
-        let p = RetryPolicy { max_attempts: 4, base_delay_ms: 100, max_delay_ms: 250, retry_non_idempotent: false };
+        let p = RetryPolicy {
+            max_attempts: 4,
+            base_delay_ms: 100,
+            max_delay_ms: 250,
+            retry_non_idempotent: false,
+        };
         assert_eq!(p.next_delay(1, Attempt::NetworkError, GET, 1.0), Some(100));
-        assert_eq!(p.next_delay(2, Attempt::Status { status: 503, retry_after_ms: None }, GET, 1.0), Some(200));
-        assert_eq!(p.next_delay(3, Attempt::Status { status: 502, retry_after_ms: None }, GET, 1.0), Some(250));
-        assert_eq!(p.next_delay(4, Attempt::NetworkError, GET, 1.0), None, "attempts exhausted");
-        assert_eq!(p.next_delay(1, Attempt::NetworkError, GET, 0.5), Some(50), "jitter scales the step");
+        assert_eq!(
+            p.next_delay(
+                2,
+                Attempt::Status {
+                    status: 503,
+                    retry_after_ms: None
+                },
+                GET,
+                1.0
+            ),
+            Some(200)
+        );
+        assert_eq!(
+            p.next_delay(
+                3,
+                Attempt::Status {
+                    status: 502,
+                    retry_after_ms: None
+                },
+                GET,
+                1.0
+            ),
+            Some(250)
+        );
+        assert_eq!(
+            p.next_delay(4, Attempt::NetworkError, GET, 1.0),
+            None,
+            "attempts exhausted"
+        );
+        assert_eq!(
+            p.next_delay(1, Attempt::NetworkError, GET, 0.5),
+            Some(50),
+            "jitter scales the step"
+        );
     }
 
     #[test]
     fn never_retries_4xx_timeouts_or_non_idempotent_methods() {
         let p = RetryPolicy::default();
         for status in [400, 401, 404, 409, 422, 500, 501] {
-            assert_eq!(p.next_delay(1, Attempt::Status { status, retry_after_ms: None }, GET, 1.0), None, "{status}");
+            assert_eq!(
+                p.next_delay(
+                    1,
+                    Attempt::Status {
+                        status,
+                        retry_after_ms: None
+                    },
+                    GET,
+                    1.0
+                ),
+                None,
+                "{status}"
+            );
         }
         assert_eq!(p.next_delay(1, Attempt::Timeout, GET, 1.0), None);
         assert_eq!(p.next_delay(1, Attempt::NetworkError, POST, 1.0), None);
-        let p = RetryPolicy { retry_non_idempotent: true, ..p };
+        let p = RetryPolicy {
+            retry_non_idempotent: true,
+            ..p
+        };
         assert!(p.next_delay(1, Attempt::NetworkError, POST, 1.0).is_some());
     }
 
     #[test]
     fn honours_retry_after_up_to_the_cap() {
-        let p = RetryPolicy { max_delay_ms: 2_000, ..RetryPolicy::default() };
-        let after = |ms| Attempt::Status { status: 429, retry_after_ms: Some(ms) };
+        let p = RetryPolicy {
+            max_delay_ms: 2_000,
+            ..RetryPolicy::default()
+        };
+        let after = |ms| Attempt::Status {
+            status: 429,
+            retry_after_ms: Some(ms),
+        };
         assert_eq!(p.next_delay(1, after(1_000), GET, 0.0), Some(1_000));
         assert_eq!(p.next_delay(1, after(60_000), GET, 0.0), Some(2_000));
         assert_eq!(parse_retry_after(" 3 ", 0.0), Some(3_000));
@@ -210,16 +293,23 @@ mod tests {
 
     #[test]
     fn shards_are_stable_and_spread() {
-        let o = ProxyFetchOptions { shards: 4, ..Default::default() };
+        let o = ProxyFetchOptions {
+            shards: 4,
+            ..Default::default()
+        };
         assert_eq!(o.shard_for("abc"), o.shard_for("abc"));
-        let used: std::collections::BTreeSet<_> = (0..100).map(|i| o.shard_for(&format!("req-{i}"))).collect();
+        let used: std::collections::BTreeSet<_> =
+            (0..100).map(|i| o.shard_for(&format!("req-{i}"))).collect();
         assert_eq!(used.len(), 4, "{used:?}");
         assert_eq!(ProxyFetchOptions::default().shard_for("x"), "singleton");
     }
 
     #[test]
     fn allow_list_matches_hosts_and_subdomains() {
-        let o = ProxyFetchOptions { allowed_hosts: Some(vec!["api.example.com".into(), "*.svc.test".into()]), ..Default::default() };
+        let o = ProxyFetchOptions {
+            allowed_hosts: Some(vec!["api.example.com".into(), "*.svc.test".into()]),
+            ..Default::default()
+        };
         assert!(o.host_allowed("API.example.com"));
         assert!(o.host_allowed("a.svc.test"));
         assert!(!o.host_allowed("svc.test"));
@@ -229,7 +319,11 @@ mod tests {
 
     #[test]
     fn the_backstop_waits_for_every_attempt() {
-        let o = ProxyFetchOptions { timeout_ms: 1_000, backstop_grace_ms: 500, ..Default::default() };
+        let o = ProxyFetchOptions {
+            timeout_ms: 1_000,
+            backstop_grace_ms: 500,
+            ..Default::default()
+        };
         assert_eq!(o.backstop_after_ms(), 3 * 1_000 + 2 * 5_000 + 500);
     }
 }

@@ -56,12 +56,19 @@ pub struct QueueStats {
 
 impl DurableObject for FetchOrchestrator {
     fn new(state: State, env: Env) -> Self {
-        FetchOrchestrator { state, env, alarm_at: Cell::new(None) }
+        FetchOrchestrator {
+            state,
+            env,
+            alarm_at: Cell::new(None),
+        }
     }
 
     /// `GET` on the orchestrator answers its stats as JSON (handy with `wrangler dev`).
     async fn fetch(&self, _req: Request) -> worker::Result<Response> {
-        let stats = self.stats().await.map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let stats = self
+            .stats()
+            .await
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
         Response::from_json(&stats)
     }
 
@@ -74,7 +81,11 @@ impl DurableObject for FetchOrchestrator {
 
 impl FetchOrchestrator {
     async fn entries(&self) -> worker::Result<Vec<QueueEntry>> {
-        let map = self.state.storage().list_with_options(worker::ListOptions::new().prefix(QUEUE)).await?;
+        let map = self
+            .state
+            .storage()
+            .list_with_options(worker::ListOptions::new().prefix(QUEUE))
+            .await?;
         Ok(map
             .values()
             .into_iter()
@@ -102,18 +113,31 @@ impl FetchOrchestrator {
     /// Delivers `error` to the entry's origin. Ok(true) when the origin has its result now (or
     /// had one already); Ok(false) when it could not be reached.
     async fn tell_origin(&self, entry: &QueueEntry, kind: FetchErrorKind, message: String) -> bool {
-        let error = FetchError { request_id: entry.id.clone(), kind, message, attempts: 0 };
-        let origin = match OriginDeliveryClient::from_id(&self.env, &entry.origin.binding, &entry.origin.id) {
-            Ok(origin) => origin,
-            Err(e) => {
-                log_error(&format!("proxy-fetch {}: origin unreachable: {e}", entry.id));
-                return false;
-            }
+        let error = FetchError {
+            request_id: entry.id.clone(),
+            kind,
+            message,
+            attempts: 0,
         };
+        let origin =
+            match OriginDeliveryClient::from_id(&self.env, &entry.origin.binding, &entry.origin.id)
+            {
+                Ok(origin) => origin,
+                Err(e) => {
+                    log_error(&format!(
+                        "proxy-fetch {}: origin unreachable: {e}",
+                        entry.id
+                    ));
+                    return false;
+                }
+            };
         match origin.deliver(Err(error)).await {
             Ok(_) | Err(CallError::Handler(_)) => true,
             Err(CallError::Rpc(e)) => {
-                log_error(&format!("proxy-fetch {}: could not deliver {kind:?} to the origin: {e}", entry.id));
+                log_error(&format!(
+                    "proxy-fetch {}: could not deliver {kind:?} to the origin: {e}",
+                    entry.id
+                ));
                 false
             }
         }
@@ -133,10 +157,16 @@ impl FetchOrchestrator {
                 (now - entry.enqueued_ms).round()
             );
             let key = format!("{QUEUE}{}", entry.id);
-            if self.tell_origin(&entry, FetchErrorKind::Backstop, message).await {
+            if self
+                .tell_origin(&entry, FetchErrorKind::Backstop, message)
+                .await
+            {
                 storage.delete(&key).await?;
             } else if entry.delivery_tries + 1 >= MAX_DELIVERY_TRIES {
-                log_error(&format!("proxy-fetch {}: origin unreachable {MAX_DELIVERY_TRIES} times; dropped", entry.id));
+                log_error(&format!(
+                    "proxy-fetch {}: origin unreachable {MAX_DELIVERY_TRIES} times; dropped",
+                    entry.id
+                ));
                 storage.delete(&key).await?;
             } else {
                 entry.delivery_tries += 1;
@@ -177,7 +207,10 @@ impl FetchOrchestrator {
         };
         if let Err(e) = dispatched {
             let message = format!("executor `{binding}` not reached: {}", e.message);
-            if self.tell_origin(&entry, FetchErrorKind::Dispatch, message).await {
+            if self
+                .tell_origin(&entry, FetchErrorKind::Dispatch, message)
+                .await
+            {
                 self.state.storage().delete(&key).await?;
             }
         }
@@ -202,7 +235,10 @@ impl FetchOrchestrator {
         let overdue = items.iter().filter(|e| e.delivery_tries > 0).count() as u32;
         Ok(QueueStats {
             pending: items.len() as u32,
-            oldest_age_ms: items.iter().map(|e| now - e.enqueued_ms).fold(0.0, f64::max),
+            oldest_age_ms: items
+                .iter()
+                .map(|e| now - e.enqueued_ms)
+                .fold(0.0, f64::max),
             in_flight: items.len() as u32 - overdue,
             overdue,
             items,

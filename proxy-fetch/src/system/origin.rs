@@ -47,7 +47,11 @@ pub struct Continuation<O, D> {
 
 impl<O, D: Serialize> Continuation<O, D> {
     pub fn new(handler: Method<O, (FetchResult, D)>, data: D) -> Self {
-        Continuation { handler: handler.js_name(), data, _origin: PhantomData }
+        Continuation {
+            handler: handler.js_name(),
+            data,
+            _origin: PhantomData,
+        }
     }
 }
 
@@ -130,29 +134,45 @@ fn new_request_id() -> Result<RequestId, ProxyFetchError> {
     uuid.ok_or_else(|| ProxyFetchError::Storage("crypto.randomUUID unavailable".into()))
 }
 
-fn check_request(request: &ProxyRequest, options: &ProxyFetchOptions) -> Result<(), ProxyFetchError> {
-    let url = worker::Url::parse(&request.url)
-        .map_err(|e| ProxyFetchError::InvalidRequest(format!("`{}` is not a URL: {e}", request.url)))?;
+fn check_request(
+    request: &ProxyRequest,
+    options: &ProxyFetchOptions,
+) -> Result<(), ProxyFetchError> {
+    let url = worker::Url::parse(&request.url).map_err(|e| {
+        ProxyFetchError::InvalidRequest(format!("`{}` is not a URL: {e}", request.url))
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ProxyFetchError::InvalidRequest(format!("`{}`: only http and https can be fetched", request.url)));
+        return Err(ProxyFetchError::InvalidRequest(format!(
+            "`{}`: only http and https can be fetched",
+            request.url
+        )));
     }
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if request.method.is_empty() || !request.method.chars().all(token) {
-        return Err(ProxyFetchError::InvalidRequest(format!("`{}` is not an HTTP method", request.method)));
+        return Err(ProxyFetchError::InvalidRequest(format!(
+            "`{}` is not an HTTP method",
+            request.method
+        )));
     }
     let host = url.host_str().unwrap_or_default();
     if !options.host_allowed(host) {
-        return Err(ProxyFetchError::Rejected(format!("host `{host}` is not in allowed_hosts")));
+        return Err(ProxyFetchError::Rejected(format!(
+            "host `{host}` is not in allowed_hosts"
+        )));
     }
     Ok(())
 }
 
 fn require_binding(env: &Env, name: &str, option: &str) -> Result<(), ProxyFetchError> {
-    let present = js_sys::Reflect::get(env, &JsValue::from_str(name)).map(|v| !v.is_undefined()).unwrap_or(false);
+    let present = js_sys::Reflect::get(env, &JsValue::from_str(name))
+        .map(|v| !v.is_undefined())
+        .unwrap_or(false);
     if present {
         Ok(())
     } else {
-        Err(ProxyFetchError::MissingBinding(format!("`{name}` is not in env; add it to wrangler.toml or set ProxyFetchOptions::{option}")))
+        Err(ProxyFetchError::MissingBinding(format!(
+            "`{name}` is not in env; add it to wrangler.toml or set ProxyFetchOptions::{option}"
+        )))
     }
 }
 
@@ -168,7 +188,10 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     let request = request.into();
     check_request(&request, options)?;
     let env = origin.env();
-    let origin_binding = options.origin_binding.clone().unwrap_or_else(|| O::INFERRED_BINDING.to_owned());
+    let origin_binding = options
+        .origin_binding
+        .clone()
+        .unwrap_or_else(|| O::INFERRED_BINDING.to_owned());
     require_binding(env, &origin_binding, "origin_binding")?;
     require_binding(env, &options.orchestrator_binding, "orchestrator_binding")?;
 
@@ -189,14 +212,20 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     let job = FetchJob {
         id: id.clone(),
         request,
-        origin: OriginRef { binding: origin_binding, id: origin.state().id().to_string() },
+        origin: OriginRef {
+            binding: origin_binding,
+            id: origin.state().id().to_string(),
+        },
         shard: shard.clone(),
         options: options.clone(),
     };
     let enqueued = async {
-        let orchestrator = FetchOrchestratorClient::from_name(env, &options.orchestrator_binding, &shard)?;
+        let orchestrator =
+            FetchOrchestratorClient::from_name(env, &options.orchestrator_binding, &shard)?;
         orchestrator.enqueue(job).await.map_err(|e| match e {
-            crate::rpc::CallError::Handler(h) => RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string()),
+            crate::rpc::CallError::Handler(h) => {
+                RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string())
+            }
             crate::rpc::CallError::Rpc(r) => r,
         })
     };
@@ -218,7 +247,9 @@ struct Claim(String);
 
 impl Claim {
     fn take(id: &str) -> Option<Claim> {
-        CLAIMED.with(|c| c.borrow_mut().insert(id.to_owned())).then(|| Claim(id.to_owned()))
+        CLAIMED
+            .with(|c| c.borrow_mut().insert(id.to_owned()))
+            .then(|| Claim(id.to_owned()))
     }
 }
 
@@ -242,14 +273,19 @@ pub(crate) async fn deliver<O: ProxyFetchOrigin>(
     result: FetchResult,
 ) -> Result<DeliveryOutcome, HandlerError> {
     let id = request_id_of(&result).to_owned();
-    let Some(_claim) = Claim::take(&id) else { return Ok(DeliveryOutcome::Duplicate) };
+    let Some(_claim) = Claim::take(&id) else {
+        return Ok(DeliveryOutcome::Duplicate);
+    };
     let storage = origin.state().storage();
     let key = format!("{PENDING}{id}");
     let Some(record) = storage.get::<PendingRecord>(&key).await? else {
         return if storage.get::<f64>(&format!("{DONE}{id}")).await?.is_some() {
             Ok(DeliveryOutcome::Duplicate)
         } else {
-            Err(HandlerError::new("unknown_request", format!("no proxy fetch {id} is pending here")))
+            Err(HandlerError::new(
+                "unknown_request",
+                format!("no proxy fetch {id} is pending here"),
+            ))
         };
     };
     // Settle the ledger before the handler runs: should the handler crash the instance, the
@@ -261,18 +297,36 @@ pub(crate) async fn deliver<O: ProxyFetchOrigin>(
     Ok(DeliveryOutcome::Delivered)
 }
 
-async fn run_handler<O: ProxyFetchOrigin>(origin: &O, ctx: JsValue, id: &str, record: &PendingRecord, result: FetchResult) {
-    let args = (crate::rpc::to_js_value(&result), crate::rpc::to_js_value(&record.data));
+async fn run_handler<O: ProxyFetchOrigin>(
+    origin: &O,
+    ctx: JsValue,
+    id: &str,
+    record: &PendingRecord,
+    result: FetchResult,
+) {
+    let args = (
+        crate::rpc::to_js_value(&result),
+        crate::rpc::to_js_value(&record.data),
+    );
     let (Ok(result), Ok(data)) = args else {
-        log_error(&format!("proxy-fetch {id}: the result for `{}` could not be encoded", record.handler));
+        log_error(&format!(
+            "proxy-fetch {id}: the result for `{}` could not be encoded",
+            record.handler
+        ));
         return;
     };
-    let Some(promise) = origin.dispatch(&record.handler, ctx, Array::of2(&result, &data).into()) else {
-        log_error(&format!("proxy-fetch {id}: the origin has no handler `{}` (renamed since the request started?)", record.handler));
+    let Some(promise) = origin.dispatch(&record.handler, ctx, Array::of2(&result, &data).into())
+    else {
+        log_error(&format!(
+            "proxy-fetch {id}: the origin has no handler `{}` (renamed since the request started?)",
+            record.handler
+        ));
         return;
     };
     if let Err(e) = JsFuture::from(promise).await {
-        let message = js_sys::Reflect::get(&e, &JsValue::from_str("message")).ok().and_then(|m| m.as_string());
+        let message = js_sys::Reflect::get(&e, &JsValue::from_str("message"))
+            .ok()
+            .and_then(|m| m.as_string());
         log_error(&format!(
             "proxy-fetch {id}: handler `{}` failed: {}",
             record.handler,
@@ -283,7 +337,12 @@ async fn run_handler<O: ProxyFetchOrigin>(origin: &O, ctx: JsValue, id: &str, re
 
 async fn prune_tombstones<O: ProxyFetchOrigin>(origin: &O) {
     let storage = origin.state().storage();
-    let Ok(done) = storage.list_with_options(worker::ListOptions::new().prefix(DONE).limit(64)).await else { return };
+    let Ok(done) = storage
+        .list_with_options(worker::ListOptions::new().prefix(DONE).limit(64))
+        .await
+    else {
+        return;
+    };
     let cutoff = now_ms() - TOMBSTONE_TTL_MS;
     let old: Vec<String> = done
         .entries()
@@ -291,7 +350,9 @@ async fn prune_tombstones<O: ProxyFetchOrigin>(origin: &O) {
         .filter_map(|entry| {
             let pair: Array = entry.ok()?.into();
             let delivered = pair.get(1).as_f64()?;
-            (delivered < cutoff).then(|| pair.get(0).as_string()).flatten()
+            (delivered < cutoff)
+                .then(|| pair.get(0).as_string())
+                .flatten()
         })
         .collect();
     if !old.is_empty() {
@@ -302,19 +363,37 @@ async fn prune_tombstones<O: ProxyFetchOrigin>(origin: &O) {
 /// Cancels a pending request: its handler receives `FetchErrorKind::Cancelled` now, exactly
 /// once, and a response that arrives later is dropped. Returns `false` if the request already
 /// had its result (or never existed here).
-pub async fn cancel<O: ProxyFetchOrigin>(origin: &O, request_id: &str) -> Result<bool, ProxyFetchError> {
+pub async fn cancel<O: ProxyFetchOrigin>(
+    origin: &O,
+    request_id: &str,
+) -> Result<bool, ProxyFetchError> {
     let storage = origin.state().storage();
-    let record: Option<PendingRecord> = storage.get(&format!("{PENDING}{request_id}")).await.map_err(storage_error)?;
-    let Some(record) = record else { return Ok(false) };
-    let cancelled = FetchError::new(request_id, FetchErrorKind::Cancelled, "cancelled by the origin");
+    let record: Option<PendingRecord> = storage
+        .get(&format!("{PENDING}{request_id}"))
+        .await
+        .map_err(storage_error)?;
+    let Some(record) = record else {
+        return Ok(false);
+    };
+    let cancelled = FetchError::new(
+        request_id,
+        FetchErrorKind::Cancelled,
+        "cancelled by the origin",
+    );
     let delivered = deliver(origin, JsValue::UNDEFINED, Err(cancelled)).await;
     if delivered != Ok(DeliveryOutcome::Delivered) {
         return Ok(false);
     }
     // The orchestrator no longer needs to watch it; if this fails its backstop is dropped here.
-    if let Ok(orchestrator) = FetchOrchestratorClient::from_name(origin.env(), &record.orchestrator_binding, &record.orchestrator_shard) {
+    if let Ok(orchestrator) = FetchOrchestratorClient::from_name(
+        origin.env(),
+        &record.orchestrator_binding,
+        &record.orchestrator_shard,
+    ) {
         if let Err(e) = orchestrator.forget(request_id.to_owned()).await {
-            log_error(&format!("proxy-fetch {request_id}: cancelled, but the orchestrator was not told: {e}"));
+            log_error(&format!(
+                "proxy-fetch {request_id}: cancelled, but the orchestrator was not told: {e}"
+            ));
         }
     }
     Ok(true)
@@ -328,6 +407,9 @@ pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, 
         .list_with_options(worker::ListOptions::new().prefix(PENDING))
         .await
         .map_err(storage_error)?;
-    let ids = map.keys().into_iter().filter_map(|k| Some(k.ok()?.as_string()?.strip_prefix(PENDING)?.to_owned()));
+    let ids = map
+        .keys()
+        .into_iter()
+        .filter_map(|k| Some(k.ok()?.as_string()?.strip_prefix(PENDING)?.to_owned()));
     Ok(ids.collect())
 }

@@ -77,7 +77,10 @@ impl ProxyRequest {
 
     /// Whether repeating the request is harmless (RFC 9110 idempotent methods).
     pub fn is_idempotent(&self) -> bool {
-        matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+        matches!(
+            self.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
     }
 }
 
@@ -179,7 +182,11 @@ impl FetchError {
 
 impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "proxy fetch {} failed ({:?}): {}", self.request_id, self.kind, self.message)
+        write!(
+            f,
+            "proxy fetch {} failed ({:?}): {}",
+            self.request_id, self.kind, self.message
+        )
     }
 }
 

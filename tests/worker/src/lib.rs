@@ -36,7 +36,10 @@ impl Greeter {
     /// Greets `g.name`, `g.times` times, and echoes the bytes reversed.
     async fn greet(&self, g: Greeting, suffix: String) -> std::result::Result<Reply, HandlerError> {
         if g.times == 0 {
-            return Err(HandlerError::new("zero_times", format!("cannot greet {} zero times", g.name)));
+            return Err(HandlerError::new(
+                "zero_times",
+                format!("cannot greet {} zero times", g.name),
+            ));
         }
         let text = vec![format!("hello {}{suffix}", g.name); g.times as usize].join(" ");
         let mut blob = g.blob;
@@ -46,11 +49,51 @@ impl Greeter {
 
     /// Waits `ms` then writes `value` into the `Counter` named `key`: the caller is answered first.
     #[wait_until]
-    async fn record_later(&self, key: String, value: u32, ms: u32) -> std::result::Result<(), HandlerError> {
+    async fn record_later(
+        &self,
+        key: String,
+        value: u32,
+        ms: u32,
+    ) -> std::result::Result<(), HandlerError> {
         Delay::from(std::time::Duration::from_millis(ms as u64)).await;
         let counter = CounterClient::from_name(&self.env, "COUNTER", &key)?;
         counter.set(value).await?;
         Ok(())
+    }
+}
+
+/// A second named entrypoint with a method of the same name: the two must not collide.
+pub struct Admin;
+
+impl WorkerEntrypoint for Admin {
+    fn new(_env: Env, _ctx: Context) -> Self {
+        Admin
+    }
+}
+
+#[entrypoint(name = "AdminEntrypoint")]
+impl Admin {
+    async fn greet(&self, g: Greeting, suffix: String) -> std::result::Result<Reply, HandlerError> {
+        Ok(Reply {
+            text: format!("admin sees {}{suffix}", g.name),
+            blob: Vec::new(),
+        })
+    }
+}
+
+/// Methods of the worker's default entrypoint.
+pub struct Root;
+
+impl WorkerEntrypoint for Root {
+    fn new(_env: Env, _ctx: Context) -> Self {
+        Root
+    }
+}
+
+#[entrypoint]
+impl Root {
+    async fn version(&self) -> std::result::Result<String, HandlerError> {
+        Ok("rpc-test-worker 1".into())
     }
 }
 
@@ -91,12 +134,20 @@ impl Counter {
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let url = req.url()?;
-    let q = |k: &str| url.query_pairs().find(|(key, _)| key == k).map(|(_, v)| v.into_owned());
+    let q = |k: &str| {
+        url.query_pairs()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.into_owned())
+    };
     match url.path() {
         "/" => Response::ok("hello from Rust in workerd"),
         "/greet" => {
             let greeter = GreeterClient::from_env(&env, "GREETER")?;
-            let g = Greeting { name: q("name").unwrap_or_default(), times: q("times").and_then(|t| t.parse().ok()).unwrap_or(1), blob: vec![1, 2, 3] };
+            let g = Greeting {
+                name: q("name").unwrap_or_default(),
+                times: q("times").and_then(|t| t.parse().ok()).unwrap_or(1),
+                blob: vec![1, 2, 3],
+            };
             match greeter.greet(g, "!".into()).await {
                 Ok(reply) => Response::ok(format!("{} {:?}", reply.text, reply.blob)),
                 Err(e) => Response::error(format!("{e:?}"), 500),
@@ -119,12 +170,21 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         "/js-math" => {
             let math = JsMathClient::from_env(&env, "JS_MATH")?;
             let sum = math.add(2, 40).await?;
-            let described = math.describe(Greeting { name: "rust".into(), times: 1, blob: vec![0, 255] }).await?;
+            let described = math
+                .describe(Greeting {
+                    name: "rust".into(),
+                    times: 1,
+                    blob: vec![0, 255],
+                })
+                .await?;
             let failed = match math.fail().await {
                 Err(proxy_fetch::rpc::CallError::Rpc(e)) => format!("{:?}: {}", e.kind, e.message),
                 other => format!("unexpected: {other:?}"),
             };
-            Response::ok(format!("sum={sum} text={} blob={:?} failed={failed}", described.text, described.blob))
+            Response::ok(format!(
+                "sum={sum} text={} blob={:?} failed={failed}",
+                described.text, described.blob
+            ))
         }
         "/missing-binding" => match GreeterClient::from_env(&env, "NOPE") {
             Err(e) => Response::ok(format!("{:?}: {}", e.kind, e.message)),
