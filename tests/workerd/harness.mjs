@@ -80,8 +80,8 @@ export async function startWorker(crateDir, { peers = [], serviceBindings = {}, 
   };
 }
 
-/** Miniflare options of a JS worker module that lives in tests/workerd. */
+/** Miniflare options of a JS worker module (a path relative to tests/workerd, or absolute). */
 export function jsWorker(name, file, options = {}) {
-  return { name, modules: true, modulesRoot: dirname(fileURLToPath(import.meta.url)),
-    scriptPath: join(dirname(fileURLToPath(import.meta.url)), file), compatibilityDate: "2026-07-30", ...options };
+  const scriptPath = resolve(dirname(fileURLToPath(import.meta.url)), file);
+  return { name, modules: true, modulesRoot: dirname(scriptPath), scriptPath, compatibilityDate: "2026-07-30", ...options };
 }

@@ -4,7 +4,8 @@
 //! at its origin, so no handler waits forever and no entry stays behind.
 
 use serde::{Deserialize, Serialize};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 use super::executor::{FetchExecutorClient, OriginDeliveryClient};
@@ -19,6 +20,8 @@ const QUEUE: &str = "q:";
 /// dropped (logged): an origin that stays unreachable that long is gone.
 const MAX_DELIVERY_TRIES: u32 = 5;
 const DELIVERY_RETRY_MS: f64 = 5_000.0;
+/// How many recent dispatch durations `stats` reports.
+const RECENT_DISPATCHES: usize = 4096;
 
 #[durable_object]
 pub struct FetchOrchestrator {
@@ -26,6 +29,9 @@ pub struct FetchOrchestrator {
     env: Env,
     /// The alarm time this instance last set (ms), so most enqueues need not read it.
     alarm_at: Cell<Option<f64>>,
+    /// How long recent dispatches waited for the executor's acknowledgement (ms), newest last.
+    /// In memory only: an observability aid, reset when the instance is.
+    recent_dispatch_ms: RefCell<VecDeque<f64>>,
 }
 
 /// One request the orchestrator is waiting on.
@@ -52,6 +58,9 @@ pub struct QueueStats {
     pub in_flight: u32,
     pub overdue: u32,
     pub items: Vec<QueueEntry>,
+    /// How long recent dispatches (up to 4096, newest last) waited for the executor's
+    /// acknowledgement, in ms: the orchestrator's hold time per request.
+    pub recent_dispatch_ms: Vec<f64>,
 }
 
 impl DurableObject for FetchOrchestrator {
@@ -60,6 +69,7 @@ impl DurableObject for FetchOrchestrator {
             state,
             env,
             alarm_at: Cell::new(None),
+            recent_dispatch_ms: RefCell::default(),
         }
     }
 
@@ -201,10 +211,17 @@ impl FetchOrchestrator {
         self.state.storage().put(&key, &entry).await?;
         self.arm(entry.deadline_ms).await?;
         let binding = job.options.executor_binding.clone();
+        let dispatch_start = now_ms();
         let dispatched = match FetchExecutorClient::from_env(&self.env, &binding) {
             Ok(executor) => executor.execute_fetch(job).await,
             Err(e) => Err(e),
         };
+        let mut recent = self.recent_dispatch_ms.borrow_mut();
+        if recent.len() == RECENT_DISPATCHES {
+            recent.pop_front();
+        }
+        recent.push_back(now_ms() - dispatch_start);
+        drop(recent);
         if let Err(e) = dispatched {
             let message = format!("executor `{binding}` not reached: {}", e.message);
             if self
@@ -242,6 +259,7 @@ impl FetchOrchestrator {
             in_flight: items.len() as u32 - overdue,
             overdue,
             items,
+            recent_dispatch_ms: self.recent_dispatch_ms.borrow().iter().copied().collect(),
         })
     }
 }

@@ -1,0 +1,197 @@
+//! Benchmark worker: `Probe` is an origin Durable Object that starts proxied fetches and records
+//! when each result arrived, and measures the baselines they are compared with (the same fetch
+//! awaited in the DO, a no-op RPC to the executor, a raw RPC round trip of N bytes).
+
+use proxy_fetch::rpc::{HandlerError, WorkerEntrypoint};
+use proxy_fetch::system::FetchExecutorClient;
+use proxy_fetch::{
+    entrypoint, Continuation, FetchResult, ProxyFetchOptions, ProxyFetchOrigin, RequestId,
+};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use worker::*;
+
+pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator};
+
+fn now() -> f64 {
+    Date::now().as_millis() as f64
+}
+
+#[durable_object]
+pub struct Probe {
+    state: State,
+    env: Env,
+}
+
+impl DurableObject for Probe {
+    fn new(state: State, env: Env) -> Self {
+        Probe { state, env }
+    }
+
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        Response::ok("probe")
+    }
+}
+
+impl ProxyFetchOrigin for Probe {
+    fn state(&self) -> &State {
+        &self.state
+    }
+    fn env(&self) -> &Env {
+        &self.env
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Started {
+    pub request_id: RequestId,
+    pub tag: String,
+    pub started_at_ms: f64,
+    pub hold_ms: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Arrival {
+    pub tag: String,
+    pub request_id: RequestId,
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub body_len: usize,
+    pub fetch_ms: f64,
+    pub arrived_at_ms: f64,
+    pub deliveries: u32,
+}
+
+#[entrypoint(durable_object, origin)]
+impl Probe {
+    async fn start(
+        &self,
+        url: String,
+        options: ProxyFetchOptions,
+        tag: String,
+    ) -> std::result::Result<Started, HandlerError> {
+        let started_at_ms = now();
+        let continuation = Continuation::new(ProbeClient::ON_RESULT, tag.clone());
+        let request_id = proxy_fetch::proxy_fetch(self, url, continuation, &options).await?;
+        Ok(Started {
+            request_id,
+            tag,
+            started_at_ms,
+            hold_ms: now() - started_at_ms,
+        })
+    }
+
+    async fn on_result(
+        &self,
+        result: FetchResult,
+        tag: String,
+    ) -> std::result::Result<(), HandlerError> {
+        let arrived_at_ms = now();
+        let key = format!("a:{tag}");
+        let storage = self.state.storage();
+        let deliveries = storage
+            .get::<Arrival>(&key)
+            .await?
+            .map_or(0, |a| a.deliveries)
+            + 1;
+        let arrival = match result {
+            Ok(r) => Arrival {
+                tag,
+                request_id: r.request_id,
+                outcome: "response".into(),
+                status: Some(r.status),
+                body_len: r.body.len(),
+                fetch_ms: r.duration_ms,
+                arrived_at_ms,
+                deliveries,
+            },
+            Err(e) => Arrival {
+                tag,
+                request_id: e.request_id,
+                outcome: format!("{:?}", e.kind),
+                status: None,
+                body_len: 0,
+                fetch_ms: 0.0,
+                arrived_at_ms,
+                deliveries,
+            },
+        };
+        storage.put(&key, &arrival).await?;
+        Ok(())
+    }
+
+    async fn arrivals(&self) -> std::result::Result<Vec<Arrival>, HandlerError> {
+        let map = self
+            .state
+            .storage()
+            .list_with_options(ListOptions::new().prefix("a:"))
+            .await?;
+        Ok(map
+            .values()
+            .into_iter()
+            .filter_map(|v| serde_wasm_bindgen::from_value(v.ok()?).ok())
+            .collect())
+    }
+
+    async fn pending(&self) -> std::result::Result<Vec<RequestId>, HandlerError> {
+        Ok(proxy_fetch::pending(self).await?)
+    }
+
+    /// The thing proxy-fetch exists to avoid: awaiting the fetch (and its body) in the DO.
+    async fn direct(&self, url: String) -> std::result::Result<f64, HandlerError> {
+        let start = now();
+        let mut response = Fetch::Url(
+            url.parse()
+                .map_err(|e| HandlerError::new("url", format!("{e}")))?,
+        )
+        .send()
+        .await?;
+        response.bytes().await?;
+        Ok(now() - start)
+    }
+
+    /// `n` sequential no-op RPC round trips to the executor entrypoint, in ms each.
+    async fn noop_rpc(&self, n: u32) -> std::result::Result<Vec<f64>, HandlerError> {
+        let executor = FetchExecutorClient::from_env(&self.env, "FETCH_EXECUTOR")?;
+        let mut times = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let start = now();
+            executor.health().await?;
+            times.push(now() - start);
+        }
+        Ok(times)
+    }
+
+    /// One RPC round trip carrying `bytes` bytes each way, in ms.
+    async fn echo_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
+        let echo = EchoClient::from_env(&self.env, "ECHO")?;
+        let data = ByteBuf::from(vec![7u8; bytes as usize]);
+        let start = now();
+        let back = echo.echo(data).await?;
+        let elapsed = now() - start;
+        if back.len() != bytes as usize {
+            return Err(HandlerError::new("echo", "length changed"));
+        }
+        Ok(elapsed)
+    }
+}
+
+pub struct Echo;
+
+impl WorkerEntrypoint for Echo {
+    fn new(_env: Env, _ctx: Context) -> Self {
+        Echo
+    }
+}
+
+#[entrypoint(name = "EchoEntrypoint")]
+impl Echo {
+    async fn echo(&self, data: ByteBuf) -> std::result::Result<ByteBuf, HandlerError> {
+        Ok(data)
+    }
+}
+
+#[event(fetch)]
+async fn fetch(_req: Request, _env: Env, _ctx: Context) -> Result<Response> {
+    Response::ok("proxy-fetch bench worker")
+}
