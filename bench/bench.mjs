@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // proxy-fetch benchmarks in local workerd, each figure beside the baseline it is judged by,
-// measured in the same run. Prints a table, writes bench/results.json and BENCHMARKS.md.
+// measured in the same run. Prints a table; a full run (not BENCH_QUICK=1) also writes
+// bench/results.json and BENCHMARKS.md.
 // Run through scripts/bench (it builds the bench and demo workers first).
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -136,7 +137,6 @@ const versions = {
   memory: `${Math.round(totalmem() / 2 ** 30)} GiB`,
 };
 results.versions = versions;
-writeFileSync(join(root, "bench/results.json"), JSON.stringify(results, null, 2) + "\n");
 
 const table = [
   "| measure | value | baseline (same run) | ratio | target |",
@@ -145,6 +145,7 @@ const table = [
 ].join("\n");
 console.log(table);
 if (!QUICK) {
+  writeFileSync(join(root, "bench/results.json"), JSON.stringify(results, null, 2) + "\n");
   const old = (() => { try { return readFileSync(join(root, "BENCHMARKS.md"), "utf8"); } catch { return ""; } })();
   const notes = old.includes("<!-- notes -->") ? old.slice(old.indexOf("<!-- notes -->")) : "<!-- notes -->\n";
   writeFileSync(join(root, "BENCHMARKS.md"), `# Benchmarks

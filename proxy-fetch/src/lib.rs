@@ -67,9 +67,17 @@ pub mod __private {
         args: JsValue,
     ) -> Promise {
         const METHOD: &str = "__proxyFetchDeliver";
-        let call = crate::rpc::Args::new(METHOD, args, 1)
-            .and_then(|args| args.get::<crate::FetchResult>(0, "result"))
-            .map(|result| crate::system::deliver(origin, ctx, result));
+        // Decoded in full to refuse a malformed result before it consumes the request; then
+        // handed on as it came.
+        let call = crate::rpc::Args::new(METHOD, args, 1).and_then(|args| {
+            let result = args.get::<crate::FetchResult>(0, "result")?;
+            let id = match result {
+                Ok(r) => r.request_id,
+                Err(e) => e.request_id,
+            };
+            let raw = args.raw(0);
+            Ok(async move { crate::system::deliver(origin, ctx, &id, raw).await })
+        });
         awaited(METHOD, call)
     }
 

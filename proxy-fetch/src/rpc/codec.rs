@@ -71,6 +71,11 @@ impl Args {
         Ok(Args { method, values })
     }
 
+    /// The argument as it arrived, undecoded.
+    pub fn raw(&self, index: u32) -> JsValue {
+        self.values.get(index)
+    }
+
     pub fn get<T: DeserializeOwned>(&self, index: u32, name: &str) -> Result<T, RpcError> {
         from_js(self.values.get(index)).map_err(|e| {
             RpcError::new(

@@ -90,6 +90,14 @@ impl DurableObject for FetchOrchestrator {
 }
 
 impl FetchOrchestrator {
+    fn record_dispatch(&self, ms: f64) {
+        let mut recent = self.recent_dispatch_ms.borrow_mut();
+        if recent.len() == RECENT_DISPATCHES {
+            recent.pop_front();
+        }
+        recent.push_back(ms);
+    }
+
     async fn entries(&self) -> worker::Result<Vec<QueueEntry>> {
         let map = self
             .state
@@ -194,8 +202,9 @@ impl FetchOrchestrator {
 
 #[entrypoint(durable_object)]
 impl FetchOrchestrator {
-    /// Queues `job` and hands it to the executor. Returns once the executor acknowledged; if it
-    /// cannot be reached, the origin receives a `Dispatch` error instead.
+    /// Queues `job` and hands it to the executor. Acknowledged at once, so the origin is not
+    /// held; if the executor cannot be reached, the origin receives a `Dispatch` error instead.
+    #[wait_until]
     async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError> {
         let now = now_ms();
         let entry = QueueEntry {
@@ -208,20 +217,27 @@ impl FetchOrchestrator {
             delivery_tries: 0,
         };
         let key = format!("{QUEUE}{}", job.id);
-        self.state.storage().put(&key, &entry).await?;
-        self.arm(entry.deadline_ms).await?;
         let binding = job.options.executor_binding.clone();
-        let dispatch_start = now_ms();
-        let dispatched = match FetchExecutorClient::from_env(&self.env, &binding) {
-            Ok(executor) => executor.execute_fetch(job).await,
-            Err(e) => Err(e),
+        // Dispatch before writing: a write holds back messages sent after it until it is on
+        // disk (the output gate), and the executor's acknowledgement need not wait for that.
+        // The entry is written in this same turn, before a completion can be processed.
+        let dispatch = async {
+            let executor = FetchExecutorClient::from_env(&self.env, &binding)?;
+            let acked = executor.execute_fetch(job).await;
+            self.record_dispatch(now_ms() - now);
+            acked
         };
-        let mut recent = self.recent_dispatch_ms.borrow_mut();
-        if recent.len() == RECENT_DISPATCHES {
-            recent.pop_front();
+        let persist = async {
+            self.state.storage().put(&key, &entry).await?;
+            self.arm(entry.deadline_ms).await
+        };
+        let (dispatched, persisted) = futures_util::future::join(dispatch, persist).await;
+        if let Err(e) = persisted {
+            log_error(&format!(
+                "proxy-fetch {}: not queued, no backstop for it: {e}",
+                entry.id
+            ));
         }
-        recent.push_back(now_ms() - dispatch_start);
-        drop(recent);
         if let Err(e) = dispatched {
             let message = format!("executor `{binding}` not reached: {}", e.message);
             if self

@@ -207,8 +207,6 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         orchestrator_binding: options.orchestrator_binding.clone(),
         orchestrator_shard: shard.clone(),
     };
-    storage.put(&key, &record).await.map_err(storage_error)?;
-
     let job = FetchJob {
         id: id.clone(),
         request,
@@ -219,20 +217,25 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         shard: shard.clone(),
         options: options.clone(),
     };
-    let enqueued = async {
-        let orchestrator =
-            FetchOrchestratorClient::from_name(env, &options.orchestrator_binding, &shard)?;
-        orchestrator.enqueue(job).await.map_err(|e| match e {
-            crate::rpc::CallError::Handler(h) => {
-                RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string())
-            }
-            crate::rpc::CallError::Rpc(r) => r,
-        })
-    };
-    if let Err(e) = enqueued.await {
+    let orchestrator =
+        FetchOrchestratorClient::from_name(env, &options.orchestrator_binding, &shard)
+            .map_err(ProxyFetchError::Enqueue)?;
+    // Send the job before writing the record: a write holds back every message sent after it
+    // until it is on disk (the output gate), and the orchestrator need not wait for that. The
+    // record is still in storage before any result can arrive: the write is issued in this
+    // same turn, before the Durable Object takes another event.
+    let enqueued = orchestrator.enqueue(job);
+    let written = storage.put(&key, &record);
+    let (enqueued, written) = futures_util::future::join(enqueued, written).await;
+    if let Err(e) = enqueued {
         // Nothing will ever answer this request: forget it, so no handler waits for it.
         let _ = storage.delete(&key).await;
         return Err(ProxyFetchError::Enqueue(e));
+    }
+    if let Err(e) = written {
+        // Without its record the result would be refused: stop the request instead.
+        let _ = orchestrator.forget(id.clone()).await;
+        return Err(storage_error(e));
     }
     Ok(id)
 }
@@ -259,20 +262,15 @@ impl Drop for Claim {
     }
 }
 
-fn request_id_of(result: &FetchResult) -> &str {
-    match result {
-        Ok(r) => &r.request_id,
-        Err(e) => &e.request_id,
-    }
-}
-
-/// The first result for a request runs its handler; later ones are dropped.
+/// The first result for a request runs its handler; later ones are dropped. `result` is the
+/// encoded `FetchResult` for request `id`, handed to the handler as it came (a 10 MiB body is
+/// not decoded and encoded again on the way).
 pub(crate) async fn deliver<O: ProxyFetchOrigin>(
     origin: &O,
     ctx: JsValue,
-    result: FetchResult,
+    id: &str,
+    result: JsValue,
 ) -> Result<DeliveryOutcome, HandlerError> {
-    let id = request_id_of(&result).to_owned();
     let Some(_claim) = Claim::take(&id) else {
         return Ok(DeliveryOutcome::Duplicate);
     };
@@ -292,7 +290,7 @@ pub(crate) async fn deliver<O: ProxyFetchOrigin>(
     // result is not delivered a second time.
     storage.delete(&key).await?;
     storage.put(&format!("{DONE}{id}"), now_ms()).await?;
-    run_handler(origin, ctx, &id, &record, result).await;
+    run_handler(origin, ctx, id, &record, result).await;
     prune_tombstones(origin).await;
     Ok(DeliveryOutcome::Delivered)
 }
@@ -302,15 +300,11 @@ async fn run_handler<O: ProxyFetchOrigin>(
     ctx: JsValue,
     id: &str,
     record: &PendingRecord,
-    result: FetchResult,
+    result: JsValue,
 ) {
-    let args = (
-        crate::rpc::to_js_value(&result),
-        crate::rpc::to_js_value(&record.data),
-    );
-    let (Ok(result), Ok(data)) = args else {
+    let Ok(data) = crate::rpc::to_js_value(&record.data) else {
         log_error(&format!(
-            "proxy-fetch {id}: the result for `{}` could not be encoded",
+            "proxy-fetch {id}: the data for `{}` could not be encoded",
             record.handler
         ));
         return;
@@ -336,6 +330,11 @@ async fn run_handler<O: ProxyFetchOrigin>(
 }
 
 async fn prune_tombstones<O: ProxyFetchOrigin>(origin: &O) {
+    // A sweep lists storage: once every 64 deliveries is plenty.
+    thread_local!(static DELIVERIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+    if DELIVERIES.with(|d| d.replace(d.get().wrapping_add(1))) % 64 != 0 {
+        return;
+    }
     let storage = origin.state().storage();
     let Ok(done) = storage
         .list_with_options(worker::ListOptions::new().prefix(DONE).limit(64))
@@ -375,12 +374,13 @@ pub async fn cancel<O: ProxyFetchOrigin>(
     let Some(record) = record else {
         return Ok(false);
     };
-    let cancelled = FetchError::new(
+    let cancelled: FetchResult = Err(FetchError::new(
         request_id,
         FetchErrorKind::Cancelled,
         "cancelled by the origin",
-    );
-    let delivered = deliver(origin, JsValue::UNDEFINED, Err(cancelled)).await;
+    ));
+    let cancelled = crate::rpc::to_js_value(&cancelled).map_err(storage_error)?;
+    let delivered = deliver(origin, JsValue::UNDEFINED, request_id, cancelled).await;
     if delivered != Ok(DeliveryOutcome::Delivered) {
         return Ok(false);
     }
