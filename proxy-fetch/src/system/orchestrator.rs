@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 use super::executor::{FetchExecutorClient, OriginDeliveryClient};
@@ -32,6 +33,9 @@ pub struct FetchOrchestrator {
     /// How long recent dispatches waited for the executor's acknowledgement (ms), newest last.
     /// In memory only: an observability aid, reset when the instance is.
     recent_dispatch_ms: RefCell<VecDeque<f64>>,
+    /// Queue writes not yet handed to storage (`None`: delete), by request id. Calls arriving
+    /// together commit their writes in one storage transaction instead of one each.
+    unflushed: RefCell<BTreeMap<RequestId, Option<QueueEntry>>>,
 }
 
 /// One request the orchestrator is waiting on.
@@ -70,6 +74,7 @@ impl DurableObject for FetchOrchestrator {
             env,
             alarm_at: Cell::new(None),
             recent_dispatch_ms: RefCell::default(),
+            unflushed: RefCell::default(),
         }
     }
 
@@ -98,17 +103,70 @@ impl FetchOrchestrator {
         recent.push_back(ms);
     }
 
+    /// The queue: what storage holds, with the writes not flushed yet applied on top.
     async fn entries(&self) -> worker::Result<Vec<QueueEntry>> {
         let map = self
             .state
             .storage()
             .list_with_options(worker::ListOptions::new().prefix(QUEUE))
             .await?;
-        Ok(map
+        let mut entries: BTreeMap<RequestId, QueueEntry> = map
             .values()
             .into_iter()
-            .filter_map(|v| serde_wasm_bindgen::from_value(v.ok()?).ok())
-            .collect())
+            .filter_map(|v| serde_wasm_bindgen::from_value::<QueueEntry>(v.ok()?).ok())
+            .map(|e| (e.id.clone(), e))
+            .collect();
+        for (id, write) in self.unflushed.borrow().iter() {
+            match write {
+                Some(entry) => entries.insert(id.clone(), entry.clone()),
+                None => entries.remove(id),
+            };
+        }
+        Ok(entries.into_values().collect())
+    }
+
+    async fn queued(&self, id: &str) -> worker::Result<bool> {
+        if let Some(write) = self.unflushed.borrow().get(id) {
+            return Ok(write.is_some());
+        }
+        let key = format!("{QUEUE}{id}");
+        Ok(self.state.storage().get::<QueueEntry>(&key).await?.is_some())
+    }
+
+    /// Puts (`Some`) or deletes (`None`) the queue entry of `id`. The first write of a moment
+    /// waits one timer tick for the calls arriving with it, then commits them all at once.
+    async fn write(&self, id: &str, entry: Option<QueueEntry>) -> worker::Result<()> {
+        let first = {
+            let mut unflushed = self.unflushed.borrow_mut();
+            let first = unflushed.is_empty();
+            unflushed.insert(id.to_owned(), entry);
+            first
+        };
+        if !first {
+            return Ok(());
+        }
+        worker::Delay::from(Duration::ZERO).await;
+        let batch = std::mem::take(&mut *self.unflushed.borrow_mut());
+        let puts = js_sys::Object::new();
+        let mut deletes = Vec::new();
+        for (id, write) in batch {
+            let key = format!("{QUEUE}{id}");
+            match write {
+                Some(entry) => {
+                    let value = crate::rpc::to_js_value(&entry).map_err(worker::Error::RustError)?;
+                    js_sys::Reflect::set(&puts, &key.into(), &value)?;
+                }
+                None => deletes.push(key),
+            }
+        }
+        let storage = self.state.storage();
+        if js_sys::Object::keys(&puts).length() > 0 {
+            storage.put_multiple_raw(puts).await?;
+        }
+        if !deletes.is_empty() {
+            storage.delete_multiple(deletes).await?;
+        }
+        Ok(())
     }
 
     /// Makes sure the alarm fires no later than `at`.
@@ -162,7 +220,6 @@ impl FetchOrchestrator {
     }
 
     async fn backstop(&self) -> worker::Result<()> {
-        let storage = self.state.storage();
         let now = now_ms();
         let mut next: Option<f64> = None;
         for mut entry in self.entries().await? {
@@ -174,23 +231,22 @@ impl FetchOrchestrator {
                 "no result {} ms after it was queued (executor lost?)",
                 (now - entry.enqueued_ms).round()
             );
-            let key = format!("{QUEUE}{}", entry.id);
             if self
                 .tell_origin(&entry, FetchErrorKind::Backstop, message)
                 .await
             {
-                storage.delete(&key).await?;
+                self.write(&entry.id, None).await?;
             } else if entry.delivery_tries + 1 >= MAX_DELIVERY_TRIES {
                 log_error(&format!(
                     "proxy-fetch {}: origin unreachable {MAX_DELIVERY_TRIES} times; dropped",
                     entry.id
                 ));
-                storage.delete(&key).await?;
+                self.write(&entry.id, None).await?;
             } else {
                 entry.delivery_tries += 1;
                 entry.deadline_ms = now + DELIVERY_RETRY_MS;
                 next = Some(next.map_or(entry.deadline_ms, |n: f64| n.min(entry.deadline_ms)));
-                storage.put(&key, &entry).await?;
+                self.write(&entry.id.clone(), Some(entry)).await?;
             }
         }
         if let Some(at) = next {
@@ -216,11 +272,11 @@ impl FetchOrchestrator {
             deadline_ms: now + job.options.backstop_after_ms() as f64,
             delivery_tries: 0,
         };
-        let key = format!("{QUEUE}{}", job.id);
         let binding = job.options.executor_binding.clone();
         // Dispatch before writing: a write holds back messages sent after it until it is on
         // disk (the output gate), and the executor's acknowledgement need not wait for that.
-        // The entry is written in this same turn, before a completion can be processed.
+        // The entry is in the queue (`unflushed`) within this same turn, before a completion
+        // can be processed.
         let dispatch = async {
             let executor = FetchExecutorClient::from_env(&self.env, &binding)?;
             let acked = executor.execute_fetch(job).await;
@@ -228,7 +284,7 @@ impl FetchOrchestrator {
             acked
         };
         let persist = async {
-            self.state.storage().put(&key, &entry).await?;
+            self.write(&entry.id, Some(entry.clone())).await?;
             self.arm(entry.deadline_ms).await
         };
         let (dispatched, persisted) = futures_util::future::join(dispatch, persist).await;
@@ -244,7 +300,7 @@ impl FetchOrchestrator {
                 .tell_origin(&entry, FetchErrorKind::Dispatch, message)
                 .await
             {
-                self.state.storage().delete(&key).await?;
+                self.write(&entry.id, None).await?;
             }
         }
         Ok(())
@@ -252,13 +308,15 @@ impl FetchOrchestrator {
 
     /// The executor delivered the result: the request is done.
     async fn complete(&self, id: RequestId) -> Result<(), HandlerError> {
-        self.state.storage().delete(&format!("{QUEUE}{id}")).await?;
+        self.write(&id, None).await?;
         Ok(())
     }
 
     /// Stops watching a request (the origin cancelled it). Returns whether it was queued.
     async fn forget(&self, id: RequestId) -> Result<bool, HandlerError> {
-        Ok(self.state.storage().delete(&format!("{QUEUE}{id}")).await?)
+        let queued = self.queued(&id).await?;
+        self.write(&id, None).await?;
+        Ok(queued)
     }
 
     /// Pending count, age of the oldest, counts per state, and the entries.

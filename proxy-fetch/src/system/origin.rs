@@ -1,9 +1,9 @@
 //! The origin's side: start a proxied fetch, receive its result exactly once, cancel it.
 //!
-//! The origin keeps a durable record per request (`proxy-fetch:pending:<id>`, holding the
-//! handler's name and the user data). The first result to arrive (response, error, backstop,
-//! cancel) removes it, leaves a tombstone, and runs the handler; any later one finds the
-//! tombstone and is acknowledged and dropped.
+//! The origin keeps a durable ledger entry per request (`proxy-fetch:request:<id>`): `Pending`
+//! with the handler's name and the user data, until the first result to arrive (response,
+//! error, backstop, cancel) turns it into `Done` and runs the handler; any later result finds
+//! `Done` and is acknowledged and dropped. `Done` entries are pruned after a day.
 
 use js_sys::Array;
 use serde::{Deserialize, Serialize};
@@ -20,10 +20,13 @@ use super::orchestrator::FetchOrchestratorClient;
 use super::{FetchError, FetchErrorKind, FetchResult, ProxyFetchOptions, ProxyRequest, RequestId};
 use crate::rpc::{log_error, HandlerError, Method, RpcError};
 
-const PENDING: &str = "proxy-fetch:pending:";
-const DONE: &str = "proxy-fetch:done:";
-/// Tombstones older than this are pruned: a duplicate that late is treated as unknown.
-const TOMBSTONE_TTL_MS: f64 = 24.0 * 3600.0 * 1000.0;
+const LEDGER: &str = "proxy-fetch:request:";
+/// `Done` entries older than this are pruned: a duplicate that late is refused as unknown.
+const DONE_TTL_MS: f64 = 24.0 * 3600.0 * 1000.0;
+
+fn ledger_key(id: &str) -> String {
+    format!("{LEDGER}{id}")
+}
 
 /// A Durable Object that starts proxied fetches and receives their results.
 ///
@@ -99,6 +102,12 @@ impl From<ProxyFetchError> for HandlerError {
 
 fn storage_error(e: impl fmt::Display) -> ProxyFetchError {
     ProxyFetchError::Storage(e.to_string())
+}
+
+#[derive(Serialize, Deserialize)]
+enum Ledger {
+    Pending(PendingRecord),
+    Done { at_ms: f64 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -199,14 +208,14 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     let shard = options.shard_for(&id);
     let data = serde_json::to_value(&continuation.data).map_err(storage_error)?;
     let storage = origin.state().storage();
-    let key = format!("{PENDING}{id}");
-    let record = PendingRecord {
+    let key = ledger_key(&id);
+    let record = Ledger::Pending(PendingRecord {
         handler: continuation.handler.to_owned(),
         data,
         created_ms: now_ms(),
         orchestrator_binding: options.orchestrator_binding.clone(),
         orchestrator_shard: shard.clone(),
-    };
+    });
     let job = FetchJob {
         id: id.clone(),
         request,
@@ -271,28 +280,46 @@ pub(crate) async fn deliver<O: ProxyFetchOrigin>(
     id: &str,
     result: JsValue,
 ) -> Result<DeliveryOutcome, HandlerError> {
-    let Some(_claim) = Claim::take(&id) else {
+    let Some(_claim) = Claim::take(id) else {
         return Ok(DeliveryOutcome::Duplicate);
     };
     let storage = origin.state().storage();
-    let key = format!("{PENDING}{id}");
-    let Some(record) = storage.get::<PendingRecord>(&key).await? else {
-        return if storage.get::<f64>(&format!("{DONE}{id}")).await?.is_some() {
-            Ok(DeliveryOutcome::Duplicate)
-        } else {
-            Err(HandlerError::new(
+    let key = ledger_key(id);
+    let record = match storage.get::<Ledger>(&key).await? {
+        Some(Ledger::Pending(record)) => record,
+        Some(Ledger::Done { .. }) => return Ok(DeliveryOutcome::Duplicate),
+        None => {
+            return Err(HandlerError::new(
                 "unknown_request",
                 format!("no proxy fetch {id} is pending here"),
             ))
-        };
+        }
     };
     // Settle the ledger before the handler runs: should the handler crash the instance, the
     // result is not delivered a second time.
-    storage.delete(&key).await?;
-    storage.put(&format!("{DONE}{id}"), now_ms()).await?;
+    storage.put(&key, Ledger::Done { at_ms: now_ms() }).await?;
     run_handler(origin, ctx, id, &record, result).await;
-    prune_tombstones(origin).await;
+    prune_done(origin).await;
     Ok(DeliveryOutcome::Delivered)
+}
+
+/// The ledger's entries, decoded.
+async fn ledger<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<(String, Ledger)>, ProxyFetchError> {
+    let map = origin
+        .state()
+        .storage()
+        .list_with_options(worker::ListOptions::new().prefix(LEDGER))
+        .await
+        .map_err(storage_error)?;
+    Ok(map
+        .entries()
+        .into_iter()
+        .filter_map(|entry| {
+            let pair: Array = entry.ok()?.into();
+            let id = pair.get(0).as_string()?.strip_prefix(LEDGER)?.to_owned();
+            Some((id, serde_wasm_bindgen::from_value(pair.get(1)).ok()?))
+        })
+        .collect())
 }
 
 async fn run_handler<O: ProxyFetchOrigin>(
@@ -329,33 +356,21 @@ async fn run_handler<O: ProxyFetchOrigin>(
     }
 }
 
-async fn prune_tombstones<O: ProxyFetchOrigin>(origin: &O) {
-    // A sweep lists storage: once every 64 deliveries is plenty.
+async fn prune_done<O: ProxyFetchOrigin>(origin: &O) {
+    // A sweep lists the ledger: once every 256 deliveries is plenty.
     thread_local!(static DELIVERIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
-    if DELIVERIES.with(|d| d.replace(d.get().wrapping_add(1))) % 64 != 0 {
+    if DELIVERIES.with(|d| d.replace(d.get().wrapping_add(1))) % 256 != 255 {
         return;
     }
-    let storage = origin.state().storage();
-    let Ok(done) = storage
-        .list_with_options(worker::ListOptions::new().prefix(DONE).limit(64))
-        .await
-    else {
-        return;
-    };
-    let cutoff = now_ms() - TOMBSTONE_TTL_MS;
-    let old: Vec<String> = done
-        .entries()
+    let Ok(entries) = ledger(origin).await else { return };
+    let cutoff = now_ms() - DONE_TTL_MS;
+    let old: Vec<String> = entries
         .into_iter()
-        .filter_map(|entry| {
-            let pair: Array = entry.ok()?.into();
-            let delivered = pair.get(1).as_f64()?;
-            (delivered < cutoff)
-                .then(|| pair.get(0).as_string())
-                .flatten()
-        })
+        .filter(|(_, entry)| matches!(entry, Ledger::Done { at_ms } if *at_ms < cutoff))
+        .map(|(id, _)| ledger_key(&id))
         .collect();
     if !old.is_empty() {
-        let _ = storage.delete_multiple(old).await;
+        let _ = origin.state().storage().delete_multiple(old).await;
     }
 }
 
@@ -366,12 +381,13 @@ pub async fn cancel<O: ProxyFetchOrigin>(
     origin: &O,
     request_id: &str,
 ) -> Result<bool, ProxyFetchError> {
-    let storage = origin.state().storage();
-    let record: Option<PendingRecord> = storage
-        .get(&format!("{PENDING}{request_id}"))
+    let entry: Option<Ledger> = origin
+        .state()
+        .storage()
+        .get(&ledger_key(request_id))
         .await
         .map_err(storage_error)?;
-    let Some(record) = record else {
+    let Some(Ledger::Pending(record)) = entry else {
         return Ok(false);
     };
     let cancelled: FetchResult = Err(FetchError::new(
@@ -401,15 +417,10 @@ pub async fn cancel<O: ProxyFetchOrigin>(
 
 /// Requests of this origin still waiting for their result.
 pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, ProxyFetchError> {
-    let map = origin
-        .state()
-        .storage()
-        .list_with_options(worker::ListOptions::new().prefix(PENDING))
-        .await
-        .map_err(storage_error)?;
-    let ids = map
-        .keys()
+    let entries = ledger(origin).await?;
+    Ok(entries
         .into_iter()
-        .filter_map(|k| Some(k.ok()?.as_string()?.strip_prefix(PENDING)?.to_owned()));
-    Ok(ids.collect())
+        .filter(|(_, entry)| matches!(entry, Ledger::Pending(_)))
+        .map(|(id, _)| id)
+        .collect())
 }
