@@ -2,6 +2,7 @@
 //! `valid.rs` decides what is allowed.
 
 use proc_macro2::Span;
+use quote::format_ident;
 use syn::spanned::Spanned;
 use syn::{
     Attribute, FnArg, GenericArgument, Ident, ImplItem, Item, ItemImpl, ItemTrait, Pat,
@@ -87,7 +88,7 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
     };
     let client = args
         .client
-        .unwrap_or_else(|| Ident::new(&format!("{self_ident}Client"), self_ident.span()));
+        .unwrap_or_else(|| format_ident!("{}Client", self_ident));
     let methods = item
         .items
         .iter()
@@ -116,7 +117,7 @@ pub fn parse_remote(args: EntrypointArgs, item: &ItemTrait, errors: &mut Errors)
     }
     let client = args
         .client
-        .unwrap_or_else(|| Ident::new(&format!("{}Client", item.ident), item.ident.span()));
+        .unwrap_or_else(|| format_ident!("{}Client", item.ident));
     let methods = item
         .items
         .iter()

@@ -2,6 +2,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::Item;
 
@@ -61,7 +62,7 @@ fn client(ep: &Entrypoint) -> TokenStream {
         quote!(#this)
     };
     let handles = ep.methods.iter().map(|m| {
-        let name = format_ident!("{}", m.ident.to_string().to_uppercase(), span = m.ident.span());
+        let name = format_ident!("{}", m.ident.unraw().to_string().to_uppercase(), span = m.ident.span());
         let js_name = &m.js_name;
         let types = m.args.iter().map(|a| &a.ty);
         let doc = format!("Typed handle on `{}` (JS name `{js_name}`).", m.ident);

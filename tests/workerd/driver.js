@@ -1,6 +1,8 @@
 // Test driver in workerd: lets the Node tests call Durable Object RPC methods by name with JSON
-// (POST /call {binding, name, method, args}), and plays a FetchExecutorEntrypoint that
-// acknowledges and then drops every job: an executor that dies mid-request.
+// (POST {binding, name, method, args}), start many requests at once from inside the runtime
+// (POST {op: "burst", binding, calls: [{name, method, args}]}), and plays a
+// FetchExecutorEntrypoint that acknowledges and then drops every job: an executor that dies
+// mid-request.
 // In args, {"$bytes": [..]} becomes a Uint8Array; in results, Uint8Arrays become {"$bytes": [..]}.
 import { WorkerEntrypoint } from "cloudflare:workers";
 
@@ -20,7 +22,9 @@ const plain = (v) =>
 
 export default {
   async fetch(request, env) {
-    const { binding, name, method, args = [] } = await request.json();
+    const body = await request.json();
+    if (body.op === "burst") return burst(env, body);
+    const { binding, name, method, args = [] } = body;
     const ns = env[binding];
     const stub = ns.get(ns.idFromName(name));
     try {
@@ -30,3 +34,9 @@ export default {
     }
   },
 };
+
+async function burst(env, { binding, calls }) {
+  const ns = env[binding];
+  const settled = await Promise.allSettled(calls.map(({ name, method, args }) => ns.get(ns.idFromName(name))[method](...revive(args))));
+  return Response.json(settled.map((s) => (s.status === "fulfilled" ? { ok: plain(s.value) } : { error: String(s.reason?.message ?? s.reason) })));
+}

@@ -46,7 +46,7 @@ export function optionsFromWrangler(crateDir, overrides = {}) {
  * worker beside it); returns { mf, env, fetch(path), fetchPeer(name, path), logs, dispose }.
  * `logs` collects what the workers printed (console.log/error), for asserting on reported errors.
  */
-export async function startWorker(crateDir, { peers = [], serviceBindings = {}, ...overrides } = {}) {
+export async function startWorker(crateDir, { peers = [], serviceBindings = {}, shared = {}, ...overrides } = {}) {
   const logs = [];
   class Capture extends Log {
     log(message) {
@@ -56,7 +56,8 @@ export async function startWorker(crateDir, { peers = [], serviceBindings = {}, 
   }
   const main = optionsFromWrangler(resolve(root, crateDir), overrides);
   main.serviceBindings = { ...main.serviceBindings, ...serviceBindings };
-  const mf = new Miniflare({
+  const options = {
+    ...shared,
     workers: [main, ...peers],
     // Never let Miniflare fetch the `cf` object from Cloudflare: tests stay on loopback.
     cf: false,
@@ -66,12 +67,16 @@ export async function startWorker(crateDir, { peers = [], serviceBindings = {}, 
       keep(stdout);
       keep(stderr);
     },
-  });
+  };
+  const mf = new Miniflare(options);
   const url = await mf.ready;
   const env = await mf.getBindings();
   return {
     mf,
     env,
+    /** Restarts workerd: every isolate and Durable Object instance is recycled (what
+     *  persists is what `shared.durableObjectsPersist` keeps). */
+    restart: () => mf.setOptions(options),
     logs,
     url,
     fetch: (path, init) => mf.dispatchFetch(new URL(path, url), init),

@@ -36,6 +36,8 @@ pub struct FetchOrchestrator {
     /// Queue writes not yet handed to storage (`None`: delete), by request id. Calls arriving
     /// together commit their writes in one storage transaction instead of one each.
     unflushed: RefCell<BTreeMap<RequestId, Option<QueueEntry>>>,
+    /// Whether a call is committing `unflushed` (the others leave their writes to it).
+    flushing: Cell<bool>,
 }
 
 /// One request the orchestrator is waiting on.
@@ -75,6 +77,7 @@ impl DurableObject for FetchOrchestrator {
             alarm_at: Cell::new(None),
             recent_dispatch_ms: RefCell::default(),
             unflushed: RefCell::default(),
+            flushing: Cell::new(false),
         }
     }
 
@@ -130,30 +133,49 @@ impl FetchOrchestrator {
             return Ok(write.is_some());
         }
         let key = format!("{QUEUE}{id}");
-        Ok(self.state.storage().get::<QueueEntry>(&key).await?.is_some())
+        Ok(self
+            .state
+            .storage()
+            .get::<QueueEntry>(&key)
+            .await?
+            .is_some())
     }
 
-    /// Puts (`Some`) or deletes (`None`) the queue entry of `id`. The first write of a moment
-    /// waits one timer tick for the calls arriving with it, then commits them all at once.
+    /// Puts (`Some`) or deletes (`None`) the queue entry of `id`. One call at a time commits:
+    /// it waits a timer tick for the calls arriving with it, then commits everything written
+    /// so far in one transaction, again until nothing is left.
     async fn write(&self, id: &str, entry: Option<QueueEntry>) -> worker::Result<()> {
-        let first = {
-            let mut unflushed = self.unflushed.borrow_mut();
-            let first = unflushed.is_empty();
-            unflushed.insert(id.to_owned(), entry);
-            first
-        };
-        if !first {
+        self.unflushed.borrow_mut().insert(id.to_owned(), entry);
+        if self.flushing.replace(true) {
             return Ok(());
         }
+        // Should this call be dropped midway, the next write takes over the committing.
+        struct Flushing<'a>(&'a Cell<bool>);
+        impl Drop for Flushing<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _flushing = Flushing(&self.flushing);
         worker::Delay::from(Duration::ZERO).await;
-        let batch = std::mem::take(&mut *self.unflushed.borrow_mut());
+        loop {
+            let batch = std::mem::take(&mut *self.unflushed.borrow_mut());
+            if batch.is_empty() {
+                return Ok(());
+            }
+            self.commit(batch).await?;
+        }
+    }
+
+    async fn commit(&self, batch: BTreeMap<RequestId, Option<QueueEntry>>) -> worker::Result<()> {
         let puts = js_sys::Object::new();
         let mut deletes = Vec::new();
         for (id, write) in batch {
             let key = format!("{QUEUE}{id}");
             match write {
                 Some(entry) => {
-                    let value = crate::rpc::to_js_value(&entry).map_err(worker::Error::RustError)?;
+                    let value =
+                        crate::rpc::to_js_value(&entry).map_err(worker::Error::RustError)?;
                     js_sys::Reflect::set(&puts, &key.into(), &value)?;
                 }
                 None => deletes.push(key),

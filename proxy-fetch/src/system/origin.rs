@@ -362,7 +362,9 @@ async fn prune_done<O: ProxyFetchOrigin>(origin: &O) {
     if DELIVERIES.with(|d| d.replace(d.get().wrapping_add(1))) % 256 != 255 {
         return;
     }
-    let Ok(entries) = ledger(origin).await else { return };
+    let Ok(entries) = ledger(origin).await else {
+        return;
+    };
     let cutoff = now_ms() - DONE_TTL_MS;
     let old: Vec<String> = entries
         .into_iter()

@@ -1,0 +1,19 @@
+// The soak at test-suite size: 1,000 requests with upstream faults, a dying executor and two
+// workerd restarts mid-run; every handler runs exactly once and nothing is left behind.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { soak } from "./soak.mjs";
+
+test("1,000 requests under faults and restarts: each delivered exactly once, storage empty", async () => {
+  const report = await soak({ n: 1000, restarts: 2 });
+  console.log(`soak: ${JSON.stringify({ ...report, examples: undefined })}`);
+  assert.equal(report.lost, 0, "lost");
+  assert.equal(report.duplicates, 0, "duplicates");
+  assert.equal(report.start_errors, 0, JSON.stringify(report.examples.start_errors));
+  assert.equal(report.wrong_outcome, 0, JSON.stringify(report.examples.wrong));
+  assert.equal(report.orphans, 0);
+  assert.deepEqual(report.leftovers, { queue_entries: 0, pending_records: 0 });
+  for (const outcome of ["response", "Network", "Timeout", "Backstop"]) {
+    assert.ok(report.by_outcome[outcome] > 0, `some ${outcome} outcomes: ${JSON.stringify(report.by_outcome)}`);
+  }
+});
