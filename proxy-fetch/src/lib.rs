@@ -67,14 +67,11 @@ pub mod __private {
         args: JsValue,
     ) -> Promise {
         const METHOD: &str = "__proxyFetchDeliver";
-        // Decoded in full to refuse a malformed result before it consumes the request; then
-        // handed on as it came.
+        // Checked in full to refuse a malformed result before it consumes the request, but the
+        // body is only checked to be bytes, not copied: the result goes on to the handler as
+        // it came.
         let call = crate::rpc::Args::new(METHOD, args, 1).and_then(|args| {
-            let result = args.get::<crate::FetchResult>(0, "result")?;
-            let id = match result {
-                Ok(r) => r.request_id,
-                Err(e) => e.request_id,
-            };
+            let id = crate::system::checked_request_id(METHOD, &args)?;
             let raw = args.raw(0);
             Ok(async move { crate::system::deliver(origin, ctx, &id, raw).await })
         });

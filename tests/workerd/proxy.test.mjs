@@ -264,8 +264,12 @@ describe("exactly once, across the races", () => {
     const r = await box.deliver({ Maybe: 1 });
     assert.equal(r.error.rpc.kind, "BadArgument");
     assert.equal(r.error.rpc.method, "__proxyFetchDeliver");
+    const id = await startOk(box, up.url("/slow-enough", { delay: 300 }), FAST, "real");
+    const notBytes = await box.deliver({ Ok: { request_id: id, status: 200, status_text: "OK", headers: [], body: "text", url: "", attempts: 1, duration_ms: 1 } });
+    assert.match(notBytes.error.rpc.message, /field `Ok.body`: expected a Uint8Array/);
+    assert.equal((await results(box)).real.status, 200, "the malformed result did not consume the request");
     await startOk(box, up.url("/after-garbage"));
-    assert.equal((await results(box)).t.status, 200);
+    assert.equal((await results(box, 2)).t.status, 200);
   });
 
   test("cancel during the fetch: Cancelled once, the late response dropped", async () => {

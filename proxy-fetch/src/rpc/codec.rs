@@ -19,6 +19,7 @@ pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, String>
 }
 
 /// Decodes a JS value, naming the path of the field that did not fit (`headers[2].name`).
+#[cfg(feature = "field-paths")]
 pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, String> {
     let deserializer = serde_wasm_bindgen::Deserializer::from(value);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
@@ -29,6 +30,12 @@ pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, String> 
             format!("field `{path}`: {}", e.inner())
         }
     })
+}
+
+/// Decodes a JS value (without the `field-paths` feature: serde's message alone).
+#[cfg(not(feature = "field-paths"))]
+pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, String> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
 }
 
 pub(crate) fn encode_arg<T: Serialize>(

@@ -21,6 +21,7 @@ pub use stub::{encode_arg, encode_args, Stub};
 use std::marker::PhantomData;
 use std::rc::Rc;
 
+#[cfg(feature = "system")]
 pub(crate) use codec::to_js as to_js_value;
 
 /// A typed handle on an RPC method of `T` taking `Args` (a tuple), generated for every

@@ -131,7 +131,20 @@ async fn fetch_once(
         }
         return Err(AttemptError::TooLarge(limit));
     }
-    let body = read_body(&response, limit).await?;
+    // With a declared, unencoded length within the limit the body cannot outgrow it: read it
+    // whole in one call instead of chunk by chunk.
+    let encoded = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-encoding"));
+    let body = if declared.is_some() && !encoded {
+        let buffer = call(&response, "arrayBuffer", &Array::new()).map_err(network)?;
+        let buffer = JsFuture::from(js_sys::Promise::resolve(&buffer))
+            .await
+            .map_err(network)?;
+        Uint8Array::new(&buffer).to_vec()
+    } else {
+        read_body(&response, limit).await?
+    };
     Ok(Fetched {
         status: get(&response, "status")
             .ok()

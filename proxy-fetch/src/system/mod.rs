@@ -26,4 +26,4 @@ pub use types::{
     FetchError, FetchErrorKind, FetchResult, ProxyRequest, ProxyResponse, Redirect, RequestId,
 };
 
-pub(crate) use origin::deliver;
+pub(crate) use origin::{checked_request_id, deliver};

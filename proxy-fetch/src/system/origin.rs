@@ -271,6 +271,51 @@ impl Drop for Claim {
     }
 }
 
+/// A `FetchResult` as the delivery checks it: every field but the body decoded.
+#[derive(Deserialize)]
+struct ResponseShape {
+    request_id: RequestId,
+    #[allow(dead_code)]
+    status: u16,
+    #[allow(dead_code)]
+    status_text: String,
+    #[allow(dead_code)]
+    headers: Vec<(String, String)>,
+    #[allow(dead_code)]
+    url: String,
+    #[allow(dead_code)]
+    attempts: u32,
+    #[allow(dead_code)]
+    duration_ms: f64,
+}
+
+/// Checks argument 0 of a delivery as a `FetchResult` (the body only for being bytes) and
+/// returns its request id.
+pub(crate) fn checked_request_id(
+    method: &'static str,
+    args: &crate::rpc::Args,
+) -> Result<RequestId, RpcError> {
+    let result: Result<ResponseShape, FetchError> = args.get(0, "result")?;
+    match result {
+        Err(e) => Ok(e.request_id),
+        Ok(shape) => {
+            let ok = js_sys::Reflect::get(&args.raw(0), &JsValue::from_str("Ok"))
+                .unwrap_or(JsValue::UNDEFINED);
+            let body =
+                js_sys::Reflect::get(&ok, &JsValue::from_str("body")).unwrap_or(JsValue::UNDEFINED);
+            if wasm_bindgen::JsCast::is_instance_of::<js_sys::Uint8Array>(&body) {
+                Ok(shape.request_id)
+            } else {
+                Err(RpcError::new(
+                    crate::rpc::RpcErrorKind::BadArgument,
+                    method,
+                    "argument `result`: field `Ok.body`: expected a Uint8Array",
+                ))
+            }
+        }
+    }
+}
+
 /// The first result for a request runs its handler; later ones are dropped. `result` is the
 /// encoded `FetchResult` for request `id`, handed to the handler as it came (a 10 MiB body is
 /// not decoded and encoded again on the way).
