@@ -80,10 +80,11 @@ async function assertClean(box, shards = ["singleton"]) {
 describe("results reach the origin's handler", () => {
   test("a successful fetch delivers the response once, and nothing is left in storage", async () => {
     const box = inbox();
-    const id = await startOk(box, up.url(`/hello/${box.name}`));
+    const started = (await box.start(up.url(`/hello/${box.name}`), FAST, "t")).ok;
     const { t } = await results(box);
-    assert.equal(t.request_id, id);
+    assert.equal(t.request_id, started.request_id);
     assert.equal(t.outcome, "response");
+    console.log(`end to end: origin held ${started.hold_ms} ms; handler ran ${t.arrived_at_ms - started.started_at_ms} ms after the start, upstream fetch took ${t.fetch_ms} ms`);
     assert.equal(t.status, 200);
     assert.equal(JSON.parse(t.text).path, `/hello/${box.name}`);
     assert.equal(t.deliveries, 1);
@@ -117,6 +118,17 @@ describe("results reach the origin's handler", () => {
     assert.equal(echo.method, "POST");
     assert.equal(echo.headers["x-test"], "yes");
     assert.equal(Buffer.from(echo.body, "base64").toString(), '{"hello":"world"}');
+  });
+
+  test("redirects are followed by default and returned as they are with redirect: manual", async () => {
+    const box = inbox();
+    const target = `/landed/${box.name}`;
+    await startOk(box, { url: up.url("/moved", { redirect: target }) }, FAST, "follow");
+    await startOk(box, { url: up.url("/moved", { redirect: target }), redirect: "manual" }, FAST, "manual");
+    const r = await results(box, 2);
+    assert.equal(r.follow.status, 200);
+    assert.equal(JSON.parse(r.follow.text).path, target);
+    assert.equal(r.manual.status, 302);
   });
 
   test("binary body round trip: every byte value intact", async () => {

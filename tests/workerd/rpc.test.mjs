@@ -55,6 +55,14 @@ describe("Rust caller, Rust callee", () => {
     assert.ok(done, "the background work completed under waitUntil");
   });
 
+  test("a wait_until method's failure is logged with the method's name, not lost", async () => {
+    const { body } = await text("/record-later?key=fail");
+    assert.match(body, /^ack_ms=/, "the caller was acknowledged");
+    const logged = await eventually(async () =>
+      w.logs.join("").includes("Greeter.recordLater failed in wait_until: refused: the key `fail` is refused after the acknowledgement"));
+    assert.ok(logged, w.logs.join("").slice(-2000));
+  });
+
   test("Durable Object RPC methods through the generated client; fetch still works", async () => {
     const res = await json("/counter?key=do-1&value=41");
     assert.deepEqual(res, { set: 41, get: 41, fetched: "counter=41" });

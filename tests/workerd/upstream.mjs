@@ -6,6 +6,7 @@
 //   ?header=k:v        add a response header (repeatable)
 //   ?reset=1           destroy the connection without answering
 //   ?hang=1            never answer
+//   ?redirect=path     answer 302 with `location: path`
 //   ?fail=N&key=K      the first N requests with key K answer 503, or ?failStatus (then as asked)
 // The JSON echo is { method, path, headers, body (base64), count } where count is how many
 // requests this key has seen.
@@ -28,6 +29,10 @@ export async function startUpstream() {
       if (q("delay")) await new Promise((r) => setTimeout(r, Number(q("delay"))));
       if (q("reset")) return req.socket.destroy();
       if (q("hang")) return;
+      if (q("redirect")) {
+        res.writeHead(302, { location: q("redirect") });
+        return res.end();
+      }
       let status = Number(q("status") ?? 200);
       if (q("fail") && count <= Number(q("fail"))) status = Number(q("failStatus") ?? 503);
       const headers = {};

@@ -56,6 +56,12 @@ impl Greeter {
         ms: u32,
     ) -> std::result::Result<(), HandlerError> {
         Delay::from(std::time::Duration::from_millis(ms as u64)).await;
+        if key == "fail" {
+            return Err(HandlerError::new(
+                "refused",
+                "the key `fail` is refused after the acknowledgement",
+            ));
+        }
         let counter = CounterClient::from_name(&self.env, "COUNTER", &key)?;
         counter.set(value).await?;
         Ok(())
