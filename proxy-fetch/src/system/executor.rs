@@ -10,8 +10,8 @@ use super::http::{attempt, AttemptError};
 use super::messages::FetchJob;
 use super::options::{parse_retry_after, Attempt};
 use super::orchestrator::FetchOrchestratorClient;
-use super::origin::{now_ms, DeliveryOutcome};
-use super::{FetchError, FetchErrorKind, FetchResult, ProxyResponse};
+use super::origin::DeliveryOutcome;
+use super::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
 use crate::entrypoint;
 use crate::rpc::{log_error, CallError, HandlerError, WorkerEntrypoint};
 
@@ -102,7 +102,8 @@ async fn fetch_with_retries(job: &FetchJob) -> FetchResult {
                     .and_then(|(_, v)| parse_retry_after(v, now_ms())),
             },
             Err(AttemptError::Network(_)) => Attempt::NetworkError,
-            Err(AttemptError::Timeout | AttemptError::TooLarge(_)) => Attempt::Timeout,
+            Err(AttemptError::Timeout) => Attempt::Timeout,
+            Err(AttemptError::TooLarge(_)) => Attempt::TooLarge,
         };
         if let Some(delay) =
             options

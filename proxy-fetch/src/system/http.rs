@@ -184,5 +184,5 @@ pub(crate) async fn attempt(
 
 fn web_abort_controller() -> Result<JsValue, JsValue> {
     let ctor: Function = get(&js_sys::global(), "AbortController")?.dyn_into()?;
-    Reflect::construct(&ctor, &Array::new()).map(JsValue::from)
+    Reflect::construct(&ctor, &Array::new())
 }

@@ -27,3 +27,9 @@ pub use types::{
 };
 
 pub(crate) use origin::{checked_request_id, deliver};
+
+/// Milliseconds since the epoch. In workerd the clock advances only across I/O, which is
+/// what every duration here spans.
+pub(crate) fn now_ms() -> f64 {
+    worker::Date::now().as_millis() as f64
+}

@@ -126,6 +126,8 @@ pub enum Attempt {
     },
     NetworkError,
     Timeout,
+    /// The body passed `max_body_bytes`: another attempt would fetch the same body.
+    TooLarge,
 }
 
 impl RetryPolicy {
@@ -170,7 +172,7 @@ impl RetryPolicy {
             ),
             // A timeout already cost a whole timeout; another attempt would double the wait
             // the origin asked for. Statuses other than the above are answers, 4xx above all.
-            Attempt::Timeout | Attempt::Status { .. } => None,
+            Attempt::Timeout | Attempt::TooLarge | Attempt::Status { .. } => None,
         }
     }
 }

@@ -11,8 +11,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 use super::executor::{FetchExecutorClient, OriginDeliveryClient};
 use super::messages::{FetchJob, OriginRef};
-use super::origin::now_ms;
-use super::{FetchError, FetchErrorKind, RequestId};
+use super::{now_ms, FetchError, FetchErrorKind, RequestId};
 use crate::entrypoint;
 use crate::rpc::{log_error, CallError, HandlerError};
 
@@ -208,15 +207,10 @@ impl FetchOrchestrator {
         Ok(())
     }
 
-    /// Delivers `error` to the entry's origin. Ok(true) when the origin has its result now (or
-    /// had one already); Ok(false) when it could not be reached.
+    /// Delivers an error of `kind` to the entry's origin: `true` when the origin has its
+    /// result now (or had one already), `false` when it could not be reached.
     async fn tell_origin(&self, entry: &QueueEntry, kind: FetchErrorKind, message: String) -> bool {
-        let error = FetchError {
-            request_id: entry.id.clone(),
-            kind,
-            message,
-            attempts: 0,
-        };
+        let error = FetchError::new(&entry.id, kind, message);
         let origin =
             match OriginDeliveryClient::from_id(&self.env, &entry.origin.binding, &entry.origin.id)
             {

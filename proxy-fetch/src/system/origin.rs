@@ -17,7 +17,9 @@ use worker::{Env, State};
 
 use super::messages::{FetchJob, OriginRef};
 use super::orchestrator::FetchOrchestratorClient;
-use super::{FetchError, FetchErrorKind, FetchResult, ProxyFetchOptions, ProxyRequest, RequestId};
+use super::{
+    now_ms, FetchError, FetchErrorKind, FetchResult, ProxyFetchOptions, ProxyRequest, RequestId,
+};
 use crate::rpc::{log_error, HandlerError, Method, RpcError};
 
 const LEDGER: &str = "proxy-fetch:request:";
@@ -126,10 +128,6 @@ pub enum DeliveryOutcome {
     Delivered,
     /// The request already had its result: this one was dropped.
     Duplicate,
-}
-
-pub(crate) fn now_ms() -> f64 {
-    worker::Date::now().as_millis() as f64
 }
 
 fn new_request_id() -> Result<RequestId, ProxyFetchError> {
