@@ -36,6 +36,16 @@ export default {
         const b = await env.ADMIN.greet({ name: "x", times: 1, blob: new Uint8Array() }, "");
         return Response.json({ greeter: a.text, admin: b.text, version: await env.RUST_DEFAULT.version() });
       }
+      case "/panic": {
+        const counter = env.COUNTER.get(env.COUNTER.idFromName("survives-crash"));
+        await counter.set(5);
+        const t0 = Date.now();
+        const crash = await outcome(env.CRASHER.explode(10));
+        const crashMs = Date.now() - t0;
+        const after = await outcome(greeter.greet({ name: "after", times: 1, blob: new Uint8Array() }, "!"));
+        const kept = await outcome(counter.get());
+        return Response.json({ crash, crashMs, after: after.ok?.text ?? after.error, counterAfter: kept.ok ?? kept.error });
+      }
       case "/greet-error":
         return Response.json(await outcome(greeter.greet({ name: "js", times: 0, blob: new Uint8Array() }, "")));
       case "/bad-payload": {

@@ -12,6 +12,7 @@ before(async () => {
         GREETER: { name: "rpc-test-worker", entrypoint: "GreeterEntrypoint" },
         ADMIN: { name: "rpc-test-worker", entrypoint: "AdminEntrypoint" },
         RUST_DEFAULT: { name: "rpc-test-worker" },
+        CRASHER: { name: "rpc-test-worker", entrypoint: "CrasherEntrypoint" },
       },
       durableObjects: { COUNTER: { className: "Counter", scriptName: "rpc-test-worker", useSQLite: true } },
     })],
@@ -98,6 +99,14 @@ describe("JS and Rust across the boundary", () => {
     assert.match(r.missing.error.rpc.message, /argument `g`: .*missing field `times`/);
     assert.match(r.arity.error.rpc.message, /expected 2 argument\(s\), got 1/);
     assert.equal(r.next, "hello again.");
+  });
+
+  test("a Rust panic: the caller gets an error at once, the next calls get a fresh instance", async () => {
+    const r = await json("/panic");
+    assert.match(r.crash.error.message, /the Wasm instance crashed/);
+    console.log(`panic reported to the caller after ${r.crashMs} ms`);
+    assert.equal(r.after, "hello after!");
+    assert.equal(r.counterAfter, 5, "the Durable Object's Rust value is rebuilt; its storage is kept");
   });
 
   test("a Rust client calls a JS entrypoint declared by a trait", async () => {

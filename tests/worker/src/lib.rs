@@ -68,6 +68,24 @@ impl Greeter {
     }
 }
 
+pub struct Crasher;
+
+impl WorkerEntrypoint for Crasher {
+    fn new(_env: Env, _ctx: Context) -> Self {
+        Crasher
+    }
+}
+
+/// Panics on purpose: a panic aborts the Wasm instance, and the caller must hear of it at once
+/// while the next call gets a fresh instance.
+#[entrypoint(name = "CrasherEntrypoint")]
+impl Crasher {
+    async fn explode(&self, after_ms: u32) -> std::result::Result<(), HandlerError> {
+        Delay::from(std::time::Duration::from_millis(after_ms as u64)).await;
+        panic!("the test panics on purpose");
+    }
+}
+
 /// A second named entrypoint with a method of the same name: the two must not collide.
 pub struct Admin;
 
