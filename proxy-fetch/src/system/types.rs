@@ -194,3 +194,57 @@ impl std::error::Error for FetchError {}
 
 /// What a continuation handler receives: the response, or why there is none.
 pub type FetchResult = Result<ProxyResponse, FetchError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &[u8]) -> ProxyResponse {
+        ProxyResponse {
+            request_id: "r".into(),
+            status,
+            status_text: "".into(),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: ByteBuf::from(body.to_vec()),
+            url: "https://api.example.com/".into(),
+            attempts: 1,
+            duration_ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn response_helpers() {
+        let r = response(200, br#"{"temp": 21}"#);
+        assert!(r.ok());
+        assert!(!response(404, b"").ok());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("x-missing"), None);
+        assert_eq!(r.text(), Ok(r#"{"temp": 21}"#));
+        #[derive(Deserialize, PartialEq, Debug)]
+        struct Weather {
+            temp: i32,
+        }
+        assert_eq!(r.json::<Weather>().ok(), Some(Weather { temp: 21 }));
+        assert!(response(200, &[0xff]).text().is_err());
+    }
+
+    #[test]
+    fn request_builders() {
+        let r = ProxyRequest::new("post", "https://api.example.com/")
+            .json(&serde_json::json!({"a": 1}))
+            .map(|r| r.redirect(Redirect::Manual));
+        let r = r.ok();
+        let r = r.as_ref();
+        assert_eq!(r.map(|r| r.method.as_str()), Some("POST"));
+        assert_eq!(
+            r.map(|r| r.headers.clone()),
+            Some(vec![("content-type".into(), "application/json".into())])
+        );
+        assert_eq!(
+            r.and_then(|r| r.body.as_ref()).map(|b| b.to_vec()),
+            Some(br#"{"a":1}"#.to_vec())
+        );
+        assert!(!r.is_some_and(|r| r.is_idempotent()));
+        assert!(ProxyRequest::from("https://x/").is_idempotent());
+    }
+}
