@@ -231,6 +231,20 @@ describe("errors are delivered, typed, exactly once", () => {
     await assertClean(box);
   });
 
+  test("under an allow-list, redirects are followed hop by hop and refused off the list", async () => {
+    const box = inbox();
+    const listed = { ...FAST, allowed_hosts: ["127.0.0.1"] };
+    const offList = up.url("/elsewhere").replace("127.0.0.1", "localhost");
+    await startOk(box, up.url("/moved", { redirect: `/landed/${box.name}` }), listed, "inside");
+    await startOk(box, up.url("/moved", { redirect: offList, key: `off-${box.name}` }), listed, "outside");
+    const r = await results(box, 2);
+    assert.equal(r.inside.status, 200);
+    assert.equal(JSON.parse(r.inside.text).path, `/landed/${box.name}`);
+    assert.equal(r.outside.outcome, "Rejected");
+    assert.match(r.outside.text, /redirect to host `localhost` is not in allowed_hosts/);
+    assert.equal(up.count("/elsewhere"), 0, "the off-list host was never fetched");
+  });
+
   test("a missing executor binding is delivered to the handler as a Dispatch error", async () => {
     const box = inbox();
     await startOk(box, up.url("/"), { ...FAST, executor_binding: "NO_EXECUTOR" });

@@ -85,13 +85,12 @@ pub trait OriginDelivery {
 
 async fn fetch_with_retries(job: &FetchJob) -> FetchResult {
     let options = &job.options;
-    let timeout = Duration::from_millis(options.timeout_ms);
     let idempotent = job.request.is_idempotent();
     let started = now_ms();
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let outcome = attempt(&job.request, timeout, options.max_body_bytes).await;
+        let outcome = attempt(&job.request, options).await;
         let seen = match &outcome {
             Ok(f) => Attempt::Status {
                 status: f.status,
@@ -103,7 +102,7 @@ async fn fetch_with_retries(job: &FetchJob) -> FetchResult {
             },
             Err(AttemptError::Network(_)) => Attempt::NetworkError,
             Err(AttemptError::Timeout) => Attempt::Timeout,
-            Err(AttemptError::TooLarge(_)) => Attempt::TooLarge,
+            Err(AttemptError::TooLarge(_) | AttemptError::Refused(_)) => Attempt::Refused,
         };
         if let Some(delay) =
             options
@@ -137,6 +136,7 @@ async fn fetch_with_retries(job: &FetchJob) -> FetchResult {
                 FetchErrorKind::Timeout,
                 format!("no complete response within {} ms", options.timeout_ms),
             ),
+            Err(AttemptError::Refused(m)) => error(FetchErrorKind::Rejected, m),
             Err(AttemptError::TooLarge(limit)) => error(
                 FetchErrorKind::Rejected,
                 format!("response body larger than max_body_bytes ({limit} bytes)"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use super::ProxyRequest;
+use super::{ProxyFetchOptions, ProxyRequest, Redirect};
 
 pub(crate) struct Fetched {
     pub status: u16,
@@ -22,7 +22,12 @@ pub(crate) enum AttemptError {
     Network(String),
     Timeout,
     TooLarge(u64),
+    /// A redirect led off `allowed_hosts`, or there were too many.
+    Refused(String),
 }
+
+/// Redirects followed for a request under an allow-list, as browsers do at most.
+const MAX_REDIRECTS: u32 = 20;
 
 fn get(target: &JsValue, key: &str) -> Result<JsValue, JsValue> {
     Reflect::get(target, &JsValue::from_str(key))
@@ -163,15 +168,65 @@ async fn fetch_once(
     })
 }
 
-/// Fetches once; after `timeout` the request (and its body stream) is aborted.
+/// Without an allow-list the runtime follows redirects itself. With one, they are followed
+/// here, one hop at a time, so that a redirect cannot lead the executor off the list.
+async fn fetch_following(
+    request: &ProxyRequest,
+    signal: &JsValue,
+    options: &ProxyFetchOptions,
+) -> Result<Fetched, AttemptError> {
+    let limit = options.max_body_bytes;
+    if options.allowed_hosts.is_none() || request.redirect != Redirect::Follow {
+        return fetch_once(request, signal, limit).await;
+    }
+    let mut hop = request.clone();
+    hop.redirect = Redirect::Manual;
+    for _ in 0..MAX_REDIRECTS {
+        let fetched = fetch_once(&hop, signal, limit).await?;
+        let location = matches!(fetched.status, 301 | 302 | 303 | 307 | 308)
+            .then(|| {
+                fetched
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+            })
+            .flatten();
+        let Some((_, location)) = location else {
+            return Ok(fetched);
+        };
+        let next = worker::Url::parse(&hop.url)
+            .and_then(|base| base.join(location))
+            .map_err(|e| {
+                AttemptError::Network(format!("bad redirect location `{location}`: {e}"))
+            })?;
+        let host = next.host_str().unwrap_or_default();
+        if !options.host_allowed(host) {
+            return Err(AttemptError::Refused(format!(
+                "redirect to host `{host}` is not in allowed_hosts"
+            )));
+        }
+        // As the Fetch standard does: 303, and 301/302 after a POST, continue as a GET.
+        if fetched.status == 303 || (matches!(fetched.status, 301 | 302) && hop.method == "POST") {
+            hop.method = "GET".into();
+            hop.body = None;
+        }
+        hop.url = next.to_string();
+    }
+    Err(AttemptError::Refused(format!(
+        "more than {MAX_REDIRECTS} redirects"
+    )))
+}
+
+/// Fetches once (following redirects); after `timeout_ms` the request and its body stream are
+/// aborted.
 pub(crate) async fn attempt(
     request: &ProxyRequest,
-    timeout: Duration,
-    limit: u64,
+    options: &ProxyFetchOptions,
 ) -> Result<Fetched, AttemptError> {
+    let timeout = Duration::from_millis(options.timeout_ms);
     let controller = web_abort_controller().map_err(|e| AttemptError::Network(message(&e)))?;
     let signal = get(&controller, "signal").map_err(|e| AttemptError::Network(message(&e)))?;
-    let work = pin!(fetch_once(request, &signal, limit));
+    let work = pin!(fetch_following(request, &signal, options));
     let timer = pin!(worker::Delay::from(timeout));
     match select(work, timer).await {
         Either::Left((result, _)) => result,

@@ -126,8 +126,9 @@ pub enum Attempt {
     },
     NetworkError,
     Timeout,
-    /// The body passed `max_body_bytes`: another attempt would fetch the same body.
-    TooLarge,
+    /// A policy refused it (body over `max_body_bytes`, redirect off `allowed_hosts`):
+    /// another attempt would meet the same answer.
+    Refused,
 }
 
 impl RetryPolicy {
@@ -172,7 +173,7 @@ impl RetryPolicy {
             ),
             // A timeout already cost a whole timeout; another attempt would double the wait
             // the origin asked for. Statuses other than the above are answers, 4xx above all.
-            Attempt::Timeout | Attempt::TooLarge | Attempt::Status { .. } => None,
+            Attempt::Timeout | Attempt::Refused | Attempt::Status { .. } => None,
         }
     }
 }
