@@ -1,0 +1,15 @@
+#!/usr/bin/env node
+// scripts/soak ends here: the fault-injection soak (tests/workerd/soak.mjs) at full size.
+// Usage: node tools/soak.mjs [N=10000] [restarts=4]
+import { soak } from "../tests/workerd/soak.mjs";
+
+const n = Number(process.argv[2] ?? 10_000);
+const restarts = Number(process.argv[3] ?? 4);
+const report = await soak({ n, restarts, log: (m) => console.log(`soak: ${m}`) });
+const { examples, ...summary } = report;
+console.log(JSON.stringify(summary, null, 2));
+if (!report.ok) console.log(JSON.stringify(examples, null, 2));
+console.log(report.ok
+  ? `soak: ${report.delivered} of ${report.started} delivered exactly once, nothing left behind`
+  : "soak: FAILED");
+process.exit(report.ok ? 0 : 1);
