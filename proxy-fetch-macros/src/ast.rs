@@ -1,5 +1,5 @@
-//! The impl block as the macro sees it: one `Method` per RPC method. Parsing records facts;
-//! `valid.rs` decides what is allowed.
+//! The item as the macro sees it: an `Entrypoint` with one `Method` per RPC method. Parsing
+//! records what the user wrote; `valid.rs` decides what is allowed, `expand.rs` what it becomes.
 
 use proc_macro2::Span;
 use quote::format_ident;
@@ -19,6 +19,10 @@ pub struct Entrypoint {
     pub methods: Vec<Method>,
     /// Declared by a trait: the handlers live elsewhere, only the client is generated.
     pub remote_only: bool,
+    /// `impl Trait for Type`: the trait's path.
+    pub trait_impl: Option<Span>,
+    /// Generic parameters on the impl or trait.
+    pub generics: Option<Span>,
 }
 
 pub struct Method {
@@ -27,15 +31,62 @@ pub struct Method {
     pub js_name: String,
     pub js_name_span: Span,
     pub wait_until: Option<Span>,
-    pub args: Vec<Arg>,
-    pub ok: Type,
-    pub err: Type,
+    /// `#[wait_until(...)]` with arguments.
+    pub wait_until_args: Option<Span>,
     pub docs: Vec<Attribute>,
+    pub fn_token: Span,
+    pub is_async: bool,
+    pub generics: Option<Span>,
+    pub variadic: Option<Span>,
+    pub receiver: Receiver,
+    pub args: Vec<Arg>,
+    pub output: Output,
+}
+
+impl Method {
+    /// The arguments with their names: all of them once `valid.rs` found nothing wrong, which
+    /// is the only time `expand.rs` runs.
+    pub fn named_args(&self) -> Vec<(&Ident, &Type)> {
+        self.args
+            .iter()
+            .filter_map(|a| Some((a.ident.as_ref()?, &a.ty)))
+            .collect()
+    }
+
+    /// `(T, E)` of the `Result<T, E>` it returns: present once `valid.rs` found nothing wrong.
+    pub fn result(&self) -> Option<(&Type, &Type)> {
+        match &self.output {
+            Output::Result { ok, err } => Some((&**ok, &**err)),
+            Output::Other(_) => None,
+        }
+    }
+}
+
+pub enum Receiver {
+    /// `&self`, the one allowed.
+    Ref,
+    RefMut(Span),
+    Value(Span),
+    /// `self: Box<Self>` and other typed receivers.
+    Typed(Span),
+    /// No receiver: the span of the method's name.
+    Missing(Span),
 }
 
 pub struct Arg {
-    pub ident: Ident,
+    /// `None` for a pattern (`(a, b): (u32, u32)`).
+    pub ident: Option<Ident>,
+    pub pat_span: Span,
     pub ty: Type,
+}
+
+pub enum Output {
+    Result {
+        ok: Box<Type>,
+        err: Box<Type>,
+    },
+    /// Anything else: the span to point at.
+    Other(Span),
 }
 
 fn is_ours(attr: &Attribute) -> bool {
@@ -59,21 +110,12 @@ pub fn strip_method_attrs(item: &mut Item) {
     }
 }
 
+fn generics_span(generics: &syn::Generics) -> Option<Span> {
+    (!generics.params.is_empty()).then(|| generics.span())
+}
+
+/// `None` only when the impl's type is not a plain name: there is nothing to name a client after.
 pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Option<Entrypoint> {
-    if let Some((_, trait_path, _)) = &item.trait_ {
-        errors.push(
-            trait_path.span(),
-            "#[entrypoint] goes on an inherent impl (`impl MyType { ... }`), not on a trait impl: \
-             RPC methods are the type's own",
-        );
-    }
-    if !item.generics.params.is_empty() {
-        errors.push(
-            item.generics.span(),
-            "#[entrypoint] cannot be generic: the runtime builds one concrete type per entrypoint; \
-             use a concrete type (or a type alias of one)",
-        );
-    }
     let self_ident = match &*item.self_ty {
         Type::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
             p.path.segments[0].ident.clone()
@@ -86,66 +128,61 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
             return None;
         }
     };
-    let client = args
-        .client
-        .unwrap_or_else(|| format_ident!("{}Client", self_ident));
     let methods = item
         .items
         .iter()
         .filter_map(|impl_item| match impl_item {
-            ImplItem::Fn(f) => parse_method(&f.sig, &f.attrs, errors),
+            ImplItem::Fn(f) => Some(parse_method(&f.sig, &f.attrs, errors)),
             _ => None,
         })
         .collect();
     Some(Entrypoint {
         kind: args.kind,
+        client: args
+            .client
+            .unwrap_or_else(|| format_ident!("{}Client", self_ident)),
         self_ident,
-        client,
         methods,
         remote_only: false,
+        trait_impl: item.trait_.as_ref().map(|(_, path, _)| path.span()),
+        generics: generics_span(&item.generics),
     })
 }
 
 /// A trait under `#[entrypoint]` declares an entrypoint implemented elsewhere (in JS, or in
 /// another worker): only a client is generated.
 pub fn parse_remote(args: EntrypointArgs, item: &ItemTrait, errors: &mut Errors) -> Entrypoint {
-    if !item.generics.params.is_empty() {
-        errors.push(
-            item.generics.span(),
-            "an #[entrypoint] trait cannot be generic: a remote caller cannot choose a type",
-        );
-    }
-    let client = args
-        .client
-        .unwrap_or_else(|| format_ident!("{}Client", item.ident));
     let methods = item
         .items
         .iter()
         .filter_map(|trait_item| match trait_item {
-            TraitItem::Fn(f) => parse_method(&f.sig, &f.attrs, errors),
+            TraitItem::Fn(f) => Some(parse_method(&f.sig, &f.attrs, errors)),
             _ => None,
         })
         .collect();
     Entrypoint {
         kind: args.kind,
+        client: args
+            .client
+            .unwrap_or_else(|| format_ident!("{}Client", item.ident)),
         self_ident: item.ident.clone(),
-        client,
         methods,
         remote_only: true,
+        trait_impl: None,
+        generics: generics_span(&item.generics),
     }
 }
 
-fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Option<Method> {
-    let errors_before = errors.count();
-
+fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Method {
     let mut wait_until = None;
+    let mut wait_until_args = None;
     let mut rpc_name = None;
     for attr in attrs {
         if attr.path().is_ident("wait_until") {
-            if !matches!(attr.meta, syn::Meta::Path(_)) {
-                errors.push(attr.span(), "#[wait_until] takes no arguments");
-            }
             wait_until = Some(attr.span());
+            if !matches!(attr.meta, syn::Meta::Path(_)) {
+                wait_until_args = Some(attr.span());
+            }
         } else if attr.path().is_ident("rpc") {
             match attr.parse_args::<RpcArgs>() {
                 Ok(a) => rpc_name = Some(a.name),
@@ -154,110 +191,67 @@ fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Op
         }
     }
 
-    if sig.asyncness.is_none() {
-        errors.push(sig.fn_token.span, "RPC methods are async: write `async fn`");
-    }
-    if !sig.generics.params.is_empty() {
-        errors.push(
-            sig.generics.span(),
-            "RPC methods cannot be generic: a remote caller cannot choose a type; use concrete types",
-        );
-    }
-    if let Some(v) = &sig.variadic {
-        errors.push(v.span(), "RPC methods cannot be variadic");
-    }
-
     let mut inputs = sig.inputs.iter();
-    match inputs.next() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() && r.colon_token.is_none() => {}
-        Some(FnArg::Receiver(r)) if r.mutability.is_some() && r.reference.is_some() => errors.push(
-            r.span(),
-            "RPC methods take `&self`, not `&mut self`: calls may overlap, so keep mutable state in \
-             storage or a `RefCell`",
-        ),
-        Some(FnArg::Receiver(r)) if r.reference.is_none() => errors.push(
-            r.span(),
-            "RPC methods take `&self`, not `self` by value: the handler is shared by every call",
-        ),
-        Some(FnArg::Receiver(r)) => errors.push(r.span(), "RPC methods take `&self`"),
-        _ => errors.push(
-            sig.ident.span(),
-            "RPC methods take `&self` first; move associated functions (no `self`) to another impl block",
-        ),
-    }
-
-    let mut args = Vec::new();
-    for input in inputs {
-        let FnArg::Typed(pt) = input else { continue };
-        let ident = match &*pt.pat {
-            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
-            other => {
-                errors.push(
-                    other.span(),
-                    "RPC arguments must be plain names (`msg: FetchMessage`): patterns have no name to \
-                     report in a payload error; destructure inside the body",
-                );
-                continue;
-            }
-        };
-        match &*pt.ty {
-            Type::Reference(r) => errors.push(
-                r.span(),
-                "RPC arguments are owned values decoded from the caller's payload: take `T`, not `&T`",
-            ),
-            Type::ImplTrait(t) => errors.push(
-                t.span(),
-                "RPC arguments need a concrete type that serde can decode: `impl Trait` has none",
-            ),
-            _ => {}
-        }
-        args.push(Arg {
-            ident,
-            ty: (*pt.ty).clone(),
-        });
-    }
-
-    let (ok_ty, err_ty) = match result_types(&sig.output) {
-        Some(types) => types,
-        None => {
-            errors.push(
-                match &sig.output {
-                    ReturnType::Default => sig.ident.span(),
-                    ReturnType::Type(_, ty) => ty.span(),
-                },
-                "RPC methods return `Result<T, E>` with both types written out (T and E serde types, E: \
-                 Display): the caller needs to decode both; e.g. `-> Result<Health, HandlerError>`",
-            );
-            return None;
+    let receiver = match inputs.next() {
+        Some(FnArg::Receiver(r)) if r.colon_token.is_some() => Receiver::Typed(r.span()),
+        Some(FnArg::Receiver(r)) if r.reference.is_none() => Receiver::Value(r.span()),
+        Some(FnArg::Receiver(r)) if r.mutability.is_some() => Receiver::RefMut(r.span()),
+        Some(FnArg::Receiver(_)) => Receiver::Ref,
+        _ => {
+            // Without a receiver the first input is an argument like the others.
+            inputs = sig.inputs.iter();
+            Receiver::Missing(sig.ident.span())
         }
     };
-    if wait_until.is_some() && !is_unit(&ok_ty) {
-        errors.push(
-            ok_ty.span(),
-            "a #[wait_until] method returns `Result<(), E>`: the caller is answered before the work \
-             ends, so there is no value to send; remove #[wait_until] to return a value",
-        );
-    }
+    let args = inputs
+        .filter_map(|input| match input {
+            FnArg::Typed(pt) => Some(Arg {
+                ident: match &*pt.pat {
+                    Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                        Some(p.ident.clone())
+                    }
+                    _ => None,
+                },
+                pat_span: pt.pat.span(),
+                ty: (*pt.ty).clone(),
+            }),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
 
+    let output = match result_types(&sig.output) {
+        Some((ok, err)) => Output::Result {
+            ok: Box::new(ok),
+            err: Box::new(err),
+        },
+        None => Output::Other(match &sig.output {
+            ReturnType::Default => sig.ident.span(),
+            ReturnType::Type(_, ty) => ty.span(),
+        }),
+    };
     let (js_name, js_name_span) = match rpc_name {
         Some(lit) => (lit.value(), lit.span()),
         None => (camel_case(&sig.ident.to_string()), sig.ident.span()),
     };
-    let docs = attrs
-        .iter()
-        .filter(|a| a.path().is_ident("doc"))
-        .cloned()
-        .collect();
-    (errors.count() == errors_before).then(|| Method {
+    Method {
         ident: sig.ident.clone(),
         js_name,
         js_name_span,
         wait_until,
+        wait_until_args,
+        docs: attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc"))
+            .cloned()
+            .collect(),
+        fn_token: sig.fn_token.span,
+        is_async: sig.asyncness.is_some(),
+        generics: generics_span(&sig.generics),
+        variadic: sig.variadic.as_ref().map(|v| v.span()),
+        receiver,
         args,
-        ok: ok_ty,
-        err: err_ty,
-        docs,
-    })
+        output,
+    }
 }
 
 /// `Result<T, E>` (any path ending in `Result` with two type arguments) -> `(T, E)`.
@@ -265,7 +259,9 @@ fn result_types(output: &ReturnType) -> Option<(Type, Type)> {
     let ReturnType::Type(_, ty) = output else {
         return None;
     };
-    let Type::Path(p) = &**ty else { return None };
+    let Type::Path(p) = &**ty else {
+        return None;
+    };
     let last = p.path.segments.last()?;
     if last.ident != "Result" {
         return None;
@@ -279,10 +275,6 @@ fn result_types(output: &ReturnType) -> Option<(Type, Type)> {
     });
     let (ok, err) = (types.next()?, types.next()?);
     types.next().is_none().then_some((ok, err))
-}
-
-fn is_unit(ty: &Type) -> bool {
-    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
 }
 
 /// `WeatherDo` -> `WEATHER_DO`, `HTTPServer` -> `HTTP_SERVER`: the conventional binding name.

@@ -64,7 +64,7 @@ fn client(ep: &Entrypoint) -> TokenStream {
     let handles = ep.methods.iter().map(|m| {
         let name = format_ident!("{}", m.ident.unraw().to_string().to_uppercase(), span = m.ident.span());
         let js_name = &m.js_name;
-        let types = m.args.iter().map(|a| &a.ty);
+        let types = m.named_args().into_iter().map(|(_, ty)| ty);
         let doc = format!("Typed handle on `{}` (JS name `{js_name}`).", m.ident);
         quote! {
             #[doc = #doc]
@@ -123,19 +123,19 @@ fn client_method(ep: &Entrypoint, m: &Method) -> TokenStream {
     let ident = &m.ident;
     let js_name = &m.js_name;
     let docs = &m.docs;
-    let (ok, err) = (&m.ok, &m.err);
-    let params = m.args.iter().map(|a| {
-        let (ident, ty) = (&a.ident, &a.ty);
-        quote!(#ident: #ty)
+    let Some((ok, err)) = m.result() else {
+        return TokenStream::new();
+    };
+    let args = m.named_args();
+    let params = args.iter().map(|(ident, ty)| quote!(#ident: #ty));
+    let names: Vec<_> = args.iter().map(|(ident, _)| ident).collect();
+    let encode = args.iter().map(|(ident, ty)| {
+        let name = ident.to_string();
+        quote_spanned!(ty.span()=> ::proxy_fetch::rpc::encode_arg(METHOD, #name, &#ident))
     });
-    let names: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
-    let encode = m.args.iter().map(|a| {
-        let (ident, name) = (&a.ident, a.ident.to_string());
-        quote_spanned!(a.ty.span()=> ::proxy_fetch::rpc::encode_arg(METHOD, #name, &#ident))
-    });
-    let local_args = m.args.iter().map(|a| {
-        let (ident, name) = (&a.ident, a.ident.to_string());
-        quote_spanned!(a.ty.span()=> let #ident = ::proxy_fetch::__private::local::arg(METHOD, #name, #ident)?;)
+    let local_args = args.iter().map(|(ident, ty)| {
+        let name = ident.to_string();
+        quote_spanned!(ty.span()=> let #ident = ::proxy_fetch::__private::local::arg(METHOD, #name, #ident)?;)
     });
     let wait_until = m.wait_until.is_some();
     let remote = if wait_until {
@@ -147,7 +147,7 @@ fn client_method(ep: &Entrypoint, m: &Method) -> TokenStream {
         let label = label(ep, m);
         quote!(::proxy_fetch::__private::local::ack(#label, this.#ident(#(#names),*).await))
     } else {
-        quote_spanned!(m.ok.span()=> ::proxy_fetch::__private::local::result(METHOD, this.#ident(#(#names),*).await))
+        quote_spanned!(ok.span()=> ::proxy_fetch::__private::local::result(METHOD, this.#ident(#(#names),*).await))
     };
     let body = if ep.remote_only {
         quote! {
@@ -193,12 +193,16 @@ fn client_method(ep: &Entrypoint, m: &Method) -> TokenStream {
 /// The body shared by worker and Durable Object handlers: decode arguments, then hand the
 /// handler's future to `awaited` or `wait_until`.
 fn handler_body(ep: &Entrypoint, m: &Method, this: TokenStream) -> TokenStream {
+    let Some((ok, err)) = m.result() else {
+        return TokenStream::new();
+    };
     let ident = &m.ident;
     let js_name = &m.js_name;
-    let count = m.args.len() as u32;
-    let names: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
-    let decode = m.args.iter().enumerate().map(|(i, a)| {
-        let (ident, ty, name, i) = (&a.ident, &a.ty, a.ident.to_string(), i as u32);
+    let args = m.named_args();
+    let count = args.len() as u32;
+    let names: Vec<_> = args.iter().map(|(ident, _)| ident).collect();
+    let decode = args.iter().enumerate().map(|(i, (ident, ty))| {
+        let (name, i) = (ident.to_string(), i as u32);
         quote_spanned!(ty.span()=> let #ident: #ty = __args.get(#i, #name)?;)
     });
     let call = quote! {
@@ -209,13 +213,11 @@ fn handler_body(ep: &Entrypoint, m: &Method, this: TokenStream) -> TokenStream {
             ::core::result::Result::Ok(async move { __this.#ident(#(#names),*).await })
         })()
     };
-    let err = &m.err;
     let err_check = quote_spanned!(err.span()=> ::proxy_fetch::__private::assert_error::<#err>(););
     let serve = if m.wait_until.is_some() {
         let label = label(ep, m);
         quote!(::proxy_fetch::__private::wait_until(#label, &ctx.clone(), #call))
     } else {
-        let ok = &m.ok;
         let ok_check =
             quote_spanned!(ok.span()=> ::proxy_fetch::__private::assert_return::<#ok>(););
         quote!({ #ok_check ::proxy_fetch::__private::awaited(METHOD, #call) })

@@ -1,8 +1,8 @@
 //! The `#[entrypoint]` macro of proxy-fetch. Use it through the `proxy-fetch` crate, which
 //! documents it and holds everything the generated code calls.
 //!
-//! Pipeline: `attr.rs` (arguments) -> `ast.rs` (the impl as RPC methods) -> `valid.rs` (rules
-//! on names) -> `expand.rs` (generated code).
+//! Pipeline: `attr.rs` (arguments) -> `ast.rs` (the item as RPC methods, as written) ->
+//! `valid.rs` (every rule, each failure at its token) -> `expand.rs` (generated code).
 
 mod ast;
 mod attr;
@@ -15,19 +15,14 @@ use quote::ToTokens;
 
 /// Collects every error so the user sees all of them at once.
 #[derive(Default)]
-pub(crate) struct Errors(Option<syn::Error>, usize);
+pub(crate) struct Errors(Option<syn::Error>);
 
 impl Errors {
-    pub fn count(&self) -> usize {
-        self.1
-    }
-
     pub fn push(&mut self, span: Span, message: impl std::fmt::Display) {
         self.push_error(syn::Error::new(span, message));
     }
 
     pub fn push_error(&mut self, error: syn::Error) {
-        self.1 += 1;
         match &mut self.0 {
             Some(all) => all.combine(error),
             None => self.0 = Some(error),
