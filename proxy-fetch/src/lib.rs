@@ -1,7 +1,33 @@
 //! proxy-fetch: typed RPC for Cloudflare Workers and Durable Objects, and the proxy-fetch
 //! system built on it.
 //!
-//! See the repository README for the architecture; [`entrypoint`] for the macro.
+//! A Durable Object that awaits a slow API is billed wall-clock time for the whole wait.
+//! [`proxy_fetch()`] hands the request to the [`FetchOrchestrator`](system::FetchOrchestrator)
+//! (a Durable Object queue), which passes it to the [`FetchExecutor`](system::FetchExecutor) (a
+//! Worker entrypoint that acknowledges at once and fetches under `ctx.waitUntil`); the result
+//! comes back, exactly once, to a handler of the origin named by a [`Continuation`]:
+//!
+//! ```ignore
+//! #[entrypoint(durable_object, origin)]
+//! impl Inbox {
+//!     async fn check(&self, city: String) -> Result<String, HandlerError> {
+//!         let continuation = Continuation::new(InboxClient::ON_RESPONSE, city.clone());
+//!         let url = format!("https://api.example.com/weather/{city}");
+//!         Ok(proxy_fetch(self, url, continuation, &ProxyFetchOptions::default()).await?)
+//!     }
+//!
+//!     async fn on_response(&self, result: FetchResult, city: String) -> Result<(), HandlerError> {
+//!         // Ok(ProxyResponse) for any status, or Err(FetchError) with a FetchErrorKind.
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
+//! - [`rpc`]: the typed RPC layer [`entrypoint`] generates code for: clients, stubs, errors.
+//! - [`system`] (feature `system`, default): origin API, orchestrator, executor, options.
+//!
+//! The repository README has the whole worker (`Cargo.toml`, `wrangler.toml`, the build), and
+//! `tests/ui/pass/readme_origin.rs` compiles that example verbatim.
 
 // Lets the crate use its own macro, whose output names everything `::proxy_fetch::...`.
 extern crate self as proxy_fetch;
