@@ -155,12 +155,19 @@ fn client_method(ep: &Entrypoint, m: &Method) -> TokenStream {
             #remote
         }
     } else {
+        // In process calls are for native tests: in a wasm build the branch stays out, and
+        // with it a second (JSON) encoding of every argument and result type.
         quote! {
             match &self.target {
                 ::proxy_fetch::rpc::Target::Remote(stub) => #remote,
+                #[cfg(not(target_arch = "wasm32"))]
                 ::proxy_fetch::rpc::Target::Local(this) => {
                     #(#local_args)*
                     #local
+                }
+                #[cfg(target_arch = "wasm32")]
+                ::proxy_fetch::rpc::Target::Local(_) => {
+                    ::core::result::Result::Err(::proxy_fetch::__private::local::unavailable(METHOD).into())
                 }
             }
         }

@@ -45,12 +45,11 @@ function tracked(start) {
   });
 }
 
+// Entrypoint names contain no `__` (the macro refuses them), so `__pf__ep__A__` never matches
+// the exports of another entrypoint.
 function addMethods(prototype, wasm, prefix, forward) {
   for (const exportName of Object.keys(wasm)) {
-    if (!exportName.startsWith(prefix)) continue;
-    const method = exportName.slice(prefix.length);
-    if (method.includes("__")) continue; // another entrypoint's prefix, e.g. A__B vs A
-    prototype[method] = forward(exportName);
+    if (exportName.startsWith(prefix)) prototype[exportName.slice(prefix.length)] = forward(exportName);
   }
 }
 

@@ -45,3 +45,12 @@ pub fn ack<E: std::fmt::Display>(label: &str, result: Result<(), E>) -> Result<(
     }
     Ok(())
 }
+
+/// What a local client answers in a wasm build, where calls go over RPC.
+pub fn unavailable(method: &str) -> RpcError {
+    RpcError::new(
+        RpcErrorKind::Remote,
+        method,
+        "local clients are for native tests; in a worker, build the client from env or a stub",
+    )
+}
