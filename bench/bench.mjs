@@ -124,9 +124,17 @@ try {
   row("10 MiB: of which the executor's fetch (median)", med(bigRun.fetch_ms), "ms", med(bigDirect), "same fetch awaited in a DO");
   row("10 MiB: end to end minus the executor's fetch (median)", med(bigRun.e2e_ms.map((e, i) => e - bigRun.fetch_ms[i])), "ms", med(raw), "raw RPC round trip of 10 MiB");
 
-  const wasm = readFileSync(join(root, "examples/demo/build/index_bg.wasm"));
-  row("examples/demo wasm", wasm.length / 1024, "KiB");
-  row("examples/demo wasm gzip", gzipSync(wasm, { level: 9 }).length / 1024, "KiB", undefined, undefined, "<= 250 KB");
+  const wasmPath = join(root, "examples/demo/build/index_bg.wasm");
+  const wasm = readFileSync(wasmPath);
+  // gzip(1) where there is one (what an upload is compressed like); zlib's output is ~2% larger.
+  let gzipped;
+  try {
+    gzipped = execFileSync("gzip", ["-9", "-c", wasmPath], { maxBuffer: 64 << 20 }).length;
+  } catch {
+    gzipped = gzipSync(wasm, { level: 9 }).length;
+  }
+  row("examples/demo wasm", wasm.length / 1000, "KB");
+  row("examples/demo wasm gzip -9", gzipped / 1000, "KB", undefined, undefined, "<= 250 KB");
 
   const native = execFileSync("cargo", ["bench", "-q", "-p", "proxy-fetch", "--bench", "codec"], { cwd: root, encoding: "utf8" });
   for (const line of native.split("\n").filter((l) => l.startsWith("{"))) {
