@@ -38,11 +38,8 @@ pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, String> 
     serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
 }
 
-pub(crate) fn encode_arg<T: Serialize>(
-    method: &str,
-    name: &str,
-    value: &T,
-) -> Result<JsValue, RpcError> {
+/// Encodes one argument of a remote call.
+pub fn encode_arg<T: Serialize>(method: &str, name: &str, value: &T) -> Result<JsValue, RpcError> {
     to_js(value).map_err(|e| {
         RpcError::new(
             RpcErrorKind::BadArgument,

@@ -13,10 +13,10 @@ pub mod local;
 pub(crate) mod serve;
 mod stub;
 
-pub use codec::Args;
+pub use codec::{encode_arg, Args};
 pub use error::{CallError, HandlerError, RpcError, RpcErrorKind};
 pub use serve::log_error;
-pub use stub::{encode_arg, encode_args, Stub};
+pub use stub::{encode_args, Stub};
 
 use std::marker::PhantomData;
 use std::rc::Rc;

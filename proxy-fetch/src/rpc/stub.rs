@@ -1,7 +1,7 @@
 //! The caller's side: a JS RPC stub (service binding or Durable Object) and typed calls on it.
 
 use js_sys::{Array, Function, Promise, Reflect};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -81,16 +81,16 @@ impl Stub {
                 format!("{binding_name} id `{id}`: {e:?}"),
             )
         };
-        let id = invoke(
+        let object_id = invoke(
             &namespace,
             "idFromString",
             &Array::of1(&JsValue::from_str(id)),
         )
         .map_err(fail)?;
-        let js = invoke(&namespace, "get", &Array::of1(&id)).map_err(fail)?;
+        let js = invoke(&namespace, "get", &Array::of1(&object_id)).map_err(fail)?;
         Ok(Stub {
             js,
-            label: format!("{binding_name}/{id:?}").into(),
+            label: format!("{binding_name}/{id}").into(),
         })
     }
 
@@ -155,8 +155,4 @@ pub fn encode_args<const N: usize>(
         array.push(&value?);
     }
     Ok(array)
-}
-
-pub fn encode_arg<T: Serialize>(method: &str, name: &str, value: &T) -> Result<JsValue, RpcError> {
-    super::codec::encode_arg(method, name, value)
 }
