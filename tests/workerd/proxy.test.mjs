@@ -301,13 +301,13 @@ describe("exactly once, across the races", () => {
   test("cancel during the fetch: Cancelled once, the late response dropped", async () => {
     const box = inbox();
     const key = `cancel-${box.name}`;
-    const id = await startOk(box, up.url("/slow", { delay: 600, key }));
+    const id = await startOk(box, up.url("/slow", { delay: 1200, key }));
     assert.deepEqual((await box.cancel(id)).ok, true);
     assert.deepEqual((await box.cancel(id)).ok, false, "second cancel finds nothing to cancel");
     const { t } = await results(box);
     assert.equal(t.outcome, "Cancelled");
     while (up.count(key) < 1) await sleep(20);
-    await sleep(900);
+    await sleep(1500);
     const after = (await results(box)).t;
     assert.equal(after.outcome, "Cancelled");
     assert.equal(after.deliveries, 1);
