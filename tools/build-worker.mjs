@@ -47,12 +47,16 @@ function build(crateDir, { release }) {
   const wasmBindgen = process.env.WASM_BINDGEN ?? fail("WASM_BINDGEN is not set: run through tools/setup.sh");
   const profile = release ? "release" : "debug";
 
-  const cargoArgs = ["build", "-p", pkg, "--target", "wasm32-unknown-unknown", ...(release ? ["--release"] : [])];
-  let targetDir = process.env.CARGO_TARGET_DIR ?? join(root, "target");
+  // The crate may live in this workspace or anywhere else: cargo finds its workspace, and
+  // `cargo metadata` says where that workspace builds.
+  const manifestPath = join(crateDir, "Cargo.toml");
+  const cargoArgs = ["build", "--manifest-path", manifestPath, "--target", "wasm32-unknown-unknown", ...(release ? ["--release"] : [])];
+  const metadata = JSON.parse(execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps", "--manifest-path", manifestPath], { encoding: "utf8" }));
+  let targetDir = metadata.target_directory;
   const env = { ...process.env };
   if (process.env.PF_WASM_RUSTC) {
     // tools/setup.sh fell back to Debian's rustc-web: it builds std for wasm32 from source.
-    targetDir = join(root, "target", "rustc-web");
+    targetDir = join(metadata.target_directory, "rustc-web");
     Object.assign(env, {
       RUSTC: process.env.PF_WASM_RUSTC,
       RUSTC_BOOTSTRAP: "1",
@@ -62,7 +66,7 @@ function build(crateDir, { release }) {
     });
     cargoArgs.push("-Zbuild-std=std,panic_abort");
   }
-  execFileSync("cargo", cargoArgs, { cwd: root, stdio: "inherit", env });
+  execFileSync("cargo", cargoArgs, { cwd: crateDir, stdio: "inherit", env });
 
   const wasmFile = join(targetDir, "wasm32-unknown-unknown", profile, `${pkg.replaceAll("-", "_")}.wasm`);
   if (!existsSync(wasmFile)) fail(`${wasmFile} was not produced: is the crate a cdylib?`);
