@@ -125,10 +125,18 @@ describe("results reach the origin's handler", () => {
     const target = `/landed/${box.name}`;
     await startOk(box, { url: up.url("/moved", { redirect: target }) }, FAST, "follow");
     await startOk(box, { url: up.url("/moved", { redirect: target }), redirect: "manual" }, FAST, "manual");
-    const r = await results(box, 2);
+    await startOk(box, { url: up.url("/moved", { redirect: target }), redirect: "error" }, FAST, "error");
+    const r = await results(box, 3);
     assert.equal(r.follow.status, 200);
     assert.equal(JSON.parse(r.follow.text).path, target);
     assert.equal(r.manual.status, 302);
+    assert.equal(r.error.outcome, "Network", "redirect: error makes a redirect a failed fetch");
+  });
+
+  test("an explicit origin_binding is used instead of the inferred one", async () => {
+    const box = inbox();
+    await startOk(box, up.url(`/explicit/${box.name}`), { ...FAST, origin_binding: "INBOX" });
+    assert.equal((await results(box)).t.status, 200);
   });
 
   test("binary body round trip: every byte value intact", async () => {
