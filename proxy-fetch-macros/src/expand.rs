@@ -39,17 +39,17 @@ fn client(ep: &Entrypoint) -> TokenStream {
     let constructors = match &ep.kind {
         Kind::DurableObject { .. } => quote! {
             /// The Durable Object named `name` in the namespace bound as `binding`.
-            pub fn from_name(env: &::worker::Env, binding: &str, name: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
+            pub fn from_name(env: &::proxy_fetch::__private::Env, binding: &str, name: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
                 ::proxy_fetch::rpc::Stub::durable_object(env, binding, name).map(Self::from_stub)
             }
             /// The Durable Object with hex id `id` in the namespace bound as `binding`.
-            pub fn from_id(env: &::worker::Env, binding: &str, id: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
+            pub fn from_id(env: &::proxy_fetch::__private::Env, binding: &str, id: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
                 ::proxy_fetch::rpc::Stub::durable_object_by_id(env, binding, id).map(Self::from_stub)
             }
         },
         _ => quote! {
             /// The Worker entrypoint reached through the service binding `binding`.
-            pub fn from_env(env: &::worker::Env, binding: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
+            pub fn from_env(env: &::proxy_fetch::__private::Env, binding: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
                 ::proxy_fetch::rpc::Stub::service(env, binding).map(Self::from_stub)
             }
         },
