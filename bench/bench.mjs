@@ -23,13 +23,14 @@ const p99 = (xs) => quantile(xs, 0.99);
 const r1 = (x) => Math.round(x * 10) / 10;
 
 const up = await startUpstream();
-const w = await startWorker("bench/worker", { peers: [jsWorker("bench-driver", join(root, "bench/driver.js"), {
+// The tests' driver (tests/workerd/driver.js) starts requests from inside workerd.
+const w = await startWorker("bench/worker", { peers: [jsWorker("driver", "driver.js", {
   durableObjects: { PROBE: { className: "Probe", scriptName: "proxy-fetch-bench", useSQLite: true } },
 })] });
-const drive = async (body) => (await w.fetchPeer("bench-driver", "http://driver/", { method: "POST", body: JSON.stringify(body) })).json();
+const drive = async (body) => (await w.fetchPeer("driver", "http://driver/", { method: "POST", body: JSON.stringify(body) })).json();
 const call = async (name, method, ...args) => {
-  const r = await drive({ op: "call", name, method, args });
-  if (r.error) throw new Error(`${method}: ${r.error}`);
+  const r = await drive({ binding: "PROBE", name, method, args });
+  if (r.error) throw new Error(`${method}: ${r.error.message}`);
   return r.ok;
 };
 const stats = async (instance) => (await w.env.FETCH_ORCHESTRATOR.get(w.env.FETCH_ORCHESTRATOR.idFromName(instance)).stats());
@@ -40,9 +41,15 @@ async function run({ label, n, wave = n, origins, url, options, timeoutMs = 120_
   const errors = [];
   for (let done = 0; done < n; done += wave) {
     const k = Math.min(wave, n - done);
-    const r = await drive({ op: "burst", origins, n: k, url, options, prefix: `${label}-${done}-` });
-    started.push(...r.started);
-    errors.push(...r.errors);
+    const calls = [...Array(k).keys()].map((i) => ({
+      name: origins[(done + i) % origins.length],
+      method: "start",
+      args: [url.replace("{i}", done + i), options, `${label}-${done + i}`],
+    }));
+    for (const r of await drive({ op: "burst", binding: "PROBE", calls })) {
+      if (r.ok) started.push(r.ok);
+      else errors.push(r.error);
+    }
   }
   const byTag = new Map();
   const deadline = Date.now() + timeoutMs;

@@ -1,4 +1,4 @@
-// Test driver in workerd: lets the Node tests call Durable Object RPC methods by name with JSON
+// Driver in workerd for the tests and the benchmarks: lets Node call Durable Object RPC methods by name with JSON
 // (POST {binding, name, method, args}), start many requests at once from inside the runtime
 // (POST {op: "burst", binding, calls: [{name, method, args}]}), and plays a
 // FetchExecutorEntrypoint that acknowledges and then drops every job: an executor that dies
