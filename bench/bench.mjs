@@ -193,6 +193,16 @@ function costOf(counts, n, cpuMs) {
   };
 }
 
+/** A cost that cannot be right means the counting broke: fail rather than report it. */
+function checkCost(what, cost, proxied) {
+  for (const [k, v] of Object.entries(cost)) {
+    if (typeof v === "number" && !Number.isFinite(v)) throw new Error(`${what}: ${k} is ${v}`);
+  }
+  // Every result is delivered into its origin: at least one DO request per proxied request.
+  if (proxied && cost.do_requests < 1) throw new Error(`${what}: ${cost.do_requests} DO requests per request counted (a delivery is one)`);
+  if (!proxied && cost.do_requests !== 0) throw new Error(`${what}: the awaited baseline made proxy-fetch DO requests: ${JSON.stringify(cost.by_method)}`);
+}
+
 /** Dollars per million requests, and the break-even upstream wait. `awaited`: the same requests
  *  with the fetch awaited in the DO (its CPU is subtracted); `awaitedAt0`: single awaited
  *  requests, whose DO time beyond the upstream's wait is what awaiting costs besides the wait. */
@@ -341,10 +351,10 @@ try {
       const { out: r, counts } = await measuredRun({ label, n, wave: 1, origins, url: up.url(`/${label}/{i}`, { delay }), options: opts(flow, `hold-${label}`) });
       checkFlow(flow, counts, label);
       checkDelivery(flow, label, r);
-      const ack = Object.entries(counts.dispatch_ms).filter(([k]) => k.endsWith(".executeFetch")).flatMap(([, v]) => v);
+      const ack = Object.entries(counts.dispatch_ms).filter(([k]) => k.includes("->FETCH_EXECUTOR.")).flatMap(([, v]) => v);
       if (ack.length < n) throw new Error(`${label}: ${ack.length} executor acknowledgements timed for ${n} requests`);
-      lat(flow, `executor ack as its caller waits for it, upstream ${delay} ms (median)`, med(ack), "ms", med(noop), "no-op RPC median");
-      lat(flow, `executor ack as its caller waits for it, upstream ${delay} ms (p99)`, p99(ack), "ms", p99(noop), "no-op RPC p99");
+      lat(flow, `executor acknowledgement as its caller waits for it, upstream ${delay} ms (median)`, med(ack), "ms", med(noop), "no-op RPC median");
+      lat(flow, `executor acknowledgement as its caller waits for it, upstream ${delay} ms (p99)`, p99(ack), "ms", p99(noop), "no-op RPC p99");
       lat(flow, `origin hold, upstream ${delay} ms (median)`, med(r.hold_ms), "ms", med(direct), "fetch awaited in the DO, median");
       lat(flow, `origin hold, upstream ${delay} ms (p99)`, p99(r.hold_ms), "ms", p99(direct), "fetch awaited in the DO, p99");
       lat(flow, `start -> handler, upstream ${delay} ms (median)`, med(r.e2e_ms), "ms", med(direct), "fetch awaited in the DO, median");
@@ -363,6 +373,7 @@ try {
   await warm(["aw-single"]);
   const single = await measured(() => runAwaited({ label: "aw-single", n: nSingle, wave: 1, origins: ["aw-single"], url: up.url("/aw-single/{i}", { delay: SINGLE_DELAY }), each: true }));
   const awaitedSingle = costOf(single.counts, nSingle, single.cpuMs);
+  checkCost("awaited single", awaitedSingle, false);
   // What awaiting costs beyond the wait itself.
   awaitedSingle.active_beyond_wait_ms = Math.max(0, awaitedSingle.active_ms - SINGLE_DELAY);
   results.cost.awaited = { single: awaitedSingle };
@@ -372,6 +383,7 @@ try {
     checkFlow(flow, m.counts, label);
     checkDelivery(flow, label, m.out);
     const cost = costOf(m.counts, nSingle, m.cpuMs);
+    checkCost(label, cost, true);
     results.cost[flow] = { single: { ...cost, dollars: dollars(cost, awaitedSingle, awaitedSingle) } };
   }
 
@@ -382,6 +394,7 @@ try {
   await warm(burstOrigins("aw-burst"));
   const aw = await measured(() => runAwaited({ label: "aw-burst", n: burstN, origins: burstOrigins("aw-burst"), url: up.url("/aw-burst/{i}") }));
   results.cost.awaited.burst = costOf(aw.counts, burstN, aw.cpuMs);
+  checkCost("awaited burst", results.cost.awaited.burst, false);
   results.burst.awaited = { wall_ms: aw.out.wall_ms, elapsed_median_ms: med(aw.out.elapsed_ms), elapsed_p99_ms: p99(aw.out.elapsed_ms) };
   for (const flow of flows) {
     const label = `${flow}-burst`;
@@ -389,6 +402,7 @@ try {
     checkFlow(flow, m.counts, label);
     checkDelivery(flow, label, m.out);
     const cost = costOf(m.counts, burstN, m.cpuMs);
+    checkCost(label, cost, true);
     results.cost[flow].burst = { ...cost, dollars: dollars(cost, results.cost.awaited.burst, awaitedSingle) };
     const r = m.out;
     results.burst[flow] = {
