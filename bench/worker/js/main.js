@@ -41,6 +41,8 @@ function klass(name) {
   return (counters.classes[name] ??= {
     invocations: {},
     rows_written: 0,
+    // rows_written by what wrote them: put, delete, alarm (setAlarm/deleteAlarm)
+    writes: { put: 0, delete: 0, alarm: 0 },
     rows_read: 0,
     alarms_set: 0,
     alarms_deleted: 0,
@@ -78,6 +80,7 @@ function countingKv(target, name, config, objectId) {
     put: (fn) => (k, ...rest) => {
       const keys = keysOf(k);
       c().rows_written += theirs(keys);
+      c().writes.put += theirs(keys);
       for (const key of keys) if (!ownKey(config, key)) counters.created.add(`${name}/${objectId}/${key}`);
       const own = keys.filter((key) => ownKey(config, key));
       return own.length ? then(fn(k, ...rest), () => own.forEach((key) => arrived(key.slice(config.ownKeys.length)))) : fn(k, ...rest);
@@ -89,10 +92,13 @@ function countingKv(target, name, config, objectId) {
       for (const key of keys) counters.created.delete(`${name}/${objectId}/${key}`);
       if (keys.some((key) => ownKey(config, key))) {
         c().rows_written += theirs(keys);
+        c().writes.delete += theirs(keys);
         return fn(k, ...rest);
       }
       return then(fn(k, ...rest), (deleted) => {
-        c().rows_written += typeof deleted === "number" ? deleted : deleted ? 1 : 0;
+        const rows = typeof deleted === "number" ? deleted : deleted ? 1 : 0;
+        c().rows_written += rows;
+        c().writes.delete += rows;
       });
     },
     list: (fn) => (...args) => then(fn(...args), (map) => {
@@ -103,12 +109,14 @@ function countingKv(target, name, config, objectId) {
     },
     setAlarm: (fn) => (...args) => {
       c().rows_written += 1;
+      c().writes.alarm += 1;
       c().alarms_set += 1;
       (alarmsPending[name] ??= new Set()).add(objectId);
       return fn(...args);
     },
     deleteAlarm: (fn) => (...args) => {
       c().rows_written += 1;
+      c().writes.alarm += 1;
       c().alarms_deleted += 1;
       alarmsPending[name]?.delete(objectId);
       return fn(...args);
@@ -168,6 +176,7 @@ function countingSyncKv(kv, name, config, objectId) {
           return (k, ...rest) => {
             if (!ownKey(config, k)) {
               c().rows_written += 1;
+              c().writes.put += 1;
               counters.created.add(`${name}/${objectId}/${k}`);
             }
             const r = fn(k, ...rest);
@@ -178,7 +187,10 @@ function countingSyncKv(kv, name, config, objectId) {
           return (k, ...rest) => {
             counters.created.delete(`${name}/${objectId}/${k}`);
             const deleted = fn(k, ...rest);
-            if (!ownKey(config, k) && deleted) c().rows_written += 1;
+            if (!ownKey(config, k) && deleted) {
+              c().rows_written += 1;
+              c().writes.delete += 1;
+            }
             return deleted;
           };
         case "list":
