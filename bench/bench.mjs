@@ -247,11 +247,12 @@ async function startAll({ label, n, wave = n, origins, url, options, each = fals
       tags.push(tag);
       return { name: origins[(done + i) % origins.length], method: "start", args: [url.replace("{i}", done + i), options, tag] };
     });
+    const before = started.length;
     for (const r of await drive({ op: "burst", binding: "PROBE", calls })) {
       if (r.ok) started.push(r.ok);
       else errors.push(r.error);
     }
-    if (each) await awaitTags(calls.map((c) => c.args[2]), 30_000);
+    if (each) await awaitTags(started.slice(before).map((s) => s.tag), 30_000);
   }
   await awaitTags(started.map((s) => s.tag), timeoutMs);
   return { label, n, origins, started, errors };
@@ -267,7 +268,7 @@ async function collect({ label, n, origins, started, errors }) {
     started: started.length,
     start_errors: errors,
     delivered: got.length,
-    lost: n - got.length,
+    lost: started.length - got.length,
     duplicates: got.filter((a) => a.deliveries > 1).length,
     not_ok: got.filter((a) => a.outcome !== "response").length,
     hold_ms: started.map((s) => s.hold_ms),
@@ -442,7 +443,7 @@ try {
   results.big.baselines = { one_way_rpc_ms: med(oneWay), round_trip_rpc_ms: med(roundTrip), fetch_awaited_ms: med(bigDirect) };
   for (const flow of flows) {
     const label = `${flow}-big`;
-    const r = await run({ label, n: nBig, wave: 1, each: true, origins: [label], url: up.url(`/${label}/{i}`, { bytes: big }), options: opts(flow, label, { timeout_ms: 60_000 }) });
+    const r = await run({ label, n: nBig, wave: 1, each: true, origins: [label], url: up.url(`/${label}/{i}`, { bytes: big }), options: opts(flow, label, { timeout_ms: 25_000 }) });
     checkDelivery(flow, label, r);
     results.big[flow] = { e2e_ms: med(r.e2e_ms), fetch_ms: med(r.fetch_ms), e2e_minus_fetch_ms: med(r.e2e_ms.map((e, i) => e - r.fetch_ms[i])) };
   }

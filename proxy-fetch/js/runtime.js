@@ -11,6 +11,7 @@ import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 const DEFAULT = "__pf__default__";
 const NAMED = "__pf__ep__";
 const DO_RPC = "__pf__rpc__";
+const ORIGIN_ALARM = "__pf__alarm";
 
 // A Rust panic aborts the Wasm instance. workers-rs schedules a fresh instance for the next
 // call, but promises of calls that were in flight never settle. Track them so a crash rejects
@@ -106,9 +107,12 @@ export function durableObject(wasm, className) {
     },
   }[className];
   for (const handler of ["fetch", "alarm", "webSocketMessage", "webSocketClose", "webSocketError"]) {
-    if (typeof Rust.prototype[handler] !== "function") continue;
+    // A proxy-fetch origin's alarm runs proxy-fetch's backstop first (which calls the
+    // origin's own alarm when it has one).
+    const target = handler === "alarm" && typeof Rust.prototype[ORIGIN_ALARM] === "function" ? ORIGIN_ALARM : handler;
+    if (typeof Rust.prototype[target] !== "function") continue;
     Wrapper.prototype[handler] = function (...args) {
-      return tracked(() => this.rust[handler](...args));
+      return tracked(() => this.rust[target](...args));
     };
   }
   for (const exportName of Object.getOwnPropertyNames(Rust.prototype)) {
