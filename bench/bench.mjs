@@ -393,6 +393,18 @@ try {
     checkCost(label, cost, true);
     results.cost[flow] = { single: { ...cost, dollars: dollars(cost, awaitedSingle, awaitedSingle) } };
   }
+  // The same, each request alone in a fresh origin: what an origin that proxies one request
+  // pays, its alarm included.
+  const nAlone = QUICK ? 3 : 30;
+  for (const flow of flows) {
+    const label = `${flow}-alone`;
+    const m = await measuredRun({ label, n: nAlone, wave: 1, origins: [...Array(nAlone)].map((_, i) => `${label}-${i}`), url: up.url(`/${label}/{i}`, { delay: SINGLE_DELAY }), options: opts(flow, label), each: true });
+    checkFlow(flow, m.counts, label);
+    checkDelivery(flow, label, m.out);
+    const cost = costOf(m.counts, nAlone, m.cpuMs);
+    checkCost(label, cost, true);
+    results.cost[flow].alone = { ...cost, dollars: dollars(cost, awaitedSingle, awaitedSingle) };
+  }
 
   // The burst: n concurrent requests from 50 origins, against the same burst with each fetch
   // awaited in its DO, in the same run.
@@ -491,6 +503,9 @@ for (const flow of ["direct", "orchestrated"]) {
   target(flow, "DO requests per single request", c?.single.do_requests, "", direct ? 1 : 3);
   target(flow, "rows written per single request", c?.single.rows_written, "", direct ? 2 : 4);
   target(flow, "break-even upstream wait, single requests", c?.single.dollars.break_even_ms, "ms", direct ? 1400 : undefined);
+  target(flow, "DO requests per request alone in a fresh origin", c?.alone.do_requests, "", undefined);
+  target(flow, "rows written per request alone in a fresh origin", c?.alone.rows_written, "", undefined);
+  target(flow, "break-even upstream wait, a request alone in a fresh origin", c?.alone.dollars.break_even_ms, "ms", undefined);
   target(flow, `DO requests per request, ${burstName} burst amortized`, c?.burst.do_requests, "", undefined);
   target(flow, `rows written per request, ${burstName} burst amortized`, c?.burst.rows_written, "", direct ? 1.2 : undefined);
   target(flow, `break-even upstream wait, ${burstName} burst`, c?.burst.dollars.break_even_ms, "ms", direct ? 900 : undefined);
@@ -508,23 +523,29 @@ const targetsTable = md(["flow", "target", "measured", "limit", "verdict"], resu
   t.flow, t.name, t.value === undefined ? "" : `${f(t.value)} ${t.unit}`.trim(), t.limit ? `${t.limit} ${t.unit}`.trim() : "", t.verdict,
 ]));
 
+const KINDS = ["single", "alone", "burst"];
+const kindName = (kind, n) => ({
+  single: `single: ${n} one at a time from one origin, ${SINGLE_DELAY} ms upstream`,
+  alone: `alone: ${n} one at a time, each from a fresh origin, ${SINGLE_DELAY} ms upstream`,
+  burst: `burst of ${n} from 50 origins, 0 ms upstream`,
+})[kind];
 const costRows = [];
 for (const flow of flows) {
-  for (const kind of ["single", "burst"]) {
+  for (const kind of KINDS) {
     const c = results.cost[flow][kind];
-    costRows.push([flow, kind === "single" ? `single (n=${c.n}), ${SINGLE_DELAY} ms upstream` : `burst of ${c.n} from 50 origins, 0 ms upstream`, f(c.do_requests), f(c.rows_written), f(c.rows_read), f(c.active_ms), f(c.cpu_ms), f(c.dollars.added_cpu_ms),
+    costRows.push([flow, kindName(kind, c.n), f(c.do_requests), f(c.rows_written), f(c.rows_read), f(c.active_ms), f(c.cpu_ms), f(c.dollars.added_cpu_ms),
       f(c.dollars.requests), f(c.dollars.rows_written), f(c.dollars.rows_read, 4), f(c.dollars.duration, 4), f(c.dollars.cpu, 4), `**${f(c.dollars.total)}**`, `**${f(c.dollars.break_even_ms, 0)} ms**`]);
   }
 }
 for (const kind of ["single", "burst"]) {
   const c = results.cost.awaited[kind];
-  costRows.push(["awaited in the DO (baseline)", kind === "single" ? `single (n=${c.n}), ${SINGLE_DELAY} ms upstream` : `burst of ${c.n} from 50 origins, 0 ms upstream`, f(c.do_requests), f(c.rows_written), f(c.rows_read), f(c.active_ms), f(c.cpu_ms), "",
+  costRows.push(["awaited in the DO (baseline)", kindName(kind, c.n), f(c.do_requests), f(c.rows_written), f(c.rows_read), f(c.active_ms), f(c.cpu_ms), "",
     f(c.do_requests * price.request * PER), f(c.rows_written * price.rowWritten * PER), "", f(c.active_ms * price.durationMs * PER, 4), "", f(c.active_ms * price.durationMs * PER, 4), ""]);
 }
 const costTable = md(["flow", "requests", "DO requests", "rows written", "rows read", "DO active ms", "workerd CPU ms", "CPU ms added", "$ requests", "$ rows written", "$ rows read", "$ duration", "$ CPU", "$ total", "break-even wait"], costRows);
 const a0 = results.cost.awaited.single.active_beyond_wait_ms;
 const awaitedCost = md(["upstream wait N", "DO duration billed", "$ per million requests"], [0, 100, 1000, 1400, 3000].map((n) => [`${n} ms`, `${f(a0 + n)} ms`, f((a0 + n) * price.durationMs * PER, 4)]));
-const methodRows = [...flows, "awaited"].flatMap((flow) => ["single", "burst"].map((kind) => [flow === "awaited" ? "awaited in the DO (baseline)" : flow, kind, Object.entries(results.cost[flow][kind].by_method).map(([m, n]) => `${m} ${n}`).join(", ") || "none", f(results.cost[flow][kind].alarms_to_come, 3),
+const methodRows = [...flows, "awaited"].flatMap((flow) => KINDS.filter((k) => results.cost[flow][k]).map((kind) => [flow === "awaited" ? "awaited in the DO (baseline)" : flow, kind, Object.entries(results.cost[flow][kind].by_method).map(([m, n]) => `${m} ${n}`).join(", ") || "none", f(results.cost[flow][kind].alarms_to_come, 3),
   Object.entries(results.cost[flow][kind].rows_by).map(([m, n]) => `${m} ${n}`).join(", ") || "none"]));
 const methodTable = md(["flow", "requests", "DO requests per request, by method", "of which alarms still to come", "rows written per request, by object and operation"], methodRows);
 
