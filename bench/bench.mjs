@@ -472,13 +472,6 @@ try {
   results.other.push({ name: "examples/demo wasm", value: round(wasm.length / 1000), unit: "KB" });
   results.other.push({ name: "examples/demo wasm gzip -9", value: round(gzipped / 1000), unit: "KB", target: "<= 250 KB" });
 
-  if (!QUICK) {
-    const native = execFileSync("cargo", ["bench", "-q", "-p", "proxy-fetch", "--bench", "codec"], { cwd: root, encoding: "utf8" });
-    for (const line of native.split("\n").filter((l) => l.startsWith("{"))) {
-      const m = JSON.parse(line);
-      results.other.push({ name: `native: ${m.name}`, value: round(m.micros), unit: "µs/op" });
-    }
-  }
 } finally {
   await w.dispose();
   await up.close();
