@@ -1,10 +1,11 @@
 // The fault-injection soak: N proxied fetches through the test worker (half of them over the
 // direct flow, half orchestrated) while the upstream
 // injects 5xx, 429 with Retry-After, connection resets, hangs past the timeout and slow large
-// bodies, a share of requests goes to an executor that dies after acknowledging, and workerd is
-// restarted mid-run (every Durable Object and isolate recycled, storage kept). Afterwards every
-// request must have had its handler run exactly once, with the right outcome class, and no
-// queue entry or pending record may be left. Used by soak.test.mjs (1,000) and scripts/soak.
+// bodies, a share of POSTs goes to an executor that dies after acknowledging, and workerd is
+// killed (SIGKILL) during bursts of starts and restarted on the same storage. Afterwards every
+// request must have had its handler run exactly once, with the outcome of its scenario (a GET
+// lost with its executor is recovered, never Backstop), and no queue entry or pending record
+// may be left. Used by soak.test.mjs (1,000) and scripts/soak.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -47,39 +48,55 @@ export async function soak({ n = 1000, restarts = 2, batch = 250, maxInFlight = 
     const pending = await driver({ op: "burst", binding: "INBOX", calls: [...Array(ORIGINS).keys()].map((i) => ({ name: origin(i), method: "pending", args: [] })) });
     return pending.reduce((sum, p) => sum + (p.ok?.length ?? 0), 0);
   };
-  const started = new Map(); // tag -> { expect, restarted }
+  const started = new Map(); // tag -> { expect }
   const startErrors = [];
+  let kills = 0;
   const t0 = Date.now();
   try {
     const waves = restarts + 1;
     for (let wave = 0; wave < waves; wave++) {
       const from = Math.floor((n * wave) / waves);
       const to = Math.floor((n * (wave + 1)) / waves);
-      for (let b = from; b < to; b += batch) {
-        const ids = [...Array(Math.min(batch, to - b)).keys()].map((k) => b + k);
+      // In each wave but the last, workerd is killed (SIGKILL, then restarted on the same
+      // storage) at a random moment while one of its bursts is being started: some starts
+      // are cut short, others are in flight or being delivered.
+      const batches = Math.ceil((to - from) / batch);
+      const killAt = wave < restarts ? Math.floor(Math.random() * batches) : -1;
+      for (let b = from, k = 0; b < to; b += batch, k++) {
+        const ids = [...Array(Math.min(batch, to - b)).keys()].map((j) => b + j);
         const calls = ids.map((i) => {
           const s = scenario(i, up);
           const flow = i % 2 === 0 ? "direct" : "orchestrated";
           // 5 s, not less: right after a (re)start the burst keeps the one workerd thread busy for
           // seconds (cold wasm), and a direct-flow fetch started inside it can wait that long.
-          const options = { flow, timeout_ms: 5000, retry: { max_attempts: 3, base_delay_ms: 20, max_delay_ms: 200 }, backstop_grace_ms: 500, shards: SHARDS, executor_binding: s.executor ?? "FETCH_EXECUTOR" };
+          // The request id is the caller's, so a start cut short by a kill can be asked again.
+          const options = { flow, request_id: `r${i}`, timeout_ms: 5000, retry: { max_attempts: 3, base_delay_ms: 20, max_delay_ms: 200 }, backstop_grace_ms: 500, shards: SHARDS, executor_binding: s.executor ?? "FETCH_EXECUTOR" };
           return { name: origin(i), method: "start", args: [{ url: s.url, method: s.method ?? "GET" }, options, `r${i}`] };
         });
-        const results = await driver({ op: "burst", binding: "INBOX", calls });
-        results.forEach((r, k) => {
-          const i = ids[k];
-          if (r.ok) started.set(`r${i}`, { expect: scenario(i, up).expect, wave });
+        let results;
+        if (k === killAt) {
+          const kill = sleep(Math.random() * 300).then(() => w.restart());
+          const [burst] = await Promise.allSettled([driver({ op: "burst", binding: "INBOX", calls }), kill]);
+          kills++;
+          log(`workerd killed and restarted during a burst (${Date.now() - t0} ms)`);
+          // Whatever the kill cut short is started again under the same ids: a start that got
+          // through finds its request pending and starts nothing.
+          const cut = burst.status === "rejected" ? calls.map(() => ({ error: "killed" })) : burst.value;
+          const again = cut.map((r, j) => (r.ok ? null : calls[j])).filter(Boolean);
+          const retried = again.length ? await driver({ op: "burst", binding: "INBOX", calls: again }) : [];
+          results = cut.map((r) => (r.ok ? r : retried.shift()));
+        } else {
+          results = await driver({ op: "burst", binding: "INBOX", calls });
+        }
+        results.forEach((r, j) => {
+          const i = ids[j];
+          if (r.ok) started.set(`r${i}`, { expect: scenario(i, up).expect });
           else startErrors.push(`r${i}: ${r.error}`);
         });
         // A soak, not a stampede: keep at most maxInFlight requests waiting for their result.
         while ((await inFlight()) > maxInFlight) await sleep(100);
       }
       log(`wave ${wave + 1}/${waves}: ${started.size} started (${Date.now() - t0} ms)`);
-      if (wave < restarts) {
-        await sleep(150); // some fetches in flight, some results arriving
-        await w.restart();
-        log(`workerd restarted: all instances recycled (${Date.now() - t0} ms)`);
-      }
     }
 
     // Wait for every result, then for the queues to drain (completions and backstops).
@@ -109,9 +126,9 @@ export async function soak({ n = 1000, restarts = 2, batch = 250, maxInFlight = 
       await sleep(250);
     }
 
-    const report = { requests: n, started: started.size, start_errors: startErrors.length, delivered: 0, lost: 0, duplicates: 0, wrong_outcome: 0, by_outcome: {}, leftovers, seconds: (Date.now() - t0) / 1000 };
+    const report = { requests: n, kills, started: started.size, start_errors: startErrors.length, delivered: 0, lost: 0, duplicates: 0, wrong_outcome: 0, by_outcome: {}, leftovers, seconds: (Date.now() - t0) / 1000 };
     const wrong = [];
-    for (const [tag, { expect, wave }] of started) {
+    for (const [tag, { expect }] of started) {
       const r = filed.get(tag);
       if (!r) {
         report.lost++;

@@ -312,8 +312,13 @@ impl FetchOrchestrator {
 #[entrypoint(durable_object)]
 impl FetchOrchestrator {
     /// Stores `job`, then hands it to the executor. Answered once both happened: the origin
-    /// knows the request is durably queued, or gets the error.
+    /// knows the request is durably queued, or gets the error. A job already queued is left as
+    /// it is (an origin whose start was cut short asks again).
     pub async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError> {
+        let storage = self.state.storage();
+        if storage.get::<QueueEntry>(&key(&job.id)).await?.is_some() {
+            return Ok(());
+        }
         let now = now_ms();
         let entry = QueueEntry {
             enqueued_ms: now,
@@ -322,7 +327,6 @@ impl FetchOrchestrator {
             delivery_tries: 0,
             job,
         };
-        let storage = self.state.storage();
         // The executor's call leaves only once this write is on disk (the output gate), so an
         // executor never works on a request the queue could lose.
         let id = entry.job.id.clone();

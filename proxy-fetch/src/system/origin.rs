@@ -37,9 +37,10 @@ const MAX_DISPATCHES: u32 = 3;
 const MAX_HANDLER_RUNS: u32 = 5;
 /// How long the sweep waits before trying again what it could not do now.
 const SWEEP_RETRY_MS: f64 = 5_000.0;
-/// In the orchestrated flow the origin's own sweep acts this long after the request's max age
-/// (the orchestrator's backstop acts long before).
-const LAST_RESORT_MS: f64 = 60_000.0;
+/// In the orchestrated flow the origin's sweep acts this many backstop periods after a start
+/// (the orchestrator's backstop acts after one): it queues the request again, which the
+/// orchestrator ignores when it has it, and recovers it when a crash cut the start short.
+const ORCHESTRATED_DUE_FACTOR: f64 = 2.0;
 
 fn ledger_key(id: &str) -> String {
     format!("{LEDGER}{id}")
@@ -276,10 +277,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         options: options.clone(),
     };
     let now = now_ms();
-    let due_ms = match options.flow {
-        Flow::Direct => now + options.backstop_after_ms() as f64,
-        Flow::Orchestrated => now + options.max_age_ms as f64 + LAST_RESORT_MS,
-    };
+    let due_ms = now + due_after(options);
     let mut record = PendingRecord {
         handler: continuation.handler.to_owned(),
         data: serde_json::to_value(&continuation.data).map_err(storage_error)?,
@@ -318,6 +316,15 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         return Err(storage_error(e));
     }
     Ok(id)
+}
+
+/// How long after a (re)dispatch the origin's sweep looks at a request that has no result.
+fn due_after(options: &ProxyFetchOptions) -> f64 {
+    let backstop = options.backstop_after_ms() as f64;
+    match options.flow {
+        Flow::Direct => backstop,
+        Flow::Orchestrated => backstop * ORCHESTRATED_DUE_FACTOR,
+    }
 }
 
 /// Hands the job to the executor (direct) or the orchestrator: `Ok` once it acknowledged.
@@ -673,13 +680,17 @@ async fn overdue<O: ProxyFetchOrigin>(
 ) -> Option<f64> {
     let options = &record.job.options;
     let age = now - record.created_ms;
-    let budget = options.backstop_after_ms() as f64;
-    let redispatch = record.job.queue.is_none()
-        && record.idempotent()
-        && record.dispatches < MAX_DISPATCHES
-        && age + budget < options.max_age_ms as f64;
+    let budget = due_after(options);
+    let within_age = age + budget < options.max_age_ms as f64;
+    let redispatch = match record.job.queue {
+        // Its executor was lost.
+        None => record.idempotent() && record.dispatches < MAX_DISPATCHES && within_age,
+        // The orchestrator retries and re-dispatches; asking it again costs nothing when it
+        // has the request, and recovers a start a crash cut short (its own retries included).
+        Some(_) => within_age,
+    };
     if redispatch {
-        // Its executor was lost: send it again, with the same id and token.
+        // Send it again, with the same id and token.
         record.dispatches += 1;
         record.due_ms = now + budget;
         let due = record.due_ms;
