@@ -232,7 +232,7 @@ function dollars(cost, awaited, awaitedAt0) {
 
 // ---- runs -------------------------------------------------------------------------------------
 const SINGLE_DELAY = 100;
-const opts = (flow, instance, extra = {}) => ({ flow, orchestrator_instance: instance, timeout_ms: 10_000, ...extra });
+const opts = (flow, instance, extra = {}) => ({ flow, orchestrator_instance: instance, timeout_ms: 25_000, ...extra });
 
 /** Starts n proxied requests (in waves of `wave`, a wave started at once) over `origins` and
  *  waits until every result's handler ran. `each`: wait for each result before starting the next. */
@@ -271,6 +271,7 @@ async function collect({ label, n, origins, started, errors }) {
     lost: started.length - got.length,
     duplicates: got.filter((a) => a.deliveries > 1).length,
     not_ok: got.filter((a) => a.outcome !== "response").length,
+    outcomes: got.reduce((m, a) => ({ ...m, [a.outcome]: (m[a.outcome] ?? 0) + 1 }), {}),
     hold_ms: started.map((s) => s.hold_ms),
     e2e_ms: got.map((a) => a.arrived_at_ms - a.started_at_ms),
     fetch_ms: got.map((a) => a.fetch_ms),
@@ -328,7 +329,7 @@ const lostOrDuplicate = {};
 function checkDelivery(flow, what, r) {
   lostOrDuplicate[flow] = (lostOrDuplicate[flow] ?? 0) + r.lost + r.duplicates;
   if (r.lost || r.duplicates || r.not_ok || r.start_errors.length) {
-    failures.push(`${what}: ${r.lost} lost, ${r.duplicates} duplicates, ${r.not_ok} not ok, ${r.start_errors.length} not started (${r.start_errors.slice(0, 3).join("; ")})`);
+    failures.push(`${what}: ${r.lost} lost, ${r.duplicates} duplicates, ${r.not_ok} not ok (outcomes ${JSON.stringify(r.outcomes)}), ${r.start_errors.length} not started (${r.start_errors.slice(0, 3).join("; ")})`);
   }
 }
 
