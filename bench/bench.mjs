@@ -367,8 +367,8 @@ try {
       lat(flow, `origin hold, upstream ${delay} ms (p99)`, p99(r.hold_ms), "ms", p99(direct), "fetch awaited in the DO, p99");
       lat(flow, `start -> handler, upstream ${delay} ms (median)`, med(r.e2e_ms), "ms", med(direct), "fetch awaited in the DO, median");
       lat(flow, `start -> handler, upstream ${delay} ms (p99)`, p99(r.e2e_ms), "ms", p99(direct), "fetch awaited in the DO, p99");
-      lat(flow, `added latency, upstream ${delay} ms (median)`, med(r.e2e_ms) - med(direct), "ms", undefined, undefined, "median minus median");
-      lat(flow, `added latency, upstream ${delay} ms (p99)`, p99(r.e2e_ms) - p99(direct), "ms", undefined, undefined, "p99 minus p99");
+      lat(flow, `added latency, upstream ${delay} ms (median minus the baseline's median)`, med(r.e2e_ms) - med(direct), "ms");
+      lat(flow, `added latency, upstream ${delay} ms (p99 minus the baseline's p99)`, p99(r.e2e_ms) - p99(direct), "ms");
       lat(flow, `start -> handler minus the executor's fetch, upstream ${delay} ms (median)`, med(r.e2e_ms.map((e, i) => e - r.fetch_ms[i])), "ms");
       if (delay === 0) results[`added0_${flow}`] = med(r.e2e_ms) - med(direct);
     }
