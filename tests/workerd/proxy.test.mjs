@@ -374,6 +374,29 @@ function suite(flow) {
       assert.equal((await results(box, 2)).t.status, 200);
     });
 
+    test("a storage failure at the origin during delivery is retried, never taken as a refusal", async () => {
+      const box = origin();
+      const fault = await box.rpc("injectStorageFault")("get", "proxy-fetch:request:", 2);
+      assert.equal(fault.error, undefined, JSON.stringify(fault.error));
+      await startOk(box, up.url(`/storage-fault/${box.name}`), FAST);
+      const { t } = await results(box);
+      assert.equal(t.status, 200);
+      assert.equal(t.deliveries, 1);
+      assert.ok(!w.logs.join("").includes(`proxy-fetch ${t.request_id}: origin refused`), "never read as a refusal");
+      await clean(box);
+    });
+
+    test("a storage failure at the start fails the start and leaves nothing behind", async () => {
+      const box = origin();
+      await box.rpc("injectStorageFault")("put", "proxy-fetch:request:", 1);
+      const r = await box.start(up.url("/never-recorded"), FAST, "x");
+      assert.equal(r.error.handler.kind, "storage");
+      assert.match(r.error.message, /injected storage fault/);
+      await clean(box);
+      await startOk(box, up.url(`/after-fault/${box.name}`), FAST);
+      assert.equal((await results(box)).t.status, 200);
+    });
+
     test("cancel during the fetch: Cancelled once, the late response dropped", async () => {
       const box = origin();
       const key = `cancel-${flow}-${box.name}`;
@@ -444,6 +467,20 @@ describe("orchestrated: the queue is observable and sharded", () => {
     assert.ok(full.items.find((e) => e.id === id).url.includes(key));
     assert.equal((await results(box)).t.status, 200);
     await assertClean(box, "orchestrated");
+  });
+
+  test("a storage failure in the orchestrator's enqueue fails the start with Dispatch and leaves nothing behind", async () => {
+    const box = origin();
+    const shard = "faulty-queue";
+    await call("FETCH_ORCHESTRATOR", shard, "injectStorageFault", "put", "q:", 1);
+    const r = await box.start(up.url("/not-queued"), { ...FAST, orchestrator_instance: shard }, "x");
+    assert.equal(r.error.handler.kind, "dispatch");
+    assert.match(r.error.message, /injected storage fault/);
+    assert.deepEqual(await box.pending(), [], "no pending record at the origin");
+    assert.equal((await stats(shard)).pending, 0);
+    await startOk(box, up.url(`/queued-after-fault/${box.name}`), { ...FAST, orchestrator_instance: shard });
+    assert.equal((await results(box)).t.status, 200);
+    await assertClean(box, "orchestrated", [shard]);
   });
 
   test("100 concurrent requests through a 4-shard orchestrator: all delivered once, queues empty", async () => {
