@@ -386,6 +386,25 @@ function suite(flow) {
       await clean(box);
     });
 
+    test("an origin that cannot take a POST's response for seconds: orchestrated, the orchestrator delivers it later; direct, the handler hears the upstream may have seen it", async () => {
+      const box = origin();
+      // Every delivery try of the executor (5, over about 1.5 s) finds the origin failing.
+      await box.rpc("injectStorageFault")("get", "proxy-fetch:request:", 5);
+      const key = `handover-${flow}-${box.name}`;
+      await startOk(box, { method: "POST", url: up.url("/handover", { key }) }, { flow, timeout_ms: 1000, backstop_grace_ms: 0, retry: { max_attempts: 1 } });
+      const { t } = await results(box, 1, 20000);
+      if (flow === "orchestrated") {
+        assert.equal(t.outcome, "response");
+        assert.equal(t.status, 200);
+      } else {
+        assert.equal(t.outcome, "Backstop");
+        assert.match(t.text, /the upstream may have received the request/);
+      }
+      assert.equal(t.deliveries, 1);
+      assert.equal(up.count(key), 1, "the POST was sent once");
+      await clean(box);
+    });
+
     test("a storage failure at the start fails the start and leaves nothing behind", async () => {
       const box = origin();
       await box.rpc("injectStorageFault")("put", "proxy-fetch:request:", 1);
