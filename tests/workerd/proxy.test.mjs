@@ -447,6 +447,19 @@ function suite(flow) {
       await clean(box);
     });
 
+    test("a handler that crashes its instance gets the result again (at least once), then the request is settled", async () => {
+      const box = origin();
+      // The crash also ends the executor's work when it runs in the same worker (as here): the
+      // backstop sends the request again, so a short one is used.
+      const id = await startOk(box, up.url(`/crash/${box.name}`), { flow, timeout_ms: 1000, backstop_grace_ms: 0, retry: { max_attempts: 1 } }, "panic-once");
+      const twice = await until(async () => (await box.results())[0]?.deliveries === 2, 20000);
+      assert.ok(twice, `the result came again after the crash: ${JSON.stringify(await box.results())}`);
+      const [r] = await box.results();
+      assert.equal(r.request_id, id);
+      assert.equal(r.status, 200);
+      await clean(box);
+    });
+
     test("an origin with an alarm of its own: its alarm still rings and proxy-fetch's backstop still acts", async () => {
       const clock = origin("CLOCK");
       const ring = await clock.rpc("ringIn")(300);
