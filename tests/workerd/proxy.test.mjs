@@ -192,10 +192,10 @@ function suite(flow) {
       const box = origin();
       const request_id = `mine-${box.name}`;
       const key = `idem-${box.name}`;
-      const first = await startOk(box, up.url("/idem", { delay: 300, key }), { ...FAST, request_id });
+      // Two starts at once, then one more while the request is pending.
+      const [first, concurrent] = await Promise.all([1, 2].map(() => startOk(box, up.url("/idem", { delay: 300, key }), { ...FAST, request_id })));
       const again = await startOk(box, up.url("/idem", { delay: 300, key }), { ...FAST, request_id });
-      assert.equal(first, request_id);
-      assert.equal(again, request_id);
+      assert.deepEqual([first, concurrent, again], [request_id, request_id, request_id]);
       const { t } = await results(box);
       assert.equal(t.request_id, request_id);
       await clean(box);
