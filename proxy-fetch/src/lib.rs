@@ -35,6 +35,7 @@ extern crate self as proxy_fetch;
 pub mod rpc;
 #[cfg(feature = "system")]
 pub mod system;
+mod version;
 
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
