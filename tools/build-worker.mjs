@@ -11,23 +11,22 @@ import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
-/** The environment and extra cargo arguments of a wasm32 build (rustc-web fallback or none). */
-export function wasmBuildEnv(crateDir) {
-  if (!process.env.PF_WASM_RUSTC) return { env: process.env, cargoArgs: [] };
-  // tools/setup.sh fell back to Debian's rustc-web: it builds std for wasm32 from source, into
-  // a target folder of its own so it never mixes with rustup's artifacts.
-  const metadata = JSON.parse(execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps",
-    "--manifest-path", join(crateDir, "Cargo.toml")], { encoding: "utf8" }));
+/**
+ * The environment of a wasm32 build: unchanged, or when tools/setup.sh fell back to Debian's
+ * rustc-web, that rustc building std for wasm32 from source (cargo's `build-std`, set through
+ * its environment so that it also reaches builds that wrangler starts), into a target folder of
+ * its own so it never mixes with rustup's artifacts. `targetDir(suffix)` names that folder.
+ */
+export function wasmBuildEnv(env, targetDir) {
+  if (!env.PF_WASM_RUSTC) return env;
   return {
-    env: {
-      ...process.env,
-      RUSTC: process.env.PF_WASM_RUSTC,
-      RUSTC_BOOTSTRAP: "1",
-      LD_LIBRARY_PATH: [process.env.PF_WASM_LD_LIBRARY_PATH, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":"),
-      CARGO_TARGET_DIR: join(metadata.target_directory, "rustc-web"),
-      CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER: process.env.PF_WASM_LINKER,
-    },
-    cargoArgs: ["-Zbuild-std=std,panic_abort"],
+    ...env,
+    RUSTC: env.PF_WASM_RUSTC,
+    RUSTC_BOOTSTRAP: "1",
+    CARGO_UNSTABLE_BUILD_STD: "std,panic_abort",
+    LD_LIBRARY_PATH: [env.PF_WASM_LD_LIBRARY_PATH, env.LD_LIBRARY_PATH].filter(Boolean).join(":"),
+    CARGO_TARGET_DIR: targetDir("rustc-web"),
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER: env.PF_WASM_LINKER,
   };
 }
 
@@ -50,9 +49,10 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const cli = buildCli();
   for (const crate of crates) {
     const crateDir = resolve(crate);
-    const { env, cargoArgs } = wasmBuildEnv(crateDir);
+    const env = wasmBuildEnv(process.env, (folder) => join(JSON.parse(execFileSync("cargo", ["metadata",
+      "--format-version", "1", "--no-deps", "--manifest-path", join(crateDir, "Cargo.toml")],
+    { encoding: "utf8" })).target_directory, folder));
     const cliArgs = [crateDir, ...(args.includes("--debug") ? ["--dev"] : [])];
-    if (cargoArgs.length) cliArgs.push("--", ...cargoArgs);
     try {
       execFileSync(cli, cliArgs, { stdio: "inherit", env });
     } catch {

@@ -69,7 +69,12 @@ fn worker(json: &Value, manifest: &Path) -> Result<Worker> {
                 .as_str()
                 .is_some_and(|m| Path::new(m).canonicalize().is_ok_and(|m| m == manifest))
         })
-        .ok_or_else(|| format!("{} is not a package (a workspace root?)", manifest.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "{} is not a package (a workspace root?)",
+                manifest.display()
+            )
+        })?;
     let name = text(package, "name")?;
     let lib_name = package["targets"]
         .as_array()
@@ -169,7 +174,11 @@ mod tests {
     use serde_json::json;
 
     fn package(name: &str, version: &str, cdylib: bool) -> Value {
-        let types = if cdylib { json!(["cdylib", "rlib"]) } else { json!(["lib"]) };
+        let types = if cdylib {
+            json!(["cdylib", "rlib"])
+        } else {
+            json!(["lib"])
+        };
         json!({
             "name": name, "version": version, "id": format!("{name}@{version}"),
             "manifest_path": format!("/nonexistent/{name}/Cargo.toml"),
@@ -181,7 +190,11 @@ mod tests {
         let deps: Vec<Value> = deps
             .iter()
             .map(|(pkg, kind)| {
-                let kind = if kind.is_empty() { Value::Null } else { json!(kind) };
+                let kind = if kind.is_empty() {
+                    Value::Null
+                } else {
+                    json!(kind)
+                };
                 json!({ "name": pkg, "pkg": pkg, "dep_kinds": [{ "kind": kind }] })
             })
             .collect();
@@ -208,7 +221,10 @@ mod tests {
         let versions = dependency_versions(&json, "w@0.1.0");
         assert_eq!(versions["wasm-bindgen"], vec!["0.2.129".to_owned()]);
         assert_eq!(versions["proxy-fetch"], vec!["0.1.0".to_owned()]);
-        assert!(!versions.contains_key("trybuild"), "dev-dependencies are not built into the wasm");
+        assert!(
+            !versions.contains_key("trybuild"),
+            "dev-dependencies are not built into the wasm"
+        );
         assert!(!versions.contains_key("w"));
     }
 }

@@ -160,6 +160,25 @@ fn build(args: &Args) -> Result<()> {
         .out_dir
         .as_ref()
         .map_or_else(|| crate_dir.join("build"), |dir| cwd.join(dir));
+    // wrangler runs the build command again when its watcher starts, and on any change under
+    // src/: when cargo's wasm and the tools are unchanged, the last output stands.
+    let wasm_opt = args.wasm_opt.then(tools::wasm_opt).flatten();
+    let stamp = stamp(
+        &wasm_file,
+        &wasm_bindgen,
+        wasm_opt.as_deref(),
+        args.wasm_opt,
+    )?;
+    if out.join("worker.js").is_file()
+        && fs::read_to_string(out.join(STAMP)).ok() == Some(stamp.clone())
+    {
+        println!(
+            "proxy-fetch-build: {} -> {} is up to date (cargo's wasm is unchanged)",
+            worker.name,
+            out.join("worker.js").display()
+        );
+        return Ok(());
+    }
     let staging = sibling(&out, ".tmp");
     remove_dir(&staging)?;
     tools::run(
@@ -190,11 +209,14 @@ fn build(args: &Args) -> Result<()> {
         }
     }
     // workerd imports a .wasm as a compiled module through a plain import.
-    write(&index_path, &index_js.replacen("import source ", "import ", 1))?;
+    write(
+        &index_path,
+        &index_js.replacen("import source ", "import ", 1),
+    )?;
 
     let wasm_out = staging.join("index_bg.wasm");
     if args.wasm_opt {
-        match tools::wasm_opt() {
+        match &wasm_opt {
             Some(wasm_opt) => tools::run(
                 Command::new(&wasm_opt)
                     .arg(&wasm_out)
@@ -214,10 +236,16 @@ fn build(args: &Args) -> Result<()> {
     write(&staging.join("proxy-fetch-runtime.js"), output::RUNTIME_JS)?;
     let classes = output::declared_classes(&index_js);
     write(&staging.join("worker.js"), &output::main_module(&classes))?;
+    write(&staging.join(STAMP), &stamp)?;
 
     remove_dir(&out)?;
-    fs::rename(&staging, &out)
-        .map_err(|e| format!("cannot move {} to {}: {e}", staging.display(), out.display()))?;
+    fs::rename(&staging, &out).map_err(|e| {
+        format!(
+            "cannot move {} to {}: {e}",
+            staging.display(),
+            out.display()
+        )
+    })?;
     let size = fs::metadata(out.join("index_bg.wasm")).map_or(0, |m| m.len());
     println!(
         "proxy-fetch-build: {} -> {} (wasm {} KiB; entrypoints: {}; durable objects: {})",
@@ -228,6 +256,35 @@ fn build(args: &Args) -> Result<()> {
         list(&classes.durable_objects),
     );
     Ok(())
+}
+
+/// What a build's output depends on besides the crate: written beside it, compared next time.
+const STAMP: &str = ".proxy-fetch-build";
+
+fn stamp(wasm: &Path, wasm_bindgen: &Path, wasm_opt: Option<&Path>, opt: bool) -> Result<String> {
+    use std::hash::{Hash, Hasher};
+    let hash = |path: &Path| -> Result<String> {
+        let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut hasher = std::hash::DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        Ok(format!(
+            "{} bytes, hash {:016x}",
+            bytes.len(),
+            hasher.finish()
+        ))
+    };
+    // This program itself: a rebuilt CLI (another JS runtime, another main module) rebuilds.
+    let this = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    Ok(format!(
+        "proxy-fetch-build {VERSION} ({})\nwasm-bindgen {}\nwasm-opt {}\ninput {}\n",
+        hash(&this)?,
+        wasm_bindgen.display(),
+        match (opt, wasm_opt) {
+            (true, Some(path)) => path.display().to_string(),
+            _ => "-".to_owned(),
+        },
+        hash(wasm)?,
+    ))
 }
 
 fn version_mismatch(theirs: &str) -> String {
@@ -289,18 +346,28 @@ mod tests {
         let parsed = args(&["w", "--dev", "--", "--features", "x"]).unwrap();
         assert_eq!(parsed.crate_dir, Some(PathBuf::from("w")));
         assert!(!parsed.release);
-        assert_eq!(parsed.cargo_args, vec![OsString::from("--features"), "x".into()]);
+        assert_eq!(
+            parsed.cargo_args,
+            vec![OsString::from("--features"), "x".into()]
+        );
     }
 
     #[test]
     fn unknown_options_and_a_second_crate_are_refused() {
-        assert!(args(&["--frobnicate"]).unwrap_err().contains("unknown option"));
+        assert!(args(&["--frobnicate"])
+            .unwrap_err()
+            .contains("unknown option"));
         assert!(args(&["a", "b"]).unwrap_err().contains("one crate"));
-        assert!(args(&["--out-dir"]).unwrap_err().contains("needs a directory"));
+        assert!(args(&["--out-dir"])
+            .unwrap_err()
+            .contains("needs a directory"));
     }
 
     #[test]
     fn staging_dir_sits_beside_the_output() {
-        assert_eq!(sibling(Path::new("/w/build"), ".tmp"), PathBuf::from("/w/build.tmp"));
+        assert_eq!(
+            sibling(Path::new("/w/build"), ".tmp"),
+            PathBuf::from("/w/build.tmp")
+        );
     }
 }

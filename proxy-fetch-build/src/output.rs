@@ -58,7 +58,9 @@ pub fn main_module(classes: &Classes) -> String {
         ));
     }
     for name in &classes.durable_objects {
-        lines.push(format!("export const {name} = durableObject(wasm, \"{name}\");"));
+        lines.push(format!(
+            "export const {name} = durableObject(wasm, \"{name}\");"
+        ));
     }
     lines.push(String::new());
     lines.join("\n")

@@ -42,18 +42,24 @@ pub fn run(command: &mut Command, what: &str) -> Result<()> {
 }
 
 /// Refuses early, with the fix, when rustc has no std for wasm32 (unless cargo builds std
-/// itself: `-Zbuild-std` among the cargo arguments).
+/// itself: `-Zbuild-std` among the cargo arguments, or `CARGO_UNSTABLE_BUILD_STD`).
 pub fn check_wasm32_std(crate_dir: &Path, cargo_args: &[OsString]) -> Result<()> {
-    if cargo_args
-        .iter()
-        .any(|a| a.to_string_lossy().contains("build-std"))
+    if std::env::var_os("CARGO_UNSTABLE_BUILD_STD").is_some()
+        || cargo_args
+            .iter()
+            .any(|a| a.to_string_lossy().contains("build-std"))
     {
         return Ok(());
     }
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let output = Command::new(&rustc)
         .current_dir(crate_dir)
-        .args(["--print", "target-libdir", "--target", "wasm32-unknown-unknown"])
+        .args([
+            "--print",
+            "target-libdir",
+            "--target",
+            "wasm32-unknown-unknown",
+        ])
         .stderr(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run rustc: {e}"))?;

@@ -40,9 +40,9 @@ mod version;
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
 pub use system::{
-    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind, FetchResult,
-    ProxyFetchError, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId,
-    RetryPolicy,
+    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind,
+    FetchOrchestratorClient, FetchResult, ProxyFetchError, ProxyFetchOptions, ProxyFetchOrigin,
+    ProxyRequest, ProxyResponse, RequestId, RetryPolicy,
 };
 
 /// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.

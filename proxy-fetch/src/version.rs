@@ -31,6 +31,10 @@ mod tests {
             "__pf__version__{}",
             env!("CARGO_PKG_VERSION").replace(['.', '-', '+'], "_")
         );
-        assert_eq!(super::MARKER, expected, "update js_name in version.rs with the version");
+        assert_eq!(
+            super::MARKER,
+            expected,
+            "update js_name in version.rs with the version"
+        );
     }
 }
