@@ -218,7 +218,7 @@ fn build(args: &Args) -> Result<()> {
     if args.wasm_opt {
         match &wasm_opt {
             Some(wasm_opt) => tools::run(
-                Command::new(&wasm_opt)
+                Command::new(wasm_opt)
                     .arg(&wasm_out)
                     .arg("-Os")
                     .args(tools::WASM_FEATURES)
@@ -228,7 +228,7 @@ fn build(args: &Args) -> Result<()> {
             )?,
             None => eprintln!(
                 "proxy-fetch-build: note: no wasm-opt (set WASM_OPT or put binaryen's wasm-opt on \
-                 PATH, e.g. `npm i -D binaryen`): the wasm is not size-optimized"
+                 PATH, e.g. `npm i -g binaryen@132`): the wasm is not size-optimized"
             ),
         }
     }

@@ -128,7 +128,7 @@ describe("a crate made from templates/worker outside the repository, run by wran
     await until("wrangler dev to build the crate and listen", 15 * 60_000, async () => {
       if (exited) throw new Error(`wrangler dev exited (${JSON.stringify(exited)}):\n${output}`);
       if (!output.includes(`Ready on ${base}`)) return false;
-      return fetch(`${base}/`).then((r) => r.status === 404, () => false);
+      return fetch(`${base}/`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.status === 404, () => false);
     }, 100);
     console.log(`# wrangler dev: built (proxy-fetch-build) and ready in ${seconds(t0)}`);
   });
@@ -153,12 +153,12 @@ describe("a crate made from templates/worker outside the repository, run by wran
   });
 
   test("a fetch proxied through the worker reaches the local upstream and its handler stores the response", async () => {
-    const res = await fetch(`${base}/check/lisbon`, { method: "POST" });
+    const res = await fetch(`${base}/check/lisbon`, { method: "POST", signal: AbortSignal.timeout(30_000) });
     const requestId = await res.text();
     assert.equal(res.status, 200, requestId);
     assert.match(requestId, /^[0-9a-f-]{36}$/);
     const stored = await until("the handler to store the response", 30_000, async () => {
-      const r = await fetch(`${base}/weather/lisbon`);
+      const r = await fetch(`${base}/weather/lisbon`, { signal: AbortSignal.timeout(10_000) });
       return r.status === 200 ? r.text() : false;
     });
     const echo = JSON.parse(stored);
@@ -184,7 +184,7 @@ test("proxy-fetch-build refuses a crate that depends on another proxy-fetch vers
     writeFileSync(join(work, "old-worker/src/lib.rs"), "");
     cpSync(join(root, "Cargo.lock"), join(work, "old-worker/Cargo.lock"));
     const cli = join(cliRoot, "bin/proxy-fetch-build");
-    const failed = await run(cli, [], { cwd: join(work, "old-worker") }).then(() => null, (e) => e);
+    const failed = await run(cli, [], { cwd: join(work, "old-worker"), timeout: 120_000 }).then(() => null, (e) => e);
     assert.ok(failed, "proxy-fetch-build succeeded on a crate of proxy-fetch 0.0.1");
     assert.match(failed.stderr, /built against proxy-fetch 0\.0\.1, but this proxy-fetch-build is 0\.1\.0/);
     assert.ok(!existsSync(join(work, "old-worker/build")), "nothing was written");
