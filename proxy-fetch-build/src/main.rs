@@ -364,6 +364,24 @@ mod tests {
     }
 
     #[test]
+    fn stamp_changes_with_the_wasm_and_with_wasm_opt() {
+        let dir = std::env::temp_dir().join(format!("pf-stamp-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let wasm = dir.join("a.wasm");
+        let (bindgen, opt) = (
+            Path::new("/bin/wasm-bindgen"),
+            Some(Path::new("/bin/wasm-opt")),
+        );
+        fs::write(&wasm, b"one").unwrap();
+        let first = stamp(&wasm, bindgen, opt, true).unwrap();
+        assert_eq!(first, stamp(&wasm, bindgen, opt, true).unwrap());
+        assert_ne!(first, stamp(&wasm, bindgen, opt, false).unwrap());
+        fs::write(&wasm, b"two").unwrap();
+        assert_ne!(first, stamp(&wasm, bindgen, opt, true).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn staging_dir_sits_beside_the_output() {
         assert_eq!(
             sibling(Path::new("/w/build"), ".tmp"),
