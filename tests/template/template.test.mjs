@@ -1,8 +1,8 @@
 // What a new user does, outside this repository: install the build CLI with cargo, make a crate
 // from templates/worker (proxy-fetch as a path dependency on this checkout), run `wrangler dev`,
 // whose [build] hook builds it with proxy-fetch-build, and proxy a fetch through it to a local
-// upstream. Also: the README's snippets are the template's files, and the CLI refuses a crate
-// built against another proxy-fetch version.
+// upstream. Also: examples/demo served by `wrangler dev` the same way, the README's snippets are
+// the template's files, and the CLI refuses a crate built against another proxy-fetch version.
 //
 // Cached between runs (so a rerun costs seconds): the installed CLI and its build folder, and
 // the template crate's target folder, under $PF_CACHE/outside-test.
@@ -16,7 +16,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { startUpstream } from "../workerd/upstream.mjs";
-import { wasmBuildEnv } from "../../tools/build-worker.mjs";
+import { buildCli, wasmBuildEnv } from "../../tools/build-worker.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const template = join(root, "templates/worker");
@@ -80,16 +80,62 @@ test("every toml and rust snippet of the README's 'Use it in your worker' is ver
   assert.match(files.toml[0], /\[profile\.release\]\nopt-level = "z"\nlto = true\ncodegen-units = 1\n/);
 });
 
-describe("a crate made from templates/worker outside the repository, run by wrangler dev", () => {
-  let work, crate, upstream, wrangler, base;
+/**
+ * Starts `wrangler dev` (local only, on 127.0.0.1, metrics and the `cf` fetch off, a private
+ * config folder) in `cwd` and waits until it built the worker and answers. Returns
+ * { base, output(), stop() }.
+ */
+async function wranglerDev(cwd, { env, args = [], work }) {
+  const port = await freePort();
+  const inspectorPort = await freePort();
+  const config = join(work, "config");
+  mkdirSync(config, { recursive: true });
   let output = "";
+  const t0 = Date.now();
+  const child = spawn(join(root, "node_modules/.bin/wrangler"), ["dev", "--local", "--ip", "127.0.0.1",
+    "--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", join(work, "state"),
+    "--show-interactive-dev-session=false", ...args], {
+    cwd,
+    env: { ...env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", XDG_CONFIG_HOME: config, NO_COLOR: "1" },
+    detached: true, // its own process group: stop() ends wrangler and the workerd it started
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let exited = null;
+  child.on("exit", (code, signal) => { exited = { code, signal }; });
+  for (const stream of [child.stdout, child.stderr]) stream.on("data", (d) => { output += d; });
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const gone = new Promise((r) => child.once("exit", r));
+    process.kill(-child.pid, "SIGTERM");
+    const stopped = await Promise.race([gone.then(() => true), new Promise((r) => setTimeout(r, 10_000, false))]);
+    if (!stopped) process.kill(-child.pid, "SIGKILL");
+    if (process.env.PF_VERBOSE) console.log(output);
+  };
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    await until(`wrangler dev in ${cwd} to build the worker and listen`, 15 * 60_000, async () => {
+      if (exited) throw new Error(`wrangler dev exited (${JSON.stringify(exited)}):\n${output}`);
+      if (!output.includes(`Ready on ${base}`)) return false;
+      return fetch(`${base}/`, { signal: AbortSignal.timeout(10_000) }).then(() => true, () => false);
+    }, 100);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  console.log(`# wrangler dev in ${cwd}: built and ready in ${seconds(t0)}`);
+  return { base, output: () => output, stop };
+}
+
+describe("a crate made from templates/worker outside the repository, run by wrangler dev", () => {
+  let work, crate, upstream, dev, base;
+  const output = () => dev?.output() ?? "";
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), "pf-template-"));
     crate = join(work, "my-worker");
 
     // The crate: the template with proxy-fetch pointing at this checkout. The workspace's
-    //    Cargo.lock pins the same dependency versions the other tests build with.
+    // Cargo.lock pins the same dependency versions the other tests build with.
     cpSync(template, crate, { recursive: true, filter: (src) => !/\/(target|build|\.wrangler)$/.test(src) });
     const manifest = join(crate, "Cargo.toml");
     const original = readFileSync(manifest, "utf8");
@@ -98,55 +144,28 @@ describe("a crate made from templates/worker outside the repository, run by wran
     writeFileSync(manifest, pointed);
     cpSync(join(root, "Cargo.lock"), join(crate, "Cargo.lock"));
 
-    // wrangler dev, local only; its [build] command is `proxy-fetch-build`, found on PATH.
+    // wrangler dev; its [build] command is `proxy-fetch-build`, the installed one on PATH.
     upstream = await startUpstream();
-    const port = await freePort();
-    const inspectorPort = await freePort();
-    const config = join(work, "config");
-    mkdirSync(config);
     const env = {
       // (With the rustc-web fallback of tools/setup.sh, its rustc and target folder.)
       ...wasmBuildEnv({ ...process.env, CARGO_TARGET_DIR: join(cache, "template-target") },
         (folder) => join(cache, `template-target-${folder}`)),
       PATH: `${join(cliRoot, "bin")}:${process.env.PATH}`,
-      WRANGLER_SEND_METRICS: "false",
-      CLOUDFLARE_CF_FETCH_ENABLED: "false",
-      XDG_CONFIG_HOME: config,
-      NO_COLOR: "1",
     };
     // The CLI finds the wasm-bindgen CLI of the crate's Cargo.lock itself (in the shared cache).
     delete env.WASM_BINDGEN;
-    const t0 = Date.now();
-    wrangler = spawn(join(root, "node_modules/.bin/wrangler"), ["dev", "--local", "--ip", "127.0.0.1",
-      "--port", String(port), "--inspector-port", String(inspectorPort),
-      "--var", `WEATHER_API:${upstream.base}`, "--show-interactive-dev-session=false"],
-    { cwd: crate, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-    let exited = null;
-    wrangler.on("exit", (code, signal) => { exited = { code, signal }; });
-    for (const stream of [wrangler.stdout, wrangler.stderr]) stream.on("data", (d) => { output += d; });
-    base = `http://127.0.0.1:${port}`;
-    await until("wrangler dev to build the crate and listen", 15 * 60_000, async () => {
-      if (exited) throw new Error(`wrangler dev exited (${JSON.stringify(exited)}):\n${output}`);
-      if (!output.includes(`Ready on ${base}`)) return false;
-      return fetch(`${base}/`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.status === 404, () => false);
-    }, 100);
-    console.log(`# wrangler dev: built (proxy-fetch-build) and ready in ${seconds(t0)}`);
+    dev = await wranglerDev(crate, { env, work, args: ["--var", `WEATHER_API:${upstream.base}`] });
+    base = dev.base;
   });
 
   after(async () => {
-    if (wrangler?.exitCode === null && wrangler.signalCode === null) {
-      const gone = new Promise((r) => wrangler.once("exit", r));
-      process.kill(-wrangler.pid, "SIGTERM"); // wrangler and the workerd it started
-      const stopped = await Promise.race([gone.then(() => true), new Promise((r) => setTimeout(r, 10_000, false))]);
-      if (!stopped) process.kill(-wrangler.pid, "SIGKILL");
-    }
+    await dev?.stop();
     await upstream?.close();
     if (work) rmSync(work, { recursive: true, force: true });
-    if (process.env.PF_VERBOSE) console.log(output);
   });
 
   test("wrangler's build hook ran proxy-fetch-build, which wrote the main module", () => {
-    assert.match(output, /proxy-fetch-build: my-worker -> .*build\/worker\.js \(wasm \d+ KiB; entrypoints: FetchExecutorEntrypoint; durable objects: FetchOrchestrator, Inbox\)/);
+    assert.match(output(), /proxy-fetch-build: my-worker -> .*build\/worker\.js \(wasm \d+ KiB; entrypoints: FetchExecutorEntrypoint; durable objects: FetchOrchestrator, Inbox\)/);
     const main = readFileSync(join(crate, "build/worker.js"), "utf8");
     assert.match(main, /export const Inbox = durableObject\(wasm, "Inbox"\);/);
     assert.ok(existsSync(join(crate, "build/proxy-fetch-runtime.js")));
@@ -164,6 +183,46 @@ describe("a crate made from templates/worker outside the repository, run by wran
     const echo = JSON.parse(stored);
     assert.equal(echo.path, "/weather/lisbon");
     assert.equal(upstream.count("/weather/lisbon"), 1);
+  });
+});
+
+describe("examples/demo run by wrangler dev", () => {
+  let work, upstream, dev;
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), "pf-demo-"));
+    upstream = await startUpstream();
+    // Its [build] command finds the CLI built from this checkout (the one tools/build-worker.mjs
+    // ran, so the build the workerd tests used is up to date).
+    const cli = buildCli();
+    const env = {
+      ...wasmBuildEnv(process.env, (folder) => join(root, "target", folder)),
+      PATH: `${dirname(cli)}:${process.env.PATH}`,
+    };
+    dev = await wranglerDev(join(root, "examples/demo"), { env, work });
+  });
+
+  after(async () => {
+    await dev?.stop();
+    await upstream?.close();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  test("a fetch proxied through the demo's Inbox reaches the local upstream and its handler files the response", async () => {
+    const url = upstream.url("/weather/porto");
+    const res = await fetch(`${dev.base}/inbox/wrangler/fetch`, {
+      method: "POST", body: JSON.stringify({ url, tag: "wrangler-dev" }), signal: AbortSignal.timeout(30_000),
+    });
+    const started = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(started));
+    const filed = await until("the handler to file the response", 30_000, async () => {
+      const results = await (await fetch(`${dev.base}/inbox/wrangler/results`, { signal: AbortSignal.timeout(10_000) })).json();
+      return results.find((r) => r.request_id === started.request_id);
+    });
+    assert.equal(filed.outcome, "response");
+    assert.equal(filed.status, 200);
+    assert.equal(filed.deliveries, 1);
+    assert.equal(JSON.parse(filed.text).path, "/weather/porto");
   });
 });
 
