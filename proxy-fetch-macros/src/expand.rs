@@ -346,6 +346,13 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
                 // SAFETY: see `durable_self`.
                 ::proxy_fetch::__private::deliver(unsafe { ::proxy_fetch::__private::durable_self(self) }, ctx, args)
             }
+
+            /// The Durable Object's alarm (the JS wrapper calls this instead of `alarm`).
+            #[wasm_bindgen(js_name = "__pf__alarm")]
+            pub fn __pf_alarm(&self) -> ::proxy_fetch::__private::Promise {
+                // SAFETY: see `durable_self`.
+                ::proxy_fetch::__private::origin_alarm(unsafe { ::proxy_fetch::__private::durable_self(self) })
+            }
         }
     });
     quote! {

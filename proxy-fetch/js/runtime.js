@@ -11,17 +11,46 @@ import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 const DEFAULT = "__pf__default__";
 const NAMED = "__pf__ep__";
 const DO_RPC = "__pf__rpc__";
+const ORIGIN_ALARM = "__pf__alarm";
 
 // A Rust panic aborts the Wasm instance. workers-rs schedules a fresh instance for the next
 // call, but promises of calls that were in flight never settle. Track them so a crash rejects
 // them at once instead of leaving callers hanging until the runtime gives up.
 const inFlight = new Set();
+// Work handed to ctx.waitUntil by Rust (#[wait_until] methods), by label: it was acknowledged
+// to its caller, so a crash loses it silently unless it is said here.
+const background = new Map();
 
 function crashed(error) {
   if (!(error instanceof WebAssembly.RuntimeError)) return;
   const lost = new Error(`proxy-fetch: the Wasm instance crashed (${error.message}); the call was lost`);
   for (const reject of inFlight) reject(lost);
   inFlight.clear();
+  if (background.size > 0) {
+    const counts = new Map();
+    for (const label of background.values()) counts.set(label, (counts.get(label) ?? 0) + 1);
+    const what = [...counts].map(([label, n]) => (n > 1 ? `${label} x${n}` : label)).join(", ");
+    console.error(`proxy-fetch: the Wasm instance crashed (${error.message}); acknowledged background work lost: ${what}`);
+    background.clear();
+  }
+}
+
+/** `ctx` as Rust sees it: its waitUntil records the work under `label` until it settles. */
+function tracking(ctx, label) {
+  if (!ctx || typeof ctx.waitUntil !== "function") return ctx;
+  return new Proxy(ctx, {
+    get(target, prop) {
+      if (prop === "waitUntil") {
+        return (promise) => {
+          background.set(promise, label);
+          Promise.resolve(promise).finally(() => background.delete(promise));
+          return target.waitUntil(promise);
+        };
+      }
+      const value = Reflect.get(target, prop);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 addEventListener("error", (event) => crashed(event.error));
 addEventListener("unhandledrejection", (event) => crashed(event.reason));
@@ -65,7 +94,8 @@ export function defaultEntrypoint(wasm) {
     };
   }
   addMethods(Entrypoint.prototype, wasm, DEFAULT, (exportName) => function (...args) {
-    return tracked(() => wasm[exportName](this.env, this.ctx, args));
+    const label = `default.${exportName.slice(DEFAULT.length)}`;
+    return tracked(() => wasm[exportName](this.env, tracking(this.ctx, label), args));
   });
   return Entrypoint;
 }
@@ -73,8 +103,10 @@ export function defaultEntrypoint(wasm) {
 /** A named `WorkerEntrypoint` (wrangler: `entrypoint = "<name>"` in a service binding). */
 export function workerEntrypoint(wasm, name) {
   const Named = { [name]: class extends WorkerEntrypoint {} }[name];
-  addMethods(Named.prototype, wasm, `${NAMED}${name}__`, (exportName) => function (...args) {
-    return tracked(() => wasm[exportName](this.env, this.ctx, args));
+  const prefix = `${NAMED}${name}__`;
+  addMethods(Named.prototype, wasm, prefix, (exportName) => function (...args) {
+    const label = `${name}.${exportName.slice(prefix.length)}`;
+    return tracked(() => wasm[exportName](this.env, tracking(this.ctx, label), args));
   });
   return Named;
 }
@@ -106,15 +138,19 @@ export function durableObject(wasm, className) {
     },
   }[className];
   for (const handler of ["fetch", "alarm", "webSocketMessage", "webSocketClose", "webSocketError"]) {
-    if (typeof Rust.prototype[handler] !== "function") continue;
+    // A proxy-fetch origin's alarm runs proxy-fetch's backstop first (which calls the
+    // origin's own alarm when it has one).
+    const target = handler === "alarm" && typeof Rust.prototype[ORIGIN_ALARM] === "function" ? ORIGIN_ALARM : handler;
+    if (typeof Rust.prototype[target] !== "function") continue;
     Wrapper.prototype[handler] = function (...args) {
-      return tracked(() => this.rust[handler](...args));
+      return tracked(() => this.rust[target](...args));
     };
   }
   for (const exportName of Object.getOwnPropertyNames(Rust.prototype)) {
     if (!exportName.startsWith(DO_RPC)) continue;
+    const label = `${className}.${exportName.slice(DO_RPC.length)}`;
     Wrapper.prototype[exportName.slice(DO_RPC.length)] = function (...args) {
-      return tracked(() => this.rust[exportName](this.ctx, args));
+      return tracked(() => this.rust[exportName](tracking(this.ctx, label), args));
     };
   }
   return Wrapper;

@@ -154,7 +154,8 @@ describe("a crate made from templates/worker outside the repository, run by wran
     };
     // The CLI finds the wasm-bindgen CLI of the crate's Cargo.lock itself (in the shared cache).
     delete env.WASM_BINDGEN;
-    dev = await wranglerDev(crate, { env, work, args: ["--var", `WEATHER_API:${upstream.base}`] });
+    dev = await wranglerDev(crate, { env, work, args: ["--var", `WEATHER_API:${upstream.base}`,
+      "--var", "PROXY_FETCH_ALLOW:http://127.0.0.1:*"] });
     base = dev.base;
   });
 

@@ -7,6 +7,8 @@ use std::fmt;
 /// A request id: a random UUID chosen by the origin when it calls `proxy_fetch`.
 pub type RequestId = String;
 
+super::strict::strict_serde!(ProxyRequest);
+
 /// How `fetch` treats redirects (as in the Fetch API).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -19,6 +21,7 @@ pub enum Redirect {
 
 /// The request to make on the origin's behalf.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct ProxyRequest {
     #[serde(default = "default_method")]
     pub method: String,
@@ -162,6 +165,7 @@ pub enum FetchErrorKind {
 /// A proxied fetch that produced no response. Delivered to the handler exactly once, like a
 /// response would have been.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FetchError {
     pub request_id: RequestId,
     pub kind: FetchErrorKind,

@@ -20,7 +20,7 @@ impl ProxyFetchOrigin for Inbox {
 
 #[entrypoint(durable_object, origin)]
 impl Inbox {
-    async fn check(&self, city: String) -> std::result::Result<String, HandlerError> {
+    pub async fn check(&self, city: String) -> std::result::Result<String, HandlerError> {
         let api = self.env.var("WEATHER_API")?.to_string();
         let request = ProxyRequest::get(format!("{api}/weather/{city}"));
         // InboxClient::ON_RESPONSE is generated: a handler that does not exist, or does not
@@ -29,9 +29,10 @@ impl Inbox {
         Ok(proxy_fetch::proxy_fetch(self, request, continuation, &ProxyFetchOptions::default()).await?)
     }
 
-    /// Runs exactly once per request: with the response (any status) or a typed error
-    /// (Network, Timeout, Cancelled, Rejected, Dispatch, Backstop).
-    async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
+    /// Runs once per request with the response (any status) or a typed error (Network,
+    /// Timeout, Cancelled, Rejected, Dispatch, Backstop); again only if the instance died while
+    /// it ran (the result carries the request id, to tell).
+    pub async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
         match result {
             Ok(response) => self.state.storage().put(&city, response.text().unwrap_or("")).await?,
             Err(error) => console_error!("{city}: {error}"),
@@ -39,7 +40,7 @@ impl Inbox {
         Ok(())
     }
 
-    async fn weather(&self, city: String) -> std::result::Result<Option<String>, HandlerError> {
+    pub async fn weather(&self, city: String) -> std::result::Result<Option<String>, HandlerError> {
         Ok(self.state.storage().get(&city).await?)
     }
 }
