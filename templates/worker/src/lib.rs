@@ -29,8 +29,8 @@ impl Inbox {
     }
 
     /// Runs once per request with the response (any status) or a typed error (Network,
-    /// Timeout, Cancelled, Rejected, Dispatch, Backstop); again only if the instance died while
-    /// it ran (the result carries the request id, to tell).
+    /// Timeout, Cancelled, Rejected, Backstop); again only if the instance died while it ran
+    /// (the result carries the request id, to tell).
     pub async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
         match result {
             Ok(response) => self.state.storage().put(&city, response.text().unwrap_or("")).await?,
