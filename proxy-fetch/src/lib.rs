@@ -35,13 +35,14 @@ extern crate self as proxy_fetch;
 pub mod rpc;
 #[cfg(feature = "system")]
 pub mod system;
+mod version;
 
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
 pub use system::{
-    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind, FetchResult, Flow,
-    ProxyFetchError, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId,
-    RetryPolicy,
+    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind,
+    FetchOrchestratorClient, FetchResult, Flow, ProxyFetchError, ProxyFetchOptions,
+    ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId, RetryPolicy,
 };
 
 /// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.

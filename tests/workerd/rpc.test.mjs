@@ -70,9 +70,10 @@ describe("Rust caller, Rust callee", () => {
     assert.deepEqual(await text("/counter?key=do-1"), { status: 200, body: "41" });
   });
 
-  test("a missing binding is a typed MissingBinding error naming the binding", async () => {
+  test("a missing binding is a typed MissingBinding error naming the binding and the constructor called", async () => {
     const { body } = await text("/missing-binding");
     assert.match(body, /^MissingBinding: no binding `NOPE` in env/);
+    assert.match(body, /\nrpc `from_env` failed \(MissingBinding\): no binding `NOPE` in env/);
   });
 });
 

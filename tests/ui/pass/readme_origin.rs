@@ -21,7 +21,8 @@ impl ProxyFetchOrigin for Inbox {
 #[entrypoint(durable_object, origin)]
 impl Inbox {
     pub async fn check(&self, city: String) -> std::result::Result<String, HandlerError> {
-        let request = ProxyRequest::get(format!("https://api.example.com/weather/{city}"));
+        let api = self.env.var("WEATHER_API")?.to_string();
+        let request = ProxyRequest::get(format!("{api}/weather/{city}"));
         // InboxClient::ON_RESPONSE is generated: a handler that does not exist, or does not
         // take (FetchResult, String), does not compile.
         let continuation = Continuation::new(InboxClient::ON_RESPONSE, city);
@@ -37,6 +38,10 @@ impl Inbox {
             Err(error) => console_error!("{city}: {error}"),
         }
         Ok(())
+    }
+
+    pub async fn weather(&self, city: String) -> std::result::Result<Option<String>, HandlerError> {
+        Ok(self.state.storage().get(&city).await?)
     }
 }
 

@@ -211,7 +211,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             ))
         }
         "/missing-binding" => match GreeterClient::from_env(&env, "NOPE") {
-            Err(e) => Response::ok(format!("{:?}: {}", e.kind, e.message)),
+            Err(e) => Response::ok(format!("{:?}: {}\n{e}", e.kind, e.message)),
             Ok(_) => Response::error("binding unexpectedly present", 500),
         },
         _ => Response::error("not found", 404),
