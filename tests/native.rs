@@ -32,7 +32,7 @@ impl WorkerEntrypoint for Recorder {
 #[entrypoint(name = "RecorderEntrypoint")]
 impl Recorder {
     #[wait_until]
-    async fn record(&self, job: Job) -> Result<(), HandlerError> {
+    pub async fn record(&self, job: Job) -> Result<(), HandlerError> {
         if job.url.is_empty() {
             return Err(HandlerError::new("empty_url", "no url"));
         }
@@ -40,19 +40,19 @@ impl Recorder {
         Ok(())
     }
 
-    async fn count(&self, offset: u32) -> Result<u32, HandlerError> {
+    pub async fn count(&self, offset: u32) -> Result<u32, HandlerError> {
         Ok(self.seen.borrow().len() as u32 + offset)
     }
 
-    async fn last(&self) -> Result<Option<Job>, HandlerError> {
+    pub async fn last(&self) -> Result<Option<Job>, HandlerError> {
         Ok(self.seen.borrow().last().cloned())
     }
 
-    async fn refuse(&self, why: String) -> Result<(), HandlerError> {
+    pub async fn refuse(&self, why: String) -> Result<(), HandlerError> {
         Err(HandlerError::new("refused", why))
     }
 
-    async fn not_a_number(&self) -> Result<f64, HandlerError> {
+    pub async fn not_a_number(&self) -> Result<f64, HandlerError> {
         Ok(f64::NAN)
     }
 }

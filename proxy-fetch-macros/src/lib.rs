@@ -7,6 +7,7 @@
 mod ast;
 mod attr;
 mod expand;
+mod names;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -100,9 +101,10 @@ pub fn entrypoint(args: TokenStream, input: TokenStream) -> TokenStream {
     ast::strip_method_attrs(&mut item);
     match (errors.0, parsed) {
         (None, Some(ep)) => expand::expand(&item, &ep).into(),
-        // Keep the user's item so that one mistake does not cascade into "method not found".
-        (Some(e), _) => {
-            let mut out = item.into_token_stream();
+        // Keep the user's item, and a client with the methods' signatures, so that one mistake
+        // does not cascade into "method not found" at every use.
+        (Some(e), parsed) => {
+            let mut out = expand::fallback(&item, parsed.as_ref());
             out.extend(e.to_compile_error());
             out.into()
         }

@@ -48,7 +48,7 @@ pub use system::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::rpc::local;
-    pub use crate::rpc::serve::{awaited, wait_until};
+    pub use crate::rpc::typed::{self, ArgType, MethodTypes};
     pub use ::wasm_bindgen;
     pub use ::wasm_bindgen::prelude::wasm_bindgen;
     pub use ::wasm_bindgen::{JsCast, JsValue};
@@ -101,13 +101,10 @@ pub mod __private {
             let raw = args.raw(0);
             Ok(async move { crate::system::deliver(origin, ctx, &id, raw).await })
         });
-        awaited(METHOD, call)
+        crate::rpc::serve::awaited(METHOD, call)
     }
 
     /// Compile-time checks whose failures point at the user's types.
-    pub fn assert_argument<T: Serialize + DeserializeOwned>() {}
-    pub fn assert_return<T: Serialize + DeserializeOwned>() {}
-    pub fn assert_error<E: Serialize + DeserializeOwned + core::fmt::Display>() {}
     pub fn assert_durable_object<T: worker::DurableObject>() {}
     pub fn assert_worker_entrypoint<T: crate::rpc::WorkerEntrypoint>() {}
 }

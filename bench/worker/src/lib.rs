@@ -64,7 +64,7 @@ pub struct Arrival {
 
 #[entrypoint(durable_object, origin)]
 impl Probe {
-    async fn start(
+    pub async fn start(
         &self,
         url: String,
         options: ProxyFetchOptions,
@@ -81,7 +81,7 @@ impl Probe {
         })
     }
 
-    async fn on_result(
+    pub async fn on_result(
         &self,
         result: FetchResult,
         tag: String,
@@ -120,7 +120,7 @@ impl Probe {
         Ok(())
     }
 
-    async fn arrivals(&self) -> std::result::Result<Vec<Arrival>, HandlerError> {
+    pub async fn arrivals(&self) -> std::result::Result<Vec<Arrival>, HandlerError> {
         let map = self
             .state
             .storage()
@@ -133,12 +133,12 @@ impl Probe {
             .collect())
     }
 
-    async fn pending(&self) -> std::result::Result<Vec<RequestId>, HandlerError> {
+    pub async fn pending(&self) -> std::result::Result<Vec<RequestId>, HandlerError> {
         Ok(proxy_fetch::pending(self).await?)
     }
 
     /// The thing proxy-fetch exists to avoid: awaiting the fetch (and its body) in the DO.
-    async fn direct(&self, url: String) -> std::result::Result<f64, HandlerError> {
+    pub async fn direct(&self, url: String) -> std::result::Result<f64, HandlerError> {
         let start = now();
         let mut response = Fetch::Url(
             url.parse()
@@ -151,7 +151,7 @@ impl Probe {
     }
 
     /// `n` sequential no-op RPC round trips to the executor entrypoint, in ms each.
-    async fn noop_rpc(&self, n: u32) -> std::result::Result<Vec<f64>, HandlerError> {
+    pub async fn noop_rpc(&self, n: u32) -> std::result::Result<Vec<f64>, HandlerError> {
         let executor = FetchExecutorClient::from_env(&self.env, "FETCH_EXECUTOR")?;
         let mut times = Vec::with_capacity(n as usize);
         for _ in 0..n {
@@ -163,7 +163,7 @@ impl Probe {
     }
 
     /// One RPC round trip carrying `bytes` bytes each way, in ms.
-    async fn echo_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
+    pub async fn echo_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
         let echo = EchoClient::from_env(&self.env, "ECHO")?;
         let data = ByteBuf::from(vec![7u8; bytes as usize]);
         let start = now();
@@ -186,7 +186,7 @@ impl WorkerEntrypoint for Echo {
 
 #[entrypoint(name = "EchoEntrypoint")]
 impl Echo {
-    async fn echo(&self, data: ByteBuf) -> std::result::Result<ByteBuf, HandlerError> {
+    pub async fn echo(&self, data: ByteBuf) -> std::result::Result<ByteBuf, HandlerError> {
         Ok(data)
     }
 }

@@ -73,7 +73,7 @@ pub struct Filed {
 #[entrypoint(durable_object, origin)]
 impl Inbox {
     /// Starts a proxied fetch; its result goes to `on_response` with `tag`.
-    async fn start(
+    pub async fn start(
         &self,
         request: ProxyRequest,
         options: ProxyFetchOptions,
@@ -145,7 +145,7 @@ impl Inbox {
     }
 
     /// Everything filed so far.
-    async fn results(&self) -> Result<Vec<Filed>, HandlerError> {
+    pub async fn results(&self) -> Result<Vec<Filed>, HandlerError> {
         let map = self
             .state
             .storage()
@@ -159,17 +159,17 @@ impl Inbox {
     }
 
     /// Cancels a request: `on_response` gets `Cancelled` now, and a late response is dropped.
-    async fn cancel(&self, request_id: RequestId) -> Result<bool, HandlerError> {
+    pub async fn cancel(&self, request_id: RequestId) -> Result<bool, HandlerError> {
         Ok(proxy_fetch::cancel(self, &request_id).await?)
     }
 
     /// Requests still waiting for their result.
-    async fn pending(&self) -> Result<Vec<RequestId>, HandlerError> {
+    pub async fn pending(&self) -> Result<Vec<RequestId>, HandlerError> {
         Ok(proxy_fetch::pending(self).await?)
     }
 
     /// Forgets everything filed (the demo's reset).
-    async fn clear(&self) -> Result<(), HandlerError> {
+    pub async fn clear(&self) -> Result<(), HandlerError> {
         let map = self
             .state
             .storage()

@@ -39,7 +39,7 @@ impl FetchExecutor {
     /// Fetches `job.request` (with retries), delivers the result to the origin, then tells the
     /// orchestrator the request is done. Acknowledged at once; runs under `ctx.waitUntil`.
     #[wait_until]
-    async fn execute_fetch(&self, job: FetchJob) -> Result<(), HandlerError> {
+    pub async fn execute_fetch(&self, job: FetchJob) -> Result<(), HandlerError> {
         let result = fetch_with_retries(&job).await;
         let origin = OriginDeliveryClient::from_id(&self.env, &job.origin.binding, &job.origin.id)?;
         match origin.deliver(result).await {
@@ -67,7 +67,7 @@ impl FetchExecutor {
     }
 
     /// Answers at once: for checking the binding and measuring a no-op RPC round trip.
-    async fn health(&self) -> Result<ExecutorHealth, HandlerError> {
+    pub async fn health(&self) -> Result<ExecutorHealth, HandlerError> {
         Ok(ExecutorHealth {
             ok: true,
             version: env!("CARGO_PKG_VERSION").into(),

@@ -277,7 +277,7 @@ impl FetchOrchestrator {
     /// Queues `job` and hands it to the executor. Acknowledged at once, so the origin is not
     /// held; if the executor cannot be reached, the origin receives a `Dispatch` error instead.
     #[wait_until]
-    async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError> {
+    pub async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError> {
         let now = now_ms();
         let entry = QueueEntry {
             id: job.id.clone(),
@@ -323,20 +323,20 @@ impl FetchOrchestrator {
     }
 
     /// The executor delivered the result: the request is done.
-    async fn complete(&self, id: RequestId) -> Result<(), HandlerError> {
+    pub async fn complete(&self, id: RequestId) -> Result<(), HandlerError> {
         self.write(&id, None).await?;
         Ok(())
     }
 
     /// Stops watching a request (the origin cancelled it). Returns whether it was queued.
-    async fn forget(&self, id: RequestId) -> Result<bool, HandlerError> {
+    pub async fn forget(&self, id: RequestId) -> Result<bool, HandlerError> {
         let queued = self.queued(&id).await?;
         self.write(&id, None).await?;
         Ok(queued)
     }
 
     /// Pending count, age of the oldest, counts per state, and the entries.
-    async fn stats(&self) -> Result<QueueStats, HandlerError> {
+    pub async fn stats(&self) -> Result<QueueStats, HandlerError> {
         let now = now_ms();
         let items = self.entries().await?;
         let overdue = items.iter().filter(|e| e.delivery_tries > 0).count() as u32;

@@ -36,26 +36,26 @@ impl WorkerEntrypoint for Executor {
 }
 
 /// A named entrypoint with awaited and wait_until methods.
-#[entrypoint(name = "FetchExecutorEntrypoint")]
+#[entrypoint(name = "ShapesExecutorEntrypoint")]
 impl Executor {
     /// Runs in the background.
     #[wait_until]
-    async fn execute_fetch(&self, msg: Message) -> Result<(), HandlerError> {
+    pub async fn execute_fetch(&self, msg: Message) -> Result<(), HandlerError> {
         let _ = (&self.env, msg.url);
         Ok(())
     }
 
-    async fn health(&self) -> Result<String, HandlerError> {
+    pub async fn health(&self) -> Result<String, HandlerError> {
         Ok("ok".into())
     }
 
-    async fn many_args(&self, a: u32, b: Option<String>, c: Vec<u8>, d: (i64, bool)) -> Result<u64, MyError> {
+    pub async fn many_args(&self, a: u32, b: Option<String>, c: Vec<u8>, d: (i64, bool)) -> Result<u64, MyError> {
         let _ = (b, c, d);
         Ok(a as u64)
     }
 
     #[rpc(name = "custom_name")]
-    async fn renamed(&self) -> Result<(), HandlerError> {
+    pub async fn renamed(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }
@@ -71,7 +71,7 @@ impl WorkerEntrypoint for Admin {
 /// A second entrypoint in the same worker with a method of the same name: no collision.
 #[entrypoint(name = "AdminEntrypoint", client = "AdminApi")]
 impl Admin {
-    async fn health(&self) -> Result<String, HandlerError> {
+    pub async fn health(&self) -> Result<String, HandlerError> {
         Ok("admin ok".into())
     }
 }
@@ -87,7 +87,7 @@ impl WorkerEntrypoint for Root {
 /// Methods on the worker's default entrypoint.
 #[entrypoint]
 impl Root {
-    async fn version(&self) -> Result<String, HandlerError> {
+    pub async fn version(&self) -> Result<String, HandlerError> {
         Ok("1".into())
     }
 }
@@ -110,13 +110,13 @@ impl DurableObject for Origin {
 /// Durable Object RPC methods.
 #[entrypoint(durable_object)]
 impl Origin {
-    async fn on_result(&self, request_id: String, status: u16) -> Result<(), HandlerError> {
+    pub async fn on_result(&self, request_id: String, status: u16) -> Result<(), HandlerError> {
         let _ = (&self.state, request_id, status);
         Ok(())
     }
 
     #[wait_until]
-    async fn cleanup(&self) -> Result<(), HandlerError> {
+    pub async fn cleanup(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ impl ProxyFetchOrigin for Inbox {
 
 #[entrypoint(durable_object, origin)]
 impl Inbox {
-    async fn check(&self, city: String) -> std::result::Result<String, HandlerError> {
+    pub async fn check(&self, city: String) -> std::result::Result<String, HandlerError> {
         let request = ProxyRequest::get(format!("https://api.example.com/weather/{city}"));
         // InboxClient::ON_RESPONSE is generated: a handler that does not exist, or does not
         // take (FetchResult, String), does not compile.
