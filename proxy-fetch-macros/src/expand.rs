@@ -46,14 +46,44 @@ pub fn expand(item: &Item, ep: &Entrypoint) -> TokenStream {
 /// signatures, so that each use of the client adds no error of its own.
 pub fn fallback(item: &Item, ep: Option<&Entrypoint>) -> TokenStream {
     // A generic type cannot be named without its parameters: no client then.
-    let client = ep
-        .filter(|ep| ep.generics.is_none() && ep.self_generic_args.is_none())
-        .map(|ep| client(ep, true));
+    let ep = ep.filter(|ep| {
+        ep.generics.is_none() && ep.self_generic_args.is_none() && ep.client != ep.self_ident
+    });
+    let client = ep.map(|ep| client(ep, true));
+    // An origin whose #[entrypoint] failed still has a table of handlers (an empty one), so
+    // that `impl ProxyFetchOrigin` adds no error of its own.
+    let origin = ep
+        .filter(|ep| !ep.remote_only && matches!(ep.kind, Kind::DurableObject { origin: true, .. }))
+        .map(|ep| origin_handlers(ep, TokenStream::new()));
     let allow = matches!(item, Item::Trait(_)).then(|| quote!(#[allow(async_fn_in_trait)]));
     quote! {
         #allow
         #item
         #client
+        #origin
+    }
+}
+
+/// `OriginHandlers` for an origin Durable Object, dispatching to `arms`.
+fn origin_handlers(ep: &Entrypoint, arms: TokenStream) -> TokenStream {
+    let this = &ep.self_ident;
+    let binding = crate::ast::screaming_snake(&this.to_string());
+    quote! {
+        impl ::proxy_fetch::__private::OriginHandlers for #this {
+            const INFERRED_BINDING: &'static str = #binding;
+            fn dispatch(
+                &self,
+                method: &str,
+                ctx: ::proxy_fetch::__private::JsValue,
+                args: ::proxy_fetch::__private::JsValue,
+            ) -> ::core::option::Option<::proxy_fetch::__private::Promise> {
+                let _ = (&ctx, &args);
+                match method {
+                    #arms
+                    _ => ::core::option::Option::None,
+                }
+            }
+        }
     }
 }
 
@@ -160,7 +190,14 @@ fn client(ep: &Entrypoint, fallback: bool) -> TokenStream {
                     crate::valid::is_plain(ok) && crate::valid::is_plain(err)
                 }))
     };
-    let handles = ep.methods.iter().filter(plain).map(|m| {
+    let unique_handle = |m: &&Method| {
+        !fallback || {
+            let handle = m.handle_name();
+            ep.methods.iter().filter(|o| o.handle_name() == handle).count() == 1
+                && !ep.methods.iter().any(|o| o.role == Role::Rpc && o.rust_name == handle)
+        }
+    };
+    let handles = ep.methods.iter().filter(plain).filter(unique_handle).map(|m| {
         let name = Ident::new(&m.handle_name(), m.ident.span());
         let js_name = &m.js_name;
         let cfgs = &m.cfgs;
@@ -244,6 +281,7 @@ fn client_method(ep: &Entrypoint, i: usize, m: &Method, fallback: bool) -> Token
     let cfgs = &m.cfgs;
     let args = m.named_args();
     let params = args.iter().map(|(ident, ty)| quote!(#ident: #ty));
+    let names: Vec<_> = args.iter().map(|(ident, _)| ident).collect();
     let wait_until = m.wait_until.is_some();
     let (output, extra_doc) = match (m.result(), wait_until) {
         (_, true) => (
@@ -269,6 +307,7 @@ fn client_method(ep: &Entrypoint, i: usize, m: &Method, fallback: bool) -> Token
     };
     let body = if fallback {
         quote! {
+            let _ = (#(&#names,)*);
             ::core::result::Result::Err(::proxy_fetch::rpc::RpcError::new(
                 ::proxy_fetch::rpc::RpcErrorKind::Remote,
                 #js_name,
@@ -471,7 +510,6 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
         quote_spanned!(span=> ::proxy_fetch::__private::assert_durable_object::<#this>(););
     let marker = wasm_bindgen_attr(&format!("__pf__durable_object__{this}"));
     let origin_glue = origin.then(|| {
-        let binding = crate::ast::screaming_snake(&this.to_string());
         let continuation_handlers: Vec<_> = ep
             .methods
             .iter()
@@ -489,26 +527,14 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             let fn_ident = handler_ident(m);
             quote!(#(#cfgs)* #js_name => ::core::option::Option::Some(self.#fn_ident(ctx, args)),)
         });
+        let origin_handlers = origin_handlers(ep, quote!(#(#arms)*));
         quote! {
             // Continuation handlers: called by proxy-fetch's delivery only, never exported.
             impl #this {
                 #(#fns)*
             }
 
-            impl ::proxy_fetch::__private::OriginHandlers for #this {
-                const INFERRED_BINDING: &'static str = #binding;
-                fn dispatch(
-                    &self,
-                    method: &str,
-                    ctx: ::proxy_fetch::__private::JsValue,
-                    args: ::proxy_fetch::__private::JsValue,
-                ) -> ::core::option::Option<::proxy_fetch::__private::Promise> {
-                    match method {
-                        #(#arms)*
-                        _ => ::core::option::Option::None,
-                    }
-                }
-            }
+            #origin_handlers
 
             #[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen)]
             impl #this {

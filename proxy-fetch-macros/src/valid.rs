@@ -48,7 +48,7 @@ pub fn check(entrypoint: &Entrypoint, errors: &mut Errors) {
         };
         errors.push(span, message);
     }
-    if let Some(span) = entrypoint.self_generic_args {
+    if let (Some(span), None) = (entrypoint.self_generic_args, entrypoint.generics) {
         errors.push(
             span,
             "#[entrypoint] needs the type's own name without generic arguments: the runtime exports \
