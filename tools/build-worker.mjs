@@ -12,6 +12,7 @@ import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSyn
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseToml } from "smol-toml";
+import { exportProblems } from "../proxy-fetch/js/names.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -94,6 +95,8 @@ function build(crateDir, { release }) {
   }
   copyFileSync(join(root, "proxy-fetch", "js", "runtime.js"), join(staging, "proxy-fetch-runtime.js"));
   const classes = declaredClasses(indexJs);
+  const problems = exportProblems(classes);
+  if (problems.length > 0) fail(problems.join("\n"));
   writeFileSync(join(staging, "worker.js"), mainModule(classes));
 
   rmSync(out, { recursive: true, force: true });

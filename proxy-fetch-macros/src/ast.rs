@@ -146,7 +146,8 @@ fn cfg_attr_holds_ours(attr: &Attribute) -> bool {
 
 /// Removes this macro's method attributes so the item compiles as the user wrote it.
 pub fn strip_method_attrs(item: &mut Item) {
-    let strip = |attrs: &mut Vec<Attribute>| attrs.retain(|a| !is_ours(a) && !cfg_attr_holds_ours(a));
+    let strip =
+        |attrs: &mut Vec<Attribute>| attrs.retain(|a| !is_ours(a) && !cfg_attr_holds_ours(a));
     match item {
         Item::Impl(item) => item.items.iter_mut().for_each(|i| {
             if let ImplItem::Fn(f) = i {
@@ -224,7 +225,11 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
                 } else if matches!(f.vis, Visibility::Public(_)) || item.trait_.is_some() {
                     Role::Rpc
                 } else {
-                    for attr in f.attrs.iter().filter(|a| is_ours(a) || cfg_attr_holds_ours(a)) {
+                    for attr in f
+                        .attrs
+                        .iter()
+                        .filter(|a| is_ours(a) || cfg_attr_holds_ours(a))
+                    {
                         attrs_on_helpers.push((attr.span(), f.sig.ident.unraw().to_string()));
                     }
                     continue;

@@ -57,7 +57,9 @@ fn parse_object(text: &str) -> Result<Vec<(String, Vec<String>)>, String> {
                     match p.next() {
                         Some(',') => continue,
                         Some(']') => break,
-                        other => return Err(format!("names.json: expected `,` or `]`, found {other:?}")),
+                        other => {
+                            return Err(format!("names.json: expected `,` or `]`, found {other:?}"))
+                        }
                     }
                 }
             }

@@ -130,7 +130,11 @@ fn check_class_names(entrypoint: &Entrypoint, names: &Names, errors: &mut Errors
             span,
             "`default` is the worker's default entrypoint: omit `name` to add methods to it",
         );
-    } else if let Some(infix) = names.export_infixes.iter().find(|i| value.contains(i.as_str())) {
+    } else if let Some(infix) = names
+        .export_infixes
+        .iter()
+        .find(|i| value.contains(i.as_str()))
+    {
         errors.push(
             span,
             format!(
@@ -163,7 +167,10 @@ fn check_method(m: &Method, errors: &mut Errors) {
         errors.push(span, "#[wait_until] takes no arguments");
     }
     for span in &m.duplicate_attrs {
-        errors.push(*span, "this attribute is given twice on the same method: remove one");
+        errors.push(
+            *span,
+            "this attribute is given twice on the same method: remove one",
+        );
     }
     for span in &m.cfg_attr_ours {
         errors.push(

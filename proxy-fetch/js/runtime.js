@@ -2,6 +2,10 @@
 // the Rust exports that #[entrypoint] generates. tools/build-worker.mjs writes a main module
 // that calls these functions once per class; nothing here knows a user's method names.
 //
+// Every member these classes define besides the user's methods (handlers, `rust`, `inner`, ...)
+// is listed in names.json, which #[entrypoint] reads to refuse such method names at compile
+// time; tests/workerd/names.test.mjs checks this file against it.
+//
 // Export names made by the macro:
 //   __pf__default__<method>(env, ctx, args)         method of the default entrypoint
 //   __pf__ep__<Entrypoint>__<method>(env, ctx, args) method of a named WorkerEntrypoint
@@ -54,6 +58,7 @@ function addMethods(prototype, wasm, prefix, forward) {
 }
 
 const HANDLERS = ["fetch", "queue", "scheduled", "email", "tail"];
+const DO_HANDLERS = ["fetch", "alarm", "webSocketMessage", "webSocketClose", "webSocketError"];
 
 /** The worker's `export default`: its fetch/queue/... handlers plus default-entrypoint methods. */
 export function defaultEntrypoint(wasm) {
@@ -105,7 +110,7 @@ export function durableObject(wasm, className) {
       }
     },
   }[className];
-  for (const handler of ["fetch", "alarm", "webSocketMessage", "webSocketClose", "webSocketError"]) {
+  for (const handler of DO_HANDLERS) {
     if (typeof Rust.prototype[handler] !== "function") continue;
     Wrapper.prototype[handler] = function (...args) {
       return tracked(() => this.rust[handler](...args));

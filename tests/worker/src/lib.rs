@@ -34,7 +34,11 @@ impl WorkerEntrypoint for Greeter {
 #[entrypoint(name = "GreeterEntrypoint")]
 impl Greeter {
     /// Greets `g.name`, `g.times` times, and echoes the bytes reversed.
-    pub async fn greet(&self, g: Greeting, suffix: String) -> std::result::Result<Reply, HandlerError> {
+    pub async fn greet(
+        &self,
+        g: Greeting,
+        suffix: String,
+    ) -> std::result::Result<Reply, HandlerError> {
         if g.times == 0 {
             return Err(HandlerError::new(
                 "zero_times",
@@ -97,7 +101,11 @@ impl WorkerEntrypoint for Admin {
 
 #[entrypoint(name = "AdminEntrypoint")]
 impl Admin {
-    pub async fn greet(&self, g: Greeting, suffix: String) -> std::result::Result<Reply, HandlerError> {
+    pub async fn greet(
+        &self,
+        g: Greeting,
+        suffix: String,
+    ) -> std::result::Result<Reply, HandlerError> {
         Ok(Reply {
             text: format!("admin sees {}{suffix}", g.name),
             blob: Vec::new(),
