@@ -10,7 +10,7 @@
 //! ```ignore
 //! #[entrypoint(durable_object, origin)]
 //! impl Inbox {
-//!     async fn check(&self, city: String) -> Result<String, HandlerError> {
+//!     pub async fn check(&self, city: String) -> Result<String, HandlerError> {
 //!         let continuation = Continuation::new(InboxClient::ON_RESPONSE, city.clone());
 //!         let url = format!("https://api.example.com/weather/{city}");
 //!         Ok(proxy_fetch(self, url, continuation, &ProxyFetchOptions::default()).await?)

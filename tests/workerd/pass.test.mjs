@@ -80,6 +80,34 @@ describe("names_and_helpers.rs", () => {
   });
 });
 
+describe("bytes.rs", () => {
+  const isBytes = (v) => v instanceof Uint8Array;
+
+  test("a plain Vec<u8> travels as an array of numbers, and accepts an array or a Uint8Array", async () => {
+    const fromArray = await w.env.BYTES.reversePlain([1, 2, 3]);
+    assert.ok(Array.isArray(fromArray) && !isBytes(fromArray));
+    assert.deepEqual(plain(fromArray), [3, 2, 1]);
+    assert.deepEqual(plain(await w.env.BYTES.reversePlain(new Uint8Array([4, 5]))), [5, 4]);
+  });
+
+  test("a ByteBuf travels as a Uint8Array, and accepts an array too", async () => {
+    const reversed = await w.env.BYTES.reverseBuf(new Uint8Array([1, 2, 255]));
+    assert.ok(isBytes(reversed));
+    assert.deepEqual([...reversed], [255, 2, 1]);
+    const fromArray = await w.env.BYTES.reverseBuf([7, 8]);
+    assert.ok(isBytes(fromArray));
+    assert.deepEqual([...fromArray], [8, 7]);
+  });
+
+  test("a #[serde(with = \"serde_bytes\")] field is a Uint8Array, a plain Vec<u8> field an array", async () => {
+    const blob = await w.env.BYTES.echoBlob({ data: new Uint8Array([1, 2]), plain: [3, 4] });
+    assert.ok(isBytes(blob.data));
+    assert.deepEqual([...blob.data], [1, 2]);
+    assert.ok(Array.isArray(blob.plain));
+    assert.deepEqual(plain(blob.plain), [3, 4]);
+  });
+});
+
 describe("readme_origin.rs", () => {
   test("the origin loads beside the proxy-fetch system; its handler is not an RPC method", async () => {
     // `check` would fetch api.example.com; the tests stay on loopback, so only the classes

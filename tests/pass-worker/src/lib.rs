@@ -5,8 +5,11 @@
 
 #[path = "../../ui/pass/all_shapes.rs"]
 pub mod all_shapes;
+#[path = "../../ui/pass/bytes.rs"]
+pub mod bytes;
 #[path = "../../ui/pass/names_and_helpers.rs"]
 pub mod names_and_helpers;
+#[rustfmt::skip] // the README example, verbatim
 #[path = "../../ui/pass/readme_origin.rs"]
 pub mod readme_origin;
 

@@ -1,34 +1,21 @@
 //! The origin Durable Object of the README, verbatim: keeps the README true to the API.
 use proxy_fetch::rpc::HandlerError;
-use proxy_fetch::{
-    entrypoint, Continuation, FetchResult, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest,
-};
+use proxy_fetch::{entrypoint, Continuation, FetchResult, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest};
 use worker::*;
 
 pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator}; // served by this worker
 
 #[durable_object]
-pub struct Inbox {
-    state: State,
-    env: Env,
-}
+pub struct Inbox { state: State, env: Env }
 
 impl DurableObject for Inbox {
-    fn new(state: State, env: Env) -> Self {
-        Inbox { state, env }
-    }
-    async fn fetch(&self, _req: Request) -> Result<Response> {
-        Response::ok("inbox")
-    }
+    fn new(state: State, env: Env) -> Self { Inbox { state, env } }
+    async fn fetch(&self, _req: Request) -> Result<Response> { Response::ok("inbox") }
 }
 
 impl ProxyFetchOrigin for Inbox {
-    fn state(&self) -> &State {
-        &self.state
-    }
-    fn env(&self) -> &Env {
-        &self.env
-    }
+    fn state(&self) -> &State { &self.state }
+    fn env(&self) -> &Env { &self.env }
 }
 
 #[entrypoint(durable_object, origin)]
@@ -38,26 +25,14 @@ impl Inbox {
         // InboxClient::ON_RESPONSE is generated: a handler that does not exist, or does not
         // take (FetchResult, String), does not compile.
         let continuation = Continuation::new(InboxClient::ON_RESPONSE, city);
-        Ok(
-            proxy_fetch::proxy_fetch(self, request, continuation, &ProxyFetchOptions::default())
-                .await?,
-        )
+        Ok(proxy_fetch::proxy_fetch(self, request, continuation, &ProxyFetchOptions::default()).await?)
     }
 
     /// Runs exactly once per request: with the response (any status) or a typed error
     /// (Network, Timeout, Cancelled, Rejected, Dispatch, Backstop).
-    async fn on_response(
-        &self,
-        result: FetchResult,
-        city: String,
-    ) -> std::result::Result<(), HandlerError> {
+    async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
         match result {
-            Ok(response) => {
-                self.state
-                    .storage()
-                    .put(&city, response.text().unwrap_or(""))
-                    .await?
-            }
+            Ok(response) => self.state.storage().put(&city, response.text().unwrap_or("")).await?,
             Err(error) => console_error!("{city}: {error}"),
         }
         Ok(())
