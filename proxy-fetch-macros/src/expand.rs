@@ -489,48 +489,47 @@ fn worker_handlers(ep: &Entrypoint) -> TokenStream {
 
 fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
     let this = &ep.self_ident;
-    // SAFETY (of every `durable_self` below): the JS wrapper owns this object for the Durable
-    // Object's lifetime, see `durable_self`.
-    let durable_self = quote!(unsafe { ::proxy_fetch::__private::durable_self(self) });
-    let handler_fn = |i: usize, m: &Method, vis: TokenStream| {
-        let fn_ident = handler_ident(m);
-        let body = handler_body(ep, i, m, durable_self.clone());
-        quote! {
-            #[allow(non_snake_case)]
-            #vis fn #fn_ident(
-                &self,
-                __pf_ctx: ::proxy_fetch::__private::JsValue,
-                __pf_args: ::proxy_fetch::__private::JsValue,
-            ) -> ::proxy_fetch::__private::Promise {
-                #body
-            }
-        }
+    let (span, origin) = match &ep.kind {
+        Kind::DurableObject { span, origin } => (*span, *origin),
+        _ => (Span::call_site(), false),
     };
-    // One `#[wasm_bindgen] impl` per RPC method, so that its `#[cfg]` gates the export too.
-    // Inside it, method attributes are read by the impl's macro, which recognises them only by
-    // the bare name `wasm_bindgen`.
+    // The exports receive the workers-rs object as a JS value and borrow it through
+    // `DurableObjectProbe`: on a type that is not a Durable Object this adds no error (the
+    // fallback is chosen), so the one error is `assert_durable_object`'s.
+    let object = quote! {{
+        #[allow(unused_imports)]
+        use ::proxy_fetch::__private::{NotADurableObject as _, ViaDurableObject as _};
+        (&::proxy_fetch::__private::DurableObjectProbe::<#this>::new()).from_js(&__pf_self, __PF_METHOD)
+    }};
+    let from_js = quote!(#object?);
+    // SAFETY: the JS wrapper owns this object for the Durable Object's lifetime, see `durable_self`.
+    let durable_self = |receiver: TokenStream| quote!(unsafe { ::proxy_fetch::__private::durable_self(#receiver) });
+    // RPC methods: free exports `__pf__do__<Class>$<jsName>(object, ctx, args)` that the JS
+    // wrapper class forwards to (a Rust type name has no `$`). Free functions rather than a
+    // `#[wasm_bindgen] impl`, whose code requires wasm-bindgen's traits of the type itself.
     let exports = ep
         .methods
         .iter()
         .enumerate()
         .filter(|(_, m)| m.role == Role::Rpc)
         .map(|(i, m)| {
-            let export = format!("__pf__rpc__{}", m.js_name);
+            let attr = wasm_bindgen_attr(&format!("__pf__do__{this}${}", m.js_name));
             let cfgs = &m.cfgs;
-            let f = handler_fn(i, m, quote!(pub));
+            let fn_ident = handler_ident(m);
+            let body = handler_body(ep, i, m, from_js.clone());
             quote! {
                 #(#cfgs)*
-                #[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen)]
-                impl #this {
-                    #[wasm_bindgen(js_name = #export)]
-                    #f
+                #attr
+                #[allow(non_snake_case)]
+                pub fn #fn_ident(
+                    __pf_self: ::proxy_fetch::__private::JsValue,
+                    __pf_ctx: ::proxy_fetch::__private::JsValue,
+                    __pf_args: ::proxy_fetch::__private::JsValue,
+                ) -> ::proxy_fetch::__private::Promise {
+                    #body
                 }
             }
         });
-    let (span, origin) = match &ep.kind {
-        Kind::DurableObject { span, origin } => (*span, *origin),
-        _ => (Span::call_site(), false),
-    };
     let assert_do =
         quote_spanned!(span=> ::proxy_fetch::__private::assert_durable_object::<#this>(););
     let marker = wasm_bindgen_attr(&format!("__pf__durable_object__{this}"));
@@ -543,8 +542,19 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             .collect();
         let fns = continuation_handlers.iter().map(|(i, m)| {
             let cfgs = &m.cfgs;
-            let f = handler_fn(*i, m, TokenStream::new());
-            quote!(#(#cfgs)* #f)
+            let fn_ident = handler_ident(m);
+            let body = handler_body(ep, *i, m, durable_self(quote!(self)));
+            quote! {
+                #(#cfgs)*
+                #[allow(non_snake_case)]
+                fn #fn_ident(
+                    &self,
+                    __pf_ctx: ::proxy_fetch::__private::JsValue,
+                    __pf_args: ::proxy_fetch::__private::JsValue,
+                ) -> ::proxy_fetch::__private::Promise {
+                    #body
+                }
+            }
         });
         let arms = continuation_handlers.iter().map(|(_, m)| {
             let js_name = &m.js_name;
@@ -553,6 +563,8 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             quote!(#(#cfgs)* #js_name => ::core::option::Option::Some(self.#fn_ident(ctx, args)),)
         });
         let origin_handlers = origin_handlers(ep, quote!(#(#arms)*));
+        let deliver_attr = wasm_bindgen_attr(&format!("__pf__do__{this}$__proxyFetchDeliver"));
+
         quote! {
             // Continuation handlers: called by proxy-fetch's delivery only, never exported.
             impl #this {
@@ -561,16 +573,14 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
 
             #origin_handlers
 
-            #[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen)]
-            impl #this {
-                #[wasm_bindgen(js_name = "__pf__rpc____proxyFetchDeliver")]
-                pub fn __pf_deliver(
-                    &self,
-                    ctx: ::proxy_fetch::__private::JsValue,
-                    args: ::proxy_fetch::__private::JsValue,
-                ) -> ::proxy_fetch::__private::Promise {
-                    ::proxy_fetch::__private::deliver(#durable_self, ctx, args)
-                }
+            #deliver_attr
+            pub fn __pf_deliver(
+                __pf_self: ::proxy_fetch::__private::JsValue,
+                ctx: ::proxy_fetch::__private::JsValue,
+                args: ::proxy_fetch::__private::JsValue,
+            ) -> ::proxy_fetch::__private::Promise {
+                const __PF_METHOD: &str = "__proxyFetchDeliver";
+                ::proxy_fetch::__private::deliver::<#this>(#object, ctx, args)
             }
         }
     });

@@ -9,12 +9,13 @@
 // Export names made by the macro:
 //   __pf__default__<method>(env, ctx, args)         method of the default entrypoint
 //   __pf__ep__<Entrypoint>__<method>(env, ctx, args) method of a named WorkerEntrypoint
-//   <RustClass>.prototype.__pf__rpc__<method>(ctx, args)  RPC method of a Durable Object
+//   __pf__do__<RustClass>$<method>(object, ctx, args) RPC method of a Durable Object (a Rust
+//                                                    type name has no `$`)
 import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 
 const DEFAULT = "__pf__default__";
 const NAMED = "__pf__ep__";
-const DO_RPC = "__pf__rpc__";
+const DO_RPC = "__pf__do__";
 
 // A Rust panic aborts the Wasm instance. workers-rs schedules a fresh instance for the next
 // call, but promises of calls that were in flight never settle. Track them so a crash rejects
@@ -116,10 +117,11 @@ export function durableObject(wasm, className) {
       return tracked(() => this.rust[handler](...args));
     };
   }
-  for (const exportName of Object.getOwnPropertyNames(Rust.prototype)) {
-    if (!exportName.startsWith(DO_RPC)) continue;
-    Wrapper.prototype[exportName.slice(DO_RPC.length)] = function (...args) {
-      return tracked(() => this.rust[exportName](this.ctx, args));
+  const prefix = `${DO_RPC}${className}$`;
+  for (const exportName of Object.keys(wasm)) {
+    if (!exportName.startsWith(prefix)) continue;
+    Wrapper.prototype[exportName.slice(prefix.length)] = function (...args) {
+      return tracked(() => wasm[exportName](this.rust, this.ctx, args));
     };
   }
   return Wrapper;
