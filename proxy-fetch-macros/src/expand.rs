@@ -504,8 +504,9 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
     let from_js = quote!(#object?);
     // SAFETY: the JS wrapper owns this object for the Durable Object's lifetime, see `durable_self`.
     let durable_self = |receiver: TokenStream| quote!(unsafe { ::proxy_fetch::__private::durable_self(#receiver) });
-    // RPC methods: free exports `__pf__do__<Class>$<jsName>(object, ctx, args)` that the JS
-    // wrapper class forwards to (a Rust type name has no `$`). Free functions rather than a
+    // RPC methods: free exports `__pf__do__<Class>__<jsName>(object, ctx, args)` that the JS
+    // wrapper class forwards to (a class name has no `__` and does not end in `_`, so the
+    // prefix belongs to one class). Free functions rather than a
     // `#[wasm_bindgen] impl`, whose code requires wasm-bindgen's traits of the type itself.
     let exports = ep
         .methods
@@ -513,7 +514,7 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
         .enumerate()
         .filter(|(_, m)| m.role == Role::Rpc)
         .map(|(i, m)| {
-            let attr = wasm_bindgen_attr(&format!("__pf__do__{this}${}", m.js_name));
+            let attr = wasm_bindgen_attr(&format!("__pf__do__{this}__{}", m.js_name));
             let cfgs = &m.cfgs;
             let fn_ident = handler_ident(m);
             let body = handler_body(ep, i, m, from_js.clone());
@@ -563,7 +564,7 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             quote!(#(#cfgs)* #js_name => ::core::option::Option::Some(self.#fn_ident(ctx, args)),)
         });
         let origin_handlers = origin_handlers(ep, quote!(#(#arms)*));
-        let deliver_attr = wasm_bindgen_attr(&format!("__pf__do__{this}$__proxyFetchDeliver"));
+        let deliver_attr = wasm_bindgen_attr(&format!("__pf__do__{this}____proxyFetchDeliver"));
 
         quote! {
             // Continuation handlers: called by proxy-fetch's delivery only, never exported.
@@ -600,7 +601,7 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
 /// Symbol names must suit a linker version script: letters, digits and `_` only.
 fn export_symbols(ep: &Entrypoint) -> TokenStream {
     let symbol = |span: Span, parts: &[&str]| {
-        let text = parts.join("__").replace('$', "_dollar_");
+        let text = parts.join("__");
         quote_spanned! {span=>
             #[cfg(not(target_arch = "wasm32"))]
             #[unsafe(export_name = #text)]

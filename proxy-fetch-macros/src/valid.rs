@@ -12,10 +12,12 @@ use crate::attr::Kind;
 use crate::names::Names;
 use crate::Errors;
 
+/// A JS identifier without `$`, which wasm-bindgen does not carry into export names (an
+/// export whose name has one is missing from the build).
 fn is_js_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Is this proxy-fetch itself (the crate whose classes the system names belong to)?
@@ -122,7 +124,7 @@ fn check_class_names(entrypoint: &Entrypoint, names: &Names, errors: &mut Errors
             span,
             format!(
                 "`{value}` is not a valid JS class name: wrangler's `entrypoint` names a JS export; use \
-                 letters, digits, `_` or `$`, not starting with a digit"
+                 ASCII letters, digits or `_`, not starting with a digit"
             ),
         );
     } else if value == "default" {
@@ -140,6 +142,15 @@ fn check_class_names(entrypoint: &Entrypoint, names: &Names, errors: &mut Errors
             format!(
                 "`{value}` contains `{infix}`, which proxy-fetch's and wasm-bindgen's generated exports \
                  use: {rename}"
+            ),
+        );
+    } else if value.ends_with('_') {
+        errors.push(
+            span,
+            format!(
+                "`{value}` ends with `_`: proxy-fetch's generated export names put `__` after the class \
+                 name, so it would share them with `{}`: {rename}",
+                value.trim_end_matches('_')
             ),
         );
     } else if names.exports.contains(&value) {
@@ -384,8 +395,8 @@ fn check_method_names(entrypoint: &Entrypoint, names: &Names, errors: &mut Error
             errors.push(
                 method.js_name_span,
                 format!(
-                    "`{name}` is not a valid JS method name: use letters, digits, `_` or `$`, not \
-                     starting with a digit"
+                    "`{name}` is not a valid JS method name: use ASCII letters, digits or `_`, not \
+                     starting with a digit (`$` does not survive wasm-bindgen's exports)"
                 ),
             );
         } else if names.methods.iter().any(|n| n == name) {

@@ -9,8 +9,7 @@
 // Export names made by the macro:
 //   __pf__default__<method>(env, ctx, args)         method of the default entrypoint
 //   __pf__ep__<Entrypoint>__<method>(env, ctx, args) method of a named WorkerEntrypoint
-//   __pf__do__<RustClass>$<method>(object, ctx, args) RPC method of a Durable Object (a Rust
-//                                                    type name has no `$`)
+//   __pf__do__<RustClass>__<method>(object, ctx, args) RPC method of a Durable Object
 import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 
 const DEFAULT = "__pf__default__";
@@ -50,8 +49,8 @@ function tracked(start) {
   });
 }
 
-// Entrypoint names contain no `__` (the macro refuses them), so `__pf__ep__A__` never matches
-// the exports of another entrypoint.
+// Class names contain no `__` and do not end in `_` (the macro refuses them), so
+// `__pf__ep__A__` or `__pf__do__A__` never matches the exports of another class.
 function addMethods(prototype, wasm, prefix, forward) {
   for (const exportName of Object.keys(wasm)) {
     if (exportName.startsWith(prefix)) prototype[exportName.slice(prefix.length)] = forward(exportName);
@@ -117,7 +116,7 @@ export function durableObject(wasm, className) {
       return tracked(() => this.rust[handler](...args));
     };
   }
-  const prefix = `${DO_RPC}${className}$`;
+  const prefix = `${DO_RPC}${className}__`;
   for (const exportName of Object.keys(wasm)) {
     if (!exportName.startsWith(prefix)) continue;
     Wrapper.prototype[exportName.slice(prefix.length)] = function (...args) {

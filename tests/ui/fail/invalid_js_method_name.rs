@@ -17,7 +17,7 @@ impl Executor {
         Ok(())
     }
 
-    #[rpc(name = "2fast")]
+    #[rpc(name = "fast$")]
     pub async fn fast(&self) -> Result<(), HandlerError> {
         Ok(())
     }
