@@ -499,7 +499,7 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
     let object = quote! {{
         #[allow(unused_imports)]
         use ::proxy_fetch::__private::{NotADurableObject as _, ViaDurableObject as _};
-        (&::proxy_fetch::__private::DurableObjectProbe::<#this>::new()).from_js(&__pf_self, __PF_METHOD)
+        (&::proxy_fetch::__private::DurableObjectProbe::<#this>::new()).borrow_object(&__pf_self, __PF_METHOD)
     }};
     let from_js = quote!(#object?);
     // SAFETY: the JS wrapper owns this object for the Durable Object's lifetime, see `durable_self`.

@@ -107,7 +107,7 @@ pub mod __private {
 
     /// How `#[entrypoint(durable_object)]`'s exports reach the workers-rs object: the JS wrapper
     /// passes it as a plain JS value, borrowed here. Chosen by autoref specialization,
-    /// `(&DurableObjectProbe::<T>::new()).from_js(..)` with both traits in scope: for a
+    /// `(&DurableObjectProbe::<T>::new()).borrow_object(..)` with both traits in scope: for a
     /// Durable Object, [`ViaDurableObject`]; for any other type the fallback
     /// [`NotADurableObject`], so that the one error such a type gets is
     /// `assert_durable_object`'s, not one per method about wasm-bindgen's traits.
@@ -121,7 +121,7 @@ pub mod __private {
     }
 
     pub trait ViaDurableObject<T> {
-        fn from_js(&self, object: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError>;
+        fn borrow_object(&self, object: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError>;
     }
 
     // wasm-bindgen's `convert` traits are its internal ABI; the exact version is pinned
@@ -132,7 +132,7 @@ pub mod __private {
         T: worker::DurableObject + ::wasm_bindgen::convert::RefFromWasmAbi + 'static,
         T::Abi: ::wasm_bindgen::convert::WasmAbi<Prim1 = u32, Prim2 = (), Prim3 = (), Prim4 = ()>,
     {
-        fn from_js(&self, object: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError> {
+        fn borrow_object(&self, object: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError> {
             // wasm-bindgen's JS class keeps the Rust object's address in `__wbg_ptr` (0 once freed).
             let ptr = js_sys::Reflect::get(object, &JsValue::from_str("__wbg_ptr"))
                 .ok()
@@ -157,12 +157,12 @@ pub mod __private {
     }
 
     pub trait NotADurableObject<T> {
-        fn from_js(&self, object: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError>;
+        fn borrow_object(&self, object: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError>;
     }
 
     /// Only reached in a crate that does not compile (`assert_durable_object` fails).
     impl<T> NotADurableObject<T> for &DurableObjectProbe<T> {
-        fn from_js(&self, _: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError> {
+        fn borrow_object(&self, _: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError> {
             Err(crate::rpc::RpcError::new(
                 crate::rpc::RpcErrorKind::Remote,
                 method,
