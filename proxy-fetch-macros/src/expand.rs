@@ -440,6 +440,34 @@ fn wasm_bindgen_attr(js_name: &str) -> TokenStream {
     quote!(#[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen, js_name = #js_name)])
 }
 
+/// The wasm export of an RPC method: `export(first, ctx, args)`, where `first` is what `this`
+/// (the value whose method is called) is built from.
+fn export_fn(
+    ep: &Entrypoint,
+    i: usize,
+    m: &Method,
+    export: &str,
+    first: TokenStream,
+    this: TokenStream,
+) -> TokenStream {
+    let attr = wasm_bindgen_attr(export);
+    let cfgs = &m.cfgs;
+    let fn_ident = handler_ident(m);
+    let body = handler_body(ep, i, m, this);
+    quote! {
+        #(#cfgs)*
+        #attr
+        #[allow(non_snake_case)]
+        pub fn #fn_ident(
+            #first: ::proxy_fetch::__private::JsValue,
+            __pf_ctx: ::proxy_fetch::__private::JsValue,
+            __pf_args: ::proxy_fetch::__private::JsValue,
+        ) -> ::proxy_fetch::__private::Promise {
+            #body
+        }
+    }
+}
+
 fn worker_handlers(ep: &Entrypoint) -> TokenStream {
     let this = &ep.self_ident;
     let prefix = match &ep.kind {
@@ -457,27 +485,8 @@ fn worker_handlers(ep: &Entrypoint) -> TokenStream {
         _ => quote!(),
     };
     let handlers = ep.methods.iter().enumerate().map(|(i, m)| {
-        let attr = wasm_bindgen_attr(&format!("{prefix}{}", m.js_name));
-        let fn_ident = handler_ident(m);
-        let cfgs = &m.cfgs;
-        let body = handler_body(
-            ep,
-            i,
-            m,
-            quote!(::proxy_fetch::__private::worker_entrypoint::<#this>(__pf_env, __pf_ctx)),
-        );
-        quote! {
-            #(#cfgs)*
-            #attr
-            #[allow(non_snake_case)]
-            pub fn #fn_ident(
-                __pf_env: ::proxy_fetch::__private::JsValue,
-                __pf_ctx: ::proxy_fetch::__private::JsValue,
-                __pf_args: ::proxy_fetch::__private::JsValue,
-            ) -> ::proxy_fetch::__private::Promise {
-                #body
-            }
-        }
+        let this = quote!(::proxy_fetch::__private::worker_entrypoint::<#this>(__pf_env, __pf_ctx));
+        export_fn(ep, i, m, &format!("{prefix}{}", m.js_name), quote!(__pf_env), this)
     });
     let assert_entrypoint = quote_spanned!(this.span()=> ::proxy_fetch::__private::assert_worker_entrypoint::<#this>(););
     quote! {
@@ -514,22 +523,8 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
         .enumerate()
         .filter(|(_, m)| m.role == Role::Rpc)
         .map(|(i, m)| {
-            let attr = wasm_bindgen_attr(&format!("__pf__do__{this}__{}", m.js_name));
-            let cfgs = &m.cfgs;
-            let fn_ident = handler_ident(m);
-            let body = handler_body(ep, i, m, from_js.clone());
-            quote! {
-                #(#cfgs)*
-                #attr
-                #[allow(non_snake_case)]
-                pub fn #fn_ident(
-                    __pf_self: ::proxy_fetch::__private::JsValue,
-                    __pf_ctx: ::proxy_fetch::__private::JsValue,
-                    __pf_args: ::proxy_fetch::__private::JsValue,
-                ) -> ::proxy_fetch::__private::Promise {
-                    #body
-                }
-            }
+            let export = format!("__pf__do__{this}__{}", m.js_name);
+            export_fn(ep, i, m, &export, quote!(__pf_self), from_js.clone())
         });
     let assert_do =
         quote_spanned!(span=> ::proxy_fetch::__private::assert_durable_object::<#this>(););
