@@ -29,7 +29,8 @@ impl Inbox {
     }
 
     /// Runs exactly once per request: with the response (any status) or a typed error
-    /// (Network, Timeout, Cancelled, Rejected, Dispatch, Backstop).
+    /// (Network, Timeout, Cancelled, Rejected, Dispatch, Backstop). A continuation handler
+    /// (first argument `FetchResult`) is called by proxy-fetch only, never over RPC.
     async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
         match result {
             Ok(response) => self.state.storage().put(&city, response.text().unwrap_or("")).await?,
