@@ -41,6 +41,14 @@ pub fn check(entrypoint: &Entrypoint, errors: &mut Errors) {
              RPC methods are the type's own",
         );
     }
+    if let (Kind::DurableObject { span, origin: true }, true) = (&entrypoint.kind, entrypoint.remote_only) {
+        errors.push(
+            *span,
+            "`origin` marks the impl block of a Durable Object that receives proxy-fetch results; \
+             a trait only declares a client: remove `origin` here and put it on the Durable \
+             Object's own #[entrypoint(durable_object, origin)] impl",
+        );
+    }
     if let Some(span) = entrypoint.generics {
         let message = if entrypoint.remote_only {
             "an #[entrypoint] trait cannot be generic: a remote caller cannot choose a type"
