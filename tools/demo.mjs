@@ -18,7 +18,7 @@ try {
   const res = await worker.fetch("/inbox/demo/fetch", { method: "POST", body: JSON.stringify({ url, tag: "demo" }) });
   const started = await res.json();
   if (!res.ok) throw new Error(`start failed: ${JSON.stringify(started)}`);
-  console.log(`-> ${res.status} request_id=${started.request_id}, Inbox held ${ms(started.hold_ms)} (until the orchestrator acknowledged)`);
+  console.log(`-> ${res.status} request_id=${started.request_id}, Inbox held ${ms(started.hold_ms)} (until the executor acknowledged)`);
 
   let filed;
   while (!filed && Date.now() - t0 < 30_000) {
@@ -31,12 +31,10 @@ try {
   console.log(`\nInbox.on_response got: ${filed.outcome} ${filed.status ?? ""} after ${filed.attempts} attempt(s), ${filed.body_len} bytes`);
   console.log(`  body: ${filed.text.slice(0, 160)}${filed.text.length > 160 ? "..." : ""}`);
   console.log("\nhops:");
-  console.log(`  origin hold (until orchestrator ack)   ${ms(started.hold_ms)}`);
+  console.log(`  origin hold (until executor ack)       ${ms(started.hold_ms)}`);
   console.log(`  executor fetch (upstream, whole body)  ${ms(filed.fetch_ms)}`);
   console.log(`  start -> handler ran                   ${ms(total)}`);
   console.log(`  added by proxy-fetch                   ${ms(total - filed.fetch_ms)}`);
-  const stats = await (await worker.fetch("/orchestrator")).json();
-  console.log(`\norchestrator queue afterwards: ${stats.pending} pending`);
 } finally {
   await worker.dispose();
   await up.close();

@@ -560,6 +560,7 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
         });
         let origin_handlers = origin_handlers(ep, quote!(#(#arms)*));
         let deliver_attr = wasm_bindgen_attr(&format!("__pf__do__{this}____proxyFetchDeliver"));
+        let alarm_attr = wasm_bindgen_attr(&format!("__pf__alarm__{this}"));
 
         quote! {
             // Continuation handlers: called by proxy-fetch's delivery only, never exported.
@@ -577,6 +578,13 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             ) -> ::proxy_fetch::__private::Promise {
                 const __PF_METHOD: &str = "__proxyFetchDeliver";
                 ::proxy_fetch::__private::deliver::<#this>(#object, ctx, args)
+            }
+
+            /// The Durable Object's alarm (the JS wrapper calls this instead of `alarm`).
+            #alarm_attr
+            pub fn __pf_alarm(__pf_self: ::proxy_fetch::__private::JsValue) -> ::proxy_fetch::__private::Promise {
+                const __PF_METHOD: &str = "alarm";
+                ::proxy_fetch::__private::origin_alarm::<#this>(#object)
             }
         }
     });

@@ -15,17 +15,46 @@ import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 const DEFAULT = "__pf__default__";
 const NAMED = "__pf__ep__";
 const DO_RPC = "__pf__do__";
+const ORIGIN_ALARM = "__pf__alarm__";
 
 // A Rust panic aborts the Wasm instance. workers-rs schedules a fresh instance for the next
 // call, but promises of calls that were in flight never settle. Track them so a crash rejects
 // them at once instead of leaving callers hanging until the runtime gives up.
 const inFlight = new Set();
+// Work handed to ctx.waitUntil by Rust (#[wait_until] methods), by label: it was acknowledged
+// to its caller, so a crash loses it silently unless it is said here.
+const background = new Map();
 
 function crashed(error) {
   if (!(error instanceof WebAssembly.RuntimeError)) return;
   const lost = new Error(`proxy-fetch: the Wasm instance crashed (${error.message}); the call was lost`);
   for (const reject of inFlight) reject(lost);
   inFlight.clear();
+  if (background.size > 0) {
+    const counts = new Map();
+    for (const label of background.values()) counts.set(label, (counts.get(label) ?? 0) + 1);
+    const what = [...counts].map(([label, n]) => (n > 1 ? `${label} x${n}` : label)).join(", ");
+    console.error(`proxy-fetch: the Wasm instance crashed (${error.message}); acknowledged background work lost: ${what}`);
+    background.clear();
+  }
+}
+
+/** `ctx` as Rust sees it: its waitUntil records the work under `label` until it settles. */
+function tracking(ctx, label) {
+  if (!ctx || typeof ctx.waitUntil !== "function") return ctx;
+  return new Proxy(ctx, {
+    get(target, prop) {
+      if (prop === "waitUntil") {
+        return (promise) => {
+          background.set(promise, label);
+          Promise.resolve(promise).finally(() => background.delete(promise));
+          return target.waitUntil(promise);
+        };
+      }
+      const value = Reflect.get(target, prop);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 addEventListener("error", (event) => crashed(event.error));
 addEventListener("unhandledrejection", (event) => crashed(event.reason));
@@ -70,7 +99,8 @@ export function defaultEntrypoint(wasm) {
     };
   }
   addMethods(Entrypoint.prototype, wasm, DEFAULT, (exportName) => function (...args) {
-    return tracked(() => wasm[exportName](this.env, this.ctx, args));
+    const label = `default.${exportName.slice(DEFAULT.length)}`;
+    return tracked(() => wasm[exportName](this.env, tracking(this.ctx, label), args));
   });
   return Entrypoint;
 }
@@ -78,8 +108,10 @@ export function defaultEntrypoint(wasm) {
 /** A named `WorkerEntrypoint` (wrangler: `entrypoint = "<name>"` in a service binding). */
 export function workerEntrypoint(wasm, name) {
   const Named = { [name]: class extends WorkerEntrypoint {} }[name];
-  addMethods(Named.prototype, wasm, `${NAMED}${name}__`, (exportName) => function (...args) {
-    return tracked(() => wasm[exportName](this.env, this.ctx, args));
+  const prefix = `${NAMED}${name}__`;
+  addMethods(Named.prototype, wasm, prefix, (exportName) => function (...args) {
+    const label = `${name}.${exportName.slice(prefix.length)}`;
+    return tracked(() => wasm[exportName](this.env, tracking(this.ctx, label), args));
   });
   return Named;
 }
@@ -110,8 +142,18 @@ export function durableObject(wasm, className) {
       }
     },
   }[className];
+  // A proxy-fetch origin's alarm runs proxy-fetch's backstop first (which calls the
+  // origin's own alarm when it has one).
+  const originAlarm = wasm[`${ORIGIN_ALARM}${className}`];
   for (const handler of DO_HANDLERS) {
-    if (typeof Rust.prototype[handler] !== "function") continue;
+    const own = typeof Rust.prototype[handler] === "function";
+    if (handler === "alarm" && typeof originAlarm === "function") {
+      Wrapper.prototype.alarm = function () {
+        return tracked(() => originAlarm(this.rust));
+      };
+      continue;
+    }
+    if (!own) continue;
     Wrapper.prototype[handler] = function (...args) {
       return tracked(() => this.rust[handler](...args));
     };
@@ -119,8 +161,10 @@ export function durableObject(wasm, className) {
   const prefix = `${DO_RPC}${className}__`;
   for (const exportName of Object.keys(wasm)) {
     if (!exportName.startsWith(prefix)) continue;
-    Wrapper.prototype[exportName.slice(prefix.length)] = function (...args) {
-      return tracked(() => wasm[exportName](this.rust, this.ctx, args));
+    const method = exportName.slice(prefix.length);
+    const label = `${className}.${method}`;
+    Wrapper.prototype[method] = function (...args) {
+      return tracked(() => wasm[exportName](this.rust, tracking(this.ctx, label), args));
     };
   }
   return Wrapper;

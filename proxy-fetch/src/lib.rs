@@ -39,7 +39,7 @@ pub mod system;
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
 pub use system::{
-    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind, FetchResult,
+    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind, FetchResult, Flow,
     ProxyFetchError, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId,
     RetryPolicy,
 };
@@ -85,7 +85,7 @@ pub mod __private {
         fn dispatch(&self, method: &str, ctx: JsValue, args: JsValue) -> Option<Promise>;
     }
 
-    /// The RPC method results arrive through: `__proxyFetchDeliver(result)`.
+    /// The RPC method results arrive through: `__proxyFetchDeliver(result, token)`.
     #[cfg(feature = "system")]
     pub fn deliver<O: crate::ProxyFetchOrigin>(
         origin: Result<&'static O, crate::rpc::RpcError>,
@@ -93,16 +93,35 @@ pub mod __private {
         args: JsValue,
     ) -> Promise {
         const METHOD: &str = "__proxyFetchDeliver";
-        // Checked in full to refuse a malformed result before it consumes the request, but the
-        // body is only checked to be bytes, not copied: the result goes on to the handler as
-        // it came.
-        let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(METHOD, args, 1)?)));
+        // Checked in full to refuse a malformed result before it consumes the request; the
+        // result then goes on to the handler as it came (a large body is not copied).
+        let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(METHOD, args, 2)?)));
         let call = call.and_then(|(origin, args)| {
-            let id = crate::system::checked_request_id(METHOD, &args)?;
+            let id = crate::system::checked_request_id(&args)?;
+            let token: String = args.get(1, "token")?;
             let raw = args.raw(0);
-            Ok(async move { crate::system::deliver(origin, ctx, &id, raw).await })
+            Ok(async move {
+                crate::system::deliver(origin, ctx, &id, Some(&token), raw, false).await
+            })
         });
         crate::rpc::serve::awaited(METHOD, call)
+    }
+
+    /// An origin's alarm: proxy-fetch's backstop, then the origin's own alarm if it has one.
+    #[cfg(feature = "system")]
+    pub fn origin_alarm<O: crate::ProxyFetchOrigin>(
+        origin: Result<&'static O, crate::rpc::RpcError>,
+    ) -> Promise {
+        let origin = match origin {
+            Ok(origin) => origin,
+            Err(e) => return Promise::reject(&js_sys::Error::new(&e.to_string())),
+        };
+        wasm_bindgen_futures::future_to_promise(async move {
+            crate::system::alarm(origin)
+                .await
+                .map(|()| JsValue::UNDEFINED)
+                .map_err(|e| js_sys::Error::new(&e.to_string()).into())
+        })
     }
 
     /// How `#[entrypoint(durable_object)]`'s exports reach the workers-rs object: the JS wrapper

@@ -10,6 +10,19 @@ export class DeadExecutor extends WorkerEntrypoint {
   executeFetch(_job) {}
 }
 
+// An executor that dies on the first dispatch of each request and works from the second on
+// (it forwards to REAL_EXECUTOR): a request lost with its executor, then recovered.
+const dropped = new Set();
+export class DyingOnceExecutor extends WorkerEntrypoint {
+  executeFetch(job) {
+    if (!dropped.has(job.id)) {
+      dropped.add(job.id);
+      return;
+    }
+    return this.env.REAL_EXECUTOR.executeFetch(job);
+  }
+}
+
 const revive = (v) =>
   Array.isArray(v) ? v.map(revive)
   : v && typeof v === "object" ? ("$bytes" in v ? new Uint8Array(v.$bytes) : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x)])))

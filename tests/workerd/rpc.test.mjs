@@ -101,9 +101,11 @@ describe("JS and Rust across the boundary", () => {
     assert.equal(r.next, "hello again.");
   });
 
-  test("a Rust panic: the caller gets an error at once, the next calls get a fresh instance", async () => {
+  test("a Rust panic: the caller gets an error at once, acknowledged background work lost with it is logged, the next calls get a fresh instance", async () => {
     const r = await json("/panic");
     assert.match(r.crash.error.message, /the Wasm instance crashed/);
+    const logged = await eventually(() => w.logs.join("").includes("acknowledged background work lost: GreeterEntrypoint.recordLater"));
+    assert.ok(logged, "the lost wait_until work is named in the log");
     console.log(`panic reported to the caller after ${r.crashMs} ms`);
     assert.equal(r.after, "hello after!");
     assert.equal(r.counterAfter, 5, "the Durable Object's Rust value is rebuilt; its storage is kept");

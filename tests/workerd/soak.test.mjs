@@ -1,10 +1,11 @@
-// The soak at test-suite size: 1,000 requests with upstream faults, a dying executor and two
-// workerd restarts mid-run; every handler runs exactly once and nothing is left behind.
+// The soak at test-suite size: 1,000 requests over both flows with upstream faults, a dying
+// executor and workerd killed twice during bursts of starts; every handler runs exactly once
+// with its scenario's outcome and nothing is left behind.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { soak } from "./soak.mjs";
 
-test("1,000 requests under faults and restarts: each delivered exactly once, storage empty", async () => {
+test("1,000 requests under faults and kills: each delivered exactly once with its outcome, storage empty", async () => {
   const report = await soak({ n: 1000, restarts: 2 });
   console.log(`soak: ${JSON.stringify({ ...report, examples: undefined })}`);
   assert.equal(report.lost, 0, "lost");

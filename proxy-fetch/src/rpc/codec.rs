@@ -18,9 +18,58 @@ pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, String>
     value.serialize(&serializer).map_err(|e| e.to_string())
 }
 
+/// Values nested deeper than this are refused before decoding: a recursive type (e.g.
+/// `serde_json::Value`) nested thousands deep would overflow the Wasm stack while decoding,
+/// and that aborts the instance with every call in it.
+pub const MAX_DEPTH: u32 = 128;
+/// Values with more nested parts than this are refused (a structured clone may share one
+/// object many times over, which a walk would visit again each time).
+const MAX_PARTS: u32 = 1_000_000;
+
+/// Checks what decoding cannot: nesting depth, and strings that are not valid Unicode (a lone
+/// surrogate would otherwise become U+FFFD, so two different JS strings could decode alike).
+fn check_shape(value: &JsValue) -> Result<(), String> {
+    let mut stack = vec![(value.clone(), 0u32)];
+    let mut parts = 0u32;
+    while let Some((value, depth)) = stack.pop() {
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(format!("more than {MAX_PARTS} nested values"));
+        }
+        if let Some(s) = value.dyn_ref::<js_sys::JsString>() {
+            if !s.is_valid_utf16() {
+                return Err("a string is not valid Unicode (lone surrogate)".into());
+            }
+            continue;
+        }
+        if !value.is_object() || value.is_instance_of::<js_sys::Uint8Array>() {
+            continue;
+        }
+        if depth >= MAX_DEPTH {
+            return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+        }
+        let children: Array = if let Some(array) = value.dyn_ref::<Array>() {
+            array.clone()
+        } else if let Some(map) = value.dyn_ref::<js_sys::Map>() {
+            Array::from(&map.values().into())
+        } else if value.is_instance_of::<js_sys::ArrayBuffer>()
+            || js_sys::ArrayBuffer::is_view(&value)
+        {
+            continue;
+        } else {
+            js_sys::Object::values(value.unchecked_ref())
+        };
+        for child in children.iter() {
+            stack.push((child, depth + 1));
+        }
+    }
+    Ok(())
+}
+
 /// Decodes a JS value, naming the path of the field that did not fit (`headers[2].name`).
 #[cfg(feature = "field-paths")]
 pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, String> {
+    check_shape(&value)?;
     let deserializer = serde_wasm_bindgen::Deserializer::from(value);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -35,6 +84,7 @@ pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, String> 
 /// Decodes a JS value (without the `field-paths` feature: serde's message alone).
 #[cfg(not(feature = "field-paths"))]
 pub(crate) fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, String> {
+    check_shape(&value)?;
     serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
 }
 

@@ -1,22 +1,32 @@
-//! FetchExecutor: the Worker entrypoint that does the waiting. The orchestrator's call returns
-//! as soon as the job is handed to `ctx.waitUntil`; the fetch, its retries, the delivery to the
-//! origin and the completion notice all run after that acknowledgement.
+//! FetchExecutor: the Worker entrypoint that does the waiting. The caller's call returns as
+//! soon as the job is handed to `ctx.waitUntil`; the fetch, its retries, the delivery to the
+//! origin and the completion notice all run after that acknowledgement, within
+//! [`INVOCATION_BUDGET_MS`](super::options::INVOCATION_BUDGET_MS) (production cancels
+//! background work 30 s after the call returned).
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use worker::{Context, Env};
+use worker::{Context, Env, Url};
 
 use super::http::{attempt, AttemptError};
-use super::messages::FetchJob;
-use super::options::{parse_retry_after, Attempt};
-use super::orchestrator::FetchOrchestratorClient;
-use super::origin::DeliveryOutcome;
+use super::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS};
+use super::policy::{ExecutorPolicy, POLICY_VAR};
+use super::protocol::{DeliveryOutcome, FetchJob, OrchestratorClient, OriginClient, FORBIDDEN, RETRY};
 use super::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
 use crate::entrypoint;
 use crate::rpc::{log_error, CallError, HandlerError, WorkerEntrypoint};
 
+/// A retry of a fetch starts only if at least this much of the budget is left for it.
+const MIN_ATTEMPT_MS: f64 = 250.0;
+/// The origin's delivery method (`protocol::Origin::deliver`).
+const DELIVER: &str = "__proxyFetchDeliver";
+/// Deliveries to the origin: tries, and the first backoff (doubling).
+const DELIVERY_TRIES: u32 = 5;
+const DELIVERY_BACKOFF_MS: u64 = 100;
+
 /// Served as the named entrypoint `FetchExecutorEntrypoint`: bind it with
 /// `[[services]] binding = "FETCH_EXECUTOR", service = "<this worker>", entrypoint = "FetchExecutorEntrypoint"`.
+/// It fetches only what its worker's `PROXY_FETCH_ALLOW` var allows (see [`ExecutorPolicy`]).
 pub struct FetchExecutor {
     env: Env,
 }
@@ -27,70 +37,152 @@ impl WorkerEntrypoint for FetchExecutor {
     }
 }
 
+/// How a delivery to the origin ended.
+enum Delivery {
+    /// The origin has the result (or had one, or refused it for good).
+    Done,
+    /// Not delivered within the executor's budget.
+    Failed,
+    /// The origin refused the token: the job was not the request's own.
+    Forbidden,
+}
+
 /// What `health` reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutorHealth {
     pub ok: bool,
     pub version: String,
+    /// Whether `PROXY_FETCH_ALLOW` is set and readable.
+    pub policy: Result<(), String>,
+}
+
+impl FetchExecutor {
+    fn policy(&self) -> Result<ExecutorPolicy, String> {
+        match self.env.var(POLICY_VAR) {
+            Ok(spec) => ExecutorPolicy::parse(&spec.to_string()),
+            Err(_) => Err(format!(
+                "the executor's worker has no `{POLICY_VAR}` var, so it fetches nothing: set it \
+                 to the hosts it may fetch, e.g. `api.example.com, *.example.org` (`*` allows any)"
+            )),
+        }
+    }
+
+    /// Delivers `result` to the origin, trying again (with backoff) while the origin cannot
+    /// be reached or its storage fails.
+    async fn deliver(&self, job: &FetchJob, result: &FetchResult, started: f64) -> Delivery {
+        let origin = match OriginClient::from_id(&self.env, &job.origin.binding, &job.origin.id) {
+            Ok(origin) => origin,
+            Err(e) => {
+                log_error(&format!("proxy-fetch {}: origin not reachable: {e}", job.id));
+                return Delivery::Failed;
+            }
+        };
+        // Encoded once for every try: a large body is not copied again per try.
+        let args = match crate::rpc::encode_args([
+            crate::rpc::encode_arg(DELIVER, "result", result),
+            crate::rpc::encode_arg(DELIVER, "token", &job.token),
+        ]) {
+            Ok(args) => args,
+            Err(e) => {
+                log_error(&format!("proxy-fetch {}: result not encoded: {e}", job.id));
+                return Delivery::Failed;
+            }
+        };
+        let Some(stub) = origin.stub() else {
+            return Delivery::Failed;
+        };
+        let mut backoff = DELIVERY_BACKOFF_MS;
+        for tries in 1..=DELIVERY_TRIES {
+            let sent = stub.call::<DeliveryOutcome, HandlerError>(DELIVER, args.clone()).await;
+            let retry = match sent {
+                Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => return Delivery::Done,
+                Err(CallError::Handler(e)) if e.kind == RETRY => e.to_string(),
+                Err(CallError::Handler(e)) if e.kind == FORBIDDEN => {
+                    log_error(&format!("proxy-fetch {}: origin refused the token: {e}", job.id));
+                    return Delivery::Forbidden;
+                }
+                Err(CallError::Handler(e)) => {
+                    log_error(&format!("proxy-fetch {}: origin refused the result: {e}", job.id));
+                    return Delivery::Done;
+                }
+                Err(CallError::Rpc(e)) => e.to_string(),
+            };
+            let left = started + INVOCATION_BUDGET_MS as f64 - now_ms();
+            if tries == DELIVERY_TRIES || left < backoff as f64 {
+                log_error(&format!(
+                    "proxy-fetch {}: result not delivered after {tries} tries ({retry})",
+                    job.id
+                ));
+                return Delivery::Failed;
+            }
+            worker::Delay::from(Duration::from_millis(backoff)).await;
+            backoff *= 2;
+        }
+        Delivery::Failed
+    }
 }
 
 #[entrypoint(name = "FetchExecutorEntrypoint")]
 impl FetchExecutor {
     /// Fetches `job.request` (with retries), delivers the result to the origin, then tells the
-    /// orchestrator the request is done. Acknowledged at once; runs under `ctx.waitUntil`.
+    /// orchestrator (orchestrated flow) the request is done. Acknowledged at once; runs under
+    /// `ctx.waitUntil`.
     #[wait_until]
     pub async fn execute_fetch(&self, job: FetchJob) -> Result<(), HandlerError> {
-        let result = fetch_with_retries(&job).await;
-        let origin = OriginDeliveryClient::from_id(&self.env, &job.origin.binding, &job.origin.id)?;
-        match origin.deliver(result).await {
-            Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => {}
-            // The origin refused it as unknown: nobody waits for it any more.
-            Err(CallError::Handler(e)) => log_error(&format!(
-                "proxy-fetch {}: origin refused the result: {e}",
-                job.id
-            )),
-            // Not delivered: leave the queue entry, so the orchestrator's backstop tells the origin.
-            Err(CallError::Rpc(e)) => {
-                return Err(HandlerError::new(
-                    "delivery",
-                    format!("request {}: {e}", job.id),
-                ));
+        let started = now_ms();
+        let allowed = self.policy().and_then(|policy| {
+            let url = Url::parse(&job.request.url).map_err(|e| format!("not a URL: {e}"))?;
+            policy.check(&url).map(|()| policy)
+        });
+        let result = match allowed {
+            Ok(policy) => fetch_with_retries(&job, &policy, started).await,
+            Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
+        };
+        let queue = match &job.queue {
+            Some(queue) => Some(OrchestratorClient::from_name(&self.env, &queue.binding, &queue.shard)?),
+            None => None,
+        };
+        match self.deliver(&job, &result, started).await {
+            Delivery::Done => {
+                if let Some(orchestrator) = queue {
+                    orchestrator.complete(job.id.clone()).await?;
+                }
             }
+            Delivery::Failed => match queue {
+                // The orchestrator keeps the result and delivers it when the origin is back.
+                Some(orchestrator) => orchestrator.undelivered(job.id.clone(), result).await?,
+                // Direct flow: the origin's alarm dispatches an idempotent request again, or
+                // tells the handler the upstream may have seen it.
+                None => log_error(&format!(
+                    "proxy-fetch {}: result not delivered; the origin's backstop takes over",
+                    job.id
+                )),
+            },
+            // A delivery with the wrong token: not this request's result to settle.
+            Delivery::Forbidden => {}
         }
-        let orchestrator = FetchOrchestratorClient::from_name(
-            &self.env,
-            &job.options.orchestrator_binding,
-            &job.shard,
-        )?;
-        orchestrator.complete(job.id.clone()).await?;
         Ok(())
     }
 
-    /// Answers at once: for checking the binding and measuring a no-op RPC round trip.
+    /// Answers at once: for checking the binding and the policy.
     pub async fn health(&self) -> Result<ExecutorHealth, HandlerError> {
         Ok(ExecutorHealth {
             ok: true,
             version: env!("CARGO_PKG_VERSION").into(),
+            policy: self.policy().map(|_| ()),
         })
     }
 }
 
-/// The RPC method every origin Durable Object serves (generated by
-/// `#[entrypoint(durable_object, origin)]`).
-#[entrypoint(durable_object)]
-pub trait OriginDelivery {
-    #[rpc(name = "__proxyFetchDeliver")]
-    async fn deliver(&self, result: FetchResult) -> Result<DeliveryOutcome, HandlerError>;
-}
-
-async fn fetch_with_retries(job: &FetchJob) -> FetchResult {
+async fn fetch_with_retries(job: &FetchJob, policy: &ExecutorPolicy, started: f64) -> FetchResult {
     let options = &job.options;
     let idempotent = job.request.is_idempotent();
-    let started = now_ms();
+    let deadline = started + FETCH_BUDGET_MS as f64;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let outcome = attempt(&job.request, options).await;
+        let timeout = (options.timeout_ms as f64).min(deadline - now_ms()).max(1.0) as u64;
+        let outcome = attempt(&job.request, options, policy, timeout).await;
         let seen = match &outcome {
             Ok(f) => Attempt::Status {
                 status: f.status,
@@ -104,11 +196,12 @@ async fn fetch_with_retries(job: &FetchJob) -> FetchResult {
             Err(AttemptError::Timeout) => Attempt::Timeout,
             Err(AttemptError::TooLarge(_) | AttemptError::Refused(_)) => Attempt::Refused,
         };
-        if let Some(delay) =
-            options
-                .retry
-                .next_delay(attempts, seen, idempotent, js_sys::Math::random())
-        {
+        let delay = options
+            .retry
+            .next_delay(attempts, seen, idempotent, js_sys::Math::random())
+            // A retry that could not finish inside the budget is not started.
+            .filter(|delay| now_ms() + *delay as f64 + MIN_ATTEMPT_MS < deadline);
+        if let Some(delay) = delay {
             worker::Delay::from(Duration::from_millis(delay)).await;
             continue;
         }
@@ -134,7 +227,7 @@ async fn fetch_with_retries(job: &FetchJob) -> FetchResult {
             Err(AttemptError::Network(m)) => error(FetchErrorKind::Network, m),
             Err(AttemptError::Timeout) => error(
                 FetchErrorKind::Timeout,
-                format!("no complete response within {} ms", options.timeout_ms),
+                format!("no complete response within {timeout} ms"),
             ),
             Err(AttemptError::Refused(m)) => error(FetchErrorKind::Rejected, m),
             Err(AttemptError::TooLarge(limit)) => error(

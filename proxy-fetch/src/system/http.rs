@@ -8,6 +8,7 @@ use std::time::Duration;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use super::policy::ExecutorPolicy;
 use super::{ProxyFetchOptions, ProxyRequest, Redirect};
 
 pub(crate) struct Fetched {
@@ -22,7 +23,7 @@ pub(crate) enum AttemptError {
     Network(String),
     Timeout,
     TooLarge(u64),
-    /// A redirect led off `allowed_hosts`, or there were too many.
+    /// A redirect led outside the executor's policy or `allowed_hosts`, or there were too many.
     Refused(String),
 }
 
@@ -168,15 +169,18 @@ async fn fetch_once(
     })
 }
 
-/// Without an allow-list the runtime follows redirects itself. With one, they are followed
-/// here, one hop at a time, so that a redirect cannot lead the executor off the list.
+/// Without an allow-list the runtime follows redirects itself. With one (the executor's
+/// policy, or the job's `allowed_hosts`), they are followed here, one hop at a time, and each
+/// hop is checked, so that a redirect cannot lead the executor off the list.
 async fn fetch_following(
     request: &ProxyRequest,
     signal: &JsValue,
     options: &ProxyFetchOptions,
+    policy: &ExecutorPolicy,
 ) -> Result<Fetched, AttemptError> {
     let limit = options.max_body_bytes;
-    if options.allowed_hosts.is_none() || request.redirect != Redirect::Follow {
+    let unrestricted = policy.allows_any() && options.allowed_hosts.is_none();
+    if unrestricted || request.redirect != Redirect::Follow {
         return fetch_once(request, signal, limit).await;
     }
     let mut hop = request.clone();
@@ -199,6 +203,9 @@ async fn fetch_following(
             .map_err(|e| {
                 AttemptError::Network(format!("bad redirect location `{location}`: {e}"))
             })?;
+        policy
+            .check(&next)
+            .map_err(|why| AttemptError::Refused(format!("redirect refused: {why}")))?;
         let host = next.host_str().unwrap_or_default();
         if !options.host_allowed(host) {
             return Err(AttemptError::Refused(format!(
@@ -222,11 +229,13 @@ async fn fetch_following(
 pub(crate) async fn attempt(
     request: &ProxyRequest,
     options: &ProxyFetchOptions,
+    policy: &ExecutorPolicy,
+    timeout_ms: u64,
 ) -> Result<Fetched, AttemptError> {
-    let timeout = Duration::from_millis(options.timeout_ms);
+    let timeout = Duration::from_millis(timeout_ms);
     let controller = web_abort_controller().map_err(|e| AttemptError::Network(message(&e)))?;
     let signal = get(&controller, "signal").map_err(|e| AttemptError::Network(message(&e)))?;
-    let work = pin!(fetch_following(request, &signal, options));
+    let work = pin!(fetch_following(request, &signal, options, policy));
     let timer = pin!(worker::Delay::from(timeout));
     match select(work, timer).await {
         Either::Left((result, _)) => result,

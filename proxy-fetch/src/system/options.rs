@@ -1,23 +1,59 @@
-//! Options of a proxied fetch and the retry policy, as plain data that travels with the job.
+//! Options of a proxied fetch and the retry policy, as plain data that travels with the job,
+//! checked by [`ProxyFetchOptions::validate`] before anything starts.
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
-/// Defaults match the TypeScript design's: 30 s timeout, `FETCH_EXECUTOR`,
-/// `FETCH_ORCHESTRATOR`, instance `singleton`.
+use super::strict::strict_serde;
+
+strict_serde!(ProxyFetchOptions, RetryPolicy);
+
+/// The longest one executor invocation may work after acknowledging: production cancels
+/// `waitUntil` work 30 s after the call returned, so everything (attempts, backoff, delivery)
+/// must fit in less.
+pub const INVOCATION_BUDGET_MS: u64 = 28_000;
+/// Of that budget, what the delivery to the origin (and its retries) keeps for itself.
+pub const DELIVERY_RESERVE_MS: u64 = 3_000;
+/// Time the fetch attempts of one invocation may use in all.
+pub const FETCH_BUDGET_MS: u64 = INVOCATION_BUDGET_MS - DELIVERY_RESERVE_MS;
+/// One RPC call carries at most 32 MiB; a response body must leave room for the rest of the
+/// delivery (headers, ids).
+pub const MAX_BODY_LIMIT: u64 = 31 * 1024 * 1024;
+
+/// Which way a request travels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flow {
+    /// origin -> executor -> origin. The origin's own alarm is the backstop. Fewest billed
+    /// operations: one Durable Object request and two row writes per request.
+    #[default]
+    Direct,
+    /// origin -> `FetchOrchestrator` (a Durable Object queue) -> executor -> origin, and the
+    /// orchestrator is told the request is done. The queue is observable in one place
+    /// (`stats`) and keeps the backstop; costs two more Durable Object requests and two more
+    /// row writes per request.
+    Orchestrated,
+}
+
+/// Defaults: direct flow, 25 s per attempt within a 25 s fetch budget, 3 attempts, 24 MiB
+/// bodies, `FETCH_EXECUTOR`, `FETCH_ORCHESTRATOR`, instance `singleton`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct ProxyFetchOptions {
-    /// Per attempt: time allowed for the response and its whole body.
+    pub flow: Flow,
+    /// Per attempt: time allowed for the response and its whole body (1 ..= 25 000). All
+    /// attempts of a request share [`FETCH_BUDGET_MS`]: a retry starts only if time is left.
     pub timeout_ms: u64,
     pub retry: RetryPolicy,
-    /// Larger response bodies are refused with `FetchErrorKind::Rejected`. RPC carries at most
-    /// 32 MiB per call, so the default leaves room for the rest of the message.
+    /// Larger response bodies are refused with `FetchErrorKind::Rejected` (at most
+    /// [`MAX_BODY_LIMIT`], what one RPC delivery can carry).
     pub max_body_bytes: u64,
-    /// If set, only these hosts (exact, or `*.example.com` for subdomains) may be fetched.
+    /// If set, only these hosts (exact, or `*.example.com` for subdomains) may be fetched. The
+    /// executor's own policy (`PROXY_FETCH_ALLOW`) applies in any case; this narrows it.
     pub allowed_hosts: Option<Vec<String>>,
-    /// Service binding of the `FetchExecutorEntrypoint`, as seen by the orchestrator.
+    /// Service binding of the `FetchExecutorEntrypoint`.
     pub executor_binding: String,
-    /// Durable Object binding of the `FetchOrchestrator`.
+    /// Durable Object binding of the `FetchOrchestrator` (orchestrated flow).
     pub orchestrator_binding: String,
     /// Name of the orchestrator instance (with shards: the prefix of each shard's name).
     pub orchestrator_instance: String,
@@ -26,15 +62,21 @@ pub struct ProxyFetchOptions {
     /// Durable Object binding of the origin, so results can find their way back. When `None`,
     /// the binding is inferred from the origin's type name (`WeatherDo` -> `WEATHER_DO`).
     pub origin_binding: Option<String>,
-    /// How long after the last possible attempt the orchestrator waits for a result before
-    /// delivering `FetchErrorKind::Backstop`.
+    /// How long after the executor's budget the backstop waits for a result before acting.
     pub backstop_grace_ms: u64,
+    /// The request's whole life: until then a lost idempotent request is dispatched again and
+    /// an undeliverable result retried; after it the handler gets a final error.
+    pub max_age_ms: u64,
+    /// The request's id, chosen by the caller: starting a request whose id is still pending
+    /// starts nothing and returns that id (idempotent starts). Random when `None`.
+    pub request_id: Option<String>,
 }
 
 impl Default for ProxyFetchOptions {
     fn default() -> Self {
         ProxyFetchOptions {
-            timeout_ms: 30_000,
+            flow: Flow::default(),
+            timeout_ms: FETCH_BUDGET_MS,
             retry: RetryPolicy::default(),
             max_body_bytes: 24 * 1024 * 1024,
             allowed_hosts: None,
@@ -44,29 +86,120 @@ impl Default for ProxyFetchOptions {
             shards: 1,
             origin_binding: None,
             backstop_grace_ms: 10_000,
+            max_age_ms: 10 * 60_000,
+            request_id: None,
         }
     }
 }
 
+/// An option out of range: its name, and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidOption {
+    pub option: String,
+    pub message: String,
+}
+
+impl fmt::Display for InvalidOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "option `{}`: {}", self.option, self.message)
+    }
+}
+
+fn within(option: &str, value: u64, min: u64, max: u64) -> Result<(), InvalidOption> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(InvalidOption {
+            option: option.into(),
+            message: format!("{value} is outside {min} ..= {max}"),
+        })
+    }
+}
+
+fn name(option: &str, value: &str) -> Result<(), InvalidOption> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidOption {
+            option: option.into(),
+            message: format!("`{value}` must be 1 to 128 characters of A-Z a-z 0-9 _ - . :"),
+        })
+    }
+}
+
 impl ProxyFetchOptions {
-    /// Longest time the executor can legitimately take: every attempt timing out, plus every
-    /// backoff at its cap.
+    /// Checks every value: `proxy_fetch` refuses options that fail here, before anything
+    /// starts. After it passes, no arithmetic on these values can overflow.
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        within("timeout_ms", self.timeout_ms, 1, FETCH_BUDGET_MS)?;
+        within("retry.max_attempts", self.retry.max_attempts as u64, 1, 10)?;
+        within("retry.max_delay_ms", self.retry.max_delay_ms, 0, FETCH_BUDGET_MS)?;
+        within("retry.base_delay_ms", self.retry.base_delay_ms, 0, self.retry.max_delay_ms)?;
+        within("max_body_bytes", self.max_body_bytes, 0, MAX_BODY_LIMIT)?;
+        within("shards", self.shards as u64, 1, 1024)?;
+        within("backstop_grace_ms", self.backstop_grace_ms, 0, 3_600_000)?;
+        within(
+            "max_age_ms",
+            self.max_age_ms,
+            self.backstop_after_ms(),
+            7 * 24 * 3_600_000,
+        )?;
+        name("executor_binding", &self.executor_binding)?;
+        name("orchestrator_binding", &self.orchestrator_binding)?;
+        name("orchestrator_instance", &self.orchestrator_instance)?;
+        if let Some(binding) = &self.origin_binding {
+            name("origin_binding", binding)?;
+        }
+        if let Some(id) = &self.request_id {
+            name("request_id", id)?;
+        }
+        if let Some(hosts) = &self.allowed_hosts {
+            for host in hosts {
+                let bare = host.strip_prefix("*.").unwrap_or(host);
+                let ok = !bare.is_empty()
+                    && bare
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c));
+                if !ok {
+                    return Err(InvalidOption {
+                        option: "allowed_hosts".into(),
+                        message: format!("`{host}` is not a host name or `*.domain`"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Longest time the executor's attempts can take: every attempt timing out, plus every
+    /// backoff at its cap, within [`FETCH_BUDGET_MS`].
     pub fn worst_case_ms(&self) -> u64 {
         let attempts = self.retry.max_attempts.max(1) as u64;
-        self.timeout_ms * attempts + self.retry.max_delay_ms * (attempts - 1)
+        let all = self
+            .timeout_ms
+            .saturating_mul(attempts)
+            .saturating_add(self.retry.max_delay_ms.saturating_mul(attempts - 1));
+        all.min(FETCH_BUDGET_MS)
     }
 
-    /// When the orchestrator gives up waiting for a result.
+    /// When the backstop acts on a request that has no result: every attempt, the delivery
+    /// and the grace. Saturating, so no value can overflow it.
     pub fn backstop_after_ms(&self) -> u64 {
-        self.worst_case_ms() + self.backstop_grace_ms
+        self.worst_case_ms()
+            .saturating_add(DELIVERY_RESERVE_MS)
+            .saturating_add(self.backstop_grace_ms)
     }
 
-    /// The orchestrator instance that owns `request_id`.
+    /// The orchestrator instance that tracks `request_id`.
     pub fn shard_for(&self, request_id: &str) -> String {
         if self.shards <= 1 {
             return self.orchestrator_instance.clone();
         }
-        // FNV-1a: stable across builds and platforms, unlike std's hasher.
         let hash = request_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
         });
@@ -77,25 +210,29 @@ impl ProxyFetchOptions {
         )
     }
 
-    /// Whether `host` passes `allowed_hosts`.
+    /// Whether `allowed_hosts` lets `host` through (no list: every host).
     pub fn host_allowed(&self, host: &str) -> bool {
         let Some(allowed) = &self.allowed_hosts else {
             return true;
         };
-        let host = host.to_ascii_lowercase();
-        allowed.iter().any(|pattern| {
-            let pattern = pattern.to_ascii_lowercase();
-            match pattern.strip_prefix("*.") {
-                Some(domain) => host.ends_with(&format!(".{domain}")),
-                None => host == pattern,
-            }
-        })
+        allowed.iter().any(|pattern| host_matches(pattern, host))
+    }
+}
+
+/// `pattern` is a host name, or `*.domain` for its subdomains; case-insensitive.
+pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
+    let (pattern, host) = (pattern.to_ascii_lowercase(), host.to_ascii_lowercase());
+    match pattern.strip_prefix("*.") {
+        Some(domain) => host
+            .strip_suffix(domain)
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        None => host == pattern,
     }
 }
 
 /// When and how often the executor tries again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 = no retry).
     pub max_attempts: u32,
@@ -321,12 +458,51 @@ mod tests {
     }
 
     #[test]
-    fn the_backstop_waits_for_every_attempt() {
+    fn the_backstop_waits_for_every_attempt_and_the_delivery() {
         let o = ProxyFetchOptions {
             timeout_ms: 1_000,
             backstop_grace_ms: 500,
             ..Default::default()
         };
-        assert_eq!(o.backstop_after_ms(), 3 * 1_000 + 2 * 5_000 + 500);
+        assert_eq!(o.backstop_after_ms(), 3 * 1_000 + 2 * 5_000 + DELIVERY_RESERVE_MS + 500);
+        let d = ProxyFetchOptions::default();
+        assert_eq!(d.backstop_after_ms(), INVOCATION_BUDGET_MS + d.backstop_grace_ms);
+    }
+
+    #[test]
+    fn defaults_are_valid_and_out_of_range_values_are_named() {
+        assert_eq!(ProxyFetchOptions::default().validate(), Ok(()));
+        let bad = |o: ProxyFetchOptions| o.validate().map_err(|e| e.option);
+        let d = ProxyFetchOptions::default;
+        assert_eq!(bad(ProxyFetchOptions { timeout_ms: u64::MAX, ..d() }), Err("timeout_ms".into()));
+        assert_eq!(bad(ProxyFetchOptions { timeout_ms: 0, ..d() }), Err("timeout_ms".into()));
+        assert_eq!(
+            bad(ProxyFetchOptions { max_body_bytes: 40 << 20, ..d() }),
+            Err("max_body_bytes".into())
+        );
+        assert_eq!(bad(ProxyFetchOptions { shards: 0, ..d() }), Err("shards".into()));
+        assert_eq!(
+            bad(ProxyFetchOptions { backstop_grace_ms: u64::MAX, ..d() }),
+            Err("backstop_grace_ms".into())
+        );
+        assert_eq!(bad(ProxyFetchOptions { max_age_ms: 1, ..d() }), Err("max_age_ms".into()));
+        assert_eq!(
+            bad(ProxyFetchOptions { request_id: Some("a b".into()), ..d() }),
+            Err("request_id".into())
+        );
+        assert_eq!(
+            bad(ProxyFetchOptions { allowed_hosts: Some(vec!["a/b".into()]), ..d() }),
+            Err("allowed_hosts".into())
+        );
+        let retry = RetryPolicy { max_attempts: 0, ..RetryPolicy::default() };
+        assert_eq!(bad(ProxyFetchOptions { retry, ..d() }), Err("retry.max_attempts".into()));
+    }
+
+    #[test]
+    fn unknown_option_keys_are_refused() {
+        let e = serde_json::from_str::<ProxyFetchOptions>(r#"{"timeout":5}"#);
+        assert!(e.is_err_and(|e| e.to_string().contains("unknown field `timeout`")));
+        let ok = serde_json::from_str::<ProxyFetchOptions>(r#"{"flow":"orchestrated"}"#);
+        assert_eq!(ok.map(|o| o.flow).ok(), Some(Flow::Orchestrated));
     }
 }

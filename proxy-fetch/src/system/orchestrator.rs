@@ -1,27 +1,27 @@
-//! FetchOrchestrator: the durable queue between origins and the executor. It records each
-//! request, hands it to the executor (which acknowledges at once), and keeps an alarm as the
-//! backstop: a request whose result has not come back by its deadline gets a `Backstop` error
-//! at its origin, so no handler waits forever and no entry stays behind.
+//! FetchOrchestrator: the durable queue of the orchestrated flow. It stores each request,
+//! hands it to the executor, and keeps an alarm as the backstop: a request whose result has
+//! not come back by its due time is dispatched again (idempotent, within its max age) or gets
+//! a `Backstop` error at its origin, so no handler waits forever and no entry stays behind.
 
 use serde::{Deserialize, Serialize};
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
+use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
-use super::executor::{FetchExecutorClient, OriginDeliveryClient};
-use super::messages::{FetchJob, OriginRef};
-use super::{now_ms, FetchError, FetchErrorKind, RequestId};
+use super::protocol::{DeliveryOutcome, ExecutorClient, FetchJob, OriginClient, FORBIDDEN};
+use super::{now_ms, FetchError, FetchErrorKind, FetchResult, RequestId};
 use crate::entrypoint;
 use crate::rpc::{log_error, CallError, HandlerError};
 
 const QUEUE: &str = "q:";
-/// A backstop delivery that cannot reach its origin is tried this often before the entry is
-/// dropped (logged): an origin that stays unreachable that long is gone.
-const MAX_DELIVERY_TRIES: u32 = 5;
-const DELIVERY_RETRY_MS: f64 = 5_000.0;
-/// How many recent dispatch durations `stats` reports.
-const RECENT_DISPATCHES: usize = 4096;
+/// Entries read per page when the queue is listed.
+const PAGE: usize = 256;
+/// `stats` lists at most this many entries (it counts them all).
+const STATS_ITEMS: usize = 100;
+/// A lost idempotent request is dispatched again at most this often.
+const MAX_DISPATCHES: u32 = 3;
+/// First wait before a failed backstop delivery is tried again; it doubles up to the cap.
+const RETRY_BASE_MS: f64 = 1_000.0;
+const RETRY_CAP_MS: f64 = 60_000.0;
 
 #[durable_object]
 pub struct FetchOrchestrator {
@@ -29,26 +29,34 @@ pub struct FetchOrchestrator {
     env: Env,
     /// The alarm time this instance last set (ms), so most enqueues need not read it.
     alarm_at: Cell<Option<f64>>,
-    /// How long recent dispatches waited for the executor's acknowledgement (ms), newest last.
-    /// In memory only: an observability aid, reset when the instance is.
-    recent_dispatch_ms: RefCell<VecDeque<f64>>,
-    /// Queue writes not yet handed to storage (`None`: delete), by request id. Calls arriving
-    /// together commit their writes in one storage transaction instead of one each.
-    unflushed: RefCell<BTreeMap<RequestId, Option<QueueEntry>>>,
-    /// Whether a call is committing `unflushed` (the others leave their writes to it).
-    flushing: Cell<bool>,
 }
 
 /// One request the orchestrator is waiting on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueueEntry {
+struct QueueEntry {
+    job: FetchJob,
+    enqueued_ms: f64,
+    due_ms: f64,
+    dispatches: u32,
+    /// Backstop deliveries that failed to reach the origin.
+    delivery_tries: u32,
+    /// A result the executor could not deliver, kept to be delivered from here.
+    #[serde(default)]
+    result: Option<FetchResult>,
+}
+
+/// One queued request as `stats` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueItem {
     pub id: RequestId,
     pub method: String,
+    /// Without its query string unless `stats_with_queries` was asked (queries may hold keys).
     pub url: String,
-    pub origin: OriginRef,
+    pub origin_binding: String,
+    pub origin_id: String,
     pub enqueued_ms: f64,
-    pub deadline_ms: f64,
-    /// Backstop deliveries that failed to reach the origin.
+    pub due_ms: f64,
+    pub dispatches: u32,
     pub delivery_tries: u32,
 }
 
@@ -58,14 +66,12 @@ pub struct QueueStats {
     pub pending: u32,
     /// Age of the oldest pending request (ms), 0 when none.
     pub oldest_age_ms: f64,
-    /// Requests waiting for their result, and those past their deadline whose backstop could
+    /// Requests waiting for their result, and those past their due time whose backstop could
     /// not reach the origin yet.
     pub in_flight: u32,
     pub overdue: u32,
-    pub items: Vec<QueueEntry>,
-    /// How long recent dispatches (up to 4096, newest last) waited for the executor's
-    /// acknowledgement, in ms: the orchestrator's hold time per request.
-    pub recent_dispatch_ms: Vec<f64>,
+    /// The oldest entries, at most 100.
+    pub items: Vec<QueueItem>,
 }
 
 impl DurableObject for FetchOrchestrator {
@@ -74,13 +80,10 @@ impl DurableObject for FetchOrchestrator {
             state,
             env,
             alarm_at: Cell::new(None),
-            recent_dispatch_ms: RefCell::default(),
-            unflushed: RefCell::default(),
-            flushing: Cell::new(false),
         }
     }
 
-    /// `GET` on the orchestrator answers its stats as JSON (handy with `wrangler dev`).
+    /// `GET` on the orchestrator answers its stats as JSON (queries redacted).
     async fn fetch(&self, _req: Request) -> worker::Result<Response> {
         let stats = self
             .stats()
@@ -91,103 +94,51 @@ impl DurableObject for FetchOrchestrator {
 
     async fn alarm(&self) -> worker::Result<Response> {
         self.alarm_at.set(None);
-        self.backstop().await?;
+        let next = self.backstop().await?;
+        if let Some(at) = next {
+            self.arm(at).await?;
+        }
         Response::ok("")
     }
 }
 
+fn key(id: &str) -> String {
+    format!("{QUEUE}{id}")
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_owned(),
+    }
+}
+
 impl FetchOrchestrator {
-    fn record_dispatch(&self, ms: f64) {
-        let mut recent = self.recent_dispatch_ms.borrow_mut();
-        if recent.len() == RECENT_DISPATCHES {
-            recent.pop_front();
-        }
-        recent.push_back(ms);
-    }
-
-    /// The queue: what storage holds, with the writes not flushed yet applied on top.
-    async fn entries(&self) -> worker::Result<Vec<QueueEntry>> {
-        let map = self
-            .state
-            .storage()
-            .list_with_options(worker::ListOptions::new().prefix(QUEUE))
-            .await?;
-        let mut entries: BTreeMap<RequestId, QueueEntry> = map
-            .values()
-            .into_iter()
-            .filter_map(|v| serde_wasm_bindgen::from_value::<QueueEntry>(v.ok()?).ok())
-            .map(|e| (e.id.clone(), e))
-            .collect();
-        for (id, write) in self.unflushed.borrow().iter() {
-            match write {
-                Some(entry) => entries.insert(id.clone(), entry.clone()),
-                None => entries.remove(id),
-            };
-        }
-        Ok(entries.into_values().collect())
-    }
-
-    async fn queued(&self, id: &str) -> worker::Result<bool> {
-        if let Some(write) = self.unflushed.borrow().get(id) {
-            return Ok(write.is_some());
-        }
-        let key = format!("{QUEUE}{id}");
-        Ok(self
-            .state
-            .storage()
-            .get::<QueueEntry>(&key)
-            .await?
-            .is_some())
-    }
-
-    /// Puts (`Some`) or deletes (`None`) the queue entry of `id`. One call at a time commits:
-    /// it waits a timer tick for the calls arriving with it, then commits everything written
-    /// so far in one transaction, again until nothing is left.
-    async fn write(&self, id: &str, entry: Option<QueueEntry>) -> worker::Result<()> {
-        self.unflushed.borrow_mut().insert(id.to_owned(), entry);
-        if self.flushing.replace(true) {
-            return Ok(());
-        }
-        // Should this call be dropped midway, the next write takes over the committing.
-        struct Flushing<'a>(&'a Cell<bool>);
-        impl Drop for Flushing<'_> {
-            fn drop(&mut self) {
-                self.0.set(false);
-            }
-        }
-        let _flushing = Flushing(&self.flushing);
-        worker::Delay::from(Duration::ZERO).await;
+    /// Calls `f` on every entry, a page at a time.
+    async fn each(&self, mut f: impl FnMut(QueueEntry)) -> worker::Result<()> {
+        let mut start: Option<String> = None;
         loop {
-            let batch = std::mem::take(&mut *self.unflushed.borrow_mut());
-            if batch.is_empty() {
+            let mut options = worker::ListOptions::new().prefix(QUEUE).limit(PAGE);
+            if let Some(start) = &start {
+                options = options.start(start);
+            }
+            let map = self.state.storage().list_with_options(options).await?;
+            let mut count = 0;
+            for entry in map.entries() {
+                count += 1;
+                let pair: js_sys::Array = entry?.into();
+                if let Some(k) = pair.get(0).as_string() {
+                    start = Some(format!("{k}\u{0}"));
+                }
+                match serde_wasm_bindgen::from_value::<QueueEntry>(pair.get(1)) {
+                    Ok(e) => f(e),
+                    Err(e) => log_error(&format!("proxy-fetch: unreadable queue entry: {e}")),
+                }
+            }
+            if count < PAGE {
                 return Ok(());
             }
-            self.commit(batch).await?;
         }
-    }
-
-    async fn commit(&self, batch: BTreeMap<RequestId, Option<QueueEntry>>) -> worker::Result<()> {
-        let puts = js_sys::Object::new();
-        let mut deletes = Vec::new();
-        for (id, write) in batch {
-            let key = format!("{QUEUE}{id}");
-            match write {
-                Some(entry) => {
-                    let value =
-                        crate::rpc::to_js_value(&entry).map_err(worker::Error::RustError)?;
-                    js_sys::Reflect::set(&puts, &key.into(), &value)?;
-                }
-                None => deletes.push(key),
-            }
-        }
-        let storage = self.state.storage();
-        if js_sys::Object::keys(&puts).length() > 0 {
-            storage.put_multiple_raw(puts).await?;
-        }
-        if !deletes.is_empty() {
-            storage.delete_multiple(deletes).await?;
-        }
-        Ok(())
     }
 
     /// Makes sure the alarm fires no later than `at`.
@@ -207,149 +158,231 @@ impl FetchOrchestrator {
         Ok(())
     }
 
-    /// Delivers an error of `kind` to the entry's origin: `true` when the origin has its
-    /// result now (or had one already), `false` when it could not be reached.
-    async fn tell_origin(&self, entry: &QueueEntry, kind: FetchErrorKind, message: String) -> bool {
-        let error = FetchError::new(&entry.id, kind, message);
-        let origin =
-            match OriginDeliveryClient::from_id(&self.env, &entry.origin.binding, &entry.origin.id)
-            {
-                Ok(origin) => origin,
-                Err(e) => {
-                    log_error(&format!(
-                        "proxy-fetch {}: origin unreachable: {e}",
-                        entry.id
-                    ));
-                    return false;
-                }
-            };
-        match origin.deliver(Err(error)).await {
-            Ok(_) | Err(CallError::Handler(_)) => true,
-            Err(CallError::Rpc(e)) => {
+    async fn send(&self, job: &FetchJob) -> Result<(), String> {
+        let executor = ExecutorClient::from_env(&self.env, &job.options.executor_binding)
+            .map_err(|e| e.to_string())?;
+        executor
+            .execute_fetch(job.clone())
+            .await
+            .map_err(|e| format!("executor `{}` not reached: {}", job.options.executor_binding, e.message))
+    }
+
+    /// Delivers `result` to the entry's origin: `true` when the origin has its result now (or
+    /// had one already, or refused it for good), `false` when it could not be reached.
+    async fn tell_origin(&self, job: &FetchJob, result: FetchResult) -> bool {
+        let kind = match &result {
+            Ok(_) => "its result".to_owned(),
+            Err(e) => format!("{:?}", e.kind),
+        };
+        let origin = match OriginClient::from_id(&self.env, &job.origin.binding, &job.origin.id) {
+            Ok(origin) => origin,
+            Err(e) => {
+                log_error(&format!("proxy-fetch {}: origin unreachable: {e}", job.id));
+                return false;
+            }
+        };
+        match origin.deliver(result, job.token.clone()).await {
+            Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => true,
+            Err(CallError::Handler(e)) if e.kind == FORBIDDEN => {
+                log_error(&format!("proxy-fetch {}: origin refused the backstop: {e}", job.id));
+                true
+            }
+            Err(e) => {
                 log_error(&format!(
-                    "proxy-fetch {}: could not deliver {kind:?} to the origin: {e}",
-                    entry.id
+                    "proxy-fetch {}: could not deliver {kind} to the origin: {e}",
+                    job.id
                 ));
                 false
             }
         }
     }
 
-    async fn backstop(&self) -> worker::Result<()> {
+    /// Acts on every overdue entry; returns the next due time, if any entry is left.
+    async fn backstop(&self) -> worker::Result<Option<f64>> {
         let now = now_ms();
+        let mut overdue = Vec::new();
         let mut next: Option<f64> = None;
-        for mut entry in self.entries().await? {
-            if entry.deadline_ms > now {
-                next = Some(next.map_or(entry.deadline_ms, |n: f64| n.min(entry.deadline_ms)));
-                continue;
-            }
-            let message = format!(
-                "no result {} ms after it was queued (executor lost?)",
-                (now - entry.enqueued_ms).round()
-            );
-            if self
-                .tell_origin(&entry, FetchErrorKind::Backstop, message)
-                .await
-            {
-                self.write(&entry.id, None).await?;
-            } else if entry.delivery_tries + 1 >= MAX_DELIVERY_TRIES {
-                log_error(&format!(
-                    "proxy-fetch {}: origin unreachable {MAX_DELIVERY_TRIES} times; dropped",
-                    entry.id
-                ));
-                self.write(&entry.id, None).await?;
+        self.each(|entry| {
+            if entry.due_ms > now {
+                next = Some(next.map_or(entry.due_ms, |n: f64| n.min(entry.due_ms)));
             } else {
-                entry.delivery_tries += 1;
-                entry.deadline_ms = now + DELIVERY_RETRY_MS;
-                next = Some(next.map_or(entry.deadline_ms, |n: f64| n.min(entry.deadline_ms)));
-                self.write(&entry.id.clone(), Some(entry)).await?;
+                overdue.push(entry);
             }
+        })
+        .await?;
+        let storage = self.state.storage();
+        for mut entry in overdue {
+            let options = &entry.job.options;
+            let age = now - entry.enqueued_ms;
+            let budget = options.backstop_after_ms() as f64;
+            let max_age = options.max_age_ms as f64;
+            let idempotent =
+                entry.job.request.is_idempotent() || options.retry.retry_non_idempotent;
+            if entry.result.is_none()
+                && entry.delivery_tries == 0
+                && idempotent
+                && entry.dispatches < MAX_DISPATCHES
+                && age + budget < max_age
+            {
+                // Its executor was lost: send it again, with the same id and token. The entry
+                // is stored first, so a completion racing the send finds it.
+                entry.dispatches += 1;
+                entry.due_ms = now + budget;
+                storage.put(&key(&entry.job.id), &entry).await?;
+                if let Err(e) = self.send(&entry.job).await {
+                    log_error(&format!("proxy-fetch {}: dispatch again failed: {e}", entry.job.id));
+                    entry.due_ms = now + RETRY_BASE_MS;
+                    storage.put(&key(&entry.job.id), &entry).await?;
+                }
+                next = Some(next.map_or(entry.due_ms, |n: f64| n.min(entry.due_ms)));
+                continue;
+            } else {
+                let message = if idempotent {
+                    format!("no result {} ms after it was queued (executor lost?)", age.round())
+                } else {
+                    format!(
+                        "no result {} ms after it was queued (executor lost?); the upstream may \
+                         have received the request, which is not sent twice",
+                        age.round()
+                    )
+                };
+                let result = entry.result.clone().unwrap_or_else(|| {
+                    Err(FetchError::new(&entry.job.id, FetchErrorKind::Backstop, message))
+                });
+                if self.tell_origin(&entry.job, result).await {
+                    storage.delete(&key(&entry.job.id)).await?;
+                    continue;
+                }
+                if age >= max_age + RETRY_CAP_MS {
+                    // The origin's own sweep delivers the final error when it can.
+                    log_error(&format!(
+                        "proxy-fetch {}: origin unreachable past the max age; left to the origin's sweep",
+                        entry.job.id
+                    ));
+                    storage.delete(&key(&entry.job.id)).await?;
+                    continue;
+                }
+                let wait = (RETRY_BASE_MS * 2f64.powi(entry.delivery_tries.min(16) as i32))
+                    .min(RETRY_CAP_MS);
+                entry.delivery_tries += 1;
+                entry.due_ms = now + wait;
+            }
+            next = Some(next.map_or(entry.due_ms, |n: f64| n.min(entry.due_ms)));
+            storage.put(&key(&entry.job.id), &entry).await?;
         }
-        if let Some(at) = next {
-            self.arm(at).await?;
-        }
-        Ok(())
+        Ok(next)
+    }
+
+    async fn collect_stats(&self, queries: bool) -> worker::Result<QueueStats> {
+        let now = now_ms();
+        let mut stats = QueueStats {
+            pending: 0,
+            oldest_age_ms: 0.0,
+            in_flight: 0,
+            overdue: 0,
+            items: Vec::new(),
+        };
+        self.each(|e| {
+            stats.pending += 1;
+            if e.delivery_tries > 0 {
+                stats.overdue += 1;
+            } else {
+                stats.in_flight += 1;
+            }
+            stats.oldest_age_ms = stats.oldest_age_ms.max(now - e.enqueued_ms);
+            stats.items.push(QueueItem {
+                id: e.job.id,
+                method: e.job.request.method,
+                url: if queries {
+                    e.job.request.url
+                } else {
+                    redact(&e.job.request.url)
+                },
+                origin_binding: e.job.origin.binding,
+                origin_id: e.job.origin.id,
+                enqueued_ms: e.enqueued_ms,
+                due_ms: e.due_ms,
+                dispatches: e.dispatches,
+                delivery_tries: e.delivery_tries,
+            });
+            if stats.items.len() > STATS_ITEMS {
+                // Keep the oldest.
+                stats
+                    .items
+                    .sort_by(|a, b| a.enqueued_ms.total_cmp(&b.enqueued_ms));
+                stats.items.truncate(STATS_ITEMS);
+            }
+        })
+        .await?;
+        Ok(stats)
     }
 }
 
 #[entrypoint(durable_object)]
 impl FetchOrchestrator {
-    /// Queues `job` and hands it to the executor. Acknowledged at once, so the origin is not
-    /// held; if the executor cannot be reached, the origin receives a `Dispatch` error instead.
-    #[wait_until]
+    /// Stores `job`, then hands it to the executor. Answered once both happened: the origin
+    /// knows the request is durably queued, or gets the error. A job already queued is left as
+    /// it is (an origin whose start was cut short asks again).
     pub async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError> {
+        let storage = self.state.storage();
+        if storage.get::<QueueEntry>(&key(&job.id)).await?.is_some() {
+            return Ok(());
+        }
         let now = now_ms();
         let entry = QueueEntry {
-            id: job.id.clone(),
-            method: job.request.method.clone(),
-            url: job.request.url.clone(),
-            origin: job.origin.clone(),
             enqueued_ms: now,
-            deadline_ms: now + job.options.backstop_after_ms() as f64,
+            due_ms: now + job.options.backstop_after_ms() as f64,
+            dispatches: 1,
             delivery_tries: 0,
+            result: None,
+            job,
         };
-        let binding = job.options.executor_binding.clone();
-        // Dispatch before writing: a write holds back messages sent after it until it is on
-        // disk (the output gate), and the executor's acknowledgement need not wait for that.
-        // The entry is in the queue (`unflushed`) within this same turn, before a completion
-        // can be processed.
-        let dispatch = async {
-            let executor = FetchExecutorClient::from_env(&self.env, &binding)?;
-            let acked = executor.execute_fetch(job).await;
-            self.record_dispatch(now_ms() - now);
-            acked
-        };
-        let persist = async {
-            self.write(&entry.id, Some(entry.clone())).await?;
-            self.arm(entry.deadline_ms).await
-        };
-        let (dispatched, persisted) = futures_util::future::join(dispatch, persist).await;
-        if let Err(e) = persisted {
-            log_error(&format!(
-                "proxy-fetch {}: not queued, no backstop for it: {e}",
-                entry.id
-            ));
-        }
-        if let Err(e) = dispatched {
-            let message = format!("executor `{binding}` not reached: {}", e.message);
-            if self
-                .tell_origin(&entry, FetchErrorKind::Dispatch, message)
-                .await
-            {
-                self.write(&entry.id, None).await?;
-            }
+        // The executor's call leaves only once this write is on disk (the output gate), so an
+        // executor never works on a request the queue could lose.
+        let id = entry.job.id.clone();
+        storage.put(&key(&id), &entry).await?;
+        self.arm(entry.due_ms).await?;
+        if let Err(e) = self.send(&entry.job).await {
+            storage.delete(&key(&id)).await?;
+            return Err(HandlerError::new("dispatch", e));
         }
         Ok(())
     }
 
-    /// The executor delivered the result: the request is done.
+    /// The result reached the origin: the request is done.
     pub async fn complete(&self, id: RequestId) -> Result<(), HandlerError> {
-        self.write(&id, None).await?;
+        self.state.storage().delete(&key(&id)).await?;
         Ok(())
     }
 
     /// Stops watching a request (the origin cancelled it). Returns whether it was queued.
     pub async fn forget(&self, id: RequestId) -> Result<bool, HandlerError> {
-        let queued = self.queued(&id).await?;
-        self.write(&id, None).await?;
-        Ok(queued)
+        Ok(self.state.storage().delete(&key(&id)).await?)
     }
 
-    /// Pending count, age of the oldest, counts per state, and the entries.
-    pub async fn stats(&self) -> Result<QueueStats, HandlerError> {
+    /// The executor could not deliver `result`: keep it and deliver it from the backstop, with
+    /// backoff, until the request's max age.
+    pub async fn undelivered(&self, id: RequestId, result: FetchResult) -> Result<(), HandlerError> {
+        let storage = self.state.storage();
+        let Some(mut entry) = storage.get::<QueueEntry>(&key(&id)).await? else {
+            return Ok(());
+        };
         let now = now_ms();
-        let items = self.entries().await?;
-        let overdue = items.iter().filter(|e| e.delivery_tries > 0).count() as u32;
-        Ok(QueueStats {
-            pending: items.len() as u32,
-            oldest_age_ms: items
-                .iter()
-                .map(|e| now - e.enqueued_ms)
-                .fold(0.0, f64::max),
-            in_flight: items.len() as u32 - overdue,
-            overdue,
-            items,
-            recent_dispatch_ms: self.recent_dispatch_ms.borrow().iter().copied().collect(),
-        })
+        entry.result = Some(result);
+        entry.due_ms = now + RETRY_BASE_MS;
+        storage.put(&key(&id), &entry).await?;
+        self.arm(entry.due_ms).await?;
+        Ok(())
+    }
+
+    /// Pending count, age of the oldest, counts per state, and the oldest entries, with the
+    /// query strings of their URLs redacted.
+    pub async fn stats(&self) -> Result<QueueStats, HandlerError> {
+        Ok(self.collect_stats(false).await?)
+    }
+
+    /// `stats` with the URLs' query strings, for whoever holds the orchestrator's binding.
+    pub async fn stats_with_queries(&self) -> Result<QueueStats, HandlerError> {
+        Ok(self.collect_stats(true).await?)
     }
 }

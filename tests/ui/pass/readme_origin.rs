@@ -28,9 +28,10 @@ impl Inbox {
         Ok(proxy_fetch::proxy_fetch(self, request, continuation, &ProxyFetchOptions::default()).await?)
     }
 
-    /// Runs exactly once per request: with the response (any status) or a typed error
-    /// (Network, Timeout, Cancelled, Rejected, Dispatch, Backstop). A continuation handler
-    /// (first argument `FetchResult`) is called by proxy-fetch only, never over RPC.
+    /// Runs once per request with the response (any status) or a typed error (Network,
+    /// Timeout, Cancelled, Rejected, Backstop); again only if the instance died while it ran
+    /// (the result carries the request id, to tell). A continuation handler (first argument
+    /// `FetchResult`) is called by proxy-fetch only, never over RPC.
     async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
         match result {
             Ok(response) => self.state.storage().put(&city, response.text().unwrap_or("")).await?,

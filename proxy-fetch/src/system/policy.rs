@@ -1,0 +1,170 @@
+//! The executor's own policy: which URLs it fetches, read from the executor worker's
+//! configuration (the `PROXY_FETCH_ALLOW` var), never from the job. A job only narrows it
+//! (`ProxyFetchOptions::allowed_hosts`).
+//!
+//! `PROXY_FETCH_ALLOW` is a comma- or space-separated list of `[scheme://]host[:port]` entries:
+//! - `scheme` is `https` (the default) or `http`;
+//! - `host` is a name, an IP address, or `*.domain` for the subdomains of `domain`;
+//! - `port` is a number or `*`; without it only the scheme's default port (443, 80).
+//!
+//! `*` alone allows every http and https URL on any port. Without the var the executor
+//! fetches nothing: every job is refused with a message that says how to set it.
+
+use worker::Url;
+
+use super::options::host_matches;
+
+/// The name of the var that holds the executor's policy.
+pub const POLICY_VAR: &str = "PROXY_FETCH_ALLOW";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Port {
+    Default,
+    Any,
+    Is(u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    scheme: String,
+    host: String,
+    port: Port,
+}
+
+/// What the executor may fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorPolicy {
+    any: bool,
+    rules: Vec<Rule>,
+}
+
+impl ExecutorPolicy {
+    /// Parses the var's value; an entry that cannot be read is an error naming it (the
+    /// executor then refuses every job, saying why).
+    pub fn parse(spec: &str) -> Result<ExecutorPolicy, String> {
+        let mut policy = ExecutorPolicy {
+            any: false,
+            rules: Vec::new(),
+        };
+        for entry in spec.split([',', ' ', '\n', '\t']).filter(|e| !e.is_empty()) {
+            if entry == "*" {
+                policy.any = true;
+                continue;
+            }
+            policy.rules.push(parse_rule(entry).ok_or_else(|| {
+                format!("{POLICY_VAR}: `{entry}` is not `[http(s)://]host[:port|:*]`")
+            })?);
+        }
+        Ok(policy)
+    }
+
+    /// Whether every http(s) URL is allowed (`*`).
+    pub fn allows_any(&self) -> bool {
+        self.any
+    }
+
+    /// Checks exactly the URL that will be fetched.
+    pub fn check(&self, url: &Url) -> Result<(), String> {
+        let scheme = url.scheme();
+        if !matches!(scheme, "http" | "https") {
+            return Err(format!("scheme `{scheme}` is not fetched (only http and https)"));
+        }
+        if self.any {
+            return Ok(());
+        }
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(0);
+        let allowed = self.rules.iter().any(|r| {
+            r.scheme == scheme
+                && host_matches(&r.host, host)
+                && match r.port {
+                    Port::Any => true,
+                    Port::Is(p) => p == port,
+                    Port::Default => Some(port) == default_port(scheme),
+                }
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{scheme}://{host}:{port}` is not allowed by the executor's {POLICY_VAR}"
+            ))
+        }
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    }
+}
+
+fn parse_rule(entry: &str) -> Option<Rule> {
+    let (scheme, rest) = match entry.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => ("https".to_owned(), entry),
+    };
+    if !matches!(scheme.as_str(), "http" | "https") {
+        return None;
+    }
+    // A port follows the last colon, unless the host is a bracketed IPv6 address.
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            let port = match port {
+                "*" => Port::Any,
+                p => Port::Is(p.parse().ok()?),
+            };
+            (host, port)
+        }
+        _ => (rest, Port::Default),
+    };
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    let valid = !bare.is_empty()
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c));
+    valid.then(|| Rule {
+        scheme,
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(spec: &str, url: &str) -> bool {
+        let url = Url::parse(url).expect("test URL");
+        ExecutorPolicy::parse(spec).expect("test policy").check(&url).is_ok()
+    }
+
+    #[test]
+    fn entries_name_scheme_host_and_port() {
+        let spec = "api.example.com, http://127.0.0.1:*, https://*.svc.test:8443";
+        assert!(check(spec, "https://api.example.com/x"));
+        assert!(!check(spec, "http://api.example.com/x"), "https is the default scheme");
+        assert!(!check(spec, "https://api.example.com:8443/"), "only the default port");
+        assert!(check(spec, "http://127.0.0.1:9999/"));
+        assert!(!check(spec, "https://127.0.0.1/"));
+        assert!(check(spec, "https://a.svc.test:8443/"));
+        assert!(!check(spec, "https://svc.test:8443/"));
+        assert!(!check(spec, "https://evil.test/"));
+    }
+
+    #[test]
+    fn star_allows_http_and_https_only_and_empty_allows_nothing() {
+        assert!(check("*", "http://anything:1234/"));
+        assert!(!check("*", "ftp://anything/"));
+        assert!(!check("", "https://api.example.com/"));
+    }
+
+    #[test]
+    fn unreadable_entries_are_errors() {
+        assert!(ExecutorPolicy::parse("ftp://x").is_err());
+        assert!(ExecutorPolicy::parse("x:notaport").is_err());
+        assert!(ExecutorPolicy::parse("a/b").is_err());
+    }
+}
