@@ -118,7 +118,13 @@ fn any_argument_or_method_name_works_in_process() {
     use names_and_helpers::{Echo, NamesClient};
     let client = names_and_helpers::local_client();
     let echo = block_on(client.echo("e".into(), "c".into(), 1, 2, 3, 4)).unwrap();
-    let expected = Echo { env: "e".into(), ctx: "c".into(), args: 1, this: 2, stub: 3 };
+    let expected = Echo {
+        env: "e".into(),
+        ctx: "c".into(),
+        args: 1,
+        this: 2,
+        stub: 3,
+    };
     assert_eq!(echo, expected);
     assert_eq!(block_on(client.stub(41)).unwrap(), 42);
     assert_eq!(block_on(client.local()).unwrap(), "local");

@@ -486,7 +486,14 @@ fn worker_handlers(ep: &Entrypoint) -> TokenStream {
     };
     let handlers = ep.methods.iter().enumerate().map(|(i, m)| {
         let this = quote!(::proxy_fetch::__private::worker_entrypoint::<#this>(__pf_env, __pf_ctx));
-        export_fn(ep, i, m, &format!("{prefix}{}", m.js_name), quote!(__pf_env), this)
+        export_fn(
+            ep,
+            i,
+            m,
+            &format!("{prefix}{}", m.js_name),
+            quote!(__pf_env),
+            this,
+        )
     });
     let assert_entrypoint = quote_spanned!(this.span()=> ::proxy_fetch::__private::assert_worker_entrypoint::<#this>(););
     quote! {

@@ -41,7 +41,9 @@ pub fn check(entrypoint: &Entrypoint, errors: &mut Errors) {
              RPC methods are the type's own",
         );
     }
-    if let (Kind::DurableObject { span, origin: true }, true) = (&entrypoint.kind, entrypoint.remote_only) {
+    if let (Kind::DurableObject { span, origin: true }, true) =
+        (&entrypoint.kind, entrypoint.remote_only)
+    {
         errors.push(
             *span,
             "`origin` marks the impl block of a Durable Object that receives proxy-fetch results; \

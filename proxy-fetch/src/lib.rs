@@ -96,14 +96,15 @@ pub mod __private {
         // Checked in full to refuse a malformed result before it consumes the request; the
         // result then goes on to the handler as it came (a large body is not copied).
         let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(METHOD, args, 2)?)));
-        let call = call.and_then(|(origin, args)| {
-            let id = crate::system::checked_request_id(&args)?;
-            let token: String = args.get(1, "token")?;
-            let raw = args.raw(0);
-            Ok(async move {
-                crate::system::deliver(origin, ctx, &id, Some(&token), raw, false).await
-            })
-        });
+        let call =
+            call.and_then(|(origin, args)| {
+                let id = crate::system::checked_request_id(&args)?;
+                let token: String = args.get(1, "token")?;
+                let raw = args.raw(0);
+                Ok(async move {
+                    crate::system::deliver(origin, ctx, &id, Some(&token), raw, false).await
+                })
+            });
         crate::rpc::serve::awaited(METHOD, call)
     }
 
@@ -140,7 +141,11 @@ pub mod __private {
     }
 
     pub trait ViaDurableObject<T> {
-        fn borrow_object(&self, object: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError>;
+        fn borrow_object(
+            &self,
+            object: &JsValue,
+            method: &'static str,
+        ) -> Result<&'static T, crate::rpc::RpcError>;
     }
 
     // wasm-bindgen's `convert` traits are its internal ABI; the exact version is pinned
@@ -151,7 +156,11 @@ pub mod __private {
         T: worker::DurableObject + ::wasm_bindgen::convert::RefFromWasmAbi + 'static,
         T::Abi: ::wasm_bindgen::convert::WasmAbi<Prim1 = u32, Prim2 = (), Prim3 = (), Prim4 = ()>,
     {
-        fn borrow_object(&self, object: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError> {
+        fn borrow_object(
+            &self,
+            object: &JsValue,
+            method: &'static str,
+        ) -> Result<&'static T, crate::rpc::RpcError> {
             // wasm-bindgen's JS class keeps the Rust object's address in `__wbg_ptr` (0 once freed).
             let ptr = js_sys::Reflect::get(object, &JsValue::from_str("__wbg_ptr"))
                 .ok()
@@ -168,7 +177,8 @@ pub mod __private {
             // wrapper passes `this.rust`; wasm-bindgen's guard replaced a dead instance). The
             // borrow is extended to `'static` as `durable_self` explains.
             unsafe {
-                let abi = <T::Abi as ::wasm_bindgen::convert::WasmAbi>::join(ptr as u32, (), (), ());
+                let abi =
+                    <T::Abi as ::wasm_bindgen::convert::WasmAbi>::join(ptr as u32, (), (), ());
                 let anchor = T::ref_from_abi(abi);
                 Ok(durable_self(&*anchor))
             }
@@ -176,12 +186,20 @@ pub mod __private {
     }
 
     pub trait NotADurableObject<T> {
-        fn borrow_object(&self, object: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError>;
+        fn borrow_object(
+            &self,
+            object: &JsValue,
+            method: &'static str,
+        ) -> Result<&'static T, crate::rpc::RpcError>;
     }
 
     /// Only reached in a crate that does not compile (`assert_durable_object` fails).
     impl<T> NotADurableObject<T> for &DurableObjectProbe<T> {
-        fn borrow_object(&self, _: &JsValue, method: &'static str) -> Result<&'static T, crate::rpc::RpcError> {
+        fn borrow_object(
+            &self,
+            _: &JsValue,
+            method: &'static str,
+        ) -> Result<&'static T, crate::rpc::RpcError> {
             Err(crate::rpc::RpcError::new(
                 crate::rpc::RpcErrorKind::Remote,
                 method,
