@@ -192,10 +192,10 @@ function suite(flow) {
       const box = origin();
       const request_id = `mine-${box.name}`;
       const key = `idem-${box.name}`;
-      const first = await startOk(box, up.url("/idem", { delay: 300, key }), { ...FAST, request_id });
+      // Two starts at once, then one more while the request is pending.
+      const [first, concurrent] = await Promise.all([1, 2].map(() => startOk(box, up.url("/idem", { delay: 300, key }), { ...FAST, request_id })));
       const again = await startOk(box, up.url("/idem", { delay: 300, key }), { ...FAST, request_id });
-      assert.equal(first, request_id);
-      assert.equal(again, request_id);
+      assert.deepEqual([first, concurrent, again], [request_id, request_id, request_id]);
       const { t } = await results(box);
       assert.equal(t.request_id, request_id);
       await clean(box);
@@ -444,6 +444,19 @@ function suite(flow) {
       assert.ok(await until(logged, 2000), "the failure is logged with the request id");
       await startOk(box, up.url("/"), FAST, "next");
       assert.equal((await results(box, 2)).next.status, 200);
+      await clean(box);
+    });
+
+    test("a handler that crashes its instance gets the result again (at least once), then the request is settled", async () => {
+      const box = origin();
+      // The crash also ends the executor's work when it runs in the same worker (as here): the
+      // backstop sends the request again, so a short one is used.
+      const id = await startOk(box, up.url(`/crash/${box.name}`), { flow, timeout_ms: 1000, backstop_grace_ms: 0, retry: { max_attempts: 1 } }, "panic-once");
+      const twice = await until(async () => (await box.results())[0]?.deliveries === 2, 20000);
+      assert.ok(twice, `the result came again after the crash: ${JSON.stringify(await box.results())}`);
+      const [r] = await box.results();
+      assert.equal(r.request_id, id);
+      assert.equal(r.status, 200);
       await clean(box);
     });
 
