@@ -235,6 +235,10 @@ fn build(args: &Args) -> Result<()> {
 
     write(&staging.join("proxy-fetch-runtime.js"), output::RUNTIME_JS)?;
     let classes = output::declared_classes(&index_js);
+    let problems = output::export_problems(&classes);
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
     write(&staging.join("worker.js"), &output::main_module(&classes))?;
     write(&staging.join(STAMP), &stamp)?;
 

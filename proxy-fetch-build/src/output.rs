@@ -4,6 +4,50 @@
 /// `proxy-fetch/js/runtime.js`).
 pub const RUNTIME_JS: &str = include_str!("../js/runtime.js");
 
+/// The names the JS side already uses (`js/names.json` links to `proxy-fetch/js/names.json`,
+/// the list `#[entrypoint]` also checks at compile time).
+const NAMES_JSON: &str = include_str!("../js/names.json");
+
+/// Problems with the classes of a build (it sees every crate's, where the macro sees one):
+/// a class name claimed twice, or one the main module cannot export. One message each.
+pub fn export_problems(classes: &Classes) -> Vec<String> {
+    let names: serde_json::Value = serde_json::from_str(NAMES_JSON).unwrap_or_default();
+    let list = |key: &str| -> Vec<String> {
+        names[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let (exports, infixes) = (list("exports"), list("exportInfixes"));
+    let claims = classes
+        .entrypoints
+        .iter()
+        .map(|n| (n, format!("#[entrypoint(name = \"{n}\")]")))
+        .chain(
+            classes
+                .durable_objects
+                .iter()
+                .map(|n| (n, format!("#[entrypoint(durable_object)] impl {n}"))),
+        );
+    let mut seen: Vec<(&String, String)> = Vec::new();
+    let mut problems = Vec::new();
+    for (name, what) in claims {
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            problems.push(format!(
+                "two classes are exported as `{name}`: {first} and {what}; rename one"
+            ));
+        }
+        if exports.contains(name) || infixes.iter().any(|i| name.contains(i.as_str())) {
+            problems.push(format!(
+                "{what}: `{name}` cannot be exported from the main module (see \
+                 proxy-fetch/js/names.json); rename it"
+            ));
+        }
+        seen.push((name, what));
+    }
+    problems
+}
+
 /// The classes `#[entrypoint]` declared, read from the marker exports it emits.
 #[derive(Debug, Default, PartialEq)]
 pub struct Classes {
@@ -79,6 +123,21 @@ export function __pf__default__ping(env, ctx, args) {
 // export function __pf__entrypoint__Commented() {
 export function __pf__entrypoint__() {
 ";
+
+    #[test]
+    fn a_class_claimed_twice_or_unexportable_is_named() {
+        let classes = Classes {
+            entrypoints: vec!["Inbox".into(), "default".into()],
+            durable_objects: vec!["Inbox".into()],
+        };
+        let problems = export_problems(&classes);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("`default` cannot be exported"));
+        assert!(problems[1].contains(
+            "two classes are exported as `Inbox`: #[entrypoint(name = \"Inbox\")] and #[entrypoint(durable_object)] impl Inbox"
+        ));
+        assert!(export_problems(&declared_classes(INDEX_JS)).is_empty());
+    }
 
     #[test]
     fn classes_come_from_marker_exports_only() {

@@ -2,16 +2,20 @@
 // the Rust exports that #[entrypoint] generates. tools/build-worker.mjs writes a main module
 // that calls these functions once per class; nothing here knows a user's method names.
 //
+// Every member these classes define besides the user's methods (handlers, `rust`, `inner`, ...)
+// is listed in names.json, which #[entrypoint] reads to refuse such method names at compile
+// time; tests/workerd/names.test.mjs checks this file against it.
+//
 // Export names made by the macro:
 //   __pf__default__<method>(env, ctx, args)         method of the default entrypoint
 //   __pf__ep__<Entrypoint>__<method>(env, ctx, args) method of a named WorkerEntrypoint
-//   <RustClass>.prototype.__pf__rpc__<method>(ctx, args)  RPC method of a Durable Object
+//   __pf__do__<RustClass>__<method>(object, ctx, args) RPC method of a Durable Object
 import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 
 const DEFAULT = "__pf__default__";
 const NAMED = "__pf__ep__";
-const DO_RPC = "__pf__rpc__";
-const ORIGIN_ALARM = "__pf__alarm";
+const DO_RPC = "__pf__do__";
+const ORIGIN_ALARM = "__pf__alarm__";
 
 // A Rust panic aborts the Wasm instance. workers-rs schedules a fresh instance for the next
 // call, but promises of calls that were in flight never settle. Track them so a crash rejects
@@ -74,8 +78,8 @@ function tracked(start) {
   });
 }
 
-// Entrypoint names contain no `__` (the macro refuses them), so `__pf__ep__A__` never matches
-// the exports of another entrypoint.
+// Class names contain no `__` and do not end in `_` (the macro refuses them), so
+// `__pf__ep__A__` or `__pf__do__A__` never matches the exports of another class.
 function addMethods(prototype, wasm, prefix, forward) {
   for (const exportName of Object.keys(wasm)) {
     if (exportName.startsWith(prefix)) prototype[exportName.slice(prefix.length)] = forward(exportName);
@@ -83,6 +87,7 @@ function addMethods(prototype, wasm, prefix, forward) {
 }
 
 const HANDLERS = ["fetch", "queue", "scheduled", "email", "tail"];
+const DO_HANDLERS = ["fetch", "alarm", "webSocketMessage", "webSocketClose", "webSocketError"];
 
 /** The worker's `export default`: its fetch/queue/... handlers plus default-entrypoint methods. */
 export function defaultEntrypoint(wasm) {
@@ -137,20 +142,29 @@ export function durableObject(wasm, className) {
       }
     },
   }[className];
-  for (const handler of ["fetch", "alarm", "webSocketMessage", "webSocketClose", "webSocketError"]) {
-    // A proxy-fetch origin's alarm runs proxy-fetch's backstop first (which calls the
-    // origin's own alarm when it has one).
-    const target = handler === "alarm" && typeof Rust.prototype[ORIGIN_ALARM] === "function" ? ORIGIN_ALARM : handler;
-    if (typeof Rust.prototype[target] !== "function") continue;
+  // A proxy-fetch origin's alarm runs proxy-fetch's backstop first (which calls the
+  // origin's own alarm when it has one).
+  const originAlarm = wasm[`${ORIGIN_ALARM}${className}`];
+  for (const handler of DO_HANDLERS) {
+    const own = typeof Rust.prototype[handler] === "function";
+    if (handler === "alarm" && typeof originAlarm === "function") {
+      Wrapper.prototype.alarm = function () {
+        return tracked(() => originAlarm(this.rust));
+      };
+      continue;
+    }
+    if (!own) continue;
     Wrapper.prototype[handler] = function (...args) {
-      return tracked(() => this.rust[target](...args));
+      return tracked(() => this.rust[handler](...args));
     };
   }
-  for (const exportName of Object.getOwnPropertyNames(Rust.prototype)) {
-    if (!exportName.startsWith(DO_RPC)) continue;
-    const label = `${className}.${exportName.slice(DO_RPC.length)}`;
-    Wrapper.prototype[exportName.slice(DO_RPC.length)] = function (...args) {
-      return tracked(() => this.rust[exportName](tracking(this.ctx, label), args));
+  const prefix = `${DO_RPC}${className}__`;
+  for (const exportName of Object.keys(wasm)) {
+    if (!exportName.startsWith(prefix)) continue;
+    const method = exportName.slice(prefix.length);
+    const label = `${className}.${method}`;
+    Wrapper.prototype[method] = function (...args) {
+      return tracked(() => wasm[exportName](this.rust, tracking(this.ctx, label), args));
     };
   }
   return Wrapper;

@@ -89,7 +89,7 @@ impl Probe {
 
 #[entrypoint(durable_object, origin)]
 impl Probe {
-    async fn start(
+    pub async fn start(
         &self,
         url: String,
         options: ProxyFetchOptions,
@@ -106,7 +106,7 @@ impl Probe {
         })
     }
 
-    async fn on_result(
+    pub async fn on_result(
         &self,
         result: FetchResult,
         tag: String,
@@ -139,7 +139,7 @@ impl Probe {
 
     /// The baseline of the burst: the same fetch awaited in the DO, then the same handler
     /// work as `on_result` (one arrival record), so the two bursts differ only in the proxying.
-    async fn awaited(&self, url: String, tag: String) -> std::result::Result<Awaited, HandlerError> {
+    pub async fn awaited(&self, url: String, tag: String) -> std::result::Result<Awaited, HandlerError> {
         let started_at_ms = now();
         let mut response = Fetch::Url(
             url.parse()
@@ -167,7 +167,7 @@ impl Probe {
         })
     }
 
-    async fn arrivals(&self) -> std::result::Result<Vec<Arrival>, HandlerError> {
+    pub async fn arrivals(&self) -> std::result::Result<Vec<Arrival>, HandlerError> {
         let map = self
             .state
             .storage()
@@ -180,12 +180,12 @@ impl Probe {
             .collect())
     }
 
-    async fn pending(&self) -> std::result::Result<Vec<RequestId>, HandlerError> {
+    pub async fn pending(&self) -> std::result::Result<Vec<RequestId>, HandlerError> {
         Ok(proxy_fetch::pending(self).await?)
     }
 
     /// The thing proxy-fetch exists to avoid: awaiting the fetch (and its body) in the DO.
-    async fn direct(&self, url: String) -> std::result::Result<f64, HandlerError> {
+    pub async fn direct(&self, url: String) -> std::result::Result<f64, HandlerError> {
         let start = now();
         let mut response = Fetch::Url(
             url.parse()
@@ -198,7 +198,7 @@ impl Probe {
     }
 
     /// `n` sequential no-op RPC round trips to the executor entrypoint, in ms each.
-    async fn noop_rpc(&self, n: u32) -> std::result::Result<Vec<f64>, HandlerError> {
+    pub async fn noop_rpc(&self, n: u32) -> std::result::Result<Vec<f64>, HandlerError> {
         let executor = FetchExecutorClient::from_env(&self.env, "FETCH_EXECUTOR")?;
         let mut times = Vec::with_capacity(n as usize);
         for _ in 0..n {
@@ -210,7 +210,7 @@ impl Probe {
     }
 
     /// One RPC round trip carrying `bytes` bytes each way, in ms.
-    async fn echo_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
+    pub async fn echo_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
         let echo = EchoClient::from_env(&self.env, "ECHO")?;
         let data = ByteBuf::from(vec![7u8; bytes as usize]);
         let start = now();
@@ -224,7 +224,7 @@ impl Probe {
 
     /// One RPC call carrying `bytes` bytes one way (the answer is their count), in ms: the
     /// baseline of a 10 MiB result, which travels once, executor -> origin.
-    async fn send_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
+    pub async fn send_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
         let echo = EchoClient::from_env(&self.env, "ECHO")?;
         let data = ByteBuf::from(vec![7u8; bytes as usize]);
         let start = now();
@@ -247,12 +247,12 @@ impl WorkerEntrypoint for Echo {
 
 #[entrypoint(name = "EchoEntrypoint")]
 impl Echo {
-    async fn echo(&self, data: ByteBuf) -> std::result::Result<ByteBuf, HandlerError> {
+    pub async fn echo(&self, data: ByteBuf) -> std::result::Result<ByteBuf, HandlerError> {
         Ok(data)
     }
 
     /// Takes the bytes and answers only their count.
-    async fn sink(&self, data: ByteBuf) -> std::result::Result<u32, HandlerError> {
+    pub async fn sink(&self, data: ByteBuf) -> std::result::Result<u32, HandlerError> {
         Ok(data.len() as u32)
     }
 }
