@@ -30,8 +30,9 @@ impl Inbox {
 
     /// Runs once per request with the response (any status) or a typed error (Network,
     /// Timeout, Cancelled, Rejected, Backstop); again only if the instance died while it ran
-    /// (the result carries the request id, to tell).
-    pub async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
+    /// (the result carries the request id, to tell). A continuation handler (first argument
+    /// `FetchResult`) is called by proxy-fetch only, never over RPC.
+    async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
         match result {
             Ok(response) => self.state.storage().put(&city, response.text().unwrap_or("")).await?,
             Err(error) => console_error!("{city}: {error}"),
