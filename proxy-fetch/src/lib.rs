@@ -39,6 +39,8 @@ mod version;
 
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
+pub use proxy_fetch_macros::origin;
+#[cfg(feature = "system")]
 pub use system::{
     cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind,
     FetchOrchestratorClient, FetchResult, Flow, ProxyFetchError, ProxyFetchOptions,
@@ -55,7 +57,8 @@ pub mod __private {
     pub use ::wasm_bindgen::{JsCast, JsValue};
     pub use js_sys::{Array, Promise};
     pub use serde::{de::DeserializeOwned, Serialize};
-    pub use worker::Env;
+    pub use worker::{durable_object, DurableObject, Env, Request, Response, State};
+    pub use worker::Result as WorkerResult;
 
     /// Builds a `WorkerEntrypoint` handler for one call.
     pub fn worker_entrypoint<T: crate::rpc::WorkerEntrypoint>(env: JsValue, ctx: JsValue) -> T {

@@ -1,21 +1,11 @@
 use proxy_fetch::rpc::HandlerError;
-use proxy_fetch::{entrypoint, Continuation, FetchResult, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest};
+use proxy_fetch::{entrypoint, origin, Continuation, FetchResult, ProxyFetchOptions, ProxyRequest};
 use worker::*;
 
 pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator}; // served by this worker
 
-#[durable_object]
+#[origin]
 pub struct Inbox { state: State, env: Env }
-
-impl DurableObject for Inbox {
-    fn new(state: State, env: Env) -> Self { Inbox { state, env } }
-    async fn fetch(&self, _req: Request) -> Result<Response> { Response::ok("inbox") }
-}
-
-impl ProxyFetchOrigin for Inbox {
-    fn state(&self) -> &State { &self.state }
-    fn env(&self) -> &Env { &self.env }
-}
 
 #[entrypoint(durable_object, origin)]
 impl Inbox {
