@@ -15,7 +15,11 @@ pub fn export_problems(classes: &Classes) -> Vec<String> {
     let list = |key: &str| -> Vec<String> {
         names[key]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (exports, infixes) = (list("exports"), list("exportInfixes"));

@@ -46,7 +46,10 @@ fn parse(item: &ItemStruct, errors: &mut Errors) -> Option<Origin> {
             }
         };
         if slot.is_some() {
-            errors.push(field.ty.span(), "a second field of this type: #[origin] fills exactly one `State` and one `Env`");
+            errors.push(
+                field.ty.span(),
+                "a second field of this type: #[origin] fills exactly one `State` and one `Env`",
+            );
         } else {
             *slot = Some(member);
         }
@@ -61,9 +64,16 @@ fn parse(item: &ItemStruct, errors: &mut Errors) -> Option<Origin> {
         errors.push(item.ident.span(), missing("Env"));
     }
     if !item.generics.params.is_empty() {
-        errors.push(item.generics.span(), "a Durable Object cannot be generic: remove the type parameters");
+        errors.push(
+            item.generics.span(),
+            "a Durable Object cannot be generic: remove the type parameters",
+        );
     }
-    Some(Origin { state: state?, env: env?, others })
+    Some(Origin {
+        state: state?,
+        env: env?,
+        others,
+    })
 }
 
 pub fn origin(args: TokenStream, item: ItemStruct) -> TokenStream {
@@ -78,9 +88,9 @@ pub fn origin(args: TokenStream, item: ItemStruct) -> TokenStream {
     };
     let this = &item.ident;
     let Origin { state, env, others } = origin;
-    let defaults = others.iter().map(|(member, span)| {
-        quote_spanned!(*span=> #member: ::core::default::Default::default())
-    });
+    let defaults = others
+        .iter()
+        .map(|(member, span)| quote_spanned!(*span=> #member: ::core::default::Default::default()));
     let not_found = format!("{this} serves RPC, not HTTP fetch");
     quote! {
         #[::proxy_fetch::__private::durable_object]

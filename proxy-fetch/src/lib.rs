@@ -57,8 +57,8 @@ pub mod __private {
     pub use ::wasm_bindgen::{JsCast, JsValue};
     pub use js_sys::{Array, Promise};
     pub use serde::{de::DeserializeOwned, Serialize};
-    pub use worker::{durable_object, DurableObject, Env, Request, Response, State};
     pub use worker::Result as WorkerResult;
+    pub use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
     /// Builds a `WorkerEntrypoint` handler for one call.
     pub fn worker_entrypoint<T: crate::rpc::WorkerEntrypoint>(env: JsValue, ctx: JsValue) -> T {

@@ -139,7 +139,11 @@ impl Probe {
 
     /// The baseline of the burst: the same fetch awaited in the DO, then the same handler
     /// work as `on_result` (one arrival record), so the two bursts differ only in the proxying.
-    pub async fn awaited(&self, url: String, tag: String) -> std::result::Result<Awaited, HandlerError> {
+    pub async fn awaited(
+        &self,
+        url: String,
+        tag: String,
+    ) -> std::result::Result<Awaited, HandlerError> {
         let started_at_ms = now();
         let mut response = Fetch::Url(
             url.parse()

@@ -16,7 +16,10 @@ impl Counter {
     pub async fn start(&self, url: String) -> Result<String, HandlerError> {
         self.started.set(self.started.get() + 1);
         let continuation = Continuation::new(CounterClient::DONE, self.started.get());
-        Ok(proxy_fetch::proxy_fetch(self, url, continuation, &ProxyFetchOptions::default()).await?)
+        Ok(
+            proxy_fetch::proxy_fetch(self, url, continuation, &ProxyFetchOptions::default())
+                .await?,
+        )
     }
 
     pub async fn started(&self) -> Result<u32, HandlerError> {
