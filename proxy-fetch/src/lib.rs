@@ -47,6 +47,23 @@ pub use system::{
     ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId, RetryPolicy,
 };
 
+/// Makes this worker serve proxy-fetch's own classes, `FetchOrchestrator` and
+/// `FetchExecutorEntrypoint`: the build exports them from the worker's main module only when
+/// the worker says so, once, anywhere in its crate. A worker whose origins use another
+/// worker's executor and orchestrator leaves it out.
+#[cfg(feature = "system")]
+#[macro_export]
+macro_rules! serve_system {
+    () => {
+        const _: () = {
+            #[$crate::__private::wasm_bindgen(wasm_bindgen = $crate::__private::wasm_bindgen, js_name = "__pf__serve__FetchOrchestrator")]
+            pub fn __pf_serve_orchestrator() {}
+            #[$crate::__private::wasm_bindgen(wasm_bindgen = $crate::__private::wasm_bindgen, js_name = "__pf__serve__FetchExecutorEntrypoint")]
+            pub fn __pf_serve_executor() {}
+        };
+    };
+}
+
 /// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use worker::*;
 
-pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator};
+proxy_fetch::serve_system!();
 
 fn now() -> f64 {
     Date::now().as_millis() as f64

@@ -14,9 +14,9 @@ use proxy_fetch::{
 use serde::{Deserialize, Serialize};
 use worker::*;
 
-// The orchestrator and the executor come with the library; this worker serves them because
-// its wrangler.toml binds them.
-pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator};
+// The orchestrator and the executor come with the library; this worker serves them (its
+// wrangler.toml binds them): the build exports their classes only where this line is.
+proxy_fetch::serve_system!();
 
 /// The origin: `#[origin]` makes it a Durable Object proxy-fetch delivers to.
 #[origin]

@@ -2,7 +2,7 @@ use proxy_fetch::rpc::HandlerError;
 use proxy_fetch::{entrypoint, origin, Continuation, FetchResult, ProxyFetchOptions, ProxyRequest};
 use worker::*;
 
-pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator}; // served by this worker
+proxy_fetch::serve_system!(); // this worker serves the FetchOrchestrator and the FetchExecutor
 
 #[origin]
 pub struct Inbox { state: State, env: Env }

@@ -10,7 +10,7 @@ use proxy_fetch::{
 use serde::{Deserialize, Serialize};
 use worker::*;
 
-pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator};
+proxy_fetch::serve_system!();
 
 fn now() -> f64 {
     Date::now().as_millis() as f64
