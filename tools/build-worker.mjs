@@ -5,6 +5,8 @@
 //   worker.js                the main module: `export default` plus one export per named
 //                            entrypoint and Durable Object that #[entrypoint] declared
 // Usage: node tools/build-worker.mjs <crate-dir> [--debug]
+//        PF_PANIC_UNWIND=1 node tools/build-worker.mjs <crate-dir>
+//   builds with panic = "unwind" (a panic fails its own call only) into <crate>/build-unwind/
 // Needs the tools that tools/setup.sh installs (it exports WASM_BINDGEN, and PF_WASM_* when the
 // wasm32 std comes from Debian's rustc-web instead of rustup).
 import { execFileSync } from "node:child_process";
@@ -54,9 +56,14 @@ function build(crateDir, { release }) {
   const metadata = JSON.parse(execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps", "--manifest-path", manifestPath], { encoding: "utf8" }));
   let targetDir = metadata.target_directory;
   const env = { ...process.env };
+  // PF_PANIC_UNWIND=1: panic = "unwind" with Wasm exception handling, so that a panic fails
+  // only its own call (docs/panics.md). Needs std built from source, i.e. the rustc-web
+  // toolchain (PF_FORCE_RUSTC_WEB=1 . tools/setup.sh).
+  const unwind = process.env.PF_PANIC_UNWIND === "1";
+  if (unwind && !process.env.PF_WASM_RUSTC) fail("PF_PANIC_UNWIND=1 needs the rustc-web toolchain: PF_FORCE_RUSTC_WEB=1 . tools/setup.sh");
   if (process.env.PF_WASM_RUSTC) {
     // tools/setup.sh fell back to Debian's rustc-web: it builds std for wasm32 from source.
-    targetDir = join(metadata.target_directory, "rustc-web");
+    targetDir = join(metadata.target_directory, unwind ? "rustc-web-unwind" : "rustc-web");
     Object.assign(env, {
       RUSTC: process.env.PF_WASM_RUSTC,
       RUSTC_BOOTSTRAP: "1",
@@ -64,7 +71,14 @@ function build(crateDir, { release }) {
       CARGO_TARGET_DIR: targetDir,
       CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER: process.env.PF_WASM_LINKER,
     });
-    cargoArgs.push("-Zbuild-std=std,panic_abort");
+    if (unwind) {
+      Object.assign(env, {
+        CARGO_PROFILE_RELEASE_PANIC: "unwind",
+        CARGO_PROFILE_DEV_PANIC: "unwind",
+        RUSTFLAGS: "-Cpanic=unwind -Ctarget-feature=+exception-handling",
+      });
+    }
+    cargoArgs.push(unwind ? "-Zbuild-std=std,panic_unwind" : "-Zbuild-std=std,panic_abort");
   }
   execFileSync("cargo", cargoArgs, { cwd: crateDir, stdio: "inherit", env });
 
@@ -73,7 +87,7 @@ function build(crateDir, { release }) {
 
   // Build into a staging folder and swap it in whole, so a failed build never leaves a
   // half-written worker behind for a running test to pick up.
-  const out = join(crateDir, "build");
+  const out = join(crateDir, release && process.env.PF_PANIC_UNWIND === "1" ? "build-unwind" : "build");
   const staging = `${out}.tmp`;
   rmSync(staging, { recursive: true, force: true });
   execFileSync(wasmBindgen, [

@@ -109,12 +109,18 @@ pub mod __private {
     /// An origin's alarm: proxy-fetch's backstop, then the origin's own alarm if it has one.
     #[cfg(feature = "system")]
     pub fn origin_alarm<O: crate::ProxyFetchOrigin>(origin: &'static O) -> Promise {
-        wasm_bindgen_futures::future_to_promise(async move {
+        let alarm = async move {
             crate::system::alarm(origin)
                 .await
                 .map(|()| JsValue::UNDEFINED)
                 .map_err(|e| js_sys::Error::new(&e.to_string()).into())
-        })
+        };
+        // Built with `panic = "unwind"` (docs/panics.md), a panic fails this alarm run only.
+        #[cfg(panic = "unwind")]
+        let alarm = crate::rpc::serve::unwind::caught(alarm, |panic| {
+            Err(js_sys::Error::new(&format!("proxy-fetch's alarm panicked: {panic}")).into())
+        });
+        wasm_bindgen_futures::future_to_promise(alarm)
     }
 
     /// Compile-time checks whose failures point at the user's types.

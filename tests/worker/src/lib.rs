@@ -76,13 +76,35 @@ impl WorkerEntrypoint for Crasher {
     }
 }
 
-/// Panics on purpose: a panic aborts the Wasm instance, and the caller must hear of it at once
-/// while the next call gets a fresh instance.
+/// Counts `tick` calls in the Wasm instance's memory: a fresh instance starts again at 1.
+static TICKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Panics on purpose. Built as usual (panic = "abort") a panic aborts the Wasm instance, and the
+/// caller must hear of it at once while the next call gets a fresh instance; built with
+/// PF_PANIC_UNWIND=1 it fails only its own call (tests/workerd/panic-unwind.mjs).
 #[entrypoint(name = "CrasherEntrypoint")]
 impl Crasher {
     async fn explode(&self, after_ms: u32) -> std::result::Result<(), HandlerError> {
         Delay::from(std::time::Duration::from_millis(after_ms as u64)).await;
         panic!("the test panics on purpose");
+    }
+
+    /// Acknowledged at once; panics `after_ms` later, under `ctx.waitUntil`.
+    #[wait_until]
+    async fn explode_later(&self, after_ms: u32) -> std::result::Result<(), HandlerError> {
+        Delay::from(std::time::Duration::from_millis(after_ms as u64)).await;
+        panic!("the test panics on purpose in the background");
+    }
+
+    /// Answers `ms` after waiting `ms`: a call that is in flight while another one panics.
+    async fn nap(&self, ms: u32) -> std::result::Result<u32, HandlerError> {
+        Delay::from(std::time::Duration::from_millis(ms as u64)).await;
+        Ok(ms)
+    }
+
+    /// How many times `tick` ran in this Wasm instance, this call included.
+    async fn tick(&self) -> std::result::Result<u32, HandlerError> {
+        Ok(TICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
     }
 }
 
