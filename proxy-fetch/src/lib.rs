@@ -36,6 +36,12 @@ pub mod rpc;
 #[cfg(feature = "system")]
 pub mod system;
 
+// Built with `panic = "unwind"` (docs/panics.md), wasm-bindgen requires every exported class to
+// be `RefUnwindSafe`. The orchestrator's only interior mutability is `alarm_at`, a
+// `Cell<Option<f64>>` caching the alarm it last set: a caught panic cannot leave it half-written.
+#[cfg(all(feature = "system", target_arch = "wasm32", panic = "unwind"))]
+impl std::panic::RefUnwindSafe for system::FetchOrchestrator {}
+
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
 pub use system::{
@@ -116,7 +122,7 @@ pub mod __private {
                 .map_err(|e| js_sys::Error::new(&e.to_string()).into())
         };
         // Built with `panic = "unwind"` (docs/panics.md), a panic fails this alarm run only.
-        #[cfg(panic = "unwind")]
+        #[cfg(all(target_arch = "wasm32", panic = "unwind"))]
         let alarm = crate::rpc::serve::unwind::caught(alarm, |panic| {
             Err(js_sys::Error::new(&format!("proxy-fetch's alarm panicked: {panic}")).into())
         });

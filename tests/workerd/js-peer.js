@@ -66,6 +66,12 @@ export default {
         const ack = await outcome(env.CRASHER.explodeLater(10));
         return Response.json({ ack, ticks: await env.CRASHER.tick() });
       }
+      case "/panic-do": {
+        const counter = env.COUNTER.get(env.COUNTER.idFromName(url.searchParams.get("key")));
+        await counter.set(4);
+        const crash = await outcome(counter.explode());
+        return Response.json({ crash, explosions: await counter.explosions(), value: await counter.get() });
+      }
       case "/ticks":
         return Response.json(await env.CRASHER.tick());
       case "/greet-error":

@@ -48,6 +48,28 @@ describe("panic = unwind (tests/worker/build-unwind)", () => {
     assert.ok(w.logs.join("").includes("explode panicked: the test panics on purpose"), "the panic is logged with the method's name");
   });
 
+  test("a Rust caller in the same instance gets the panic as CallError::Rpc with kind Remote", async () => {
+    const res = await w.fetch("/explode");
+    assert.equal(await res.text(),
+      'Rpc(RpcError { kind: Remote, method: "explode", message: "the handler panicked: the test panics on purpose" })');
+  });
+
+  test("a panicking Durable Object method rejects only its call; the object's memory and storage are kept", async () => {
+    const r = await json("/panic-do?key=unwind-do");
+    assert.equal(r.crash.error.message, "rpc `explode` failed (Remote): the handler panicked: the Durable Object panics on purpose");
+    assert.equal(r.explosions, 1, "the same Rust object answered after the panic (a rebuilt one would say 0)");
+    assert.equal(r.value, 4);
+  });
+
+  test("a panic in the Rust fetch handler answers that request with a 500; the instance lives on", async () => {
+    const before = await json("/ticks");
+    const res = await w.fetch("/panic-fetch");
+    const body = await res.text();
+    assert.equal(res.status, 500);
+    assert.match(body, /PanicError: the test's fetch handler panics on purpose/);
+    assert.equal(await json("/ticks"), before + 1, "the instance's memory was kept (no fresh instance)");
+  });
+
   test("a panic in wait_until work is logged with the method's name; the instance lives on", async () => {
     const r = await json("/panic-later");
     assert.deepEqual(r.ack, {}, "acknowledged (resolved with undefined, no error) before the panic");

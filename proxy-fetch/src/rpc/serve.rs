@@ -35,7 +35,7 @@ where
     };
     // Built with `panic = "unwind"`, a panic in the handler fails this call only: the caller
     // gets a `Remote` error naming the method and the panic, and the instance lives on.
-    #[cfg(panic = "unwind")]
+    #[cfg(all(target_arch = "wasm32", panic = "unwind"))]
     let answer = unwind::caught(answer, move |panic| {
         log_error(&format!("{method} panicked: {panic}"));
         Err(rpc_error_to_js(&RpcError::new(
@@ -65,7 +65,7 @@ where
         }
         Ok(JsValue::UNDEFINED)
     };
-    #[cfg(panic = "unwind")]
+    #[cfg(all(target_arch = "wasm32", panic = "unwind"))]
     let background = unwind::caught(background, move |panic| {
         log_error(&format!("{label} panicked in wait_until: {panic}"));
         Ok(JsValue::UNDEFINED)
@@ -82,7 +82,7 @@ where
 
 /// Only in builds with `panic = "unwind"` (see docs/panics.md): each poll of a handler's future
 /// runs inside `catch_unwind`, so a panic ends that future alone.
-#[cfg(panic = "unwind")]
+#[cfg(all(target_arch = "wasm32", panic = "unwind"))]
 pub(crate) mod unwind {
     use std::any::Any;
     use std::future::Future;
@@ -100,7 +100,10 @@ pub(crate) mod unwind {
         F: Future,
         P: FnOnce(String) -> F::Output,
     {
-        AssertUnwindSafe(CatchPanic { work: Some(Box::pin(work)), on_panic: Some(on_panic) })
+        AssertUnwindSafe(CatchPanic {
+            work: Some(Box::pin(work)),
+            on_panic: Some(on_panic),
+        })
     }
 
     pub struct CatchPanic<F, P> {

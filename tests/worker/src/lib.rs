@@ -146,11 +146,21 @@ impl Root {
 #[durable_object]
 pub struct Counter {
     state: State,
+    /// Calls of `explode` and `explosions` on this Rust object (memory only, not storage).
+    explosions: std::cell::Cell<u32>,
 }
+
+// Built with panic = "unwind", wasm-bindgen asks every exported class to be `RefUnwindSafe`
+// (a `Cell` is not): a caught panic cannot leave this plain counter half-written.
+#[cfg(all(target_arch = "wasm32", panic = "unwind"))]
+impl std::panic::RefUnwindSafe for Counter {}
 
 impl DurableObject for Counter {
     fn new(state: State, _env: Env) -> Self {
-        Counter { state }
+        Counter {
+            state,
+            explosions: std::cell::Cell::new(0),
+        }
     }
 
     async fn fetch(&self, _req: Request) -> Result<Response> {
@@ -175,6 +185,17 @@ impl Counter {
     async fn get(&self) -> std::result::Result<u32, HandlerError> {
         Ok(self.read().await?)
     }
+
+    /// Counts the call in memory, then panics on purpose.
+    async fn explode(&self) -> std::result::Result<(), HandlerError> {
+        self.explosions.set(self.explosions.get() + 1);
+        panic!("the Durable Object panics on purpose");
+    }
+
+    /// How many times `explode` ran on this Rust object.
+    async fn explosions(&self) -> std::result::Result<u32, HandlerError> {
+        Ok(self.explosions.get())
+    }
 }
 
 #[event(fetch)]
@@ -187,6 +208,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     };
     match url.path() {
         "/" => Response::ok("hello from Rust in workerd"),
+        // On purpose, for tests/workerd/panic-unwind.mjs: a panic in the fetch handler itself.
+        "/panic-fetch" => panic!("the test's fetch handler panics on purpose"),
         "/greet" => {
             let greeter = GreeterClient::from_env(&env, "GREETER")?;
             let g = Greeting {
@@ -208,6 +231,14 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             let counter = CounterClient::from_name(&env, "COUNTER", &key)?;
             let at_ack = counter.get().await?;
             Response::ok(format!("ack_ms={ack_ms} value_at_ack={at_ack}"))
+        }
+        "/explode" => {
+            // A Rust caller of a method that panics: what it gets back (panic-unwind.mjs).
+            let crasher = CrasherClient::from_env(&env, "CRASHER")?;
+            match crasher.explode(10).await {
+                Ok(()) => Response::ok("no panic"),
+                Err(e) => Response::ok(format!("{e:?}")),
+            }
         }
         "/counter" => {
             let counter = CounterClient::from_name(&env, "COUNTER", &q("key").unwrap_or_default())?;
