@@ -53,8 +53,8 @@ export default {
         const counter = env.COUNTER.get(env.COUNTER.idFromName(key));
         const ticksBefore = await env.CRASHER.tick();
         const settled = [];
-        const napping = outcome(env.CRASHER.nap(300)).then((r) => (settled.push("nap"), r));
-        const ack = await outcome(greeter.recordLater(key, 9, 300));
+        const napping = outcome(env.CRASHER.nap(1500)).then((r) => (settled.push("nap"), r));
+        const ack = await outcome(greeter.recordLater(key, 9, 1000));
         const crash = await outcome(env.CRASHER.explode(10));
         settled.push("explode");
         const valueAtCrash = await outcome(counter.get());

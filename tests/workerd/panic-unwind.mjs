@@ -40,7 +40,7 @@ describe("panic = unwind (tests/worker/build-unwind)", () => {
     assert.equal(r.crash.error.message, "rpc `explode` failed (Remote): the handler panicked: the test panics on purpose");
     assert.deepEqual(r.crash.error.rpc, { kind: "Remote", method: "explode", message: "the handler panicked: the test panics on purpose" });
     assert.deepEqual(r.valueAtCrash, { ok: 0 }, "the wait_until work had not written yet when the panic was answered");
-    assert.deepEqual(r.nap, { ok: 300 }, "the awaited call in flight completed with its value");
+    assert.deepEqual(r.nap, { ok: 1500 }, "the awaited call in flight completed with its value");
     assert.deepEqual(r.settled, ["explode", "nap"], "the nap was still in flight when the panic was answered");
     assert.equal(r.ticksAfter, r.ticksBefore + 1, "the instance's memory was kept (no fresh instance)");
     const written = await eventually(async () => (await (await w.fetch("/counter?key=unwind-1")).text()) === "9");
