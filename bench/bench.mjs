@@ -1,10 +1,18 @@
 #!/usr/bin/env node
-// proxy-fetch benchmarks in local workerd, each figure beside the baseline it is judged by,
-// measured in the same run. Prints a table; a full run (not BENCH_QUICK=1) also writes
-// bench/results.json and BENCHMARKS.md.
+// proxy-fetch benchmarks in local workerd. Every proxied measurement takes the flow
+// (`orchestrated`: origin -> FetchOrchestrator -> executor -> origin; `direct`: origin ->
+// executor -> origin) as a parameter and is reported for each flow beside the baseline it is
+// judged by, measured in the same run: the same fetch awaited in the Durable Object, a no-op RPC,
+// an RPC carrying the same bytes one way. What a request costs (Durable Object requests, storage
+// rows, workerd CPU) is counted by bench/worker/js/main.js and priced with bench/prices.json.
+//
+// Prints every table; a full run (not BENCH_QUICK=1) also writes bench/results.json and
+// BENCHMARKS.md. BENCH_QUICK=1 is a small run for scripts/test: it fails on any broken
+// measurement, lost or duplicate result, but never on a timing. BENCH_FLOWS=orchestrated,direct
+// chooses the flows (default: every flow this commit's ProxyFetchOptions knows).
 // Run through scripts/bench (it builds the bench and demo workers first).
 import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -12,6 +20,7 @@ import { jsWorker, root, startWorker } from "../tests/workerd/harness.mjs";
 import { startUpstream } from "../tests/workerd/upstream.mjs";
 
 const QUICK = process.env.BENCH_QUICK === "1";
+const began = Date.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const quantile = (xs, q) => {
   if (xs.length === 0) return NaN;
@@ -20,8 +29,27 @@ const quantile = (xs, q) => {
 };
 const med = (xs) => quantile(xs, 0.5);
 const p99 = (xs) => quantile(xs, 0.99);
-const r1 = (x) => Math.round(x * 10) / 10;
+const sum = (xs) => xs.reduce((a, b) => a + b, 0);
+const round = (x, digits = 1) => (Number.isFinite(x) ? Number(x.toFixed(digits)) : x);
+const git = (...args) => execFileSync("git", ["-C", root, ...args], { encoding: "utf8" }).trim();
 
+// ---- prices --------------------------------------------------------------------------------
+const prices = JSON.parse(readFileSync(join(root, "bench/prices.json"), "utf8"));
+const PER = 1e6;
+const price = {
+  request: prices.do_requests_per_million / PER,
+  rowWritten: prices.rows_written_per_million / PER,
+  rowRead: prices.rows_read_per_million / PER,
+  cpuMs: prices.workers_cpu_per_million_ms / PER,
+  // GB-s -> ms at the object's memory size.
+  durationMs: (prices.do_duration_per_million_gb_s / PER) * prices.do_memory_gb / 1000,
+};
+
+// ---- the worker, its counters and workerd's CPU ---------------------------------------------
+const commit = git("rev-parse", "HEAD");
+const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+const loadBefore = loadavg();
+const dirty = git("status", "--porcelain").split("\n").filter(Boolean);
 const up = await startUpstream();
 // The tests' driver (tests/workerd/driver.js) starts requests from inside workerd.
 const w = await startWorker("bench/worker", { peers: [jsWorker("driver", "driver.js", {
@@ -33,41 +61,217 @@ const call = async (name, method, ...args) => {
   if (r.error) throw new Error(`${method}: ${r.error.message}`);
   return r.ok;
 };
-const stats = async (instance) => (await w.env.FETCH_ORCHESTRATOR.get(w.env.FETCH_ORCHESTRATOR.idFromName(instance)).stats());
+const benchRoute = async (path, body) => {
+  const r = await w.fetch(path, body === undefined ? undefined : { method: "POST", body: JSON.stringify(body) });
+  if (!r.ok) throw new Error(`${path}: ${r.status} ${await r.text()}`);
+  return r.json();
+};
+const counters = () => benchRoute("/__bench/counters");
+const resetCounters = () => benchRoute("/__bench/reset", {});
+/** Resolves when every tag's arrival record is written; the tags still missing at the deadline. */
+const awaitTags = async (tags, timeoutMs) => (await benchRoute("/__bench/await", { tags, timeout_ms: timeoutMs })).missing;
 
-/** Starts n requests (in waves of `wave`) over `origins` and waits for every result. */
-async function run({ label, n, wave = n, origins, url, options, timeoutMs = 120_000 }) {
+/** Methods of the bench's own (its Probe's API, not proxy-fetch's): left out of the DO requests. */
+const BENCH_METHODS = {
+  Probe: new Set(["start", "onResult", "arrivals", "pending", "direct", "noopRpc", "echoRpc", "sendRpc", "awaited", "fetch"]),
+  FetchOrchestrator: new Set(["stats"]),
+};
+
+const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+/** The workerd process Miniflare started: the only `workerd` among this process's children. */
+function findWorkerd() {
+  const children = readdirSync("/proc/self/task").flatMap((t) => {
+    try {
+      return readFileSync(`/proc/self/task/${t}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+    } catch {
+      return [];
+    }
+  });
+  const found = children.filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "workerd";
+    } catch {
+      return false;
+    }
+  });
+  if (found.length !== 1) throw new Error(`expected one workerd child process, found ${found.length} (${children.join(", ")})`);
+  return found[0];
+}
+const workerdPid = findWorkerd();
+/** workerd's CPU time so far (user + system), in ms; /proc counts in clock ticks (10 ms). */
+function workerdCpuMs() {
+  const stat = readFileSync(`/proc/${workerdPid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK; // utime, stime
+}
+
+/** Waits until the counters stop moving (work after the last arrival, e.g. a completion). */
+async function quiesce() {
+  const fingerprint = (c) => JSON.stringify([c.classes, c.entrypoints, c.sql]);
+  let last = fingerprint(await counters());
+  let stable = 0;
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    await sleep(100);
+    const now = fingerprint(await counters());
+    stable = now === last ? stable + 1 : 0;
+    last = now;
+    if (stable >= 2) return;
+  }
+  throw new Error("workerd did not go quiet within 20 s of the last arrival");
+}
+
+// CPU of workerd doing nothing (timers, GC), per ms of wall time: subtracted from each window.
+const idle = await (async () => {
+  const ms = QUICK ? 500 : 3000;
+  const c0 = workerdCpuMs();
+  const t0 = Date.now();
+  await sleep(ms);
+  return (workerdCpuMs() - c0) / (Date.now() - t0);
+})();
+
+/** Runs `fn` and measures workerd's CPU from its start until the counters go quiet. */
+async function measured(fn) {
+  await resetCounters();
+  const c0 = workerdCpuMs();
+  const t0 = Date.now();
+  const out = await fn();
+  await quiesce();
+  const c1 = workerdCpuMs();
+  const wallMs = Date.now() - t0;
+  return { out, counts: await counters(), cpuMs: c1 - c0 - idle * wallMs, wallMs };
+}
+
+// ---- flows ------------------------------------------------------------------------------------
+let tagSeq = 0;
+/** Whether ProxyFetchOptions knows `flow`: an unknown flow is refused then, ignored before. */
+async function availableFlows() {
+  if (process.env.BENCH_FLOWS) return process.env.BENCH_FLOWS.split(",").map((f) => f.trim()).filter(Boolean);
+  const tag = `flow-probe-${tagSeq++}`;
+  const r = await drive({ binding: "PROBE", name: "flow-probe", method: "start", args: [up.url("/flow-probe"), { flow: "no-such-flow" }, tag] });
+  if (r.error) return ["orchestrated", "direct"];
+  const missing = await awaitTags([tag], 10_000);
+  if (missing.length) throw new Error("the flow probe's request was not delivered");
+  console.log("NOTE: ProxyFetchOptions has no `flow` at this commit (an unknown flow was accepted): the orchestrated flow only.");
+  return ["orchestrated"];
+}
+const flows = await availableFlows();
+
+/** DO requests by class and method, without the bench's own methods. */
+function proxyInvocations(counts) {
+  const out = {};
+  for (const [cls, c] of Object.entries(counts.classes)) {
+    for (const [method, n] of Object.entries(c.invocations)) {
+      if (BENCH_METHODS[cls]?.has(method)) continue;
+      out[`${cls}.${method}`] = n;
+    }
+  }
+  return out;
+}
+
+/** A flow must be the one asked for: `direct` never touches an orchestrator. */
+function checkFlow(flow, counts, what) {
+  const orch = sum(Object.values(counts.classes.FetchOrchestrator?.invocations ?? {}));
+  if (flow === "direct" && orch > 0) throw new Error(`${what}: the direct flow called the orchestrator ${orch} times`);
+  if (flow === "orchestrated" && orch === 0) throw new Error(`${what}: the orchestrated flow never called the orchestrator`);
+}
+
+/** Per-request cost figures from the counters of `n` requests. */
+function costOf(counts, n, cpuMs) {
+  const classes = Object.values(counts.classes);
+  const invocations = sum(Object.values(proxyInvocations(counts)));
+  const alarmsPending = sum(classes.map((c) => c.alarms_pending ?? 0));
+  return {
+    n,
+    do_requests: (invocations + alarmsPending) / n,
+    alarms_to_come: alarmsPending / n,
+    // Keys left behind are deleted later (one row written each): counted now.
+    rows_written: (sum(classes.map((c) => c.rows_written + (c.rows_left ?? 0))) + counts.sql.rows_written) / n,
+    rows_left: sum(classes.map((c) => c.rows_left ?? 0)) / n,
+    rows_read: (sum(classes.map((c) => c.rows_read)) + counts.sql.rows_read) / n,
+    active_ms: sum(classes.map((c) => c.active_ms)) / n,
+    cpu_ms: cpuMs / n,
+    rows_by: Object.fromEntries(Object.entries(counts.classes).flatMap(([cls, c]) => [
+      ...Object.entries(c.writes ?? {}).map(([k, v]) => [`${cls} ${k}`, v]),
+      [`${cls} key left (its delete)`, c.rows_left ?? 0],
+    ]).filter(([, v]) => v > 0).map(([k, v]) => [k, round(v / n, 3)]).concat(counts.sql.rows_written ? [["SQL", round(counts.sql.rows_written / n, 3)]] : [])),
+    by_method: Object.fromEntries(Object.entries(proxyInvocations(counts)).map(([k, v]) => [k, round(v / n, 3)])),
+  };
+}
+
+/** A cost that cannot be right means the counting broke: fail rather than report it. */
+function checkCost(what, cost, proxied) {
+  for (const [k, v] of Object.entries(cost)) {
+    if (typeof v === "number" && !Number.isFinite(v)) throw new Error(`${what}: ${k} is ${v}`);
+  }
+  // Every result is delivered into its origin: at least one DO request per proxied request.
+  if (proxied && cost.do_requests < 1) throw new Error(`${what}: ${cost.do_requests} DO requests per request counted (a delivery is one)`);
+  if (!proxied && cost.do_requests !== 0) throw new Error(`${what}: the awaited baseline made proxy-fetch DO requests: ${JSON.stringify(cost.by_method)}`);
+}
+
+/** Dollars per million requests, and the break-even upstream wait. `awaited`: the same requests
+ *  with the fetch awaited in the DO (its CPU is subtracted); `awaitedAt0`: single awaited
+ *  requests, whose DO time beyond the upstream's wait is what awaiting costs besides the wait. */
+function dollars(cost, awaited, awaitedAt0) {
+  const addedCpu = Math.max(0, cost.cpu_ms - awaited.cpu_ms);
+  const d = {
+    requests: cost.do_requests * price.request * PER,
+    rows_written: cost.rows_written * price.rowWritten * PER,
+    rows_read: cost.rows_read * price.rowRead * PER,
+    duration: cost.active_ms * price.durationMs * PER,
+    // The CPU the proxying adds over awaiting, all charged as the executor's Workers CPU (a
+    // Durable Object's own CPU is billed as its duration, not separately).
+    cpu: addedCpu * price.cpuMs * PER,
+  };
+  d.total = d.requests + d.rows_written + d.rows_read + d.duration + d.cpu;
+  // Awaiting for N ms costs (N + what awaiting takes beyond the wait) of duration; proxying d.total.
+  d.break_even_ms = d.total / (price.durationMs * PER) - awaitedAt0.active_beyond_wait_ms;
+  d.added_cpu_ms = addedCpu;
+  return d;
+}
+
+// ---- runs -------------------------------------------------------------------------------------
+const SINGLE_DELAY = 100;
+const opts = (flow, instance, extra = {}) => ({ flow, orchestrator_instance: instance, timeout_ms: 25_000, ...extra });
+
+/** Starts n proxied requests (in waves of `wave`, a wave started at once) over `origins` and
+ *  waits until every result's handler ran. `each`: wait for each result before starting the next. */
+async function startAll({ label, n, wave = n, origins, url, options, each = false, timeoutMs = 120_000 }) {
   const started = [];
   const errors = [];
+  const tags = [];
   for (let done = 0; done < n; done += wave) {
     const k = Math.min(wave, n - done);
-    const calls = [...Array(k).keys()].map((i) => ({
-      name: origins[(done + i) % origins.length],
-      method: "start",
-      args: [url.replace("{i}", done + i), options, `${label}-${done + i}`],
-    }));
+    const calls = [...Array(k).keys()].map((i) => {
+      const tag = `${label}-${done + i}`;
+      tags.push(tag);
+      return { name: origins[(done + i) % origins.length], method: "start", args: [url.replace("{i}", done + i), options, tag] };
+    });
+    const before = started.length;
     for (const r of await drive({ op: "burst", binding: "PROBE", calls })) {
       if (r.ok) started.push(r.ok);
       else errors.push(r.error);
     }
+    if (each) await awaitTags(started.slice(before).map((s) => s.tag), 30_000);
   }
+  await awaitTags(started.map((s) => s.tag), timeoutMs);
+  return { label, n, origins, started, errors };
+}
+
+/** What arrived for a `startAll`, read from the origins' records. */
+async function collect({ label, n, origins, started, errors }) {
   const byTag = new Map();
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    byTag.clear();
-    for (const o of origins) for (const a of await call(o, "arrivals")) if (a.tag.startsWith(`${label}-`)) byTag.set(a.tag, a);
-    if (byTag.size >= started.length) break;
-    await sleep(100);
-  }
+  for (const o of new Set(origins)) for (const a of await call(o, "arrivals")) if (a.tag.startsWith(`${label}-`)) byTag.set(a.tag, a);
   const arrivals = started.map((s) => ({ ...s, ...byTag.get(s.tag) }));
   const got = arrivals.filter((a) => a.arrived_at_ms !== undefined);
   return {
     started: started.length,
-    start_errors: errors.length,
+    start_errors: errors,
     delivered: got.length,
     lost: started.length - got.length,
     duplicates: got.filter((a) => a.deliveries > 1).length,
     not_ok: got.filter((a) => a.outcome !== "response").length,
+    outcomes: got.reduce((m, a) => ({ ...m, [a.outcome]: (m[a.outcome] ?? 0) + 1 }), {}),
     hold_ms: started.map((s) => s.hold_ms),
     e2e_ms: got.map((a) => a.arrived_at_ms - a.started_at_ms),
     fetch_ms: got.map((a) => a.fetch_ms),
@@ -75,61 +279,187 @@ async function run({ label, n, wave = n, origins, url, options, timeoutMs = 120_
   };
 }
 
-const results = { when: new Date().toISOString(), quick: QUICK, rows: [] };
-const row = (name, value, unit, baseline, baselineName, target) => {
-  const ratio = baseline ? value / baseline : undefined;
-  results.rows.push({ name, value: r1(value), unit, baseline: baseline === undefined ? undefined : r1(baseline), baselineName, ratio: ratio === undefined || !Number.isFinite(ratio) ? undefined : Number(ratio.toFixed(2)), target });
-};
+const run = async (args) => collect(await startAll(args));
+
+/** Instantiates the origins' objects, so that a measurement does not include their cold start. */
+const warm = (origins) => drive({ op: "burst", binding: "PROBE", calls: origins.map((name) => ({ name, method: "arrivals", args: [] })) });
+
+/** A measured run of proxied requests: the counters and CPU cover starting them and their
+ *  results, not reading the records afterwards. */
+async function measuredRun(args) {
+  await warm(args.origins);
+  const m = await measured(() => startAll(args));
+  return { ...m, out: await collect(m.out) };
+}
+
+/** The baseline of `run`: the same fetches awaited in the Durable Objects, with the same
+ *  handler work (one arrival record each). */
+async function runAwaited({ label, n, wave = n, origins, url, each = false }) {
+  const done = [];
+  for (let k0 = 0; k0 < n; k0 += wave) {
+    const k = Math.min(wave, n - k0);
+    const calls = [...Array(k).keys()].map((i) => ({ name: origins[(k0 + i) % origins.length], method: "awaited", args: [url.replace("{i}", k0 + i), `${label}-${k0 + i}`] }));
+    for (const r of await drive({ op: "burst", binding: "PROBE", calls })) {
+      if (!r.ok) throw new Error(`${label}: awaited fetch failed: ${r.error}`);
+      done.push(r.ok);
+    }
+    if (each) await awaitTags(calls.map((c) => c.args[1]), 30_000);
+  }
+  return {
+    elapsed_ms: done.map((d) => d.done_at_ms - d.started_at_ms),
+    wall_ms: Math.max(...done.map((d) => d.done_at_ms)) - Math.min(...done.map((d) => d.started_at_ms)),
+  };
+}
+
+/** `n` calls of `fn(i)`, at most `concurrency` at a time. */
+async function pool(n, concurrency, fn) {
+  const out = new Array(n);
+  let next = 0;
+  await Promise.all([...Array(Math.min(n, concurrency))].map(async () => {
+    while (next < n) {
+      const i = next++;
+      out[i] = await fn(i);
+    }
+  }));
+  return out;
+}
+
+const failures = [];
+const lostOrDuplicate = {};
+function checkDelivery(flow, what, r) {
+  lostOrDuplicate[flow] = (lostOrDuplicate[flow] ?? 0) + r.lost + r.duplicates;
+  if (r.lost || r.duplicates || r.not_ok || r.start_errors.length) {
+    failures.push(`${what}: ${r.lost} lost, ${r.duplicates} duplicates, ${r.not_ok} not ok (outcomes ${JSON.stringify(r.outcomes)}), ${r.start_errors.length} not started (${r.start_errors.slice(0, 3).join("; ")})`);
+  }
+}
+
+// ---- the measurements -------------------------------------------------------------------------
+const results = { when: new Date().toISOString(), quick: QUICK, commit, dirty, flows, prices, idle_cpu_ms_per_s: round(idle * 1000, 2), latency: [], cost: {}, burst: {}, big: {}, targets: [], other: [] };
+const lat = (flow, name, value, unit, baseline, baselineName, note) =>
+  results.latency.push({ flow, name, value: round(value), unit, baseline: baseline === undefined ? undefined : round(baseline), baselineName, ratio: baseline ? round(value / baseline, 2) : undefined, note });
 
 try {
   const origins = [...Array(10)].map((_, i) => `probe-${i}`);
-  const opts = (instance, extra = {}) => ({ orchestrator_instance: instance, timeout_ms: 10_000, ...extra });
 
   // Baseline: a no-op RPC round trip from a Durable Object to the executor entrypoint.
   const noop = await call("probe-0", "noopRpc", QUICK ? 50 : 300);
-  row("no-op RPC DO -> executor (median)", med(noop), "ms", undefined, undefined, "baseline");
+  lat("-", "no-op RPC, DO -> executor (median)", med(noop), "ms");
+  lat("-", "no-op RPC, DO -> executor (p99)", p99(noop), "ms");
 
-  for (const delay of [0, 100, 1000]) {
-    // Started one after another (their fetches overlap): the hold a single request causes,
-    // not the queueing of a burst, which the throughput rows below measure.
-    const n = QUICK ? 20 : 200;
-    const url = up.url(`/d${delay}/{i}`, { delay });
-    const direct = [];
-    for (let i = 0; i < (QUICK ? 5 : 20); i++) direct.push(await call(origins[i % origins.length], "direct", up.url(`/direct/${delay}`, { delay })));
-    const r = await run({ label: `d${delay}`, n, wave: 1, origins, url, options: opts(`hold-${delay}`) });
-    const dispatch = (await stats(`hold-${delay}`)).recent_dispatch_ms.slice(-n);
-    row(`orchestrator hold, upstream ${delay} ms (median)`, med(dispatch), "ms", med(noop), "no-op RPC", "<= 2x, flat");
-    row(`orchestrator hold, upstream ${delay} ms (p99)`, p99(dispatch), "ms", p99(noop), "no-op RPC p99");
-    row(`origin hold, upstream ${delay} ms (median)`, med(r.hold_ms), "ms", med(direct), "fetch awaited in the DO", "<= 1 ms");
-    row(`added latency, upstream ${delay} ms (median)`, med(r.e2e_ms) - med(direct), "ms", med(direct), "direct fetch", "<= 1 ms");
-    row(`added latency, upstream ${delay} ms (p99)`, p99(r.e2e_ms) - med(direct), "ms", med(direct), "direct fetch");
-    const overhead = r.e2e_ms.map((e, i) => e - r.fetch_ms[i]);
-    row(`start -> handler minus the executor's fetch, upstream ${delay} ms (median)`, med(overhead), "ms");
-    if (r.lost || r.duplicates || r.not_ok) throw new Error(`delay ${delay}: ${JSON.stringify({ ...r, hold_ms: undefined, e2e_ms: undefined, fetch_ms: undefined })}`);
+  // Latency: requests started one after another (their fetches overlap), compared quantile for
+  // quantile with the same number of fetches awaited in a DO, started at a like pace.
+  for (const delay of QUICK ? [0] : [0, 100, 1000]) {
+    const n = QUICK ? 10 : 200;
+    const concurrency = delay >= 100 ? 20 : 1;
+    const direct = await pool(n, concurrency, (i) => call(origins[i % origins.length], "direct", up.url(`/direct/${delay}/${i}`, { delay })));
+    lat("-", `fetch awaited in the DO, upstream ${delay} ms (median)`, med(direct), "ms");
+    lat("-", `fetch awaited in the DO, upstream ${delay} ms (p99)`, p99(direct), "ms");
+    for (const flow of flows) {
+      const label = `${flow}-d${delay}`;
+      const { out: r, counts } = await measuredRun({ label, n, wave: 1, origins, url: up.url(`/${label}/{i}`, { delay }), options: opts(flow, `hold-${label}`) });
+      checkFlow(flow, counts, label);
+      checkDelivery(flow, label, r);
+      const ack = Object.entries(counts.dispatch_ms).filter(([k]) => k.includes("->FETCH_EXECUTOR.")).flatMap(([, v]) => v);
+      if (ack.length < n) throw new Error(`${label}: ${ack.length} executor acknowledgements timed for ${n} requests`);
+      lat(flow, `executor acknowledgement as its caller waits for it, upstream ${delay} ms (median)`, med(ack), "ms", med(noop), "no-op RPC median");
+      lat(flow, `executor acknowledgement as its caller waits for it, upstream ${delay} ms (p99)`, p99(ack), "ms", p99(noop), "no-op RPC p99");
+      lat(flow, `origin hold, upstream ${delay} ms (median)`, med(r.hold_ms), "ms", med(direct), "fetch awaited in the DO, median");
+      lat(flow, `origin hold, upstream ${delay} ms (p99)`, p99(r.hold_ms), "ms", p99(direct), "fetch awaited in the DO, p99");
+      lat(flow, `start -> handler, upstream ${delay} ms (median)`, med(r.e2e_ms), "ms", med(direct), "fetch awaited in the DO, median");
+      lat(flow, `start -> handler, upstream ${delay} ms (p99)`, p99(r.e2e_ms), "ms", p99(direct), "fetch awaited in the DO, p99");
+      lat(flow, `added latency, upstream ${delay} ms (median minus the baseline's median)`, med(r.e2e_ms) - med(direct), "ms");
+      lat(flow, `added latency, upstream ${delay} ms (p99 minus the baseline's p99)`, p99(r.e2e_ms) - p99(direct), "ms");
+      lat(flow, `start -> handler minus the executor's fetch, upstream ${delay} ms (median)`, med(r.e2e_ms.map((e, i) => e - r.fetch_ms[i])), "ms");
+      if (delay === 0) results[`added0_${flow}`] = med(r.e2e_ms) - med(direct);
+    }
   }
 
-  const burstN = QUICK ? 200 : 1000;
-  const burstOrigins = [...Array(50)].map((_, i) => `burst-${i}`);
-  const one = await run({ label: "tp1", n: burstN, origins: burstOrigins, url: up.url("/tp1/{i}"), options: opts("tp1") });
-  const burstDispatch = (await stats("tp1")).recent_dispatch_ms.slice(-burstN);
-  const four = await run({ label: "tp4", n: burstN, origins: burstOrigins, url: up.url("/tp4/{i}"), options: opts("tp4", { shards: 4 }) });
-  row(`${burstN} concurrent, 1 orchestrator: wall`, one.wall_ms, "ms", undefined, undefined, "<= 800 ms");
-  row(`${burstN} concurrent, 1 orchestrator: req/s`, (one.delivered / one.wall_ms) * 1000, "req/s");
-  row(`${burstN} concurrent, 4 shards: wall`, four.wall_ms, "ms", one.wall_ms, "1 orchestrator", ">= 2x faster (ratio <= 0.5)");
-  row(`${burstN} concurrent, 4 shards: req/s`, (four.delivered / four.wall_ms) * 1000, "req/s");
-  row("dispatch ack under the burst (median)", med(burstDispatch), "ms", med(noop), "no-op RPC", "<= 20 ms");
-  row("dispatch ack under the burst (p99)", p99(burstDispatch), "ms", p99(noop), "no-op RPC p99", "<= 20 ms");
-  row("burst lost / duplicates (1 orch + 4 shards)", one.lost + four.lost + one.duplicates + four.duplicates, "count", undefined, undefined, "0");
+  // Cost of single requests: one at a time, each result awaited before the next starts, at an
+  // upstream of SINGLE_DELAY ms (at 0 ms a result can beat the orchestrator's first write, which
+  // then never happens: cheaper than any real upstream).
+  const nSingle = QUICK ? 5 : 100;
+  await warm(["aw-single"]);
+  const single = await measured(() => runAwaited({ label: "aw-single", n: nSingle, wave: 1, origins: ["aw-single"], url: up.url("/aw-single/{i}", { delay: SINGLE_DELAY }), each: true }));
+  const awaitedSingle = costOf(single.counts, nSingle, single.cpuMs);
+  checkCost("awaited single", awaitedSingle, false);
+  // What awaiting costs beyond the wait itself.
+  awaitedSingle.active_beyond_wait_ms = Math.max(0, awaitedSingle.active_ms - SINGLE_DELAY);
+  results.cost.awaited = { single: awaitedSingle };
+  for (const flow of flows) {
+    const label = `${flow}-single`;
+    const m = await measuredRun({ label, n: nSingle, wave: 1, origins: [label], url: up.url(`/${label}/{i}`, { delay: SINGLE_DELAY }), options: opts(flow, label), each: true });
+    checkFlow(flow, m.counts, label);
+    checkDelivery(flow, label, m.out);
+    const cost = costOf(m.counts, nSingle, m.cpuMs);
+    checkCost(label, cost, true);
+    results.cost[flow] = { single: { ...cost, dollars: dollars(cost, awaitedSingle, awaitedSingle) } };
+  }
+  // The same, each request alone in a fresh origin: what an origin that proxies one request
+  // pays, its alarm included.
+  const nAlone = QUICK ? 3 : 30;
+  for (const flow of flows) {
+    const label = `${flow}-alone`;
+    const m = await measuredRun({ label, n: nAlone, wave: 1, origins: [...Array(nAlone)].map((_, i) => `${label}-${i}`), url: up.url(`/${label}/{i}`, { delay: SINGLE_DELAY }), options: opts(flow, label), each: true });
+    checkFlow(flow, m.counts, label);
+    checkDelivery(flow, label, m.out);
+    const cost = costOf(m.counts, nAlone, m.cpuMs);
+    checkCost(label, cost, true);
+    results.cost[flow].alone = { ...cost, dollars: dollars(cost, awaitedSingle, awaitedSingle) };
+  }
 
+  // The burst: n concurrent requests from 50 origins, against the same burst with each fetch
+  // awaited in its DO, in the same run.
+  const burstN = QUICK ? 100 : 1000;
+  const burstOrigins = (label) => [...Array(50)].map((_, i) => `${label}-${i}`);
+  await warm(burstOrigins("aw-burst"));
+  const aw = await measured(() => runAwaited({ label: "aw-burst", n: burstN, origins: burstOrigins("aw-burst"), url: up.url("/aw-burst/{i}") }));
+  results.cost.awaited.burst = costOf(aw.counts, burstN, aw.cpuMs);
+  checkCost("awaited burst", results.cost.awaited.burst, false);
+  results.burst.awaited = { wall_ms: aw.out.wall_ms, elapsed_median_ms: med(aw.out.elapsed_ms), elapsed_p99_ms: p99(aw.out.elapsed_ms) };
+  for (const flow of flows) {
+    const label = `${flow}-burst`;
+    const m = await measuredRun({ label, n: burstN, origins: burstOrigins(label), url: up.url(`/${label}/{i}`), options: opts(flow, label) });
+    checkFlow(flow, m.counts, label);
+    checkDelivery(flow, label, m.out);
+    const cost = costOf(m.counts, burstN, m.cpuMs);
+    checkCost(label, cost, true);
+    results.cost[flow].burst = { ...cost, dollars: dollars(cost, results.cost.awaited.burst, awaitedSingle) };
+    const r = m.out;
+    results.burst[flow] = {
+      n: burstN, wall_ms: r.wall_ms, wall_ratio: round(r.wall_ms / aw.out.wall_ms, 2),
+      hold_median_ms: med(r.hold_ms), hold_p99_ms: p99(r.hold_ms),
+      e2e_median_ms: med(r.e2e_ms), e2e_p99_ms: p99(r.e2e_ms),
+      lost: r.lost, duplicates: r.duplicates, not_ok: r.not_ok,
+    };
+  }
+  if (!QUICK && flows.includes("orchestrated")) {
+    const label = "orchestrated-burst-4shards";
+    const r = await run({ label, n: burstN, origins: burstOrigins(label), url: up.url(`/${label}/{i}`), options: opts("orchestrated", label, { shards: 4 }) });
+    checkDelivery("orchestrated", label, r);
+    results.burst.orchestrated.shards4_wall_ms = r.wall_ms;
+    results.burst.orchestrated.lost += r.lost;
+    results.burst.orchestrated.duplicates += r.duplicates;
+  }
+
+  // A 10 MiB body, against an RPC carrying the same bytes one way (a result travels once,
+  // executor -> origin) and the same fetch awaited in a DO.
   const big = 10 * 1024 * 1024;
-  const raw = [];
-  for (let i = 0; i < (QUICK ? 2 : 5); i++) raw.push(await call("probe-0", "echoRpc", big));
-  const bigRun = await run({ label: "big", n: QUICK ? 2 : 5, wave: 1, origins: ["probe-big"], url: up.url("/big/{i}", { bytes: big }), options: opts("big", { timeout_ms: 60_000 }) });
-  row("10 MiB body end to end (median)", med(bigRun.e2e_ms), "ms", med(raw), "raw RPC round trip of 10 MiB", "<= 2x");
+  const nBig = QUICK ? 1 : 5;
+  const oneWay = [];
+  const roundTrip = [];
   const bigDirect = [];
-  for (let i = 0; i < (QUICK ? 2 : 5); i++) bigDirect.push(await call("probe-0", "direct", up.url("/big-direct", { bytes: big })));
-  row("10 MiB: of which the executor's fetch (median)", med(bigRun.fetch_ms), "ms", med(bigDirect), "same fetch awaited in a DO");
-  row("10 MiB: end to end minus the executor's fetch (median)", med(bigRun.e2e_ms.map((e, i) => e - bigRun.fetch_ms[i])), "ms", med(raw), "raw RPC round trip of 10 MiB");
+  for (let i = 0; i < nBig; i++) {
+    oneWay.push(await call("probe-0", "sendRpc", big));
+    roundTrip.push(await call("probe-0", "echoRpc", big));
+    bigDirect.push(await call("probe-0", "direct", up.url(`/big-direct/${i}`, { bytes: big })));
+  }
+  results.big.baselines = { one_way_rpc_ms: med(oneWay), round_trip_rpc_ms: med(roundTrip), fetch_awaited_ms: med(bigDirect) };
+  for (const flow of flows) {
+    const label = `${flow}-big`;
+    const r = await run({ label, n: nBig, wave: 1, each: true, origins: [label], url: up.url(`/${label}/{i}`, { bytes: big }), options: opts(flow, label, { timeout_ms: 25_000 }) });
+    checkDelivery(flow, label, r);
+    results.big[flow] = { e2e_ms: med(r.e2e_ms), fetch_ms: med(r.fetch_ms), e2e_minus_fetch_ms: med(r.e2e_ms.map((e, i) => e - r.fetch_ms[i])) };
+  }
 
   const wasmPath = join(root, "examples/demo/build/index_bg.wasm");
   const wasm = readFileSync(wasmPath);
@@ -140,18 +470,92 @@ try {
   } catch {
     gzipped = gzipSync(wasm, { level: 9 }).length;
   }
-  row("examples/demo wasm", wasm.length / 1000, "KB");
-  row("examples/demo wasm gzip -9", gzipped / 1000, "KB", undefined, undefined, "<= 250 KB");
+  results.other.push({ name: "examples/demo wasm", value: round(wasm.length / 1000), unit: "KB" });
+  results.other.push({ name: "examples/demo wasm gzip -9", value: round(gzipped / 1000), unit: "KB", target: "<= 250 KB" });
 
-  const native = execFileSync("cargo", ["bench", "-q", "-p", "proxy-fetch", "--bench", "codec"], { cwd: root, encoding: "utf8" });
-  for (const line of native.split("\n").filter((l) => l.startsWith("{"))) {
-    const m = JSON.parse(line);
-    row(`native: ${m.name}`, m.micros, "µs/op");
-  }
 } finally {
   await w.dispose();
   await up.close();
 }
+
+// ---- targets (issue 8) ------------------------------------------------------------------------
+/** A target row; `limit` undefined: reported without a target. */
+const target = (flow, name, value, unit, limit, how = "<=") => {
+  const measuredFlow = flows.includes(flow) && Number.isFinite(value);
+  let verdict = "";
+  if (!flows.includes(flow)) verdict = "not measured: no direct flow at this commit";
+  else if (limit === undefined) verdict = "reported";
+  else if (how === "<=" ? value <= limit : value === limit) verdict = "met";
+  else verdict = how === "<=" ? `**missed by ${round(value - limit, 2)}${unit && unit !== "x" ? ` ${unit}` : ""} (${(value / limit).toFixed(2)}x the limit)**` : `**missed: ${value}**`;
+  results.targets.push({ flow, name, value: measuredFlow ? round(value, 2) : undefined, unit, limit: limit === undefined ? "" : `${how} ${limit}`, verdict });
+};
+const burstName = QUICK ? "100" : "1,000";
+for (const flow of ["direct", "orchestrated"]) {
+  const c = results.cost[flow];
+  const b = results.burst[flow];
+  const direct = flow === "direct";
+  target(flow, "DO requests per single request", c?.single.do_requests, "", direct ? 1 : 3);
+  target(flow, "rows written per single request", c?.single.rows_written, "", direct ? 2 : 4);
+  target(flow, "break-even upstream wait, single requests", c?.single.dollars.break_even_ms, "ms", direct ? 1400 : undefined);
+  target(flow, "DO requests per request alone in a fresh origin", c?.alone.do_requests, "", undefined);
+  target(flow, "rows written per request alone in a fresh origin", c?.alone.rows_written, "", undefined);
+  target(flow, "break-even upstream wait, a request alone in a fresh origin", c?.alone.dollars.break_even_ms, "ms", undefined);
+  target(flow, `DO requests per request, ${burstName} burst amortized`, c?.burst.do_requests, "", undefined);
+  target(flow, `rows written per request, ${burstName} burst amortized`, c?.burst.rows_written, "", direct ? 1.2 : undefined);
+  target(flow, `break-even upstream wait, ${burstName} burst`, c?.burst.dollars.break_even_ms, "ms", direct ? 900 : undefined);
+  target(flow, "added latency at a 0 ms upstream (median)", results[`added0_${flow}`], "ms", direct ? 1 : undefined);
+  target(flow, `${burstName} burst from 50 origins: wall time / the same burst awaited in the DOs`, b?.wall_ratio, "x", direct ? 1.25 : undefined);
+  target(flow, `origin hold under the ${burstName} burst (median)`, b?.hold_median_ms, "ms", direct ? 50 : undefined);
+  target(flow, "lost + duplicate results, every run of this flow", lostOrDuplicate[flow], "", 0, "=");
+}
+
+// ---- report -----------------------------------------------------------------------------------
+const f = (x, d = 2) => (x === undefined || Number.isNaN(x) ? "" : String(round(x, d)));
+const md = (header, rows) => [`| ${header.join(" | ")} |`, `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+
+const targetsTable = md(["flow", "target", "measured", "limit", "verdict"], results.targets.map((t) => [
+  t.flow, t.name, t.value === undefined ? "" : `${f(t.value)} ${t.unit}`.trim(), t.limit ? `${t.limit} ${t.unit}`.trim() : "", t.verdict,
+]));
+
+const KINDS = ["single", "alone", "burst"];
+const kindName = (kind, n) => ({
+  single: `single: ${n} one at a time from one origin, ${SINGLE_DELAY} ms upstream`,
+  alone: `alone: ${n} one at a time, each from a fresh origin, ${SINGLE_DELAY} ms upstream`,
+  burst: `burst of ${n} from 50 origins, 0 ms upstream`,
+})[kind];
+const costRows = [];
+for (const flow of flows) {
+  for (const kind of KINDS) {
+    const c = results.cost[flow][kind];
+    costRows.push([flow, kindName(kind, c.n), f(c.do_requests), f(c.rows_written), f(c.rows_read), f(c.active_ms), f(c.cpu_ms), f(c.dollars.added_cpu_ms),
+      f(c.dollars.requests), f(c.dollars.rows_written), f(c.dollars.rows_read, 4), f(c.dollars.duration, 4), f(c.dollars.cpu, 4), `**${f(c.dollars.total)}**`, `**${f(c.dollars.break_even_ms, 0)} ms**`]);
+  }
+}
+for (const kind of ["single", "burst"]) {
+  const c = results.cost.awaited[kind];
+  costRows.push(["awaited in the DO (baseline)", kindName(kind, c.n), f(c.do_requests), f(c.rows_written), f(c.rows_read), f(c.active_ms), f(c.cpu_ms), "",
+    f(c.do_requests * price.request * PER), f(c.rows_written * price.rowWritten * PER), "", f(c.active_ms * price.durationMs * PER, 4), "", f(c.active_ms * price.durationMs * PER, 4), ""]);
+}
+const costTable = md(["flow", "requests", "DO requests", "rows written", "rows read", "DO active ms", "workerd CPU ms", "CPU ms added", "$ requests", "$ rows written", "$ rows read", "$ duration", "$ CPU", "$ total", "break-even wait"], costRows);
+const a0 = results.cost.awaited.single.active_beyond_wait_ms;
+const awaitedCost = md(["upstream wait N", "DO duration billed", "$ per million requests"], [0, 100, 1000, 1400, 3000].map((n) => [`${n} ms`, `${f(a0 + n)} ms`, f((a0 + n) * price.durationMs * PER, 4)]));
+const methodRows = [...flows, "awaited"].flatMap((flow) => KINDS.filter((k) => results.cost[flow][k]).map((kind) => [flow === "awaited" ? "awaited in the DO (baseline)" : flow, kind, Object.entries(results.cost[flow][kind].by_method).map(([m, n]) => `${m} ${n}`).join(", ") || "none", f(results.cost[flow][kind].alarms_to_come, 3),
+  Object.entries(results.cost[flow][kind].rows_by).map(([m, n]) => `${m} ${n}`).join(", ") || "none"]));
+const methodTable = md(["flow", "requests", "DO requests per request, by method", "of which alarms still to come", "rows written per request, by object and operation"], methodRows);
+
+const latencyTable = md(["flow", "measure", "value", "baseline (same run)", "ratio"], results.latency.map((r) => [r.flow, r.name + (r.note ? ` (${r.note})` : ""), `${f(r.value)} ${r.unit}`, r.baseline === undefined ? "" : `${f(r.baseline)} ms (${r.baselineName})`, f(r.ratio)]));
+const burstRows = [["awaited in the DO (baseline)", f(results.burst.awaited.wall_ms, 0), "1", "", "", f(results.burst.awaited.elapsed_median_ms), f(results.burst.awaited.elapsed_p99_ms), "", ""]];
+for (const flow of flows) {
+  const b = results.burst[flow];
+  burstRows.push([flow, f(b.wall_ms, 0), f(b.wall_ratio), f(b.hold_median_ms), f(b.hold_p99_ms), f(b.e2e_median_ms), f(b.e2e_p99_ms), `${b.lost} / ${b.duplicates}`, b.shards4_wall_ms === undefined ? "" : `${f(b.shards4_wall_ms, 0)} ms with 4 shards`]);
+}
+const burstTable = md(["flow", "wall ms", "wall / awaited", "origin hold median ms", "origin hold p99 ms", "start -> handler median ms", "p99 ms", "lost / duplicates", ""], burstRows);
+const bigRows = flows.map((flow) => {
+  const b = results.big[flow];
+  return [flow, f(b.e2e_ms), f(b.e2e_ms / results.big.baselines.one_way_rpc_ms), f(b.fetch_ms), f(b.e2e_minus_fetch_ms), f(b.e2e_minus_fetch_ms / results.big.baselines.one_way_rpc_ms)];
+});
+const bigTable = md(["flow", "end to end ms (median)", "/ one-way RPC", "of which the executor's fetch ms", "end to end minus the fetch ms", "/ one-way RPC"], bigRows);
+const otherTable = md(["measure", "value", "target"], results.other.map((o) => [o.name, `${o.value} ${o.unit}`, o.target ?? ""]));
 
 const versions = {
   rustc: execFileSync("rustc", ["--version"], { encoding: "utf8" }).trim(),
@@ -161,24 +565,91 @@ const versions = {
   memory: `${Math.round(totalmem() / 2 ** 30)} GiB`,
 };
 results.versions = versions;
+results.duration_s = round((Date.now() - began) / 1000);
 
-const table = [
-  "| measure | value | baseline (same run) | ratio | target |",
-  "| --- | ---: | --- | ---: | --- |",
-  ...results.rows.map((r) => `| ${r.name} | ${r.value} ${r.unit} | ${r.baseline === undefined ? "" : `${r.baseline} ms (${r.baselineName})`} | ${r.ratio ?? ""} | ${r.target ?? ""} |`),
-].join("\n");
-console.log(table);
+const report = `## Targets (issue 8)
+
+${targetsTable}
+
+## What a proxied request costs
+
+Counted per proxied request by the bench worker's main module (\`bench/worker/js/main.js\`, which
+wraps the classes the build generated; nothing is counted in shipped code). **DO requests**: every
+RPC call, fetch and alarm into a Durable Object (origin or orchestrator) made by proxy-fetch, not
+the bench's own calls (\`start\`, the baseline methods), plus alarms set and not yet fired (each will
+be one invocation). **Rows**: KV put of N keys = N written, a delete = the rows it removed,
+setAlarm/deleteAlarm = 1, plus one for each key written and still there at the end (the delete
+that will remove it), get of N keys / list = N read, SQL cursors' \`rowsWritten\`/\`rowsRead\`;
+the handler's own record (\`a:*\` keys) is left out. **DO active ms**: per object, the time it ran
+an invocation or a \`waitUntil\` promise (concurrent ones counted once), summed over objects.
+**workerd CPU**: the workerd process's user+system time (/proc/${"<pid>"}/stat, 10 ms ticks) from the
+first start until the counters stop moving, minus its idle rate (${f(idle * 1000)} ms per s) over the
+same time, per request. **CPU ms added**: that minus the same figure for awaiting the fetch in the
+DO, charged at the Workers CPU price (a DO's own CPU is billed as its duration).
+
+Prices: \`bench/prices.json\` (checked ${prices.checked}; ${prices.source}). Dollars are per million
+proxied requests. The **break-even wait** is the upstream delay above which proxying costs less
+than awaiting the same fetch in the DO: $ total / DO duration price per ms (128 MB:
+$${f(price.durationMs * PER, 5)} per million ms) minus the DO time awaiting takes beyond the upstream's
+wait (${f(a0)} ms). Single requests run one at a time against a ${SINGLE_DELAY} ms upstream; the burst
+against a 0 ms upstream. It assumes the awaited fetches would not overlap in one object; where N fetches
+overlap in one object, awaiting costs about 1/N as much per request.
+
+${costTable}
+
+${methodTable}
+
+Awaiting the fetch in the DO for N ms (DO duration only: the DO request that started it is the
+same on both sides):
+
+${awaitedCost}
+
+## The burst: ${results.burst[flows[0]]?.n ?? ""} concurrent requests from 50 origins
+
+Wall time from the first start to the last handler, against the same burst with each fetch awaited
+in its DO (the same HTTP starts, upstream fetches and handler work), measured in the same run.
+
+${burstTable}
+
+## Latency
+
+Times are measured with \`Date.now()\` inside workerd (1 ms resolution, advancing only across I/O).
+Each quantile is compared with the same quantile of its baseline. Requests are started one after
+another (their fetches overlap); the awaited baseline runs as many fetches at a like pace.
+
+${latencyTable}
+
+## A 10 MiB body
+
+Baselines in the same run: an RPC carrying the same 10 MiB one way (DO -> entrypoint, answer its
+length) ${f(results.big.baselines.one_way_rpc_ms)} ms, both ways ${f(results.big.baselines.round_trip_rpc_ms)} ms; the same fetch awaited in a DO
+${f(results.big.baselines.fetch_awaited_ms)} ms. Medians.
+
+${bigTable}
+
+## Other
+
+${otherTable}
+`;
+
+console.log(report);
+console.log(`bench: ${QUICK ? "quick" : "full"} run of ${flows.join(" + ")} in ${results.duration_s} s`);
+if (failures.length) {
+  console.error(`bench: FAILED:\n  ${failures.join("\n  ")}`);
+  process.exit(1);
+}
 if (!QUICK) {
   writeFileSync(join(root, "bench/results.json"), JSON.stringify(results, null, 2) + "\n");
   const old = (() => { try { return readFileSync(join(root, "BENCHMARKS.md"), "utf8"); } catch { return ""; } })();
   const notes = old.includes("<!-- notes -->") ? old.slice(old.indexOf("<!-- notes -->")) : "<!-- notes -->\n";
   writeFileSync(join(root, "BENCHMARKS.md"), `# Benchmarks
 
-Command: \`scripts/bench\` (local workerd through Miniflare, upstream on 127.0.0.1). Run ${results.when}.
-Machine: ${versions.cpu}, ${versions.memory}. ${versions.rustc}; node ${versions.node}; workerd ${versions.workerd}.
-Times are measured with \`Date.now()\` inside workerd (1 ms resolution, advancing only across I/O).
+Command: \`scripts/bench\` (local workerd through Miniflare, upstream on 127.0.0.1), ${results.duration_s} s. Run ${results.when}
+at commit \`${commit}\`${dirty.length ? ` with uncommitted changes in ${dirty.length} file(s) (${dirty.slice(0, 5).map((l) => l.slice(3)).join(", ")}${dirty.length > 5 ? ", ..." : ""})` : " (clean tree)"}.
+Flows: ${flows.join(", ")}${flows.includes("direct") ? "" : " (ProxyFetchOptions has no `flow` at this commit)"}.
+Machine: ${versions.cpu}, ${versions.memory}, load average ${loadBefore} before the run and ${loadavg()} after (other
+work on the machine slows wall times; counts and CPU seconds are not affected). ${versions.rustc}; node ${versions.node}; workerd ${versions.workerd}.
 
-${table}
-
+${report}
 ${notes}`);
 }

@@ -32,7 +32,7 @@ impl WorkerEntrypoint for Recorder {
 #[entrypoint(name = "RecorderEntrypoint")]
 impl Recorder {
     #[wait_until]
-    async fn record(&self, job: Job) -> Result<(), HandlerError> {
+    pub async fn record(&self, job: Job) -> Result<(), HandlerError> {
         if job.url.is_empty() {
             return Err(HandlerError::new("empty_url", "no url"));
         }
@@ -40,19 +40,19 @@ impl Recorder {
         Ok(())
     }
 
-    async fn count(&self, offset: u32) -> Result<u32, HandlerError> {
+    pub async fn count(&self, offset: u32) -> Result<u32, HandlerError> {
         Ok(self.seen.borrow().len() as u32 + offset)
     }
 
-    async fn last(&self) -> Result<Option<Job>, HandlerError> {
+    pub async fn last(&self) -> Result<Option<Job>, HandlerError> {
         Ok(self.seen.borrow().last().cloned())
     }
 
-    async fn refuse(&self, why: String) -> Result<(), HandlerError> {
+    pub async fn refuse(&self, why: String) -> Result<(), HandlerError> {
         Err(HandlerError::new("refused", why))
     }
 
-    async fn not_a_number(&self) -> Result<f64, HandlerError> {
+    pub async fn not_a_number(&self) -> Result<f64, HandlerError> {
         Ok(f64::NAN)
     }
 }
@@ -107,4 +107,28 @@ fn a_value_serde_cannot_carry_is_a_bad_return() {
         }
         other => panic!("expected BadReturn, got {other:?}"),
     }
+}
+
+#[allow(dead_code)]
+#[path = "ui/pass/names_and_helpers.rs"]
+mod names_and_helpers;
+
+#[test]
+fn any_argument_or_method_name_works_in_process() {
+    use names_and_helpers::{Echo, NamesClient};
+    let client = names_and_helpers::local_client();
+    let echo = block_on(client.echo("e".into(), "c".into(), 1, 2, 3, 4)).unwrap();
+    let expected = Echo {
+        env: "e".into(),
+        ctx: "c".into(),
+        args: 1,
+        this: 2,
+        stub: 3,
+    };
+    assert_eq!(echo, expected);
+    assert_eq!(block_on(client.stub(41)).unwrap(), 42);
+    assert_eq!(block_on(client.local()).unwrap(), "local");
+    assert_eq!(block_on(client.r#type(21)).unwrap(), 42);
+    assert_eq!(NamesClient::TYPE.js_name(), "type");
+    assert_eq!(NamesClient::WITH_CFG_ATTR.js_name(), "withCfgAttr");
 }

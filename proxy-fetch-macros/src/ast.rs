@@ -1,12 +1,14 @@
-//! The item as the macro sees it: an `Entrypoint` with one `Method` per RPC method. Parsing
-//! records what the user wrote; `valid.rs` decides what is allowed, `expand.rs` what it becomes.
+//! The item as the macro sees it: an `Entrypoint` with one `Method` per RPC method or
+//! continuation handler. Parsing records what the user wrote; `valid.rs` decides what is
+//! allowed, `expand.rs` what it becomes.
 
 use proc_macro2::Span;
 use quote::format_ident;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ImplItem, Item, ItemImpl, ItemTrait, Pat,
-    PathArguments, ReturnType, Signature, TraitItem, Type,
+    Attribute, FnArg, GenericArgument, Ident, ImplItem, Item, ItemImpl, ItemTrait, Meta, Pat,
+    PathArguments, ReturnType, Signature, TraitItem, Type, Visibility,
 };
 
 use crate::attr::{EntrypointArgs, Kind, RpcArgs};
@@ -16,6 +18,7 @@ pub struct Entrypoint {
     pub kind: Kind,
     pub self_ident: Ident,
     pub client: Ident,
+    /// RPC methods and continuation handlers, in the order written (helpers are left out).
     pub methods: Vec<Method>,
     /// Declared by a trait: the handlers live elsewhere, only the client is generated.
     pub remote_only: bool,
@@ -23,17 +26,42 @@ pub struct Entrypoint {
     pub trait_impl: Option<Span>,
     /// Generic parameters on the impl or trait.
     pub generics: Option<Span>,
+    /// Generic arguments on the impl's type (`impl Wrapper<u32>`).
+    pub self_generic_args: Option<Span>,
+    /// Macro invocations inside the block: their expansion cannot be seen.
+    pub macros: Vec<Span>,
+    /// `#[wait_until]` or `#[rpc]` on a method that is not an RPC method (not `pub`).
+    pub attrs_on_helpers: Vec<(Span, String)>,
+    /// `unsafe`/`extern`/`const` or default bodies (traits) on methods.
+    pub bad_fn_qualifiers: Vec<(Span, &'static str)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Role {
+    /// Exported, with a client method.
+    Rpc,
+    /// A continuation handler of an origin Durable Object: dispatched by proxy-fetch only.
+    Handler,
 }
 
 pub struct Method {
+    pub role: Role,
     pub ident: Ident,
+    /// The Rust name without `r#`.
+    pub rust_name: String,
     /// The name JS callers use: camelCase of the Rust name, or `#[rpc(name = "...")]`.
     pub js_name: String,
     pub js_name_span: Span,
     pub wait_until: Option<Span>,
     /// `#[wait_until(...)]` with arguments.
     pub wait_until_args: Option<Span>,
+    /// Second `#[wait_until]` or `#[rpc]` on the same method.
+    pub duplicate_attrs: Vec<Span>,
+    /// `#[cfg_attr(..., wait_until)]`: the macro cannot evaluate the condition.
+    pub cfg_attr_ours: Vec<Span>,
     pub docs: Vec<Attribute>,
+    /// `#[cfg(...)]` attributes: they gate everything generated for the method.
+    pub cfgs: Vec<Attribute>,
     pub fn_token: Span,
     pub is_async: bool,
     pub generics: Option<Span>,
@@ -57,8 +85,13 @@ impl Method {
     pub fn result(&self) -> Option<(&Type, &Type)> {
         match &self.output {
             Output::Result { ok, err } => Some((&**ok, &**err)),
-            Output::Other(_) => None,
+            Output::Other(..) => None,
         }
+    }
+
+    /// The name of its typed handle on the client: `on_response` -> `ON_RESPONSE`.
+    pub fn handle_name(&self) -> String {
+        self.rust_name.to_uppercase()
     }
 }
 
@@ -85,25 +118,45 @@ pub enum Output {
         ok: Box<Type>,
         err: Box<Type>,
     },
-    /// Anything else: the span to point at.
-    Other(Span),
+    /// Anything else: the span to point at, and the type written (if any).
+    Other(Span, Option<Box<Type>>),
 }
 
+const OURS: &[&str] = &["wait_until", "rpc"];
+
 fn is_ours(attr: &Attribute) -> bool {
-    attr.path().is_ident("wait_until") || attr.path().is_ident("rpc")
+    OURS.iter().any(|name| attr.path().is_ident(name))
+}
+
+/// `#[cfg_attr(pred, wait_until)]`: one of our attributes under a condition.
+fn cfg_attr_holds_ours(attr: &Attribute) -> bool {
+    if !attr.path().is_ident("cfg_attr") {
+        return false;
+    }
+    let Meta::List(list) = &attr.meta else {
+        return false;
+    };
+    let tokens = list.tokens.to_string();
+    OURS.iter().any(|name| {
+        tokens
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|word| word == *name)
+    })
 }
 
 /// Removes this macro's method attributes so the item compiles as the user wrote it.
 pub fn strip_method_attrs(item: &mut Item) {
+    let strip =
+        |attrs: &mut Vec<Attribute>| attrs.retain(|a| !is_ours(a) && !cfg_attr_holds_ours(a));
     match item {
         Item::Impl(item) => item.items.iter_mut().for_each(|i| {
             if let ImplItem::Fn(f) = i {
-                f.attrs.retain(|a| !is_ours(a));
+                strip(&mut f.attrs);
             }
         }),
         Item::Trait(item) => item.items.iter_mut().for_each(|i| {
             if let TraitItem::Fn(f) = i {
-                f.attrs.retain(|a| !is_ours(a));
+                strip(&mut f.attrs);
             }
         }),
         _ => {}
@@ -114,11 +167,42 @@ fn generics_span(generics: &syn::Generics) -> Option<Span> {
     (!generics.params.is_empty()).then(|| generics.span())
 }
 
+fn qualifiers(sig: &Signature, out: &mut Vec<(Span, &'static str)>) {
+    if let Some(t) = &sig.constness {
+        out.push((t.span, "RPC methods cannot be `const fn`"));
+    }
+    if let Some(t) = &sig.unsafety {
+        out.push((
+            t.span,
+            "RPC methods cannot be `unsafe`: a remote caller cannot uphold a safety contract; \
+             make the method safe and use `unsafe` inside it",
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        out.push((abi.span(), "RPC methods use the Rust ABI: remove `extern`"));
+    }
+}
+
+/// Is the first argument (after `self`) a `FetchResult`?
+fn takes_fetch_result(sig: &Signature) -> bool {
+    let first = sig.inputs.iter().find_map(|input| match input {
+        FnArg::Typed(pt) => Some(&*pt.ty),
+        FnArg::Receiver(_) => None,
+    });
+    matches!(first, Some(Type::Path(p))
+        if p.path.segments.last().is_some_and(|s| s.ident == "FetchResult"))
+}
+
 /// `None` only when the impl's type is not a plain name: there is nothing to name a client after.
 pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Option<Entrypoint> {
+    let mut self_generic_args = None;
     let self_ident = match &*item.self_ty {
         Type::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
-            p.path.segments[0].ident.clone()
+            let segment = &p.path.segments[0];
+            if !segment.arguments.is_none() {
+                self_generic_args = Some(segment.arguments.span());
+            }
+            segment.ident.clone()
         }
         other => {
             errors.push(
@@ -128,66 +212,121 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
             return None;
         }
     };
-    let methods = item
-        .items
-        .iter()
-        .filter_map(|impl_item| match impl_item {
-            ImplItem::Fn(f) => Some(parse_method(&f.sig, &f.attrs, errors)),
-            _ => None,
-        })
-        .collect();
+    let origin = matches!(args.kind, Kind::DurableObject { origin: true, .. });
+    let mut methods = Vec::new();
+    let mut macros = Vec::new();
+    let mut attrs_on_helpers = Vec::new();
+    let mut bad_fn_qualifiers = Vec::new();
+    for impl_item in &item.items {
+        match impl_item {
+            ImplItem::Fn(f) => {
+                let role = if origin && takes_fetch_result(&f.sig) {
+                    Role::Handler
+                } else if matches!(f.vis, Visibility::Public(_)) || item.trait_.is_some() {
+                    Role::Rpc
+                } else {
+                    for attr in f
+                        .attrs
+                        .iter()
+                        .filter(|a| is_ours(a) || cfg_attr_holds_ours(a))
+                    {
+                        attrs_on_helpers.push((attr.span(), f.sig.ident.unraw().to_string()));
+                    }
+                    continue;
+                };
+                qualifiers(&f.sig, &mut bad_fn_qualifiers);
+                methods.push(parse_method(role, &f.sig, &f.attrs, errors));
+            }
+            ImplItem::Macro(m) => macros.push(m.mac.path.span()),
+            _ => {}
+        }
+    }
     Some(Entrypoint {
         kind: args.kind,
         client: args
             .client
-            .unwrap_or_else(|| format_ident!("{}Client", self_ident)),
+            .unwrap_or_else(|| format_ident!("{}Client", self_ident.unraw())),
         self_ident,
         methods,
         remote_only: false,
         trait_impl: item.trait_.as_ref().map(|(_, path, _)| path.span()),
         generics: generics_span(&item.generics),
+        self_generic_args,
+        macros,
+        attrs_on_helpers,
+        bad_fn_qualifiers,
     })
 }
 
 /// A trait under `#[entrypoint]` declares an entrypoint implemented elsewhere (in JS, or in
-/// another worker): only a client is generated.
+/// another worker): only a client is generated, and every method is an RPC method.
 pub fn parse_remote(args: EntrypointArgs, item: &ItemTrait, errors: &mut Errors) -> Entrypoint {
-    let methods = item
-        .items
-        .iter()
-        .filter_map(|trait_item| match trait_item {
-            TraitItem::Fn(f) => Some(parse_method(&f.sig, &f.attrs, errors)),
-            _ => None,
-        })
-        .collect();
+    let mut methods = Vec::new();
+    let mut macros = Vec::new();
+    let mut bad_fn_qualifiers = Vec::new();
+    for trait_item in &item.items {
+        match trait_item {
+            TraitItem::Fn(f) => {
+                if let Some(body) = &f.default {
+                    bad_fn_qualifiers.push((
+                        body.brace_token.span.join(),
+                        "a default body in an #[entrypoint] trait never runs: the trait only declares \
+                         an entrypoint served elsewhere, and calls go over RPC; remove the body (end \
+                         the declaration with `;`)",
+                    ));
+                }
+                qualifiers(&f.sig, &mut bad_fn_qualifiers);
+                methods.push(parse_method(Role::Rpc, &f.sig, &f.attrs, errors));
+            }
+            TraitItem::Macro(m) => macros.push(m.mac.path.span()),
+            _ => {}
+        }
+    }
     Entrypoint {
         kind: args.kind,
         client: args
             .client
-            .unwrap_or_else(|| format_ident!("{}Client", item.ident)),
+            .unwrap_or_else(|| format_ident!("{}Client", item.ident.unraw())),
         self_ident: item.ident.clone(),
         methods,
         remote_only: true,
         trait_impl: None,
         generics: generics_span(&item.generics),
+        self_generic_args: None,
+        macros,
+        attrs_on_helpers: Vec::new(),
+        bad_fn_qualifiers,
     }
 }
 
-fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Method {
+fn parse_method(role: Role, sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Method {
     let mut wait_until = None;
     let mut wait_until_args = None;
     let mut rpc_name = None;
+    let mut rpc_seen = false;
+    let mut duplicate_attrs = Vec::new();
+    let mut cfg_attr_ours = Vec::new();
     for attr in attrs {
         if attr.path().is_ident("wait_until") {
+            if wait_until.is_some() {
+                duplicate_attrs.push(attr.span());
+            }
             wait_until = Some(attr.span());
-            if !matches!(attr.meta, syn::Meta::Path(_)) {
+            if !matches!(attr.meta, Meta::Path(_)) {
                 wait_until_args = Some(attr.span());
             }
         } else if attr.path().is_ident("rpc") {
+            if rpc_seen {
+                duplicate_attrs.push(attr.span());
+                continue;
+            }
+            rpc_seen = true;
             match attr.parse_args::<RpcArgs>() {
                 Ok(a) => rpc_name = Some(a.name),
                 Err(e) => errors.push_error(e),
             }
+        } else if cfg_attr_holds_ours(attr) {
+            cfg_attr_ours.push(attr.span());
         }
     }
 
@@ -224,24 +363,34 @@ fn parse_method(sig: &Signature, attrs: &[Attribute], errors: &mut Errors) -> Me
             ok: Box::new(ok),
             err: Box::new(err),
         },
-        None => Output::Other(match &sig.output {
-            ReturnType::Default => sig.ident.span(),
-            ReturnType::Type(_, ty) => ty.span(),
-        }),
+        None => match &sig.output {
+            ReturnType::Default => Output::Other(sig.ident.span(), None),
+            ReturnType::Type(_, ty) => Output::Other(ty.span(), Some(ty.clone())),
+        },
     };
+    let rust_name = sig.ident.unraw().to_string();
     let (js_name, js_name_span) = match rpc_name {
         Some(lit) => (lit.value(), lit.span()),
-        None => (camel_case(&sig.ident.to_string()), sig.ident.span()),
+        None => (camel_case(&rust_name), sig.ident.span()),
     };
     Method {
+        role,
         ident: sig.ident.clone(),
+        rust_name,
         js_name,
         js_name_span,
         wait_until,
         wait_until_args,
+        duplicate_attrs,
+        cfg_attr_ours,
         docs: attrs
             .iter()
             .filter(|a| a.path().is_ident("doc"))
+            .cloned()
+            .collect(),
+        cfgs: attrs
+            .iter()
+            .filter(|a| a.path().is_ident("cfg"))
             .cloned()
             .collect(),
         fn_token: sig.fn_token.span,
@@ -282,7 +431,7 @@ pub fn screaming_snake(camel: &str) -> String {
     let chars: Vec<char> = camel.chars().collect();
     let mut out = String::new();
     for (i, &c) in chars.iter().enumerate() {
-        let prev = i.checked_sub(1).map(|p| chars[p]);
+        let prev = i.checked_sub(1).and_then(|p| chars.get(p).copied());
         let next = chars.get(i + 1);
         let boundary = c.is_uppercase()
             && prev.is_some_and(|p| {
@@ -301,7 +450,7 @@ pub fn screaming_snake(camel: &str) -> String {
 /// `execute_fetch` -> `executeFetch`; leading underscores are kept.
 pub fn camel_case(snake: &str) -> String {
     let trimmed = snake.trim_start_matches('_');
-    let mut out = String::from(&snake[..snake.len() - trimmed.len()]);
+    let mut out = "_".repeat(snake.len() - trimmed.len());
     let mut upper = false;
     for c in trimmed.chars() {
         if c == '_' {

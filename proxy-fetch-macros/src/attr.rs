@@ -70,13 +70,19 @@ impl Parse for EntrypointArgs {
             None => errors = Some(e),
         };
         for arg in args {
+            let twice = |what: &str, span: Span| {
+                syn::Error::new(span, format!("`{what}` given twice: remove one"))
+            };
             match arg {
-                Arg::Name(lit) if name.is_some() => {
-                    push(syn::Error::new(lit.span(), "`name` given twice"))
-                }
+                Arg::Name(lit) if name.is_some() => push(twice("name", lit.span())),
                 Arg::Name(lit) => name = Some(lit),
+                Arg::DurableObject(key) if durable_object.is_some() => {
+                    push(twice("durable_object", key.span()))
+                }
                 Arg::DurableObject(key) => durable_object = Some(key),
+                Arg::Origin(key) if origin.is_some() => push(twice("origin", key.span())),
                 Arg::Origin(key) => origin = Some(key),
+                Arg::Client(ident) if client.is_some() => push(twice("client", ident.span())),
                 Arg::Client(ident) => client = Some(ident),
             }
         }

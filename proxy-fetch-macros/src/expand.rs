@@ -1,90 +1,258 @@
 //! Code generation only: every decision was made in `ast.rs` and `valid.rs`.
+//!
+//! Hygiene: every name the generated code binds or defines next to the user's starts with
+//! `__pf` (`__PF_METHOD`, `__pf_stub`, `__pf_handler_x`), a prefix `valid.rs` refuses in user
+//! method and argument names; the client's own items are reachable through traits
+//! (`proxy_fetch::rpc::Client`, ...) and get inherent forwarders only where no RPC method takes
+//! the name.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::Item;
+use syn::{Ident, Item};
 
-use crate::ast::{Entrypoint, Method};
+use crate::ast::{Entrypoint, Method, Output, Role};
 use crate::attr::Kind;
 
+/// The whole expansion of a valid entrypoint.
 pub fn expand(item: &Item, ep: &Entrypoint) -> TokenStream {
-    let client = client(ep);
-    if ep.remote_only {
-        return quote! {
-            #[allow(async_fn_in_trait)]
-            #item
-            #client
+    let client = client(ep, false);
+    let types = method_types(ep);
+    let types_ident = types_ident(ep);
+    let allow = ep.remote_only.then(|| quote!(#[allow(async_fn_in_trait)]));
+    let serve = if ep.remote_only {
+        TokenStream::new()
+    } else {
+        let handlers = match &ep.kind {
+            Kind::DurableObject { .. } => durable_object_handlers(ep),
+            Kind::DefaultEntrypoint | Kind::NamedEntrypoint(_) => worker_handlers(ep),
         };
-    }
-    let handlers = match &ep.kind {
-        Kind::DurableObject { .. } => durable_object_handlers(ep),
-        Kind::DefaultEntrypoint | Kind::NamedEntrypoint(_) => worker_handlers(ep),
+        let exports = export_symbols(ep);
+        quote!(const _: () = { #handlers #exports };)
     };
     quote! {
+        #allow
         #item
         #client
-        const _: () = { #handlers };
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code)]
+        struct #types_ident;
+        const _: () = { #types };
+        #serve
     }
+}
+
+/// What is emitted when validation failed: the user's item and a client with the methods'
+/// signatures, so that each use of the client adds no error of its own.
+pub fn fallback(item: &Item, ep: Option<&Entrypoint>) -> TokenStream {
+    // A generic type cannot be named without its parameters: no client then.
+    let ep = ep.filter(|ep| {
+        ep.generics.is_none() && ep.self_generic_args.is_none() && ep.client != ep.self_ident
+    });
+    let client = ep.map(|ep| client(ep, true));
+    // An origin whose #[entrypoint] failed still has a table of handlers (an empty one), so
+    // that `impl ProxyFetchOrigin` adds no error of its own.
+    let origin = ep
+        .filter(|ep| !ep.remote_only && matches!(ep.kind, Kind::DurableObject { origin: true, .. }))
+        .map(|ep| origin_handlers(ep, TokenStream::new()));
+    let allow = matches!(item, Item::Trait(_)).then(|| quote!(#[allow(async_fn_in_trait)]));
+    quote! {
+        #allow
+        #item
+        #client
+        #origin
+    }
+}
+
+/// `OriginHandlers` for an origin Durable Object, dispatching to `arms`.
+fn origin_handlers(ep: &Entrypoint, arms: TokenStream) -> TokenStream {
+    let this = &ep.self_ident;
+    let binding = crate::ast::screaming_snake(&this.to_string());
+    quote! {
+        impl ::proxy_fetch::__private::OriginHandlers for #this {
+            const INFERRED_BINDING: &'static str = #binding;
+            fn dispatch(
+                &self,
+                method: &str,
+                ctx: ::proxy_fetch::__private::JsValue,
+                args: ::proxy_fetch::__private::JsValue,
+            ) -> ::core::option::Option<::proxy_fetch::__private::Promise> {
+                let _ = (&ctx, &args);
+                match method {
+                    #arms
+                    _ => ::core::option::Option::None,
+                }
+            }
+        }
+    }
+}
+
+/// The private type that carries each method's argument and result types
+/// (`proxy_fetch::__private::{MethodTypes, ArgType}`): private, so that private user types
+/// can appear in it.
+fn types_ident(ep: &Entrypoint) -> Ident {
+    format_ident!("__pf_types_{}", ep.client)
 }
 
 fn label(ep: &Entrypoint, m: &Method) -> String {
     format!("{}.{}", ep.self_ident, m.js_name)
 }
 
-fn client(ep: &Entrypoint) -> TokenStream {
+fn handler_ident(m: &Method) -> Ident {
+    format_ident!("__pf_handler_{}", m.rust_name)
+}
+
+/// One `MethodTypes<I>` and one `ArgType<I, N>` impl per method and argument: a type that
+/// serde cannot carry fails there, once, at the user's type.
+fn method_types(ep: &Entrypoint) -> TokenStream {
+    let types = types_ident(ep);
+    let impls = ep.methods.iter().enumerate().map(|(i, m)| {
+        let cfgs = &m.cfgs;
+        let Some((ok, err)) = m.result() else {
+            return TokenStream::new();
+        };
+        let ok_ty = quote_spanned!(ok.span()=> type Ok = #ok;);
+        let err_ty = quote_spanned!(err.span()=> type Err = #err;);
+        let args = m.named_args().into_iter().enumerate().map(|(n, (_, ty))| {
+            let t = quote_spanned!(ty.span()=> type T = #ty;);
+            quote! {
+                #(#cfgs)*
+                impl ::proxy_fetch::__private::ArgType<#i, #n> for #types { #t }
+            }
+        });
+        quote! {
+            #(#cfgs)*
+            impl ::proxy_fetch::__private::MethodTypes<#i> for #types { #ok_ty #err_ty }
+            #(#args)*
+        }
+    });
+    quote!(#(#impls)*)
+}
+
+fn client(ep: &Entrypoint, fallback: bool) -> TokenStream {
     let this = &ep.self_ident;
     let client = &ep.client;
-    let constructors = match &ep.kind {
-        Kind::DurableObject { .. } => quote! {
-            /// The Durable Object named `name` in the namespace bound as `binding`.
-            pub fn from_name(env: &::proxy_fetch::__private::Env, binding: &str, name: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
-                ::proxy_fetch::rpc::Stub::durable_object(env, binding, name).map(Self::from_stub)
-            }
-            /// The Durable Object with hex id `id` in the namespace bound as `binding`.
-            pub fn from_id(env: &::proxy_fetch::__private::Env, binding: &str, id: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
-                ::proxy_fetch::rpc::Stub::durable_object_by_id(env, binding, id).map(Self::from_stub)
-            }
-        },
-        _ => quote! {
-            /// The Worker entrypoint reached through the service binding `binding`.
-            pub fn from_env(env: &::proxy_fetch::__private::Env, binding: &str) -> ::core::result::Result<Self, ::proxy_fetch::rpc::RpcError> {
-                ::proxy_fetch::rpc::Stub::service(env, binding).map(Self::from_stub)
-            }
-        },
+    let taken = |name: &str| {
+        ep.methods
+            .iter()
+            .any(|m| m.role == Role::Rpc && m.rust_name == name)
     };
-    let methods = ep.methods.iter().map(|m| client_method(ep, m));
+    let rpc = quote!(::proxy_fetch::rpc);
+    let (kind_trait, constructors) = match &ep.kind {
+        Kind::DurableObject { .. } => {
+            let from_name = (!taken("from_name")).then(|| quote! {
+                /// The Durable Object named `name` in the namespace bound as `binding`.
+                pub fn from_name(env: &::proxy_fetch::__private::Env, binding: &str, name: &str) -> ::core::result::Result<Self, #rpc::RpcError> {
+                    <Self as #rpc::DurableObjectClient>::from_name(env, binding, name)
+                }
+            });
+            let from_id = (!taken("from_id")).then(|| quote! {
+                /// The Durable Object with hex id `id` in the namespace bound as `binding`.
+                pub fn from_id(env: &::proxy_fetch::__private::Env, binding: &str, id: &str) -> ::core::result::Result<Self, #rpc::RpcError> {
+                    <Self as #rpc::DurableObjectClient>::from_id(env, binding, id)
+                }
+            });
+            (quote!(DurableObjectClient), quote!(#from_name #from_id))
+        }
+        _ => {
+            let from_env = (!taken("from_env")).then(|| quote! {
+                /// The Worker entrypoint reached through the service binding `binding`.
+                pub fn from_env(env: &::proxy_fetch::__private::Env, binding: &str) -> ::core::result::Result<Self, #rpc::RpcError> {
+                    <Self as #rpc::ServiceClient>::from_env(env, binding)
+                }
+            });
+            (quote!(ServiceClient), quote!(#from_env))
+        }
+    };
+    let from_stub = (!taken("from_stub")).then(|| {
+        quote! {
+            /// Calls through an existing RPC stub.
+            pub fn from_stub(stub: #rpc::Stub) -> Self {
+                <Self as #rpc::Client>::from_stub(stub)
+            }
+        }
+    });
+    let stub = (!taken("stub")).then(|| {
+        quote! {
+            /// The RPC stub behind this client, unless it calls a local implementation.
+            pub fn stub(&self) -> ::core::option::Option<&#rpc::Stub> {
+                <Self as #rpc::Client>::stub(self)
+            }
+        }
+    });
     // Typed handles on the methods, e.g. to name a proxy-fetch continuation's handler.
     let handle_owner = if ep.remote_only {
         quote!(Self)
     } else {
         quote!(#this)
     };
-    let handles = ep.methods.iter().map(|m| {
-        let name = format_ident!("{}", m.ident.unraw().to_string().to_uppercase(), span = m.ident.span());
+    // A fallback client leaves out what refers to types it cannot write.
+    let plain = |m: &&Method| {
+        !fallback
+            || (m
+                .args
+                .iter()
+                .all(|a| a.ident.is_some() && crate::valid::is_plain(&a.ty))
+                && m.result().is_none_or(|(ok, err)| {
+                    crate::valid::is_plain(ok) && crate::valid::is_plain(err)
+                }))
+    };
+    let unique_handle = |m: &&Method| {
+        !fallback || {
+            let handle = m.handle_name();
+            ep.methods
+                .iter()
+                .filter(|o| o.handle_name() == handle)
+                .count()
+                == 1
+                && !ep
+                    .methods
+                    .iter()
+                    .any(|o| o.role == Role::Rpc && o.rust_name == handle)
+        }
+    };
+    let handles = ep.methods.iter().filter(plain).filter(unique_handle).map(|m| {
+        let name = Ident::new(&m.handle_name(), m.ident.span());
         let js_name = &m.js_name;
+        let cfgs = &m.cfgs;
         let types = m.named_args().into_iter().map(|(_, ty)| ty);
-        let doc = format!("Typed handle on `{}` (JS name `{js_name}`).", m.ident);
+        let doc = format!("Typed handle on `{}` (JS name `{js_name}`).", m.rust_name);
         quote! {
+            #(#cfgs)*
             #[doc = #doc]
-            pub const #name: ::proxy_fetch::rpc::Method<#handle_owner, (#(#types,)*)> = ::proxy_fetch::rpc::Method::new(#js_name);
+            pub const #name: #rpc::Method<#handle_owner, (#(#types,)*)> = #rpc::Method::new(#js_name);
         }
     });
+    let methods = ep
+        .methods
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role == Role::Rpc && plain(m))
+        .map(|(i, m)| client_method(ep, i, m, fallback));
     // A trait declares an entrypoint served elsewhere: there is no implementation to call locally.
     let (target, local) = if ep.remote_only {
-        (
-            quote!(::proxy_fetch::rpc::Target<::proxy_fetch::rpc::RemoteOnly>),
-            quote!(),
-        )
+        (quote!(#rpc::Target<#rpc::RemoteOnly>), TokenStream::new())
     } else {
+        let inherent = (!taken("local")).then(|| {
+            quote! {
+                /// Calls an in-process implementation; values still round-trip through serde.
+                pub fn local(this: ::std::rc::Rc<#this>) -> Self {
+                    <Self as #rpc::LocalClient>::local(this)
+                }
+            }
+        });
         let local = quote! {
-            /// Calls an in-process implementation; values still round-trip through serde.
-            pub fn local(this: ::std::rc::Rc<#this>) -> Self {
-                Self { target: ::proxy_fetch::rpc::Target::Local(this) }
+            impl #rpc::LocalClient for #client {
+                type Impl = #this;
+                fn local(this: ::std::rc::Rc<#this>) -> Self {
+                    Self { target: #rpc::Target::Local(this) }
+                }
             }
         };
-        (quote!(::proxy_fetch::rpc::Target<#this>), local)
+        (
+            quote!(#rpc::Target<#this>),
+            quote!(#local impl #client { #inherent }),
+        )
     };
     let doc = if ep.remote_only {
         format!("Typed RPC client for the entrypoint that the trait [`{this}`] declares, generated by proxy-fetch.")
@@ -92,7 +260,7 @@ fn client(ep: &Entrypoint) -> TokenStream {
         format!(
             "Typed RPC client for [`{this}`]'s `#[entrypoint]` methods, generated by proxy-fetch.\n\n\
              Each method encodes its arguments, calls the remote method of the same JS name and decodes \
-             the result; [`{client}::local`] calls an in-process `{this}` instead (native tests)."
+             the result; `local` calls an in-process `{this}` instead (native tests)."
         )
     };
     quote! {
@@ -102,137 +270,201 @@ fn client(ep: &Entrypoint) -> TokenStream {
             target: #target,
         }
 
-        impl #client {
-            #constructors
-            /// Calls through an existing RPC stub.
-            pub fn from_stub(stub: ::proxy_fetch::rpc::Stub) -> Self {
-                Self { target: ::proxy_fetch::rpc::Target::Remote(stub) }
+        impl #rpc::Client for #client {
+            fn from_stub(stub: #rpc::Stub) -> Self {
+                Self { target: #rpc::Target::Remote(stub) }
             }
-            #local
-            /// The RPC stub behind this client, unless it calls a local implementation.
-            pub fn stub(&self) -> ::core::option::Option<&::proxy_fetch::rpc::Stub> {
+            fn stub(&self) -> ::core::option::Option<&#rpc::Stub> {
                 self.target.stub()
             }
+        }
+
+        impl #rpc::#kind_trait for #client {}
+
+        #local
+
+        impl #client {
+            #constructors
+            #from_stub
+            #stub
             #(#handles)*
             #(#methods)*
         }
     }
 }
 
-fn client_method(ep: &Entrypoint, m: &Method) -> TokenStream {
+fn client_method(ep: &Entrypoint, i: usize, m: &Method, fallback: bool) -> TokenStream {
     let ident = &m.ident;
     let js_name = &m.js_name;
     let docs = &m.docs;
-    let Some((ok, err)) = m.result() else {
-        return TokenStream::new();
-    };
+    let cfgs = &m.cfgs;
     let args = m.named_args();
     let params = args.iter().map(|(ident, ty)| quote!(#ident: #ty));
     let names: Vec<_> = args.iter().map(|(ident, _)| ident).collect();
-    let encode = args.iter().map(|(ident, ty)| {
-        let name = ident.to_string();
-        quote_spanned!(ty.span()=> ::proxy_fetch::rpc::encode_arg(METHOD, #name, &#ident))
-    });
-    let local_args = args.iter().map(|(ident, ty)| {
-        let name = ident.to_string();
-        quote_spanned!(ty.span()=> let #ident = ::proxy_fetch::__private::local::arg(METHOD, #name, #ident)?;)
-    });
     let wait_until = m.wait_until.is_some();
-    let remote = if wait_until {
-        quote!(stub.call_ack(METHOD, ::proxy_fetch::rpc::encode_args([#(#encode),*])?).await)
-    } else {
-        quote!(stub.call::<#ok, #err>(METHOD, ::proxy_fetch::rpc::encode_args([#(#encode),*])?).await)
-    };
-    let local = if wait_until {
-        let label = label(ep, m);
-        quote!(::proxy_fetch::__private::local::ack(#label, this.#ident(#(#names),*).await))
-    } else {
-        quote_spanned!(ok.span()=> ::proxy_fetch::__private::local::result(METHOD, this.#ident(#(#names),*).await))
-    };
-    let body = if ep.remote_only {
-        quote! {
-            let stub = self.target.remote();
-            #remote
-        }
-    } else {
-        // In process calls are for native tests: in a wasm build the branch stays out, and
-        // with it a second (JSON) encoding of every argument and result type.
-        quote! {
-            match &self.target {
-                ::proxy_fetch::rpc::Target::Remote(stub) => #remote,
-                #[cfg(not(target_arch = "wasm32"))]
-                ::proxy_fetch::rpc::Target::Local(this) => {
-                    #(#local_args)*
-                    #local
-                }
-                #[cfg(target_arch = "wasm32")]
-                ::proxy_fetch::rpc::Target::Local(_) => {
-                    ::core::result::Result::Err(::proxy_fetch::__private::local::unavailable(METHOD).into())
-                }
-            }
-        }
-    };
-    let (output, extra_doc) = if wait_until {
-        (
+    let (output, extra_doc) = match (m.result(), wait_until) {
+        (_, true) => (
             quote!(::core::result::Result<(), ::proxy_fetch::rpc::RpcError>),
             quote! {
                 ///
                 /// Runs under `ctx.waitUntil` on the callee: resolves once the callee acknowledged,
                 /// before the work ends. The work's errors are logged by the callee.
             },
-        )
-    } else {
-        (
+        ),
+        (Some((ok, err)), false) => (
             quote!(::core::result::Result<#ok, ::proxy_fetch::rpc::CallError<#err>>),
             quote!(),
-        )
+        ),
+        // Only in a fallback client: the method's return type was refused.
+        (None, false) => {
+            let ok = match &m.output {
+                Output::Other(_, Some(ty)) => quote!(#ty),
+                _ => quote!(()),
+            };
+            (
+                quote!(::core::result::Result<#ok, ::proxy_fetch::rpc::RpcError>),
+                quote!(),
+            )
+        }
+    };
+    let body = if fallback {
+        quote! {
+            let _ = (#(&#names,)*);
+            ::core::result::Result::Err(::proxy_fetch::rpc::RpcError::new(
+                ::proxy_fetch::rpc::RpcErrorKind::Remote,
+                #js_name,
+                "the #[entrypoint] of this client did not compile",
+            ).into())
+        }
+    } else {
+        client_body(ep, i, m)
     };
     quote! {
+        #(#cfgs)*
         #(#docs)*
         #extra_doc
+        #[allow(non_snake_case)]
         pub async fn #ident(&self, #(#params),*) -> #output {
-            const METHOD: &str = #js_name;
             #body
         }
     }
 }
 
-/// The body shared by worker and Durable Object handlers: decode arguments, then hand the
-/// handler's future to `awaited` or `wait_until`.
-fn handler_body(ep: &Entrypoint, m: &Method, this: TokenStream) -> TokenStream {
-    let Some((ok, err)) = m.result() else {
-        return TokenStream::new();
+fn client_body(ep: &Entrypoint, i: usize, m: &Method) -> TokenStream {
+    let types = types_ident(ep);
+    let ident = &m.ident;
+    let js_name = &m.js_name;
+    let args = m.named_args();
+    let names: Vec<_> = args.iter().map(|(ident, _)| ident).collect();
+    let encode = args.iter().enumerate().map(|(n, (ident, _))| {
+        let name = ident.to_string().trim_start_matches("r#").to_owned();
+        quote!(::proxy_fetch::__private::typed::encode_arg::<#types, #i, #n>(__PF_METHOD, #name, &#ident))
+    });
+    let local_args = args.iter().enumerate().map(|(n, (ident, _))| {
+        let name = ident.to_string().trim_start_matches("r#").to_owned();
+        quote!(let #ident = ::proxy_fetch::__private::typed::local::arg::<#types, #i, #n>(__PF_METHOD, #name, #ident)?;)
+    });
+    let encoded = quote!(::proxy_fetch::rpc::encode_args([#(#encode),*])?);
+    let (remote, local) = if m.wait_until.is_some() {
+        let label = label(ep, m);
+        (
+            quote!(__pf_stub.call_ack(__PF_METHOD, #encoded).await),
+            quote!(::proxy_fetch::__private::typed::local::ack::<#types, #i>(#label, __pf_this.#ident(#(#names),*).await)),
+        )
+    } else {
+        (
+            quote!(::proxy_fetch::__private::typed::call::<#types, #i>(__pf_stub, __PF_METHOD, #encoded).await),
+            quote!(::proxy_fetch::__private::typed::local::result::<#types, #i>(__PF_METHOD, __pf_this.#ident(#(#names),*).await)),
+        )
     };
+    if ep.remote_only {
+        return quote! {
+            const __PF_METHOD: &str = #js_name;
+            let __pf_stub = self.target.remote();
+            #remote
+        };
+    }
+    // In process calls are for native tests: in a wasm build the branch stays out, and with it
+    // a second (JSON) encoding of every argument and result type.
+    quote! {
+        const __PF_METHOD: &str = #js_name;
+        match &self.target {
+            ::proxy_fetch::rpc::Target::Remote(__pf_stub) => #remote,
+            #[cfg(not(target_arch = "wasm32"))]
+            ::proxy_fetch::rpc::Target::Local(__pf_this) => {
+                #(#local_args)*
+                #local
+            }
+            #[cfg(target_arch = "wasm32")]
+            ::proxy_fetch::rpc::Target::Local(_) => {
+                ::core::result::Result::Err(::proxy_fetch::__private::local::unavailable(__PF_METHOD).into())
+            }
+        }
+    }
+}
+
+/// The body shared by every handler: decode arguments, then hand the handler's future to
+/// `awaited` or `wait_until`. Binds `__pf_ctx` and `__pf_args` from the enclosing function.
+fn handler_body(ep: &Entrypoint, i: usize, m: &Method, this: TokenStream) -> TokenStream {
+    let types = types_ident(ep);
     let ident = &m.ident;
     let js_name = &m.js_name;
     let args = m.named_args();
     let count = args.len() as u32;
     let names: Vec<_> = args.iter().map(|(ident, _)| ident).collect();
-    let decode = args.iter().enumerate().map(|(i, (ident, ty))| {
-        let (name, i) = (ident.to_string(), i as u32);
-        quote_spanned!(ty.span()=> let #ident: #ty = __args.get(#i, #name)?;)
+    let decode = args.iter().enumerate().map(|(n, (ident, _))| {
+        let name = ident.to_string().trim_start_matches("r#").to_owned();
+        quote!(let #ident = ::proxy_fetch::__private::typed::decode_arg::<#types, #i, #n>(&__pf_args, #name)?;)
     });
     let call = quote! {
         (move || {
-            let __args = ::proxy_fetch::rpc::Args::new(METHOD, args, #count)?;
+            let __pf_args = ::proxy_fetch::rpc::Args::new(__PF_METHOD, __pf_args, #count)?;
             #(#decode)*
-            let __this = #this;
-            ::core::result::Result::Ok(async move { __this.#ident(#(#names),*).await })
+            let __pf_this = #this;
+            ::core::result::Result::Ok(async move { __pf_this.#ident(#(#names),*).await })
         })()
     };
-    let err_check = quote_spanned!(err.span()=> ::proxy_fetch::__private::assert_error::<#err>(););
     let serve = if m.wait_until.is_some() {
         let label = label(ep, m);
-        quote!(::proxy_fetch::__private::wait_until(#label, &ctx.clone(), #call))
+        quote!(::proxy_fetch::__private::typed::wait_until::<#types, #i>(#label, &__pf_ctx.clone(), #call))
     } else {
-        let ok_check =
-            quote_spanned!(ok.span()=> ::proxy_fetch::__private::assert_return::<#ok>(););
-        quote!({ #ok_check ::proxy_fetch::__private::awaited(METHOD, #call) })
+        quote!(::proxy_fetch::__private::typed::awaited::<#types, #i>(__PF_METHOD, #call))
     };
     quote! {
-        const METHOD: &str = #js_name;
-        #err_check
+        const __PF_METHOD: &str = #js_name;
         #serve
+    }
+}
+
+fn wasm_bindgen_attr(js_name: &str) -> TokenStream {
+    quote!(#[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen, js_name = #js_name)])
+}
+
+/// The wasm export of an RPC method: `export(first, ctx, args)`, where `first` is what `this`
+/// (the value whose method is called) is built from.
+fn export_fn(
+    ep: &Entrypoint,
+    i: usize,
+    m: &Method,
+    export: &str,
+    first: TokenStream,
+    this: TokenStream,
+) -> TokenStream {
+    let attr = wasm_bindgen_attr(export);
+    let cfgs = &m.cfgs;
+    let fn_ident = handler_ident(m);
+    let body = handler_body(ep, i, m, this);
+    quote! {
+        #(#cfgs)*
+        #attr
+        #[allow(non_snake_case)]
+        pub fn #fn_ident(
+            #first: ::proxy_fetch::__private::JsValue,
+            __pf_ctx: ::proxy_fetch::__private::JsValue,
+            __pf_args: ::proxy_fetch::__private::JsValue,
+        ) -> ::proxy_fetch::__private::Promise {
+            #body
+        }
     }
 }
 
@@ -244,33 +476,24 @@ fn worker_handlers(ep: &Entrypoint) -> TokenStream {
     };
     let marker = match &ep.kind {
         Kind::NamedEntrypoint(name) => {
-            let export = format!("__pf__entrypoint__{}", name.value());
-            let ident = format_ident!("__pf_entrypoint_marker");
+            let attr = wasm_bindgen_attr(&format!("__pf__entrypoint__{}", name.value()));
             quote! {
-                #[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen, js_name = #export)]
-                pub fn #ident() {}
+                #attr
+                pub fn __pf_entrypoint_marker() {}
             }
         }
         _ => quote!(),
     };
-    let handlers = ep.methods.iter().map(|m| {
-        let export = format!("{prefix}{}", m.js_name);
-        let fn_ident = format_ident!("__pf_handler_{}", m.ident);
-        let body = handler_body(
+    let handlers = ep.methods.iter().enumerate().map(|(i, m)| {
+        let this = quote!(::proxy_fetch::__private::worker_entrypoint::<#this>(__pf_env, __pf_ctx));
+        export_fn(
             ep,
+            i,
             m,
-            quote!(::proxy_fetch::__private::worker_entrypoint::<#this>(env, ctx)),
-        );
-        quote! {
-            #[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen, js_name = #export)]
-            pub fn #fn_ident(
-                env: ::proxy_fetch::__private::JsValue,
-                ctx: ::proxy_fetch::__private::JsValue,
-                args: ::proxy_fetch::__private::JsValue,
-            ) -> ::proxy_fetch::__private::Promise {
-                #body
-            }
-        }
+            &format!("{prefix}{}", m.js_name),
+            quote!(__pf_env),
+            this,
+        )
     });
     let assert_entrypoint = quote_spanned!(this.span()=> ::proxy_fetch::__private::assert_worker_entrypoint::<#this>(););
     quote! {
@@ -282,89 +505,148 @@ fn worker_handlers(ep: &Entrypoint) -> TokenStream {
 
 fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
     let this = &ep.self_ident;
-    let marker_export = format!("__pf__durable_object__{this}");
-    let handlers = ep.methods.iter().map(|m| {
-        let export = format!("__pf__rpc__{}", m.js_name);
-        let fn_ident = format_ident!("__pf_handler_{}", m.ident);
-        let body = handler_body(
-            ep,
-            m,
-            // SAFETY: see `durable_self`: the JS wrapper owns this object for the DO's lifetime.
-            quote!(unsafe { ::proxy_fetch::__private::durable_self(self) }),
-        );
-        // Inside a `#[wasm_bindgen] impl`, method attributes are read by the impl's macro,
-        // which recognises them only by the bare name `wasm_bindgen`.
-        quote! {
-            #[wasm_bindgen(js_name = #export)]
-            pub fn #fn_ident(
-                &self,
-                ctx: ::proxy_fetch::__private::JsValue,
-                args: ::proxy_fetch::__private::JsValue,
-            ) -> ::proxy_fetch::__private::Promise {
-                #body
-            }
-        }
-    });
     let (span, origin) = match &ep.kind {
         Kind::DurableObject { span, origin } => (*span, *origin),
         _ => (Span::call_site(), false),
     };
+    // The exports receive the workers-rs object as a JS value and borrow it through
+    // `DurableObjectProbe`: on a type that is not a Durable Object this adds no error (the
+    // fallback is chosen), so the one error is `assert_durable_object`'s.
+    let object = quote! {{
+        #[allow(unused_imports)]
+        use ::proxy_fetch::__private::{NotADurableObject as _, ViaDurableObject as _};
+        (&::proxy_fetch::__private::DurableObjectProbe::<#this>::new()).borrow_object(&__pf_self, __PF_METHOD)
+    }};
+    let from_js = quote!(#object?);
+    // SAFETY: the JS wrapper owns this object for the Durable Object's lifetime, see `durable_self`.
+    let durable_self = |receiver: TokenStream| quote!(unsafe { ::proxy_fetch::__private::durable_self(#receiver) });
+    // RPC methods: free exports `__pf__do__<Class>__<jsName>(object, ctx, args)` that the JS
+    // wrapper class forwards to (a class name has no `__` and does not end in `_`, so the
+    // prefix belongs to one class). Free functions rather than a
+    // `#[wasm_bindgen] impl`, whose code requires wasm-bindgen's traits of the type itself.
+    let exports = ep
+        .methods
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role == Role::Rpc)
+        .map(|(i, m)| {
+            let export = format!("__pf__do__{this}__{}", m.js_name);
+            export_fn(ep, i, m, &export, quote!(__pf_self), from_js.clone())
+        });
     let assert_do =
         quote_spanned!(span=> ::proxy_fetch::__private::assert_durable_object::<#this>(););
+    let marker = wasm_bindgen_attr(&format!("__pf__durable_object__{this}"));
     let origin_glue = origin.then(|| {
-        let binding = crate::ast::screaming_snake(&this.to_string());
-        let arms = ep.methods.iter().map(|m| {
-            let js_name = &m.js_name;
-            let fn_ident = format_ident!("__pf_handler_{}", m.ident);
-            quote!(#js_name => ::core::option::Option::Some(self.#fn_ident(ctx, args)),)
-        });
-        quote! {
-            impl ::proxy_fetch::__private::OriginHandlers for #this {
-                const INFERRED_BINDING: &'static str = #binding;
-                fn dispatch(
+        let continuation_handlers: Vec<_> = ep
+            .methods
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.role == Role::Handler)
+            .collect();
+        let fns = continuation_handlers.iter().map(|(i, m)| {
+            let cfgs = &m.cfgs;
+            let fn_ident = handler_ident(m);
+            let body = handler_body(ep, *i, m, durable_self(quote!(self)));
+            quote! {
+                #(#cfgs)*
+                #[allow(non_snake_case)]
+                fn #fn_ident(
                     &self,
-                    method: &str,
-                    ctx: ::proxy_fetch::__private::JsValue,
-                    args: ::proxy_fetch::__private::JsValue,
-                ) -> ::core::option::Option<::proxy_fetch::__private::Promise> {
-                    match method {
-                        #(#arms)*
-                        _ => ::core::option::Option::None,
-                    }
+                    __pf_ctx: ::proxy_fetch::__private::JsValue,
+                    __pf_args: ::proxy_fetch::__private::JsValue,
+                ) -> ::proxy_fetch::__private::Promise {
+                    #body
                 }
             }
-        }
-    });
-    let deliver = origin.then(|| {
+        });
+        let arms = continuation_handlers.iter().map(|(_, m)| {
+            let js_name = &m.js_name;
+            let cfgs = &m.cfgs;
+            let fn_ident = handler_ident(m);
+            quote!(#(#cfgs)* #js_name => ::core::option::Option::Some(self.#fn_ident(ctx, args)),)
+        });
+        let origin_handlers = origin_handlers(ep, quote!(#(#arms)*));
+        let deliver_attr = wasm_bindgen_attr(&format!("__pf__do__{this}____proxyFetchDeliver"));
+        let alarm_attr = wasm_bindgen_attr(&format!("__pf__alarm__{this}"));
+
         quote! {
-            #[wasm_bindgen(js_name = "__pf__rpc____proxyFetchDeliver")]
+            // Continuation handlers: called by proxy-fetch's delivery only, never exported.
+            impl #this {
+                #(#fns)*
+            }
+
+            #origin_handlers
+
+            #deliver_attr
             pub fn __pf_deliver(
-                &self,
+                __pf_self: ::proxy_fetch::__private::JsValue,
                 ctx: ::proxy_fetch::__private::JsValue,
                 args: ::proxy_fetch::__private::JsValue,
             ) -> ::proxy_fetch::__private::Promise {
-                // SAFETY: see `durable_self`.
-                ::proxy_fetch::__private::deliver(unsafe { ::proxy_fetch::__private::durable_self(self) }, ctx, args)
+                const __PF_METHOD: &str = "__proxyFetchDeliver";
+                ::proxy_fetch::__private::deliver::<#this>(#object, ctx, args)
             }
 
             /// The Durable Object's alarm (the JS wrapper calls this instead of `alarm`).
-            #[wasm_bindgen(js_name = "__pf__alarm")]
-            pub fn __pf_alarm(&self) -> ::proxy_fetch::__private::Promise {
-                // SAFETY: see `durable_self`.
-                ::proxy_fetch::__private::origin_alarm(unsafe { ::proxy_fetch::__private::durable_self(self) })
+            #alarm_attr
+            pub fn __pf_alarm(__pf_self: ::proxy_fetch::__private::JsValue) -> ::proxy_fetch::__private::Promise {
+                const __PF_METHOD: &str = "alarm";
+                ::proxy_fetch::__private::origin_alarm::<#this>(#object)
             }
         }
     });
     quote! {
-        #[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen, js_name = #marker_export)]
+        #marker
         pub fn __pf_durable_object_marker() { #assert_do }
 
+        #(#exports)*
         #origin_glue
+    }
+}
 
-        #[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen)]
-        impl #this {
-            #(#handlers)*
-            #deliver
+/// Native builds only: one symbol per JS name the worker exports, named after it, so that two
+/// `#[entrypoint]`s claiming the same JS name anywhere in the crate fail to compile with
+/// "symbol `proxy_fetch__two_methods_are_called__default__version` is already defined" at the
+/// second one (in wasm, the two exports would collide at link time or in the main module).
+/// Symbol names must suit a linker version script: letters, digits and `_` only.
+fn export_symbols(ep: &Entrypoint) -> TokenStream {
+    let symbol = |span: Span, parts: &[&str]| {
+        let text = parts.join("__");
+        quote_spanned! {span=>
+            #[cfg(not(target_arch = "wasm32"))]
+            #[unsafe(export_name = #text)]
+            static __PF_EXPORT: () = ();
+        }
+    };
+    let class = |span: Span, name: &str| {
+        symbol(span, &["proxy_fetch", "two_classes_are_exported_as", name])
+    };
+    let method = |m: &Method, entrypoint: &str| {
+        let cfgs = &m.cfgs;
+        let s = symbol(
+            m.js_name_span,
+            &[
+                "proxy_fetch",
+                "two_methods_are_called",
+                entrypoint,
+                &m.js_name,
+            ],
+        );
+        quote!(#(#cfgs)* const _: () = { #s };)
+    };
+    match &ep.kind {
+        Kind::DurableObject { .. } => {
+            let s = class(ep.self_ident.span(), &ep.self_ident.to_string());
+            quote!(const _: () = { #s };)
+        }
+        Kind::NamedEntrypoint(name) => {
+            let class = class(name.span(), &name.value());
+            let methods = ep.methods.iter().map(|m| method(m, &name.value()));
+            quote!(const _: () = { #class }; #(#methods)*)
+        }
+        Kind::DefaultEntrypoint => {
+            let methods = ep.methods.iter().map(|m| method(m, "default"));
+            quote!(#(#methods)*)
         }
     }
 }

@@ -7,6 +7,7 @@
 mod ast;
 mod attr;
 mod expand;
+mod names;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -48,10 +49,13 @@ impl Errors {
 /// impl Executor {
 ///     /// Answered at once; the body runs under `ctx.waitUntil`, its errors are logged.
 ///     #[wait_until]
-///     async fn execute(&self, job: Job) -> Result<(), HandlerError> { Ok(()) }
+///     pub async fn execute(&self, job: Job) -> Result<(), HandlerError> { Ok(()) }
 ///
 ///     /// Awaited: the caller gets the value, or `CallError::Handler(e)` with this `e`.
-///     async fn health(&self) -> Result<String, HandlerError> { Ok("ok".into()) }
+///     pub async fn health(&self) -> Result<String, HandlerError> { Ok("ok".into()) }
+///
+///     /// Not `pub`: a local helper, left as written, neither exported nor on the client.
+///     fn helper(&self) -> u32 { 1 }
 /// }
 ///
 /// // Generated: `ExecutorClient` with `from_env(&env, "BINDING")`, `from_stub`, `local`,
@@ -68,12 +72,25 @@ impl Errors {
 ///   `from_name`, `from_id`; add `origin` when it receives proxy-fetch results;
 /// - `client = "TypeName"`: the client's name (default `<Type>Client`).
 ///
+/// Which methods are RPC methods: in an impl block, the `pub` ones (exported, with a client
+/// method and a typed handle `<Client>::METHOD_NAME`); the others (private, `pub(crate)`,
+/// `pub(super)`) are local helpers, left untouched. With `origin`, a method whose first
+/// argument's type is `FetchResult` is a continuation handler, whatever its visibility: it keeps
+/// its typed handle (for `Continuation::new`) and its entry in the table proxy-fetch's delivery
+/// dispatches on, but it is not exported and has no client method.
+///
 /// On a trait, only the client is generated: for an entrypoint implemented in JS or elsewhere.
+/// Every method of the trait is an RPC method, and a default body is refused (it would never run).
 ///
 /// Method rules (each a compile error with its fix, see `tests/ui/fail`): `async fn`, `&self`,
-/// no generics, plain-named owned arguments that are serde types, a `Result<T, E>` return with
-/// `T` and `E` serde types and `E: Display`, `Result<(), E>` with `#[wait_until]`, JS names
-/// (camelCase of the Rust name, or `#[rpc(name = "...")]`) unique and not reserved.
+/// no generics, plain-named owned arguments that are serde types (no reference, `impl Trait`,
+/// `Self` or borrowed lifetime at any depth), a `Result<T, E>` return with `T` and `E` serde
+/// types and `E: Display`, `Result<(), E>` with `#[wait_until]`, JS names (camelCase of the Rust
+/// name without `r#`, or `#[rpc(name = "...")]`) unique and not in `proxy-fetch/js/names.json`.
+/// `#[cfg]` on a method gates everything generated for it. Names starting with `__pf` are
+/// reserved; any other argument name works, and a method may take a client constructor's name
+/// (`from_name`, `stub`, ...), which then stays reachable through its trait
+/// (`proxy_fetch::rpc::{Client, DurableObjectClient, ServiceClient, LocalClient}`).
 #[proc_macro_attribute]
 pub fn entrypoint(args: TokenStream, input: TokenStream) -> TokenStream {
     let mut item: syn::Item = match syn::parse(input) {
@@ -100,9 +117,10 @@ pub fn entrypoint(args: TokenStream, input: TokenStream) -> TokenStream {
     ast::strip_method_attrs(&mut item);
     match (errors.0, parsed) {
         (None, Some(ep)) => expand::expand(&item, &ep).into(),
-        // Keep the user's item so that one mistake does not cascade into "method not found".
-        (Some(e), _) => {
-            let mut out = item.into_token_stream();
+        // Keep the user's item, and a client with the methods' signatures, so that one mistake
+        // does not cascade into "method not found" at every use.
+        (Some(e), parsed) => {
+            let mut out = expand::fallback(&item, parsed.as_ref());
             out.extend(e.to_compile_error());
             out.into()
         }

@@ -2,27 +2,59 @@
 // the Rust exports that #[entrypoint] generates. tools/build-worker.mjs writes a main module
 // that calls these functions once per class; nothing here knows a user's method names.
 //
+// Every member these classes define besides the user's methods (handlers, `rust`, `inner`, ...)
+// is listed in names.json, which #[entrypoint] reads to refuse such method names at compile
+// time; tests/workerd/names.test.mjs checks this file against it.
+//
 // Export names made by the macro:
 //   __pf__default__<method>(env, ctx, args)         method of the default entrypoint
 //   __pf__ep__<Entrypoint>__<method>(env, ctx, args) method of a named WorkerEntrypoint
-//   <RustClass>.prototype.__pf__rpc__<method>(ctx, args)  RPC method of a Durable Object
+//   __pf__do__<RustClass>__<method>(object, ctx, args) RPC method of a Durable Object
 import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 
 const DEFAULT = "__pf__default__";
 const NAMED = "__pf__ep__";
-const DO_RPC = "__pf__rpc__";
-const ORIGIN_ALARM = "__pf__alarm";
+const DO_RPC = "__pf__do__";
+const ORIGIN_ALARM = "__pf__alarm__";
 
 // A Rust panic aborts the Wasm instance. workers-rs schedules a fresh instance for the next
 // call, but promises of calls that were in flight never settle. Track them so a crash rejects
 // them at once instead of leaving callers hanging until the runtime gives up.
 const inFlight = new Set();
+// Work handed to ctx.waitUntil by Rust (#[wait_until] methods), by label: it was acknowledged
+// to its caller, so a crash loses it silently unless it is said here.
+const background = new Map();
 
 function crashed(error) {
   if (!(error instanceof WebAssembly.RuntimeError)) return;
   const lost = new Error(`proxy-fetch: the Wasm instance crashed (${error.message}); the call was lost`);
   for (const reject of inFlight) reject(lost);
   inFlight.clear();
+  if (background.size > 0) {
+    const counts = new Map();
+    for (const label of background.values()) counts.set(label, (counts.get(label) ?? 0) + 1);
+    const what = [...counts].map(([label, n]) => (n > 1 ? `${label} x${n}` : label)).join(", ");
+    console.error(`proxy-fetch: the Wasm instance crashed (${error.message}); acknowledged background work lost: ${what}`);
+    background.clear();
+  }
+}
+
+/** `ctx` as Rust sees it: its waitUntil records the work under `label` until it settles. */
+function tracking(ctx, label) {
+  if (!ctx || typeof ctx.waitUntil !== "function") return ctx;
+  return new Proxy(ctx, {
+    get(target, prop) {
+      if (prop === "waitUntil") {
+        return (promise) => {
+          background.set(promise, label);
+          Promise.resolve(promise).finally(() => background.delete(promise));
+          return target.waitUntil(promise);
+        };
+      }
+      const value = Reflect.get(target, prop);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 addEventListener("error", (event) => crashed(event.error));
 addEventListener("unhandledrejection", (event) => crashed(event.reason));
@@ -46,8 +78,8 @@ function tracked(start) {
   });
 }
 
-// Entrypoint names contain no `__` (the macro refuses them), so `__pf__ep__A__` never matches
-// the exports of another entrypoint.
+// Class names contain no `__` and do not end in `_` (the macro refuses them), so
+// `__pf__ep__A__` or `__pf__do__A__` never matches the exports of another class.
 function addMethods(prototype, wasm, prefix, forward) {
   for (const exportName of Object.keys(wasm)) {
     if (exportName.startsWith(prefix)) prototype[exportName.slice(prefix.length)] = forward(exportName);
@@ -55,6 +87,7 @@ function addMethods(prototype, wasm, prefix, forward) {
 }
 
 const HANDLERS = ["fetch", "queue", "scheduled", "email", "tail"];
+const DO_HANDLERS = ["fetch", "alarm", "webSocketMessage", "webSocketClose", "webSocketError"];
 
 /** The worker's `export default`: its fetch/queue/... handlers plus default-entrypoint methods. */
 export function defaultEntrypoint(wasm) {
@@ -66,7 +99,8 @@ export function defaultEntrypoint(wasm) {
     };
   }
   addMethods(Entrypoint.prototype, wasm, DEFAULT, (exportName) => function (...args) {
-    return tracked(() => wasm[exportName](this.env, this.ctx, args));
+    const label = `default.${exportName.slice(DEFAULT.length)}`;
+    return tracked(() => wasm[exportName](this.env, tracking(this.ctx, label), args));
   });
   return Entrypoint;
 }
@@ -74,8 +108,10 @@ export function defaultEntrypoint(wasm) {
 /** A named `WorkerEntrypoint` (wrangler: `entrypoint = "<name>"` in a service binding). */
 export function workerEntrypoint(wasm, name) {
   const Named = { [name]: class extends WorkerEntrypoint {} }[name];
-  addMethods(Named.prototype, wasm, `${NAMED}${name}__`, (exportName) => function (...args) {
-    return tracked(() => wasm[exportName](this.env, this.ctx, args));
+  const prefix = `${NAMED}${name}__`;
+  addMethods(Named.prototype, wasm, prefix, (exportName) => function (...args) {
+    const label = `${name}.${exportName.slice(prefix.length)}`;
+    return tracked(() => wasm[exportName](this.env, tracking(this.ctx, label), args));
   });
   return Named;
 }
@@ -106,19 +142,29 @@ export function durableObject(wasm, className) {
       }
     },
   }[className];
-  for (const handler of ["fetch", "alarm", "webSocketMessage", "webSocketClose", "webSocketError"]) {
-    // A proxy-fetch origin's alarm runs proxy-fetch's backstop first (which calls the
-    // origin's own alarm when it has one).
-    const target = handler === "alarm" && typeof Rust.prototype[ORIGIN_ALARM] === "function" ? ORIGIN_ALARM : handler;
-    if (typeof Rust.prototype[target] !== "function") continue;
+  // A proxy-fetch origin's alarm runs proxy-fetch's backstop first (which calls the
+  // origin's own alarm when it has one).
+  const originAlarm = wasm[`${ORIGIN_ALARM}${className}`];
+  for (const handler of DO_HANDLERS) {
+    const own = typeof Rust.prototype[handler] === "function";
+    if (handler === "alarm" && typeof originAlarm === "function") {
+      Wrapper.prototype.alarm = function () {
+        return tracked(() => originAlarm(this.rust));
+      };
+      continue;
+    }
+    if (!own) continue;
     Wrapper.prototype[handler] = function (...args) {
-      return tracked(() => this.rust[target](...args));
+      return tracked(() => this.rust[handler](...args));
     };
   }
-  for (const exportName of Object.getOwnPropertyNames(Rust.prototype)) {
-    if (!exportName.startsWith(DO_RPC)) continue;
-    Wrapper.prototype[exportName.slice(DO_RPC.length)] = function (...args) {
-      return tracked(() => this.rust[exportName](this.ctx, args));
+  const prefix = `${DO_RPC}${className}__`;
+  for (const exportName of Object.keys(wasm)) {
+    if (!exportName.startsWith(prefix)) continue;
+    const method = exportName.slice(prefix.length);
+    const label = `${className}.${method}`;
+    Wrapper.prototype[method] = function (...args) {
+      return tracked(() => wasm[exportName](this.rust, tracking(this.ctx, label), args));
     };
   }
   return Wrapper;

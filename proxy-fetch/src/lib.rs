@@ -10,7 +10,7 @@
 //! ```ignore
 //! #[entrypoint(durable_object, origin)]
 //! impl Inbox {
-//!     async fn check(&self, city: String) -> Result<String, HandlerError> {
+//!     pub async fn check(&self, city: String) -> Result<String, HandlerError> {
 //!         let continuation = Continuation::new(InboxClient::ON_RESPONSE, city.clone());
 //!         let url = format!("https://api.example.com/weather/{city}");
 //!         Ok(proxy_fetch(self, url, continuation, &ProxyFetchOptions::default()).await?)
@@ -35,6 +35,7 @@ extern crate self as proxy_fetch;
 pub mod rpc;
 #[cfg(feature = "system")]
 pub mod system;
+mod version;
 
 // Built with `panic = "unwind"` (docs/panics.md), wasm-bindgen requires every exported class to
 // be `RefUnwindSafe`. The orchestrator's only interior mutability is `alarm_at`, a
@@ -45,16 +46,16 @@ impl std::panic::RefUnwindSafe for system::FetchOrchestrator {}
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
 pub use system::{
-    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind, FetchResult, Flow,
-    ProxyFetchError, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId,
-    RetryPolicy,
+    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind,
+    FetchOrchestratorClient, FetchResult, Flow, ProxyFetchError, ProxyFetchOptions,
+    ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId, RetryPolicy,
 };
 
 /// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::rpc::local;
-    pub use crate::rpc::serve::{awaited, wait_until};
+    pub use crate::rpc::typed::{self, ArgType, MethodTypes};
     pub use ::wasm_bindgen;
     pub use ::wasm_bindgen::prelude::wasm_bindgen;
     pub use ::wasm_bindgen::{JsCast, JsValue};
@@ -94,27 +95,35 @@ pub mod __private {
     /// The RPC method results arrive through: `__proxyFetchDeliver(result, token)`.
     #[cfg(feature = "system")]
     pub fn deliver<O: crate::ProxyFetchOrigin>(
-        origin: &'static O,
+        origin: Result<&'static O, crate::rpc::RpcError>,
         ctx: JsValue,
         args: JsValue,
     ) -> Promise {
         const METHOD: &str = "__proxyFetchDeliver";
         // Checked in full to refuse a malformed result before it consumes the request; the
         // result then goes on to the handler as it came (a large body is not copied).
-        let call = crate::rpc::Args::new(METHOD, args, 2).and_then(|args| {
-            let id = crate::system::checked_request_id(&args)?;
-            let token: String = args.get(1, "token")?;
-            let raw = args.raw(0);
-            Ok(async move {
-                crate::system::deliver(origin, ctx, &id, Some(&token), raw, false).await
-            })
-        });
-        awaited(METHOD, call)
+        let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(METHOD, args, 2)?)));
+        let call =
+            call.and_then(|(origin, args)| {
+                let id = crate::system::checked_request_id(&args)?;
+                let token: String = args.get(1, "token")?;
+                let raw = args.raw(0);
+                Ok(async move {
+                    crate::system::deliver(origin, ctx, &id, Some(&token), raw, false).await
+                })
+            });
+        crate::rpc::serve::awaited(METHOD, call)
     }
 
     /// An origin's alarm: proxy-fetch's backstop, then the origin's own alarm if it has one.
     #[cfg(feature = "system")]
-    pub fn origin_alarm<O: crate::ProxyFetchOrigin>(origin: &'static O) -> Promise {
+    pub fn origin_alarm<O: crate::ProxyFetchOrigin>(
+        origin: Result<&'static O, crate::rpc::RpcError>,
+    ) -> Promise {
+        let origin = match origin {
+            Ok(origin) => origin,
+            Err(e) => return Promise::reject(&js_sys::Error::new(&e.to_string())),
+        };
         let alarm = async move {
             crate::system::alarm(origin)
                 .await
@@ -129,10 +138,100 @@ pub mod __private {
         wasm_bindgen_futures::future_to_promise(alarm)
     }
 
-    /// Compile-time checks whose failures point at the user's types.
-    pub fn assert_argument<T: Serialize + DeserializeOwned>() {}
-    pub fn assert_return<T: Serialize + DeserializeOwned>() {}
-    pub fn assert_error<E: Serialize + DeserializeOwned + core::fmt::Display>() {}
-    pub fn assert_durable_object<T: worker::DurableObject>() {}
+    /// How `#[entrypoint(durable_object)]`'s exports reach the workers-rs object: the JS wrapper
+    /// passes it as a plain JS value, borrowed here. Chosen by autoref specialization,
+    /// `(&DurableObjectProbe::<T>::new()).borrow_object(..)` with both traits in scope: for a
+    /// Durable Object, [`ViaDurableObject`]; for any other type the fallback
+    /// [`NotADurableObject`], so that the one error such a type gets is
+    /// `assert_durable_object`'s, not one per method about wasm-bindgen's traits.
+    pub struct DurableObjectProbe<T>(core::marker::PhantomData<fn() -> T>);
+
+    impl<T> DurableObjectProbe<T> {
+        #[allow(clippy::new_without_default)]
+        pub const fn new() -> Self {
+            DurableObjectProbe(core::marker::PhantomData)
+        }
+    }
+
+    pub trait ViaDurableObject<T> {
+        fn borrow_object(
+            &self,
+            object: &JsValue,
+            method: &'static str,
+        ) -> Result<&'static T, crate::rpc::RpcError>;
+    }
+
+    // wasm-bindgen's `convert` traits are its internal ABI; the exact version is pinned
+    // (Cargo.toml's `wasm-bindgen = "=..."`), and the tests/workerd suites call every
+    // Durable Object method through this path.
+    impl<T> ViaDurableObject<T> for DurableObjectProbe<T>
+    where
+        T: worker::DurableObject + ::wasm_bindgen::convert::RefFromWasmAbi + 'static,
+        T::Abi: ::wasm_bindgen::convert::WasmAbi<Prim1 = u32, Prim2 = (), Prim3 = (), Prim4 = ()>,
+    {
+        fn borrow_object(
+            &self,
+            object: &JsValue,
+            method: &'static str,
+        ) -> Result<&'static T, crate::rpc::RpcError> {
+            // wasm-bindgen's JS class keeps the Rust object's address in `__wbg_ptr` (0 once freed).
+            let ptr = js_sys::Reflect::get(object, &JsValue::from_str("__wbg_ptr"))
+                .ok()
+                .and_then(|p| p.as_f64())
+                .filter(|p| *p > 0.0 && *p <= u32::MAX as f64)
+                .ok_or_else(|| {
+                    crate::rpc::RpcError::new(
+                        crate::rpc::RpcErrorKind::Remote,
+                        method,
+                        "the Durable Object's Rust object is gone",
+                    )
+                })?;
+            // SAFETY: `ptr` is the live object of the JS class wasm-bindgen made for `T` (the
+            // wrapper passes `this.rust`; wasm-bindgen's guard replaced a dead instance). The
+            // borrow is extended to `'static` as `durable_self` explains.
+            unsafe {
+                let abi =
+                    <T::Abi as ::wasm_bindgen::convert::WasmAbi>::join(ptr as u32, (), (), ());
+                let anchor = T::ref_from_abi(abi);
+                Ok(durable_self(&*anchor))
+            }
+        }
+    }
+
+    pub trait NotADurableObject<T> {
+        fn borrow_object(
+            &self,
+            object: &JsValue,
+            method: &'static str,
+        ) -> Result<&'static T, crate::rpc::RpcError>;
+    }
+
+    /// Only reached in a crate that does not compile (`assert_durable_object` fails).
+    impl<T> NotADurableObject<T> for &DurableObjectProbe<T> {
+        fn borrow_object(
+            &self,
+            _: &JsValue,
+            method: &'static str,
+        ) -> Result<&'static T, crate::rpc::RpcError> {
+            Err(crate::rpc::RpcError::new(
+                crate::rpc::RpcErrorKind::Remote,
+                method,
+                "not a Durable Object",
+            ))
+        }
+    }
+
+    /// Fails to compile, at the user's `durable_object`, unless `T` is a Durable Object.
+    pub fn assert_durable_object<T: IsDurableObject>() {}
+
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a Durable Object, so #[entrypoint(durable_object)] cannot serve its methods",
+        label = "not a workers-rs Durable Object",
+        note = "declare it with workers-rs `#[durable_object]` and `impl DurableObject for {Self}`, or \
+                serve its methods from a Worker entrypoint: #[entrypoint] or #[entrypoint(name = \"...\")]"
+    )]
+    pub trait IsDurableObject {}
+
+    impl<T: worker::DurableObject> IsDurableObject for T {}
     pub fn assert_worker_entrypoint<T: crate::rpc::WorkerEntrypoint>() {}
 }

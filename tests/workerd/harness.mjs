@@ -17,7 +17,7 @@ export function optionsFromWrangler(crateDir, overrides = {}) {
   }
   const sqlite = new Set((config.migrations ?? []).flatMap((m) => m.new_sqlite_classes ?? []));
   const durableObjects = Object.fromEntries((config.durable_objects?.bindings ?? []).map((b) => [
-    b.name, { className: b.class_name, useSQLite: sqlite.has(b.class_name) },
+    b.name, { className: b.class_name, useSQLite: sqlite.has(b.class_name), ...(b.script_name ? { scriptName: b.script_name } : {}) },
   ]));
   const serviceBindings = Object.fromEntries((config.services ?? []).map((s) => [
     s.binding, { name: s.service, ...(s.entrypoint ? { entrypoint: s.entrypoint } : {}) },

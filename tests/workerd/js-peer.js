@@ -39,6 +39,8 @@ export default {
       case "/panic": {
         const counter = env.COUNTER.get(env.COUNTER.idFromName("survives-crash"));
         await counter.set(5);
+        // Acknowledged background work in flight when the instance crashes.
+        await greeter.recordLater("lost-in-crash", 1, 2000);
         const t0 = Date.now();
         const crash = await outcome(env.CRASHER.explode(10));
         const crashMs = Date.now() - t0;

@@ -192,10 +192,10 @@ function suite(flow) {
       const box = origin();
       const request_id = `mine-${box.name}`;
       const key = `idem-${box.name}`;
-      const first = await startOk(box, up.url("/idem", { delay: 300, key }), { ...FAST, request_id });
+      // Two starts at once, then one more while the request is pending.
+      const [first, concurrent] = await Promise.all([1, 2].map(() => startOk(box, up.url("/idem", { delay: 300, key }), { ...FAST, request_id })));
       const again = await startOk(box, up.url("/idem", { delay: 300, key }), { ...FAST, request_id });
-      assert.equal(first, request_id);
-      assert.equal(again, request_id);
+      assert.deepEqual([first, concurrent, again], [request_id, request_id, request_id]);
       const { t } = await results(box);
       assert.equal(t.request_id, request_id);
       await clean(box);
@@ -374,6 +374,48 @@ function suite(flow) {
       assert.equal((await results(box, 2)).t.status, 200);
     });
 
+    test("a storage failure at the origin during delivery is retried, never taken as a refusal", async () => {
+      const box = origin();
+      const fault = await box.rpc("injectStorageFault")("get", "proxy-fetch:request:", 2);
+      assert.equal(fault.error, undefined, JSON.stringify(fault.error));
+      await startOk(box, up.url(`/storage-fault/${box.name}`), FAST);
+      const { t } = await results(box);
+      assert.equal(t.status, 200);
+      assert.equal(t.deliveries, 1);
+      assert.ok(!w.logs.join("").includes(`proxy-fetch ${t.request_id}: origin refused`), "never read as a refusal");
+      await clean(box);
+    });
+
+    test("an origin that cannot take a POST's response for seconds: orchestrated, the orchestrator delivers it later; direct, the handler hears the upstream may have seen it", async () => {
+      const box = origin();
+      // Every delivery try of the executor (5, over about 1.5 s) finds the origin failing.
+      await box.rpc("injectStorageFault")("get", "proxy-fetch:request:", 5);
+      const key = `handover-${flow}-${box.name}`;
+      await startOk(box, { method: "POST", url: up.url("/handover", { key }) }, { flow, timeout_ms: 1000, backstop_grace_ms: 0, retry: { max_attempts: 1 } });
+      const { t } = await results(box, 1, 20000);
+      if (flow === "orchestrated") {
+        assert.equal(t.outcome, "response");
+        assert.equal(t.status, 200);
+      } else {
+        assert.equal(t.outcome, "Backstop");
+        assert.match(t.text, /the upstream may have received the request/);
+      }
+      assert.equal(t.deliveries, 1);
+      assert.equal(up.count(key), 1, "the POST was sent once");
+      await clean(box);
+    });
+
+    test("a storage failure at the start fails the start and leaves nothing behind", async () => {
+      const box = origin();
+      await box.rpc("injectStorageFault")("put", "proxy-fetch:request:", 1);
+      const r = await box.start(up.url("/never-recorded"), FAST, "x");
+      assert.equal(r.error.handler.kind, "storage");
+      assert.match(r.error.message, /injected storage fault/);
+      await clean(box);
+      await startOk(box, up.url(`/after-fault/${box.name}`), FAST);
+      assert.equal((await results(box)).t.status, 200);
+    });
+
     test("cancel during the fetch: Cancelled once, the late response dropped", async () => {
       const box = origin();
       const key = `cancel-${flow}-${box.name}`;
@@ -402,6 +444,19 @@ function suite(flow) {
       assert.ok(await until(logged, 2000), "the failure is logged with the request id");
       await startOk(box, up.url("/"), FAST, "next");
       assert.equal((await results(box, 2)).next.status, 200);
+      await clean(box);
+    });
+
+    test("a handler that crashes its instance gets the result again (at least once), then the request is settled", async () => {
+      const box = origin();
+      // The crash also ends the executor's work when it runs in the same worker (as here): the
+      // backstop sends the request again, so a short one is used.
+      const id = await startOk(box, up.url(`/crash/${box.name}`), { flow, timeout_ms: 1000, backstop_grace_ms: 0, retry: { max_attempts: 1 } }, "panic-once");
+      const twice = await until(async () => (await box.results())[0]?.deliveries === 2, 20000);
+      assert.ok(twice, `the result came again after the crash: ${JSON.stringify(await box.results())}`);
+      const [r] = await box.results();
+      assert.equal(r.request_id, id);
+      assert.equal(r.status, 200);
       await clean(box);
     });
 
@@ -444,6 +499,20 @@ describe("orchestrated: the queue is observable and sharded", () => {
     assert.ok(full.items.find((e) => e.id === id).url.includes(key));
     assert.equal((await results(box)).t.status, 200);
     await assertClean(box, "orchestrated");
+  });
+
+  test("a storage failure in the orchestrator's enqueue fails the start with Dispatch and leaves nothing behind", async () => {
+    const box = origin();
+    const shard = "faulty-queue";
+    await call("FETCH_ORCHESTRATOR", shard, "injectStorageFault", "put", "q:", 1);
+    const r = await box.start(up.url("/not-queued"), { ...FAST, orchestrator_instance: shard }, "x");
+    assert.equal(r.error.handler.kind, "dispatch");
+    assert.match(r.error.message, /injected storage fault/);
+    assert.deepEqual(await box.pending(), [], "no pending record at the origin");
+    assert.equal((await stats(shard)).pending, 0);
+    await startOk(box, up.url(`/queued-after-fault/${box.name}`), { ...FAST, orchestrator_instance: shard });
+    assert.equal((await results(box)).t.status, 200);
+    await assertClean(box, "orchestrated", [shard]);
   });
 
   test("100 concurrent requests through a 4-shard orchestrator: all delivered once, queues empty", async () => {

@@ -70,9 +70,10 @@ describe("Rust caller, Rust callee", () => {
     assert.deepEqual(await text("/counter?key=do-1"), { status: 200, body: "41" });
   });
 
-  test("a missing binding is a typed MissingBinding error naming the binding", async () => {
+  test("a missing binding is a typed MissingBinding error naming the binding and the constructor called", async () => {
     const { body } = await text("/missing-binding");
     assert.match(body, /^MissingBinding: no binding `NOPE` in env/);
+    assert.match(body, /\nrpc `from_env` failed \(MissingBinding\): no binding `NOPE` in env/);
   });
 });
 
@@ -101,9 +102,11 @@ describe("JS and Rust across the boundary", () => {
     assert.equal(r.next, "hello again.");
   });
 
-  test("a Rust panic: the caller gets an error at once, the next calls get a fresh instance", async () => {
+  test("a Rust panic: the caller gets an error at once, acknowledged background work lost with it is logged, the next calls get a fresh instance", async () => {
     const r = await json("/panic");
     assert.match(r.crash.error.message, /the Wasm instance crashed/);
+    const logged = await eventually(() => w.logs.join("").includes("acknowledged background work lost: GreeterEntrypoint.recordLater"));
+    assert.ok(logged, "the lost wait_until work is named in the log");
     console.log(`panic reported to the caller after ${r.crashMs} ms`);
     assert.equal(r.after, "hello after!");
     assert.equal(r.counterAfter, 5, "the Durable Object's Rust value is rebuilt; its storage is kept");

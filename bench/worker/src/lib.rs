@@ -1,6 +1,7 @@
 //! Benchmark worker: `Probe` is an origin Durable Object that starts proxied fetches and records
 //! when each result arrived, and measures the baselines they are compared with (the same fetch
-//! awaited in the DO, a no-op RPC to the executor, a raw RPC round trip of N bytes).
+//! awaited in the DO, a no-op RPC to the executor, an RPC of N bytes one way and both ways).
+//! `js/main.js` wraps the built classes to count what each request costs (see there).
 
 use proxy_fetch::rpc::{HandlerError, WorkerEntrypoint};
 use proxy_fetch::system::FetchExecutorClient;
@@ -62,9 +63,33 @@ pub struct Arrival {
     pub deliveries: u32,
 }
 
+/// What `awaited` reports: when the fetch started and when its result was recorded.
+#[derive(Serialize, Deserialize)]
+pub struct Awaited {
+    pub tag: String,
+    pub started_at_ms: f64,
+    pub done_at_ms: f64,
+}
+
+impl Probe {
+    /// Stores an arrival under `a:<tag>`, counting how often this tag arrived. The bench's
+    /// storage counters leave `a:` keys out: they are the handler's work, not proxy-fetch's.
+    async fn record(&self, mut arrival: Arrival) -> std::result::Result<(), HandlerError> {
+        let key = format!("a:{}", arrival.tag);
+        let storage = self.state.storage();
+        arrival.deliveries = storage
+            .get::<Arrival>(&key)
+            .await?
+            .map_or(0, |a| a.deliveries)
+            + 1;
+        storage.put(&key, &arrival).await?;
+        Ok(())
+    }
+}
+
 #[entrypoint(durable_object, origin)]
 impl Probe {
-    async fn start(
+    pub async fn start(
         &self,
         url: String,
         options: ProxyFetchOptions,
@@ -81,19 +106,12 @@ impl Probe {
         })
     }
 
-    async fn on_result(
+    pub async fn on_result(
         &self,
         result: FetchResult,
         tag: String,
     ) -> std::result::Result<(), HandlerError> {
         let arrived_at_ms = now();
-        let key = format!("a:{tag}");
-        let storage = self.state.storage();
-        let deliveries = storage
-            .get::<Arrival>(&key)
-            .await?
-            .map_or(0, |a| a.deliveries)
-            + 1;
         let arrival = match result {
             Ok(r) => Arrival {
                 tag,
@@ -103,7 +121,7 @@ impl Probe {
                 body_len: r.body.len(),
                 fetch_ms: r.duration_ms,
                 arrived_at_ms,
-                deliveries,
+                deliveries: 0,
             },
             Err(e) => Arrival {
                 tag,
@@ -113,14 +131,43 @@ impl Probe {
                 body_len: 0,
                 fetch_ms: 0.0,
                 arrived_at_ms,
-                deliveries,
+                deliveries: 0,
             },
         };
-        storage.put(&key, &arrival).await?;
-        Ok(())
+        self.record(arrival).await
     }
 
-    async fn arrivals(&self) -> std::result::Result<Vec<Arrival>, HandlerError> {
+    /// The baseline of the burst: the same fetch awaited in the DO, then the same handler
+    /// work as `on_result` (one arrival record), so the two bursts differ only in the proxying.
+    pub async fn awaited(&self, url: String, tag: String) -> std::result::Result<Awaited, HandlerError> {
+        let started_at_ms = now();
+        let mut response = Fetch::Url(
+            url.parse()
+                .map_err(|e| HandlerError::new("url", format!("{e}")))?,
+        )
+        .send()
+        .await?;
+        let body = response.bytes().await?;
+        let done_at_ms = now();
+        self.record(Arrival {
+            tag: tag.clone(),
+            request_id: String::new(),
+            outcome: "response".into(),
+            status: Some(response.status_code()),
+            body_len: body.len(),
+            fetch_ms: done_at_ms - started_at_ms,
+            arrived_at_ms: done_at_ms,
+            deliveries: 0,
+        })
+        .await?;
+        Ok(Awaited {
+            tag,
+            started_at_ms,
+            done_at_ms,
+        })
+    }
+
+    pub async fn arrivals(&self) -> std::result::Result<Vec<Arrival>, HandlerError> {
         let map = self
             .state
             .storage()
@@ -133,12 +180,12 @@ impl Probe {
             .collect())
     }
 
-    async fn pending(&self) -> std::result::Result<Vec<RequestId>, HandlerError> {
+    pub async fn pending(&self) -> std::result::Result<Vec<RequestId>, HandlerError> {
         Ok(proxy_fetch::pending(self).await?)
     }
 
     /// The thing proxy-fetch exists to avoid: awaiting the fetch (and its body) in the DO.
-    async fn direct(&self, url: String) -> std::result::Result<f64, HandlerError> {
+    pub async fn direct(&self, url: String) -> std::result::Result<f64, HandlerError> {
         let start = now();
         let mut response = Fetch::Url(
             url.parse()
@@ -151,7 +198,7 @@ impl Probe {
     }
 
     /// `n` sequential no-op RPC round trips to the executor entrypoint, in ms each.
-    async fn noop_rpc(&self, n: u32) -> std::result::Result<Vec<f64>, HandlerError> {
+    pub async fn noop_rpc(&self, n: u32) -> std::result::Result<Vec<f64>, HandlerError> {
         let executor = FetchExecutorClient::from_env(&self.env, "FETCH_EXECUTOR")?;
         let mut times = Vec::with_capacity(n as usize);
         for _ in 0..n {
@@ -163,7 +210,7 @@ impl Probe {
     }
 
     /// One RPC round trip carrying `bytes` bytes each way, in ms.
-    async fn echo_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
+    pub async fn echo_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
         let echo = EchoClient::from_env(&self.env, "ECHO")?;
         let data = ByteBuf::from(vec![7u8; bytes as usize]);
         let start = now();
@@ -171,6 +218,20 @@ impl Probe {
         let elapsed = now() - start;
         if back.len() != bytes as usize {
             return Err(HandlerError::new("echo", "length changed"));
+        }
+        Ok(elapsed)
+    }
+
+    /// One RPC call carrying `bytes` bytes one way (the answer is their count), in ms: the
+    /// baseline of a 10 MiB result, which travels once, executor -> origin.
+    pub async fn send_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
+        let echo = EchoClient::from_env(&self.env, "ECHO")?;
+        let data = ByteBuf::from(vec![7u8; bytes as usize]);
+        let start = now();
+        let received = echo.sink(data).await?;
+        let elapsed = now() - start;
+        if received != bytes {
+            return Err(HandlerError::new("sink", "length changed"));
         }
         Ok(elapsed)
     }
@@ -186,8 +247,13 @@ impl WorkerEntrypoint for Echo {
 
 #[entrypoint(name = "EchoEntrypoint")]
 impl Echo {
-    async fn echo(&self, data: ByteBuf) -> std::result::Result<ByteBuf, HandlerError> {
+    pub async fn echo(&self, data: ByteBuf) -> std::result::Result<ByteBuf, HandlerError> {
         Ok(data)
+    }
+
+    /// Takes the bytes and answers only their count.
+    pub async fn sink(&self, data: ByteBuf) -> std::result::Result<u32, HandlerError> {
+        Ok(data.len() as u32)
     }
 }
 

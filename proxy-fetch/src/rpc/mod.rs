@@ -4,15 +4,21 @@
 //! - [`Target`]: what a generated client talks to: a remote [`Stub`] or, in native tests, the
 //!   implementation itself.
 //! - [`CallError`], [`RpcError`], [`HandlerError`]: what a call can fail with.
+//! - [`Client`], [`DurableObjectClient`], [`ServiceClient`], [`LocalClient`]: what every
+//!   generated client can do.
 //! - [`WorkerEntrypoint`]: how a named or default entrypoint builds its handler per call.
 
+mod client;
 mod codec;
 mod error;
 #[doc(hidden)]
 pub mod local;
 pub(crate) mod serve;
 mod stub;
+#[doc(hidden)]
+pub mod typed;
 
+pub use client::{Client, DurableObjectClient, LocalClient, ServiceClient};
 pub use codec::{encode_arg, Args};
 pub use error::{CallError, HandlerError, RpcError, RpcErrorKind};
 pub use serve::log_error;

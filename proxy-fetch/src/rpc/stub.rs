@@ -24,12 +24,14 @@ impl std::fmt::Debug for Stub {
     }
 }
 
-fn binding(env: &Env, name: &str, what: &str) -> Result<JsValue, RpcError> {
+/// Looks up a binding for the client constructor `constructor` (`from_env`, `from_name`,
+/// `from_id`), which is what an error names as the method: no RPC method was called yet.
+fn binding(env: &Env, name: &str, what: &str, constructor: &str) -> Result<JsValue, RpcError> {
     let value = Reflect::get(env, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
     if value.is_undefined() || value.is_null() {
         return Err(RpcError::new(
             RpcErrorKind::MissingBinding,
-            "",
+            constructor,
             format!("no binding `{name}` in env: declare it as a {what} in wrangler.toml"),
         ));
     }
@@ -46,7 +48,7 @@ fn invoke(target: &JsValue, name: &str, args: &Array) -> Result<JsValue, JsValue
 impl Stub {
     /// A Worker reached through a service binding (`[[services]]` in wrangler.toml).
     pub fn service(env: &Env, binding_name: &str) -> Result<Stub, RpcError> {
-        let js = binding(env, binding_name, "[[services]] binding")?;
+        let js = binding(env, binding_name, "[[services]] binding", "from_env")?;
         Ok(Stub {
             js,
             label: binding_name.into(),
@@ -55,9 +57,20 @@ impl Stub {
 
     /// The Durable Object named `name` in namespace `binding_name`.
     pub fn durable_object(env: &Env, binding_name: &str, name: &str) -> Result<Stub, RpcError> {
-        let namespace = binding(env, binding_name, "[[durable_objects.bindings]] binding")?;
-        let fail =
-            |e: JsValue| RpcError::new(RpcErrorKind::Remote, "", format!("{binding_name}: {e:?}"));
+        const METHOD: &str = "from_name";
+        let namespace = binding(
+            env,
+            binding_name,
+            "[[durable_objects.bindings]] binding",
+            METHOD,
+        )?;
+        let fail = |e: JsValue| {
+            RpcError::new(
+                RpcErrorKind::Remote,
+                METHOD,
+                format!("{binding_name}: {e:?}"),
+            )
+        };
         let id = invoke(
             &namespace,
             "idFromName",
@@ -73,11 +86,17 @@ impl Stub {
 
     /// The Durable Object with hex id `id` in namespace `binding_name`.
     pub fn durable_object_by_id(env: &Env, binding_name: &str, id: &str) -> Result<Stub, RpcError> {
-        let namespace = binding(env, binding_name, "[[durable_objects.bindings]] binding")?;
+        const METHOD: &str = "from_id";
+        let namespace = binding(
+            env,
+            binding_name,
+            "[[durable_objects.bindings]] binding",
+            METHOD,
+        )?;
         let fail = |e: JsValue| {
             RpcError::new(
                 RpcErrorKind::BadArgument,
-                "",
+                METHOD,
                 format!("{binding_name} id `{id}`: {e:?}"),
             )
         };

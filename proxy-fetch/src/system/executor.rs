@@ -18,6 +18,8 @@ use crate::rpc::{log_error, CallError, HandlerError, WorkerEntrypoint};
 
 /// A retry of a fetch starts only if at least this much of the budget is left for it.
 const MIN_ATTEMPT_MS: f64 = 250.0;
+/// The origin's delivery method (`protocol::Origin::deliver`).
+const DELIVER: &str = "__proxyFetchDeliver";
 /// Deliveries to the origin: tries, and the first backoff (doubling).
 const DELIVERY_TRIES: u32 = 5;
 const DELIVERY_BACKOFF_MS: u64 = 100;
@@ -33,6 +35,16 @@ impl WorkerEntrypoint for FetchExecutor {
     fn new(env: Env, _ctx: Context) -> Self {
         FetchExecutor { env }
     }
+}
+
+/// How a delivery to the origin ended.
+enum Delivery {
+    /// The origin has the result (or had one, or refused it for good).
+    Done,
+    /// Not delivered within the executor's budget.
+    Failed,
+    /// The origin refused the token: the job was not the request's own.
+    Forbidden,
 }
 
 /// What `health` reports.
@@ -56,40 +68,57 @@ impl FetchExecutor {
     }
 
     /// Delivers `result` to the origin, trying again (with backoff) while the origin cannot
-    /// be reached or its storage fails. Whether the origin has it now.
-    async fn deliver(&self, job: &FetchJob, result: FetchResult, started: f64) -> bool {
+    /// be reached or its storage fails.
+    async fn deliver(&self, job: &FetchJob, result: &FetchResult, started: f64) -> Delivery {
         let origin = match OriginClient::from_id(&self.env, &job.origin.binding, &job.origin.id) {
             Ok(origin) => origin,
             Err(e) => {
                 log_error(&format!("proxy-fetch {}: origin not reachable: {e}", job.id));
-                return false;
+                return Delivery::Failed;
             }
+        };
+        // Encoded once for every try: a large body is not copied again per try.
+        let args = match crate::rpc::encode_args([
+            crate::rpc::encode_arg(DELIVER, "result", result),
+            crate::rpc::encode_arg(DELIVER, "token", &job.token),
+        ]) {
+            Ok(args) => args,
+            Err(e) => {
+                log_error(&format!("proxy-fetch {}: result not encoded: {e}", job.id));
+                return Delivery::Failed;
+            }
+        };
+        let Some(stub) = origin.stub() else {
+            return Delivery::Failed;
         };
         let mut backoff = DELIVERY_BACKOFF_MS;
         for tries in 1..=DELIVERY_TRIES {
-            let retry = match origin.deliver(result.clone(), job.token.clone()).await {
-                Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => return true,
+            let sent = stub.call::<DeliveryOutcome, HandlerError>(DELIVER, args.clone()).await;
+            let retry = match sent {
+                Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => return Delivery::Done,
                 Err(CallError::Handler(e)) if e.kind == RETRY => e.to_string(),
+                Err(CallError::Handler(e)) if e.kind == FORBIDDEN => {
+                    log_error(&format!("proxy-fetch {}: origin refused the token: {e}", job.id));
+                    return Delivery::Forbidden;
+                }
                 Err(CallError::Handler(e)) => {
-                    let why = if e.kind == FORBIDDEN { "refused the token" } else { "refused" };
-                    log_error(&format!("proxy-fetch {}: origin {why}: {e}", job.id));
-                    return e.kind != FORBIDDEN;
+                    log_error(&format!("proxy-fetch {}: origin refused the result: {e}", job.id));
+                    return Delivery::Done;
                 }
                 Err(CallError::Rpc(e)) => e.to_string(),
             };
             let left = started + INVOCATION_BUDGET_MS as f64 - now_ms();
             if tries == DELIVERY_TRIES || left < backoff as f64 {
                 log_error(&format!(
-                    "proxy-fetch {}: result not delivered after {tries} tries ({retry}); the \
-                     backstop takes over",
+                    "proxy-fetch {}: result not delivered after {tries} tries ({retry})",
                     job.id
                 ));
-                return false;
+                return Delivery::Failed;
             }
             worker::Delay::from(Duration::from_millis(backoff)).await;
             backoff *= 2;
         }
-        false
+        Delivery::Failed
     }
 }
 
@@ -109,13 +138,28 @@ impl FetchExecutor {
             Ok(policy) => fetch_with_retries(&job, &policy, started).await,
             Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
         };
-        if !self.deliver(&job, result, started).await {
-            // Leave the queue entry: the orchestrator's backstop (or the origin's alarm) acts.
-            return Ok(());
-        }
-        if let Some(queue) = &job.queue {
-            let orchestrator = OrchestratorClient::from_name(&self.env, &queue.binding, &queue.shard)?;
-            orchestrator.complete(job.id.clone()).await?;
+        let queue = match &job.queue {
+            Some(queue) => Some(OrchestratorClient::from_name(&self.env, &queue.binding, &queue.shard)?),
+            None => None,
+        };
+        match self.deliver(&job, &result, started).await {
+            Delivery::Done => {
+                if let Some(orchestrator) = queue {
+                    orchestrator.complete(job.id.clone()).await?;
+                }
+            }
+            Delivery::Failed => match queue {
+                // The orchestrator keeps the result and delivers it when the origin is back.
+                Some(orchestrator) => orchestrator.undelivered(job.id.clone(), result).await?,
+                // Direct flow: the origin's alarm dispatches an idempotent request again, or
+                // tells the handler the upstream may have seen it.
+                None => log_error(&format!(
+                    "proxy-fetch {}: result not delivered; the origin's backstop takes over",
+                    job.id
+                )),
+            },
+            // A delivery with the wrong token: not this request's result to settle.
+            Delivery::Forbidden => {}
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 use super::protocol::{DeliveryOutcome, ExecutorClient, FetchJob, OriginClient, FORBIDDEN};
-use super::{now_ms, FetchError, FetchErrorKind, RequestId};
+use super::{now_ms, FetchError, FetchErrorKind, FetchResult, RequestId};
 use crate::entrypoint;
 use crate::rpc::{log_error, CallError, HandlerError};
 
@@ -40,6 +40,9 @@ struct QueueEntry {
     dispatches: u32,
     /// Backstop deliveries that failed to reach the origin.
     delivery_tries: u32,
+    /// A result the executor could not deliver, kept to be delivered from here.
+    #[serde(default)]
+    result: Option<FetchResult>,
 }
 
 /// One queued request as `stats` shows it.
@@ -164,11 +167,13 @@ impl FetchOrchestrator {
             .map_err(|e| format!("executor `{}` not reached: {}", job.options.executor_binding, e.message))
     }
 
-    /// Delivers an error of `kind` to the entry's origin: `true` when the origin has its
-    /// result now (or had one already, or refused it for good), `false` when it could not be
-    /// reached.
-    async fn tell_origin(&self, job: &FetchJob, kind: FetchErrorKind, message: String) -> bool {
-        let error = FetchError::new(&job.id, kind, message);
+    /// Delivers `result` to the entry's origin: `true` when the origin has its result now (or
+    /// had one already, or refused it for good), `false` when it could not be reached.
+    async fn tell_origin(&self, job: &FetchJob, result: FetchResult) -> bool {
+        let kind = match &result {
+            Ok(_) => "its result".to_owned(),
+            Err(e) => format!("{:?}", e.kind),
+        };
         let origin = match OriginClient::from_id(&self.env, &job.origin.binding, &job.origin.id) {
             Ok(origin) => origin,
             Err(e) => {
@@ -176,7 +181,7 @@ impl FetchOrchestrator {
                 return false;
             }
         };
-        match origin.deliver(Err(error), job.token.clone()).await {
+        match origin.deliver(result, job.token.clone()).await {
             Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => true,
             Err(CallError::Handler(e)) if e.kind == FORBIDDEN => {
                 log_error(&format!("proxy-fetch {}: origin refused the backstop: {e}", job.id));
@@ -184,7 +189,7 @@ impl FetchOrchestrator {
             }
             Err(e) => {
                 log_error(&format!(
-                    "proxy-fetch {}: could not deliver {kind:?} to the origin: {e}",
+                    "proxy-fetch {}: could not deliver {kind} to the origin: {e}",
                     job.id
                 ));
                 false
@@ -213,7 +218,8 @@ impl FetchOrchestrator {
             let max_age = options.max_age_ms as f64;
             let idempotent =
                 entry.job.request.is_idempotent() || options.retry.retry_non_idempotent;
-            if entry.delivery_tries == 0
+            if entry.result.is_none()
+                && entry.delivery_tries == 0
                 && idempotent
                 && entry.dispatches < MAX_DISPATCHES
                 && age + budget < max_age
@@ -240,7 +246,10 @@ impl FetchOrchestrator {
                         age.round()
                     )
                 };
-                if self.tell_origin(&entry.job, FetchErrorKind::Backstop, message).await {
+                let result = entry.result.clone().unwrap_or_else(|| {
+                    Err(FetchError::new(&entry.job.id, FetchErrorKind::Backstop, message))
+                });
+                if self.tell_origin(&entry.job, result).await {
                     storage.delete(&key(&entry.job.id)).await?;
                     continue;
                 }
@@ -325,6 +334,7 @@ impl FetchOrchestrator {
             due_ms: now + job.options.backstop_after_ms() as f64,
             dispatches: 1,
             delivery_tries: 0,
+            result: None,
             job,
         };
         // The executor's call leaves only once this write is on disk (the output gate), so an
@@ -348,6 +358,21 @@ impl FetchOrchestrator {
     /// Stops watching a request (the origin cancelled it). Returns whether it was queued.
     pub async fn forget(&self, id: RequestId) -> Result<bool, HandlerError> {
         Ok(self.state.storage().delete(&key(&id)).await?)
+    }
+
+    /// The executor could not deliver `result`: keep it and deliver it from the backstop, with
+    /// backoff, until the request's max age.
+    pub async fn undelivered(&self, id: RequestId, result: FetchResult) -> Result<(), HandlerError> {
+        let storage = self.state.storage();
+        let Some(mut entry) = storage.get::<QueueEntry>(&key(&id)).await? else {
+            return Ok(());
+        };
+        let now = now_ms();
+        entry.result = Some(result);
+        entry.due_ms = now + RETRY_BASE_MS;
+        storage.put(&key(&id), &entry).await?;
+        self.arm(entry.due_ms).await?;
+        Ok(())
     }
 
     /// Pending count, age of the oldest, counts per state, and the oldest entries, with the

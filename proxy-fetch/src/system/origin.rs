@@ -247,9 +247,14 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     }
     let storage = origin.state().storage();
 
+    let _starting;
     let id = match &options.request_id {
         Some(id) => {
-            // Starting a request again while it is pending starts nothing.
+            // Starting a request again while it is pending (or being started) starts nothing.
+            _starting = match Held::take(&STARTING, id) {
+                Some(claim) => claim,
+                None => return Ok(id.clone()),
+            };
             let known = storage
                 .get::<PendingRecord>(&ledger_key(id))
                 .await
@@ -287,8 +292,9 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         handler_runs: 0,
         job: job.clone(),
     };
-    if !record.idempotent() {
-        // Never sent twice: no need to keep its body.
+    if record.job.queue.is_none() && !record.idempotent() {
+        // The direct flow never sends it twice: no need to keep its body. (The orchestrated
+        // one may queue it again, which the orchestrator ignores unless it lost it unsent.)
         record.job.request.body = None;
     }
     // Send the job while the record is written: a write holds back every message sent after
@@ -358,24 +364,26 @@ thread_local! {
     /// Ids being delivered right now in this isolate: a second delivery racing the first one
     /// sees the claim before either touches storage.
     static CLAIMED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// Caller-chosen ids being started right now in this isolate.
+    static STARTING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// The alarm time each origin in this isolate last set or read (by Durable Object id), so
     /// most starts need not read it.
     static ALARMS: RefCell<HashMap<String, f64>> = RefCell::new(HashMap::new());
 }
 
-struct Claim(String);
+/// An id held in one of the sets above while its holder works on it.
+struct Held(&'static std::thread::LocalKey<RefCell<HashSet<String>>>, String);
 
-impl Claim {
-    fn take(id: &str) -> Option<Claim> {
-        CLAIMED
-            .with(|c| c.borrow_mut().insert(id.to_owned()))
-            .then(|| Claim(id.to_owned()))
+impl Held {
+    fn take(set: &'static std::thread::LocalKey<RefCell<HashSet<String>>>, id: &str) -> Option<Held> {
+        set.with(|s| s.borrow_mut().insert(id.to_owned()))
+            .then(|| Held(set, id.to_owned()))
     }
 }
 
-impl Drop for Claim {
+impl Drop for Held {
     fn drop(&mut self) {
-        CLAIMED.with(|c| c.borrow_mut().remove(&self.0));
+        self.0.with(|s| s.borrow_mut().remove(&self.1));
     }
 }
 
@@ -443,7 +451,7 @@ pub(crate) async fn deliver<O: ProxyFetchOrigin>(
     result: JsValue,
     count_run: bool,
 ) -> Result<DeliveryOutcome, HandlerError> {
-    let Some(_claim) = Claim::take(id) else {
+    let Some(_claim) = Held::take(&CLAIMED, id) else {
         return Ok(DeliveryOutcome::Duplicate);
     };
     let storage = origin.state().storage();

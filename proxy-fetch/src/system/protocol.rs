@@ -75,6 +75,9 @@ pub trait Orchestrator {
     async fn complete(&self, id: RequestId) -> Result<(), HandlerError>;
     /// Stops watching a request (cancelled at the origin). Whether it was queued.
     async fn forget(&self, id: RequestId) -> Result<bool, HandlerError>;
+    /// The executor could not deliver `result`: the orchestrator keeps it and delivers it
+    /// itself, with backoff, until the request's max age.
+    async fn undelivered(&self, id: RequestId, result: FetchResult) -> Result<(), HandlerError>;
 }
 
 /// What `FetchExecutorEntrypoint` serves.

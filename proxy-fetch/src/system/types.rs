@@ -153,16 +153,16 @@ pub enum FetchErrorKind {
     Timeout,
     /// The origin cancelled the request.
     Cancelled,
-    /// A policy refused it: host not allowed, or the response body over the size limit.
+    /// A policy refused it: the executor's `PROXY_FETCH_ALLOW`, `allowed_hosts` (redirects
+    /// included), or the response body over the size limit.
     Rejected,
-    /// The executor could not be reached at all (missing binding, executor down).
-    Dispatch,
-    /// No result arrived by the deadline (the executor died mid-request): the orchestrator's
-    /// backstop gave up on it.
+    /// No result arrived in time and the request was not sent again: the executor was lost
+    /// with a request that is not idempotent (the upstream may have seen it), or its max age
+    /// passed. Delivered by the backstop (the origin's alarm, or the orchestrator's).
     Backstop,
 }
 
-/// A proxied fetch that produced no response. Delivered to the handler exactly once, like a
+/// A proxied fetch that produced no response. Delivered to the handler once, like a
 /// response would have been.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -136,15 +136,21 @@ impl Inbox {
         })
     }
 
-    /// Files every result; the tag `fail-handler` makes it fail after filing.
+    /// Files every result; the tag `fail-handler` makes it fail after filing, `panic-once`
+    /// crashes the instance after filing, the first time only.
     pub async fn on_response(
         &self,
         result: FetchResult,
         tag: String,
     ) -> std::result::Result<(), HandlerError> {
-        file(&self.state.storage(), &result, &tag).await?;
+        let storage = self.state.storage();
+        file(&storage, &result, &tag).await?;
         if tag == "fail-handler" {
             return Err(HandlerError::new("test", "this handler fails on purpose"));
+        }
+        if tag == "panic-once" && storage.get::<bool>("panicked").await?.is_none() {
+            storage.put("panicked", true).await?;
+            panic!("the handler crashes its instance on purpose");
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ pub struct NotSerde;
 
 #[entrypoint]
 impl Executor {
-    async fn execute(&self, value: NotSerde) -> Result<(), HandlerError> {
+    pub async fn execute(&self, value: NotSerde) -> Result<(), HandlerError> {
         let _ = value;
         Ok(())
     }

@@ -29,14 +29,14 @@ impl ProxyFetchOrigin for Inbox {
 
 #[entrypoint(durable_object, origin)]
 impl Inbox {
-    async fn start(&self) -> std::result::Result<(), HandlerError> {
+    pub async fn start(&self) -> std::result::Result<(), HandlerError> {
         // There is no handler `on_reply`.
         let continuation = Continuation::new(InboxClient::ON_REPLY, ());
         proxy_fetch::proxy_fetch(self, "https://api.example.com/", continuation, &ProxyFetchOptions::default()).await?;
         Ok(())
     }
 
-    async fn on_response(&self, result: FetchResult, data: ()) -> std::result::Result<(), HandlerError> {
+    pub async fn on_response(&self, result: FetchResult, data: ()) -> std::result::Result<(), HandlerError> {
         let _ = (result, data);
         Ok(())
     }

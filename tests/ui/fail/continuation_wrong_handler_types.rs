@@ -29,14 +29,14 @@ impl ProxyFetchOrigin for Inbox {
 
 #[entrypoint(durable_object, origin)]
 impl Inbox {
-    async fn start(&self) -> std::result::Result<(), HandlerError> {
+    pub async fn start(&self) -> std::result::Result<(), HandlerError> {
         // The handler takes a u32 as its data, not a String.
         let continuation = Continuation::new(InboxClient::ON_COUNT, String::from("x"));
         proxy_fetch::proxy_fetch(self, "https://api.example.com/", continuation, &ProxyFetchOptions::default()).await?;
         Ok(())
     }
 
-    async fn on_count(&self, result: FetchResult, count: u32) -> std::result::Result<(), HandlerError> {
+    pub async fn on_count(&self, result: FetchResult, count: u32) -> std::result::Result<(), HandlerError> {
         let _ = (result, count);
         Ok(())
     }

@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint(durable_object)]
 impl Executor {
-    async fn health(&self) -> Result<(), HandlerError> {
+    pub async fn health(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

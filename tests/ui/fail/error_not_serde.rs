@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn execute(&self) -> Result<(), worker::Error> {
+    pub async fn execute(&self) -> Result<(), worker::Error> {
         Ok(())
     }
 }

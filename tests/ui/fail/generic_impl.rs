@@ -14,7 +14,7 @@ pub struct Wrapper<T>(T);
 
 #[entrypoint]
 impl<T: 'static> Wrapper<T> {
-    async fn health(&self) -> Result<(), HandlerError> {
+    pub async fn health(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn echo<T>(&self, value: T) -> Result<(), HandlerError> {
+    pub async fn echo<T>(&self, value: T) -> Result<(), HandlerError> {
         let _ = value;
         Ok(())
     }

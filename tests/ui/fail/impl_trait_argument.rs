@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn execute(&self, url: impl Into<String>) -> Result<(), HandlerError> {
+    pub async fn execute(&self, url: impl Into<String>) -> Result<(), HandlerError> {
         let _ = url.into();
         Ok(())
     }

@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint(name = "Fetch-Executor")]
 impl Executor {
-    async fn health(&self) -> Result<(), HandlerError> {
+    pub async fn health(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

@@ -12,12 +12,12 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn get_item(&self) -> Result<(), HandlerError> {
+    pub async fn get_item(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 
     #[rpc(name = "getItem")]
-    async fn item(&self) -> Result<(), HandlerError> {
+    pub async fn item(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn bump(&mut self) -> Result<(), HandlerError> {
+    pub async fn bump(&mut self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn create() -> Result<(), HandlerError> {
+    pub async fn create() -> Result<(), HandlerError> {
         Ok(())
     }
 }

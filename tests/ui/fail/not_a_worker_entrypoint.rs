@@ -14,7 +14,7 @@ pub struct Plain;
 
 #[entrypoint(name = "PlainEntrypoint")]
 impl Plain {
-    async fn health(&self) -> Result<(), HandlerError> {
+    pub async fn health(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

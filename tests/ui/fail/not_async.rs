@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    fn health(&self) -> Result<(), HandlerError> {
+    pub fn health(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ impl ProxyFetchOrigin for Inbox {
 
 #[entrypoint(durable_object)]
 impl Inbox {
-    async fn on_response(&self, result: FetchResult, data: ()) -> std::result::Result<(), HandlerError> {
+    pub async fn on_response(&self, result: FetchResult, data: ()) -> std::result::Result<(), HandlerError> {
         let _ = (result, data);
         Ok(())
     }

@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn execute(&self, (a, b): (u32, u32)) -> Result<u32, HandlerError> {
+    pub async fn execute(&self, (a, b): (u32, u32)) -> Result<u32, HandlerError> {
         Ok(a + b)
     }
 }

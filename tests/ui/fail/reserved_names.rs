@@ -12,20 +12,20 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn then(&self) -> Result<(), HandlerError> {
+    pub async fn then(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 
-    async fn fetch(&self) -> Result<(), HandlerError> {
+    pub async fn fetch(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 
     #[rpc(name = "constructor")]
-    async fn build(&self) -> Result<(), HandlerError> {
+    pub async fn build(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 
-    async fn alarm(&self) -> Result<(), HandlerError> {
+    pub async fn alarm(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn health(&self) -> worker::Result<u32> {
+    pub async fn health(&self) -> worker::Result<u32> {
         Ok(1)
     }
 }

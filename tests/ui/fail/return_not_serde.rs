@@ -14,7 +14,7 @@ pub struct NotSerde;
 
 #[entrypoint]
 impl Executor {
-    async fn execute(&self) -> Result<NotSerde, HandlerError> {
+    pub async fn execute(&self) -> Result<NotSerde, HandlerError> {
         Ok(NotSerde)
     }
 }

@@ -12,7 +12,7 @@ impl WorkerEntrypoint for Executor {
 
 #[entrypoint]
 impl Executor {
-    async fn consume(self) -> Result<(), HandlerError> {
+    pub async fn consume(self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ impl WorkerEntrypoint for Executor {
 #[entrypoint]
 impl Executor {
     #[rpc(rename = "x")]
-    async fn health(&self) -> Result<(), HandlerError> {
+    pub async fn health(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ impl WorkerEntrypoint for Executor {
 #[entrypoint]
 impl Executor {
     #[wait_until]
-    async fn execute(&self) -> Result<u32, HandlerError> {
+    pub async fn execute(&self) -> Result<u32, HandlerError> {
         Ok(1)
     }
 }

@@ -36,26 +36,32 @@ impl WorkerEntrypoint for Executor {
 }
 
 /// A named entrypoint with awaited and wait_until methods.
-#[entrypoint(name = "FetchExecutorEntrypoint")]
+#[entrypoint(name = "ShapesExecutorEntrypoint")]
 impl Executor {
     /// Runs in the background.
     #[wait_until]
-    async fn execute_fetch(&self, msg: Message) -> Result<(), HandlerError> {
+    pub async fn execute_fetch(&self, msg: Message) -> Result<(), HandlerError> {
         let _ = (&self.env, msg.url);
         Ok(())
     }
 
-    async fn health(&self) -> Result<String, HandlerError> {
+    pub async fn health(&self) -> Result<String, HandlerError> {
         Ok("ok".into())
     }
 
-    async fn many_args(&self, a: u32, b: Option<String>, c: Vec<u8>, d: (i64, bool)) -> Result<u64, MyError> {
+    pub async fn many_args(
+        &self,
+        a: u32,
+        b: Option<String>,
+        c: Vec<u8>,
+        d: (i64, bool),
+    ) -> Result<u64, MyError> {
         let _ = (b, c, d);
         Ok(a as u64)
     }
 
     #[rpc(name = "custom_name")]
-    async fn renamed(&self) -> Result<(), HandlerError> {
+    pub async fn renamed(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }
@@ -71,7 +77,7 @@ impl WorkerEntrypoint for Admin {
 /// A second entrypoint in the same worker with a method of the same name: no collision.
 #[entrypoint(name = "AdminEntrypoint", client = "AdminApi")]
 impl Admin {
-    async fn health(&self) -> Result<String, HandlerError> {
+    pub async fn health(&self) -> Result<String, HandlerError> {
         Ok("admin ok".into())
     }
 }
@@ -87,7 +93,7 @@ impl WorkerEntrypoint for Root {
 /// Methods on the worker's default entrypoint.
 #[entrypoint]
 impl Root {
-    async fn version(&self) -> Result<String, HandlerError> {
+    pub async fn version(&self) -> Result<String, HandlerError> {
         Ok("1".into())
     }
 }
@@ -110,13 +116,13 @@ impl DurableObject for Origin {
 /// Durable Object RPC methods.
 #[entrypoint(durable_object)]
 impl Origin {
-    async fn on_result(&self, request_id: String, status: u16) -> Result<(), HandlerError> {
+    pub async fn on_result(&self, request_id: String, status: u16) -> Result<(), HandlerError> {
         let _ = (&self.state, request_id, status);
         Ok(())
     }
 
     #[wait_until]
-    async fn cleanup(&self) -> Result<(), HandlerError> {
+    pub async fn cleanup(&self) -> Result<(), HandlerError> {
         Ok(())
     }
 }
@@ -135,24 +141,34 @@ pub trait RemoteRoom {
     async fn join(&self, who: String) -> Result<u32, HandlerError>;
 }
 
-#[allow(dead_code)]
-async fn callers(env: &Env) -> Result<(), Box<dyn std::error::Error>> {
-    let executor = ExecutorClient::from_env(env, "FETCH_EXECUTOR")?;
-    let msg = Message { url: "http://127.0.0.1/".into(), body: vec![], headers: HashMap::new() };
+/// Calls every method through the generated clients; the pass worker (tests/pass-worker)
+/// serves this from workerd.
+pub async fn callers(env: &Env) -> Result<String, Box<dyn std::error::Error>> {
+    let executor = ExecutorClient::from_env(env, "SHAPES_EXECUTOR")?;
+    let msg = Message {
+        url: "http://127.0.0.1/".into(),
+        body: vec![1, 2],
+        headers: HashMap::new(),
+    };
     executor.execute_fetch(msg).await?;
-    let _: String = executor.health().await?;
-    let _: u64 = executor.many_args(1, None, vec![], (1, true)).await?;
+    let health: String = executor.health().await?;
+    let many: u64 = executor.many_args(1, None, vec![], (1, true)).await?;
     executor.renamed().await?;
-    let _: String = AdminApi::from_env(env, "ADMIN")?.health().await?;
-    let _: String = RootClient::from_env(env, "SELF")?.version().await?;
+    let admin: String = AdminApi::from_env(env, "ADMIN")?.health().await?;
+    let version: String = RootClient::from_env(env, "SELF")?.version().await?;
     let origin = OriginClient::from_name(env, "ORIGIN", "a")?;
     origin.on_result("id".into(), 200).await?;
     origin.cleanup().await?;
-    let _ = OriginClient::from_id(env, "ORIGIN", "00ff")?;
-    let _: i32 = JsThingClient::from_env(env, "JS")?.add(1, 2).await?;
+    let bad_id = OriginClient::from_id(env, "ORIGIN", "00ff").is_err();
+    let sum: i32 = JsThingClient::from_env(env, "JS")?.add(1, 2).await?;
     JsThingClient::from_env(env, "JS")?.log("x".into()).await?;
-    let _: u32 = RemoteRoomClient::from_name(env, "ROOM", "r")?.join("me".into()).await?;
-    Ok(())
+    let joined: u32 = RemoteRoomClient::from_name(env, "ROOM", "r")?
+        .join("me".into())
+        .await?;
+    Ok(format!(
+        "{health} {many} {admin} {version} bad_id_refused={bad_id} {sum} {joined}"
+    ))
 }
 
+#[allow(dead_code)]
 fn main() {}

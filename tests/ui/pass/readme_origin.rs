@@ -21,7 +21,8 @@ impl ProxyFetchOrigin for Inbox {
 #[entrypoint(durable_object, origin)]
 impl Inbox {
     pub async fn check(&self, city: String) -> std::result::Result<String, HandlerError> {
-        let request = ProxyRequest::get(format!("https://api.example.com/weather/{city}"));
+        let api = self.env.var("WEATHER_API")?.to_string();
+        let request = ProxyRequest::get(format!("{api}/weather/{city}"));
         // InboxClient::ON_RESPONSE is generated: a handler that does not exist, or does not
         // take (FetchResult, String), does not compile.
         let continuation = Continuation::new(InboxClient::ON_RESPONSE, city);
@@ -29,14 +30,19 @@ impl Inbox {
     }
 
     /// Runs once per request with the response (any status) or a typed error (Network,
-    /// Timeout, Cancelled, Rejected, Dispatch, Backstop); again only if the instance died while
-    /// it ran (the result carries the request id, to tell).
-    pub async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
+    /// Timeout, Cancelled, Rejected, Backstop); again only if the instance died while it ran
+    /// (the result carries the request id, to tell). A continuation handler (first argument
+    /// `FetchResult`) is called by proxy-fetch only, never over RPC.
+    async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
         match result {
             Ok(response) => self.state.storage().put(&city, response.text().unwrap_or("")).await?,
             Err(error) => console_error!("{city}: {error}"),
         }
         Ok(())
+    }
+
+    pub async fn weather(&self, city: String) -> std::result::Result<Option<String>, HandlerError> {
+        Ok(self.state.storage().get(&city).await?)
     }
 }
 

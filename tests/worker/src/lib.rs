@@ -34,7 +34,11 @@ impl WorkerEntrypoint for Greeter {
 #[entrypoint(name = "GreeterEntrypoint")]
 impl Greeter {
     /// Greets `g.name`, `g.times` times, and echoes the bytes reversed.
-    async fn greet(&self, g: Greeting, suffix: String) -> std::result::Result<Reply, HandlerError> {
+    pub async fn greet(
+        &self,
+        g: Greeting,
+        suffix: String,
+    ) -> std::result::Result<Reply, HandlerError> {
         if g.times == 0 {
             return Err(HandlerError::new(
                 "zero_times",
@@ -49,7 +53,7 @@ impl Greeter {
 
     /// Waits `ms` then writes `value` into the `Counter` named `key`: the caller is answered first.
     #[wait_until]
-    async fn record_later(
+    pub async fn record_later(
         &self,
         key: String,
         value: u32,
@@ -84,7 +88,7 @@ static TICKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0
 /// PF_PANIC_UNWIND=1 it fails only its own call (tests/workerd/panic-unwind.mjs).
 #[entrypoint(name = "CrasherEntrypoint")]
 impl Crasher {
-    async fn explode(&self, after_ms: u32) -> std::result::Result<(), HandlerError> {
+    pub async fn explode(&self, after_ms: u32) -> std::result::Result<(), HandlerError> {
         Delay::from(std::time::Duration::from_millis(after_ms as u64)).await;
         panic!("the test panics on purpose");
     }
@@ -119,7 +123,11 @@ impl WorkerEntrypoint for Admin {
 
 #[entrypoint(name = "AdminEntrypoint")]
 impl Admin {
-    async fn greet(&self, g: Greeting, suffix: String) -> std::result::Result<Reply, HandlerError> {
+    pub async fn greet(
+        &self,
+        g: Greeting,
+        suffix: String,
+    ) -> std::result::Result<Reply, HandlerError> {
         Ok(Reply {
             text: format!("admin sees {}{suffix}", g.name),
             blob: Vec::new(),
@@ -138,7 +146,7 @@ impl WorkerEntrypoint for Root {
 
 #[entrypoint]
 impl Root {
-    async fn version(&self) -> std::result::Result<String, HandlerError> {
+    pub async fn version(&self) -> std::result::Result<String, HandlerError> {
         Ok("rpc-test-worker 1".into())
     }
 }
@@ -177,12 +185,12 @@ impl Counter {
 
 #[entrypoint(durable_object)]
 impl Counter {
-    async fn set(&self, value: u32) -> std::result::Result<u32, HandlerError> {
+    pub async fn set(&self, value: u32) -> std::result::Result<u32, HandlerError> {
         self.state.storage().put("value", value).await?;
         Ok(value)
     }
 
-    async fn get(&self) -> std::result::Result<u32, HandlerError> {
+    pub async fn get(&self) -> std::result::Result<u32, HandlerError> {
         Ok(self.read().await?)
     }
 
@@ -264,7 +272,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             ))
         }
         "/missing-binding" => match GreeterClient::from_env(&env, "NOPE") {
-            Err(e) => Response::ok(format!("{:?}: {}", e.kind, e.message)),
+            Err(e) => Response::ok(format!("{:?}: {}\n{e}", e.kind, e.message)),
             Ok(_) => Response::error("binding unexpectedly present", 500),
         },
         _ => Response::error("not found", 404),

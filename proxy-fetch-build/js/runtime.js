@@ -1,0 +1,1 @@
+../../proxy-fetch/js/runtime.js

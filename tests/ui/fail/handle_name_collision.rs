@@ -1,0 +1,26 @@
+#![allow(unused_imports, dead_code)]
+use proxy_fetch::entrypoint;
+use proxy_fetch::rpc::{HandlerError, WorkerEntrypoint};
+use worker::{Context, Env};
+
+pub struct Executor;
+impl WorkerEntrypoint for Executor {
+    fn new(_env: Env, _ctx: Context) -> Self {
+        Executor
+    }
+}
+
+#[entrypoint]
+impl Executor {
+    pub async fn run(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    #[allow(non_snake_case)]
+    #[rpc(name = "runAgain")]
+    pub async fn RUN(&self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+fn main() {}

@@ -1,0 +1,45 @@
+#![allow(unused_imports, dead_code)]
+use proxy_fetch::rpc::HandlerError;
+use proxy_fetch::{entrypoint, Continuation, FetchResult, ProxyFetchOptions, ProxyFetchOrigin};
+use worker::*;
+
+#[durable_object]
+pub struct Inbox {
+    state: State,
+    env: Env,
+}
+
+impl DurableObject for Inbox {
+    fn new(state: State, env: Env) -> Self {
+        Inbox { state, env }
+    }
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        Response::ok("inbox")
+    }
+}
+
+impl ProxyFetchOrigin for Inbox {
+    fn state(&self) -> &State {
+        &self.state
+    }
+    fn env(&self) -> &Env {
+        &self.env
+    }
+}
+
+#[entrypoint(durable_object, origin)]
+impl Inbox {
+    pub async fn start(&self) -> std::result::Result<(), HandlerError> {
+        let continuation = Continuation::new(InboxClient::ON_RESPONSE, ());
+        proxy_fetch::proxy_fetch(self, "https://api.example.com/", continuation, &ProxyFetchOptions::default()).await?;
+        Ok(())
+    }
+
+    #[wait_until]
+    async fn on_response(&self, result: FetchResult, data: ()) -> std::result::Result<(), HandlerError> {
+        let _ = (result, data);
+        Ok(())
+    }
+}
+
+fn main() {}
