@@ -95,19 +95,19 @@ impl Crasher {
 
     /// Acknowledged at once; panics `after_ms` later, under `ctx.waitUntil`.
     #[wait_until]
-    async fn explode_later(&self, after_ms: u32) -> std::result::Result<(), HandlerError> {
+    pub async fn explode_later(&self, after_ms: u32) -> std::result::Result<(), HandlerError> {
         Delay::from(std::time::Duration::from_millis(after_ms as u64)).await;
         panic!("the test panics on purpose in the background");
     }
 
     /// Answers `ms` after waiting `ms`: a call that is in flight while another one panics.
-    async fn nap(&self, ms: u32) -> std::result::Result<u32, HandlerError> {
+    pub async fn nap(&self, ms: u32) -> std::result::Result<u32, HandlerError> {
         Delay::from(std::time::Duration::from_millis(ms as u64)).await;
         Ok(ms)
     }
 
     /// How many times `tick` ran in this Wasm instance, this call included.
-    async fn tick(&self) -> std::result::Result<u32, HandlerError> {
+    pub async fn tick(&self) -> std::result::Result<u32, HandlerError> {
         Ok(TICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
     }
 }
@@ -195,13 +195,13 @@ impl Counter {
     }
 
     /// Counts the call in memory, then panics on purpose.
-    async fn explode(&self) -> std::result::Result<(), HandlerError> {
+    pub async fn explode(&self) -> std::result::Result<(), HandlerError> {
         self.explosions.set(self.explosions.get() + 1);
         panic!("the Durable Object panics on purpose");
     }
 
     /// How many times `explode` ran on this Rust object.
-    async fn explosions(&self) -> std::result::Result<u32, HandlerError> {
+    pub async fn explosions(&self) -> std::result::Result<u32, HandlerError> {
         Ok(self.explosions.get())
     }
 }
