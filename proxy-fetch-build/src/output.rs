@@ -15,7 +15,11 @@ pub fn export_problems(classes: &Classes) -> Vec<String> {
     let list = |key: &str| -> Vec<String> {
         names[key]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (exports, infixes) = (list("exports"), list("exportInfixes"));
@@ -68,10 +72,26 @@ fn exported(index_js: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// The classes to export: those `#[entrypoint]` declared, except proxy-fetch's own
+/// (`systemExports` in names.json), which only a worker that serves them exports
+/// (`proxy_fetch::serve_system!()` leaves a `__pf__serve__<Name>` marker).
 pub fn declared_classes(index_js: &str) -> Classes {
+    let names: serde_json::Value = serde_json::from_str(NAMES_JSON).unwrap_or_default();
+    let system: Vec<&str> = names["systemExports"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let served = exported(index_js, "__pf__serve__");
+    let wanted = |name: &String| !system.contains(&name.as_str()) || served.contains(name);
     Classes {
-        entrypoints: exported(index_js, "__pf__entrypoint__"),
-        durable_objects: exported(index_js, "__pf__durable_object__"),
+        entrypoints: exported(index_js, "__pf__entrypoint__")
+            .into_iter()
+            .filter(wanted)
+            .collect(),
+        durable_objects: exported(index_js, "__pf__durable_object__")
+            .into_iter()
+            .filter(wanted)
+            .collect(),
     }
 }
 
@@ -117,12 +137,30 @@ mod tests {
     const INDEX_JS: &str = "\
 export function __pf__entrypoint__FetchExecutorEntrypoint() {
 export function __pf__durable_object__FetchOrchestrator() {
+export function __pf__serve__FetchOrchestrator() {
+export function __pf__serve__FetchExecutorEntrypoint() {
 export function __pf__durable_object__Inbox() {
 export function __pf__version__0_1_0() {
 export function __pf__default__ping(env, ctx, args) {
 // export function __pf__entrypoint__Commented() {
 export function __pf__entrypoint__() {
 ";
+
+    #[test]
+    fn proxy_fetchs_classes_are_exported_only_where_served() {
+        let unserved = INDEX_JS
+            .lines()
+            .filter(|l| !l.contains("__pf__serve__"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            declared_classes(&unserved),
+            Classes {
+                entrypoints: vec![],
+                durable_objects: vec!["Inbox".into()],
+            }
+        );
+    }
 
     #[test]
     fn a_class_claimed_twice_or_unexportable_is_named() {

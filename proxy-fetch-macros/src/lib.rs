@@ -8,6 +8,7 @@ mod ast;
 mod attr;
 mod expand;
 mod names;
+mod origin;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -125,6 +126,35 @@ pub fn entrypoint(args: TokenStream, input: TokenStream) -> TokenStream {
             out.into()
         }
         (None, None) => item.into_token_stream().into(),
+    }
+}
+
+/// A proxy-fetch origin Durable Object from its struct alone: workers-rs `#[durable_object]`,
+/// a `DurableObject` impl (its constructor fills the `State` and `Env` fields, every other field
+/// with `Default::default()`; `fetch` answers 404: the object serves RPC) and the
+/// `ProxyFetchOrigin` impl. With `#[entrypoint(durable_object, origin)]` on its methods that is
+/// the whole origin:
+///
+/// ```ignore
+/// #[origin]
+/// pub struct Inbox { state: State, env: Env }
+///
+/// #[entrypoint(durable_object, origin)]
+/// impl Inbox { /* pub RPC methods, continuation handlers */ }
+/// ```
+///
+/// An origin with its own `fetch` or `alarm` implements `DurableObject` and `ProxyFetchOrigin`
+/// itself instead (see `ProxyFetchOrigin::OWN_ALARM`).
+#[proc_macro_attribute]
+pub fn origin(args: TokenStream, input: TokenStream) -> TokenStream {
+    match syn::parse::<syn::ItemStruct>(input) {
+        Ok(item) => origin::origin(args.into(), item).into(),
+        Err(e) => syn::Error::new(
+            e.span(),
+            "#[origin] goes on the struct of a Durable Object, e.g. `#[origin] pub struct Inbox { state: State, env: Env }`",
+        )
+        .to_compile_error()
+        .into(),
     }
 }
 

@@ -45,11 +45,30 @@ impl std::panic::RefUnwindSafe for system::FetchOrchestrator {}
 
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
+pub use proxy_fetch_macros::origin;
+#[cfg(feature = "system")]
 pub use system::{
     cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind,
     FetchOrchestratorClient, FetchResult, Flow, ProxyFetchError, ProxyFetchOptions,
     ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId, RetryPolicy,
 };
+
+/// Makes this worker serve proxy-fetch's own classes, `FetchOrchestrator` and
+/// `FetchExecutorEntrypoint`: the build exports them from the worker's main module only when
+/// the worker says so, once, anywhere in its crate. A worker whose origins use another
+/// worker's executor and orchestrator leaves it out.
+#[cfg(feature = "system")]
+#[macro_export]
+macro_rules! serve_system {
+    () => {
+        const _: () = {
+            #[$crate::__private::wasm_bindgen(wasm_bindgen = $crate::__private::wasm_bindgen, js_name = "__pf__serve__FetchOrchestrator")]
+            pub fn __pf_serve_orchestrator() {}
+            #[$crate::__private::wasm_bindgen(wasm_bindgen = $crate::__private::wasm_bindgen, js_name = "__pf__serve__FetchExecutorEntrypoint")]
+            pub fn __pf_serve_executor() {}
+        };
+    };
+}
 
 /// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.
 #[doc(hidden)]
@@ -61,7 +80,8 @@ pub mod __private {
     pub use ::wasm_bindgen::{JsCast, JsValue};
     pub use js_sys::{Array, Promise};
     pub use serde::{de::DeserializeOwned, Serialize};
-    pub use worker::Env;
+    pub use worker::Result as WorkerResult;
+    pub use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
     /// Builds a `WorkerEntrypoint` handler for one call.
     pub fn worker_entrypoint<T: crate::rpc::WorkerEntrypoint>(env: JsValue, ctx: JsValue) -> T {

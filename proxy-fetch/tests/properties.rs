@@ -9,26 +9,38 @@ use proxy_fetch::system::{
 
 fn options() -> impl Strategy<Value = ProxyFetchOptions> {
     (
-        (any::<u64>(), any::<u64>(), any::<u32>(), any::<u64>(), any::<u64>()),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+        ),
         (any::<u32>(), any::<u64>(), any::<u64>(), any::<bool>()),
     )
-        .prop_map(|((timeout, body, shards, grace, age), (attempts, base, cap, flow))| {
-            ProxyFetchOptions {
-                flow: if flow { Flow::Direct } else { Flow::Orchestrated },
-                timeout_ms: timeout % 100_000,
-                max_body_bytes: body,
-                shards,
-                backstop_grace_ms: grace,
-                max_age_ms: age,
-                retry: RetryPolicy {
-                    max_attempts: attempts % 20,
-                    base_delay_ms: base % 60_000,
-                    max_delay_ms: cap % 60_000,
-                    retry_non_idempotent: false,
-                },
-                ..ProxyFetchOptions::default()
-            }
-        })
+        .prop_map(
+            |((timeout, body, shards, grace, age), (attempts, base, cap, flow))| {
+                ProxyFetchOptions {
+                    flow: if flow {
+                        Flow::Direct
+                    } else {
+                        Flow::Orchestrated
+                    },
+                    timeout_ms: timeout % 100_000,
+                    max_body_bytes: body,
+                    shards,
+                    backstop_grace_ms: grace,
+                    max_age_ms: age,
+                    retry: RetryPolicy {
+                        max_attempts: attempts % 20,
+                        base_delay_ms: base % 60_000,
+                        max_delay_ms: cap % 60_000,
+                        retry_non_idempotent: false,
+                    },
+                    ..ProxyFetchOptions::default()
+                }
+            },
+        )
 }
 
 proptest! {
@@ -100,8 +112,15 @@ fn arbitrary_json(depth: u32) -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
             proptest::collection::btree_map(
-                prop_oneof![Just("Ok".to_owned()), Just("Err".to_owned()), Just("request_id".to_owned()),
-                    Just("status".to_owned()), Just("body".to_owned()), Just("kind".to_owned()), "[a-z]{1,6}"],
+                prop_oneof![
+                    Just("Ok".to_owned()),
+                    Just("Err".to_owned()),
+                    Just("request_id".to_owned()),
+                    Just("status".to_owned()),
+                    Just("body".to_owned()),
+                    Just("kind".to_owned()),
+                    "[a-z]{1,6}"
+                ],
                 inner,
                 0..6
             )

@@ -108,6 +108,17 @@ describe("bytes.rs", () => {
   });
 });
 
+describe("origin_struct.rs", () => {
+  test("#[origin] makes a Durable Object: its constructor defaults the other fields, fetch answers 404, RPC works", async () => {
+    const counter = durable("COUNTER", "origin-struct");
+    assert.equal(await counter.started(), 0);
+    const res = await counter.fetch("http://do/");
+    assert.equal(res.status, 404);
+    assert.equal(await res.text(), "Counter serves RPC, not HTTP fetch");
+    await notExported(() => counter.done({}, 1), "done");
+  });
+});
+
 describe("readme_origin.rs", () => {
   test("the origin loads beside the proxy-fetch system; its handler is not an RPC method", async () => {
     // `check` would fetch api.example.com; the tests stay on loopback, so only the classes

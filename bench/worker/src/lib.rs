@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use worker::*;
 
-pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator};
+proxy_fetch::serve_system!();
 
 fn now() -> f64 {
     Date::now().as_millis() as f64
@@ -139,7 +139,11 @@ impl Probe {
 
     /// The baseline of the burst: the same fetch awaited in the DO, then the same handler
     /// work as `on_result` (one arrival record), so the two bursts differ only in the proxying.
-    pub async fn awaited(&self, url: String, tag: String) -> std::result::Result<Awaited, HandlerError> {
+    pub async fn awaited(
+        &self,
+        url: String,
+        tag: String,
+    ) -> std::result::Result<Awaited, HandlerError> {
         let started_at_ms = now();
         let mut response = Fetch::Url(
             url.parse()

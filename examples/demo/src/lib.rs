@@ -9,39 +9,20 @@
 use proxy_fetch::rpc::HandlerError;
 use proxy_fetch::system::FetchOrchestratorClient;
 use proxy_fetch::{
-    entrypoint, Continuation, FetchResult, Flow, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest,
-    RequestId,
+    entrypoint, origin, Continuation, FetchResult, Flow, ProxyFetchOptions, ProxyRequest, RequestId,
 };
 use serde::{Deserialize, Serialize};
 use worker::*;
 
-// The orchestrator and the executor come with the library; this worker serves them because
-// its wrangler.toml binds them.
-pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator};
+// The orchestrator and the executor come with the library; this worker serves them (its
+// wrangler.toml binds them): the build exports their classes only where this line is.
+proxy_fetch::serve_system!();
 
-#[durable_object]
+/// The origin: `#[origin]` makes it a Durable Object proxy-fetch delivers to.
+#[origin]
 pub struct Inbox {
     state: State,
     env: Env,
-}
-
-impl DurableObject for Inbox {
-    fn new(state: State, env: Env) -> Self {
-        Inbox { state, env }
-    }
-
-    async fn fetch(&self, _req: Request) -> Result<Response> {
-        Response::from_json(&self.results().await?)
-    }
-}
-
-impl ProxyFetchOrigin for Inbox {
-    fn state(&self) -> &State {
-        &self.state
-    }
-    fn env(&self) -> &Env {
-        &self.env
-    }
 }
 
 /// What `start` reports: the request id, and how long the Inbox was held starting it.

@@ -11,7 +11,9 @@ use worker::{Context, Env, Url};
 use super::http::{attempt, AttemptError};
 use super::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS};
 use super::policy::{ExecutorPolicy, POLICY_VAR};
-use super::protocol::{DeliveryOutcome, FetchJob, OrchestratorClient, OriginClient, FORBIDDEN, RETRY};
+use super::protocol::{
+    DeliveryOutcome, FetchJob, OrchestratorClient, OriginClient, FORBIDDEN, RETRY,
+};
 use super::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
 use crate::entrypoint;
 use crate::rpc::{log_error, CallError, HandlerError, WorkerEntrypoint};
@@ -73,7 +75,10 @@ impl FetchExecutor {
         let origin = match OriginClient::from_id(&self.env, &job.origin.binding, &job.origin.id) {
             Ok(origin) => origin,
             Err(e) => {
-                log_error(&format!("proxy-fetch {}: origin not reachable: {e}", job.id));
+                log_error(&format!(
+                    "proxy-fetch {}: origin not reachable: {e}",
+                    job.id
+                ));
                 return Delivery::Failed;
             }
         };
@@ -93,16 +98,26 @@ impl FetchExecutor {
         };
         let mut backoff = DELIVERY_BACKOFF_MS;
         for tries in 1..=DELIVERY_TRIES {
-            let sent = stub.call::<DeliveryOutcome, HandlerError>(DELIVER, args.clone()).await;
+            let sent = stub
+                .call::<DeliveryOutcome, HandlerError>(DELIVER, args.clone())
+                .await;
             let retry = match sent {
-                Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => return Delivery::Done,
+                Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => {
+                    return Delivery::Done
+                }
                 Err(CallError::Handler(e)) if e.kind == RETRY => e.to_string(),
                 Err(CallError::Handler(e)) if e.kind == FORBIDDEN => {
-                    log_error(&format!("proxy-fetch {}: origin refused the token: {e}", job.id));
+                    log_error(&format!(
+                        "proxy-fetch {}: origin refused the token: {e}",
+                        job.id
+                    ));
                     return Delivery::Forbidden;
                 }
                 Err(CallError::Handler(e)) => {
-                    log_error(&format!("proxy-fetch {}: origin refused the result: {e}", job.id));
+                    log_error(&format!(
+                        "proxy-fetch {}: origin refused the result: {e}",
+                        job.id
+                    ));
                     return Delivery::Done;
                 }
                 Err(CallError::Rpc(e)) => e.to_string(),
@@ -139,7 +154,11 @@ impl FetchExecutor {
             Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
         };
         let queue = match &job.queue {
-            Some(queue) => Some(OrchestratorClient::from_name(&self.env, &queue.binding, &queue.shard)?),
+            Some(queue) => Some(OrchestratorClient::from_name(
+                &self.env,
+                &queue.binding,
+                &queue.shard,
+            )?),
             None => None,
         };
         match self.deliver(&job, &result, started).await {
@@ -181,7 +200,9 @@ async fn fetch_with_retries(job: &FetchJob, policy: &ExecutorPolicy, started: f6
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let timeout = (options.timeout_ms as f64).min(deadline - now_ms()).max(1.0) as u64;
+        let timeout = (options.timeout_ms as f64)
+            .min(deadline - now_ms())
+            .max(1.0) as u64;
         let outcome = attempt(&job.request, options, policy, timeout).await;
         let seen = match &outcome {
             Ok(f) => Attempt::Status {

@@ -15,8 +15,8 @@ mod options;
 mod orchestrator;
 mod origin;
 mod policy;
-mod strict;
 pub mod protocol;
+mod strict;
 mod types;
 
 pub use executor::{ExecutorHealth, FetchExecutor, FetchExecutorClient};
@@ -25,7 +25,9 @@ pub use options::{
     DELIVERY_RESERVE_MS, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS, MAX_BODY_LIMIT,
 };
 pub use orchestrator::{FetchOrchestrator, FetchOrchestratorClient, QueueItem, QueueStats};
-pub use origin::{alarm, cancel, pending, proxy_fetch, Continuation, ProxyFetchError, ProxyFetchOrigin};
+pub use origin::{
+    alarm, cancel, pending, proxy_fetch, Continuation, ProxyFetchError, ProxyFetchOrigin,
+};
 pub use policy::{ExecutorPolicy, POLICY_VAR};
 pub use protocol::DeliveryOutcome;
 pub use types::{

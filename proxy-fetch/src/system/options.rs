@@ -138,8 +138,18 @@ impl ProxyFetchOptions {
     pub fn validate(&self) -> Result<(), InvalidOption> {
         within("timeout_ms", self.timeout_ms, 1, FETCH_BUDGET_MS)?;
         within("retry.max_attempts", self.retry.max_attempts as u64, 1, 10)?;
-        within("retry.max_delay_ms", self.retry.max_delay_ms, 0, FETCH_BUDGET_MS)?;
-        within("retry.base_delay_ms", self.retry.base_delay_ms, 0, self.retry.max_delay_ms)?;
+        within(
+            "retry.max_delay_ms",
+            self.retry.max_delay_ms,
+            0,
+            FETCH_BUDGET_MS,
+        )?;
+        within(
+            "retry.base_delay_ms",
+            self.retry.base_delay_ms,
+            0,
+            self.retry.max_delay_ms,
+        )?;
         within("max_body_bytes", self.max_body_bytes, 0, MAX_BODY_LIMIT)?;
         within("shards", self.shards as u64, 1, 1024)?;
         within("backstop_grace_ms", self.backstop_grace_ms, 0, 3_600_000)?;
@@ -464,9 +474,15 @@ mod tests {
             backstop_grace_ms: 500,
             ..Default::default()
         };
-        assert_eq!(o.backstop_after_ms(), 3 * 1_000 + 2 * 5_000 + DELIVERY_RESERVE_MS + 500);
+        assert_eq!(
+            o.backstop_after_ms(),
+            3 * 1_000 + 2 * 5_000 + DELIVERY_RESERVE_MS + 500
+        );
         let d = ProxyFetchOptions::default();
-        assert_eq!(d.backstop_after_ms(), INVOCATION_BUDGET_MS + d.backstop_grace_ms);
+        assert_eq!(
+            d.backstop_after_ms(),
+            INVOCATION_BUDGET_MS + d.backstop_grace_ms
+        );
     }
 
     #[test]
@@ -474,28 +490,67 @@ mod tests {
         assert_eq!(ProxyFetchOptions::default().validate(), Ok(()));
         let bad = |o: ProxyFetchOptions| o.validate().map_err(|e| e.option);
         let d = ProxyFetchOptions::default;
-        assert_eq!(bad(ProxyFetchOptions { timeout_ms: u64::MAX, ..d() }), Err("timeout_ms".into()));
-        assert_eq!(bad(ProxyFetchOptions { timeout_ms: 0, ..d() }), Err("timeout_ms".into()));
         assert_eq!(
-            bad(ProxyFetchOptions { max_body_bytes: 40 << 20, ..d() }),
+            bad(ProxyFetchOptions {
+                timeout_ms: u64::MAX,
+                ..d()
+            }),
+            Err("timeout_ms".into())
+        );
+        assert_eq!(
+            bad(ProxyFetchOptions {
+                timeout_ms: 0,
+                ..d()
+            }),
+            Err("timeout_ms".into())
+        );
+        assert_eq!(
+            bad(ProxyFetchOptions {
+                max_body_bytes: 40 << 20,
+                ..d()
+            }),
             Err("max_body_bytes".into())
         );
-        assert_eq!(bad(ProxyFetchOptions { shards: 0, ..d() }), Err("shards".into()));
         assert_eq!(
-            bad(ProxyFetchOptions { backstop_grace_ms: u64::MAX, ..d() }),
+            bad(ProxyFetchOptions { shards: 0, ..d() }),
+            Err("shards".into())
+        );
+        assert_eq!(
+            bad(ProxyFetchOptions {
+                backstop_grace_ms: u64::MAX,
+                ..d()
+            }),
             Err("backstop_grace_ms".into())
         );
-        assert_eq!(bad(ProxyFetchOptions { max_age_ms: 1, ..d() }), Err("max_age_ms".into()));
         assert_eq!(
-            bad(ProxyFetchOptions { request_id: Some("a b".into()), ..d() }),
+            bad(ProxyFetchOptions {
+                max_age_ms: 1,
+                ..d()
+            }),
+            Err("max_age_ms".into())
+        );
+        assert_eq!(
+            bad(ProxyFetchOptions {
+                request_id: Some("a b".into()),
+                ..d()
+            }),
             Err("request_id".into())
         );
         assert_eq!(
-            bad(ProxyFetchOptions { allowed_hosts: Some(vec!["a/b".into()]), ..d() }),
+            bad(ProxyFetchOptions {
+                allowed_hosts: Some(vec!["a/b".into()]),
+                ..d()
+            }),
             Err("allowed_hosts".into())
         );
-        let retry = RetryPolicy { max_attempts: 0, ..RetryPolicy::default() };
-        assert_eq!(bad(ProxyFetchOptions { retry, ..d() }), Err("retry.max_attempts".into()));
+        let retry = RetryPolicy {
+            max_attempts: 0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            bad(ProxyFetchOptions { retry, ..d() }),
+            Err("retry.max_attempts".into())
+        );
     }
 
     #[test]

@@ -161,10 +161,12 @@ impl FetchOrchestrator {
     async fn send(&self, job: &FetchJob) -> Result<(), String> {
         let executor = ExecutorClient::from_env(&self.env, &job.options.executor_binding)
             .map_err(|e| e.to_string())?;
-        executor
-            .execute_fetch(job.clone())
-            .await
-            .map_err(|e| format!("executor `{}` not reached: {}", job.options.executor_binding, e.message))
+        executor.execute_fetch(job.clone()).await.map_err(|e| {
+            format!(
+                "executor `{}` not reached: {}",
+                job.options.executor_binding, e.message
+            )
+        })
     }
 
     /// Delivers `result` to the entry's origin: `true` when the origin has its result now (or
@@ -184,7 +186,10 @@ impl FetchOrchestrator {
         match origin.deliver(result, job.token.clone()).await {
             Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => true,
             Err(CallError::Handler(e)) if e.kind == FORBIDDEN => {
-                log_error(&format!("proxy-fetch {}: origin refused the backstop: {e}", job.id));
+                log_error(&format!(
+                    "proxy-fetch {}: origin refused the backstop: {e}",
+                    job.id
+                ));
                 true
             }
             Err(e) => {
@@ -230,7 +235,10 @@ impl FetchOrchestrator {
                 entry.due_ms = now + budget;
                 storage.put(&key(&entry.job.id), &entry).await?;
                 if let Err(e) = self.send(&entry.job).await {
-                    log_error(&format!("proxy-fetch {}: dispatch again failed: {e}", entry.job.id));
+                    log_error(&format!(
+                        "proxy-fetch {}: dispatch again failed: {e}",
+                        entry.job.id
+                    ));
                     entry.due_ms = now + RETRY_BASE_MS;
                     storage.put(&key(&entry.job.id), &entry).await?;
                 }
@@ -238,7 +246,10 @@ impl FetchOrchestrator {
                 continue;
             } else {
                 let message = if idempotent {
-                    format!("no result {} ms after it was queued (executor lost?)", age.round())
+                    format!(
+                        "no result {} ms after it was queued (executor lost?)",
+                        age.round()
+                    )
                 } else {
                     format!(
                         "no result {} ms after it was queued (executor lost?); the upstream may \
@@ -247,7 +258,11 @@ impl FetchOrchestrator {
                     )
                 };
                 let result = entry.result.clone().unwrap_or_else(|| {
-                    Err(FetchError::new(&entry.job.id, FetchErrorKind::Backstop, message))
+                    Err(FetchError::new(
+                        &entry.job.id,
+                        FetchErrorKind::Backstop,
+                        message,
+                    ))
                 });
                 if self.tell_origin(&entry.job, result).await {
                     storage.delete(&key(&entry.job.id)).await?;
@@ -362,7 +377,11 @@ impl FetchOrchestrator {
 
     /// The executor could not deliver `result`: keep it and deliver it from the backstop, with
     /// backoff, until the request's max age.
-    pub async fn undelivered(&self, id: RequestId, result: FetchResult) -> Result<(), HandlerError> {
+    pub async fn undelivered(
+        &self,
+        id: RequestId,
+        result: FetchResult,
+    ) -> Result<(), HandlerError> {
         let storage = self.state.storage();
         let Some(mut entry) = storage.get::<QueueEntry>(&key(&id)).await? else {
             return Ok(());

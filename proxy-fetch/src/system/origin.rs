@@ -231,7 +231,9 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     continuation: Continuation<O, D>,
     options: &ProxyFetchOptions,
 ) -> Result<RequestId, ProxyFetchError> {
-    options.validate().map_err(ProxyFetchError::InvalidOptions)?;
+    options
+        .validate()
+        .map_err(ProxyFetchError::InvalidOptions)?;
     let request = checked_request(request.into(), options)?;
     let env = origin.env();
     let origin_binding = options
@@ -315,7 +317,9 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     if let Err(e) = written {
         // Without its record the result would be dropped: stop the request instead.
         if let Some(queue) = &job.queue {
-            if let Ok(orchestrator) = OrchestratorClient::from_name(env, &queue.binding, &queue.shard) {
+            if let Ok(orchestrator) =
+                OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
+            {
                 let _ = orchestrator.forget(id.clone()).await;
             }
         }
@@ -349,11 +353,9 @@ async fn dispatch(env: &Env, job: &FetchJob) -> Result<(), ProxyFetchError> {
                 .await
                 .map_err(|e| match e {
                     crate::rpc::CallError::Rpc(e) => e,
-                    crate::rpc::CallError::Handler(h) => RpcError::new(
-                        crate::rpc::RpcErrorKind::Remote,
-                        "enqueue",
-                        h.to_string(),
-                    ),
+                    crate::rpc::CallError::Handler(h) => {
+                        RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string())
+                    }
                 })
         }
     };
@@ -372,10 +374,16 @@ thread_local! {
 }
 
 /// An id held in one of the sets above while its holder works on it.
-struct Held(&'static std::thread::LocalKey<RefCell<HashSet<String>>>, String);
+struct Held(
+    &'static std::thread::LocalKey<RefCell<HashSet<String>>>,
+    String,
+);
 
 impl Held {
-    fn take(set: &'static std::thread::LocalKey<RefCell<HashSet<String>>>, id: &str) -> Option<Held> {
+    fn take(
+        set: &'static std::thread::LocalKey<RefCell<HashSet<String>>>,
+        id: &str,
+    ) -> Option<Held> {
         set.with(|s| s.borrow_mut().insert(id.to_owned()))
             .then(|| Held(set, id.to_owned()))
     }
@@ -426,9 +434,7 @@ struct ResponseShape {
 }
 
 /// Checks argument 0 of a delivery as a `FetchResult` and returns its request id.
-pub(crate) fn checked_request_id(
-    args: &crate::rpc::Args,
-) -> Result<RequestId, RpcError> {
+pub(crate) fn checked_request_id(args: &crate::rpc::Args) -> Result<RequestId, RpcError> {
     let result: Result<ResponseShape, FetchError> = args.get(0, "result")?;
     Ok(match result {
         Ok(shape) => shape.request_id,
@@ -544,7 +550,9 @@ async fn ledger_page<O: ProxyFetchOrigin>(
     origin: &O,
     after: Option<&str>,
 ) -> Result<Vec<(String, Option<PendingRecord>)>, ProxyFetchError> {
-    let mut options = worker::ListOptions::new().prefix(LEDGER).limit(PAGE as usize);
+    let mut options = worker::ListOptions::new()
+        .prefix(LEDGER)
+        .limit(PAGE as usize);
     let start;
     if let Some(after) = after {
         // `start` is inclusive: begin just past `after`.
@@ -662,7 +670,9 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
         after = page.last().map(|(id, _)| id.clone());
         for (id, record) in page {
             let Some(record) = record else {
-                log_error(&format!("proxy-fetch {id}: unreadable ledger record left alone"));
+                log_error(&format!(
+                    "proxy-fetch {id}: unreadable ledger record left alone"
+                ));
                 continue;
             };
             if record.due_ms > now {
@@ -716,7 +726,10 @@ async fn overdue<O: ProxyFetchOrigin>(
         };
     }
     let message = if record.idempotent() {
-        format!("no result {} ms after the start (executor lost?)", age.round())
+        format!(
+            "no result {} ms after the start (executor lost?)",
+            age.round()
+        )
     } else {
         format!(
             "no result {} ms after the start (executor lost?); the upstream may have received \

@@ -67,7 +67,9 @@ impl ExecutorPolicy {
     pub fn check(&self, url: &Url) -> Result<(), String> {
         let scheme = url.scheme();
         if !matches!(scheme, "http" | "https") {
-            return Err(format!("scheme `{scheme}` is not fetched (only http and https)"));
+            return Err(format!(
+                "scheme `{scheme}` is not fetched (only http and https)"
+            ));
         }
         if self.any {
             return Ok(());
@@ -138,15 +140,24 @@ mod tests {
 
     fn check(spec: &str, url: &str) -> bool {
         let url = Url::parse(url).expect("test URL");
-        ExecutorPolicy::parse(spec).expect("test policy").check(&url).is_ok()
+        ExecutorPolicy::parse(spec)
+            .expect("test policy")
+            .check(&url)
+            .is_ok()
     }
 
     #[test]
     fn entries_name_scheme_host_and_port() {
         let spec = "api.example.com, http://127.0.0.1:*, https://*.svc.test:8443";
         assert!(check(spec, "https://api.example.com/x"));
-        assert!(!check(spec, "http://api.example.com/x"), "https is the default scheme");
-        assert!(!check(spec, "https://api.example.com:8443/"), "only the default port");
+        assert!(
+            !check(spec, "http://api.example.com/x"),
+            "https is the default scheme"
+        );
+        assert!(
+            !check(spec, "https://api.example.com:8443/"),
+            "only the default port"
+        );
         assert!(check(spec, "http://127.0.0.1:9999/"));
         assert!(!check(spec, "https://127.0.0.1/"));
         assert!(check(spec, "https://a.svc.test:8443/"));

@@ -1,21 +1,11 @@
 use proxy_fetch::rpc::HandlerError;
-use proxy_fetch::{entrypoint, Continuation, FetchResult, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest};
+use proxy_fetch::{entrypoint, origin, Continuation, FetchResult, ProxyFetchOptions, ProxyRequest};
 use worker::*;
 
-pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator}; // served by this worker
+proxy_fetch::serve_system!(); // this worker serves the FetchOrchestrator and the FetchExecutor
 
-#[durable_object]
+#[origin]
 pub struct Inbox { state: State, env: Env }
-
-impl DurableObject for Inbox {
-    fn new(state: State, env: Env) -> Self { Inbox { state, env } }
-    async fn fetch(&self, _req: Request) -> Result<Response> { Response::ok("inbox") }
-}
-
-impl ProxyFetchOrigin for Inbox {
-    fn state(&self) -> &State { &self.state }
-    fn env(&self) -> &Env { &self.env }
-}
 
 #[entrypoint(durable_object, origin)]
 impl Inbox {
@@ -30,8 +20,9 @@ impl Inbox {
 
     /// Runs once per request with the response (any status) or a typed error (Network,
     /// Timeout, Cancelled, Rejected, Backstop); again only if the instance died while it ran
-    /// (the result carries the request id, to tell).
-    pub async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
+    /// (the result carries the request id, to tell). A continuation handler (first argument
+    /// `FetchResult`) is called by proxy-fetch only, never over RPC.
+    async fn on_response(&self, result: FetchResult, city: String) -> std::result::Result<(), HandlerError> {
         match result {
             Ok(response) => self.state.storage().put(&city, response.text().unwrap_or("")).await?,
             Err(error) => console_error!("{city}: {error}"),

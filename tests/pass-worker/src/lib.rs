@@ -9,6 +9,8 @@ pub mod all_shapes;
 pub mod bytes;
 #[path = "../../ui/pass/names_and_helpers.rs"]
 pub mod names_and_helpers;
+#[path = "../../ui/pass/origin_struct.rs"]
+pub mod origin_struct;
 #[rustfmt::skip] // the README example, verbatim
 #[path = "../../ui/pass/readme_origin.rs"]
 pub mod readme_origin;

@@ -10,7 +10,7 @@ use proxy_fetch::{
 use serde::{Deserialize, Serialize};
 use worker::*;
 
-pub use proxy_fetch::system::{FetchExecutor, FetchOrchestrator};
+proxy_fetch::serve_system!();
 
 fn now() -> f64 {
     Date::now().as_millis() as f64
@@ -49,7 +49,11 @@ async fn file(storage: &Storage, result: &FetchResult, tag: &str) -> Result<()> 
         Err(e) => e.request_id.clone(),
     };
     let key = format!("filed:{id}");
-    let deliveries = storage.get::<Filed>(&key).await?.map_or(0, |f| f.deliveries) + 1;
+    let deliveries = storage
+        .get::<Filed>(&key)
+        .await?
+        .map_or(0, |f| f.deliveries)
+        + 1;
     let filed = match result {
         Ok(r) => Filed {
             request_id: id,
@@ -57,8 +61,14 @@ async fn file(storage: &Storage, result: &FetchResult, tag: &str) -> Result<()> 
             outcome: "response".into(),
             status: Some(r.status),
             body_len: r.body.len(),
-            body_checksum: r.body.iter().fold(0u32, |sum, b| sum.wrapping_add(*b as u32)),
-            text: r.text().map(|t| t.chars().take(4096).collect()).unwrap_or_default(),
+            body_checksum: r
+                .body
+                .iter()
+                .fold(0u32, |sum, b| sum.wrapping_add(*b as u32)),
+            text: r
+                .text()
+                .map(|t| t.chars().take(4096).collect())
+                .unwrap_or_default(),
             attempts: r.attempts,
             fetch_ms: r.duration_ms,
             arrived_at_ms: now(),
