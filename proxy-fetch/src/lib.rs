@@ -37,6 +37,12 @@ pub mod rpc;
 pub mod system;
 mod version;
 
+// Built with `panic = "unwind"` (docs/panics.md), wasm-bindgen requires every exported class to
+// be `RefUnwindSafe`. The orchestrator's only interior mutability is `alarm_at`, a
+// `Cell<Option<f64>>` caching the alarm it last set: a caught panic cannot leave it half-written.
+#[cfg(all(feature = "system", target_arch = "wasm32", panic = "unwind"))]
+impl std::panic::RefUnwindSafe for system::FetchOrchestrator {}
+
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
 pub use proxy_fetch_macros::origin;
@@ -138,12 +144,18 @@ pub mod __private {
             Ok(origin) => origin,
             Err(e) => return Promise::reject(&js_sys::Error::new(&e.to_string())),
         };
-        wasm_bindgen_futures::future_to_promise(async move {
+        let alarm = async move {
             crate::system::alarm(origin)
                 .await
                 .map(|()| JsValue::UNDEFINED)
                 .map_err(|e| js_sys::Error::new(&e.to_string()).into())
-        })
+        };
+        // Built with `panic = "unwind"` (docs/panics.md), a panic fails this alarm run only.
+        #[cfg(all(target_arch = "wasm32", panic = "unwind"))]
+        let alarm = crate::rpc::serve::unwind::caught(alarm, |panic| {
+            Err(js_sys::Error::new(&format!("proxy-fetch's alarm panicked: {panic}")).into())
+        });
+        wasm_bindgen_futures::future_to_promise(alarm)
     }
 
     /// How `#[entrypoint(durable_object)]`'s exports reach the workers-rs object: the JS wrapper

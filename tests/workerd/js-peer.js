@@ -48,6 +48,34 @@ export default {
         const kept = await outcome(counter.get());
         return Response.json({ crash, crashMs, after: after.ok?.text ?? after.error, counterAfter: kept.ok ?? kept.error });
       }
+      case "/panic-isolated": {
+        // Two calls in flight in the Rust worker's isolate (an awaited one and a wait_until
+        // task that writes 9 to the Counter named `key`), then a call that panics.
+        const key = url.searchParams.get("key");
+        const counter = env.COUNTER.get(env.COUNTER.idFromName(key));
+        const ticksBefore = await env.CRASHER.tick();
+        const settled = [];
+        const napping = outcome(env.CRASHER.nap(1500)).then((r) => (settled.push("nap"), r));
+        const ack = await outcome(greeter.recordLater(key, 9, 1000));
+        const crash = await outcome(env.CRASHER.explode(10));
+        settled.push("explode");
+        const valueAtCrash = await outcome(counter.get());
+        const nap = await napping;
+        const ticksAfter = await env.CRASHER.tick();
+        return Response.json({ ticksBefore, ticksAfter, ack, crash, valueAtCrash, nap, settled });
+      }
+      case "/panic-later": {
+        const ack = await outcome(env.CRASHER.explodeLater(10));
+        return Response.json({ ack, ticks: await env.CRASHER.tick() });
+      }
+      case "/panic-do": {
+        const counter = env.COUNTER.get(env.COUNTER.idFromName(url.searchParams.get("key")));
+        await counter.set(4);
+        const crash = await outcome(counter.explode());
+        return Response.json({ crash, explosions: await counter.explosions(), value: await counter.get() });
+      }
+      case "/ticks":
+        return Response.json(await env.CRASHER.tick());
       case "/greet-error":
         return Response.json(await outcome(greeter.greet({ name: "js", times: 0, blob: new Uint8Array() }, "")));
       case "/bad-payload": {

@@ -80,13 +80,35 @@ impl WorkerEntrypoint for Crasher {
     }
 }
 
-/// Panics on purpose: a panic aborts the Wasm instance, and the caller must hear of it at once
-/// while the next call gets a fresh instance.
+/// Counts `tick` calls in the Wasm instance's memory: a fresh instance starts again at 1.
+static TICKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Panics on purpose. Built as usual (panic = "abort") a panic aborts the Wasm instance, and the
+/// caller must hear of it at once while the next call gets a fresh instance; built with
+/// PF_PANIC_UNWIND=1 it fails only its own call (tests/workerd/panic-unwind.mjs).
 #[entrypoint(name = "CrasherEntrypoint")]
 impl Crasher {
     pub async fn explode(&self, after_ms: u32) -> std::result::Result<(), HandlerError> {
         Delay::from(std::time::Duration::from_millis(after_ms as u64)).await;
         panic!("the test panics on purpose");
+    }
+
+    /// Acknowledged at once; panics `after_ms` later, under `ctx.waitUntil`.
+    #[wait_until]
+    pub async fn explode_later(&self, after_ms: u32) -> std::result::Result<(), HandlerError> {
+        Delay::from(std::time::Duration::from_millis(after_ms as u64)).await;
+        panic!("the test panics on purpose in the background");
+    }
+
+    /// Answers `ms` after waiting `ms`: a call that is in flight while another one panics.
+    pub async fn nap(&self, ms: u32) -> std::result::Result<u32, HandlerError> {
+        Delay::from(std::time::Duration::from_millis(ms as u64)).await;
+        Ok(ms)
+    }
+
+    /// How many times `tick` ran in this Wasm instance, this call included.
+    pub async fn tick(&self) -> std::result::Result<u32, HandlerError> {
+        Ok(TICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
     }
 }
 
@@ -132,11 +154,21 @@ impl Root {
 #[durable_object]
 pub struct Counter {
     state: State,
+    /// Calls of `explode` and `explosions` on this Rust object (memory only, not storage).
+    explosions: std::cell::Cell<u32>,
 }
+
+// Built with panic = "unwind", wasm-bindgen asks every exported class to be `RefUnwindSafe`
+// (a `Cell` is not): a caught panic cannot leave this plain counter half-written.
+#[cfg(all(target_arch = "wasm32", panic = "unwind"))]
+impl std::panic::RefUnwindSafe for Counter {}
 
 impl DurableObject for Counter {
     fn new(state: State, _env: Env) -> Self {
-        Counter { state }
+        Counter {
+            state,
+            explosions: std::cell::Cell::new(0),
+        }
     }
 
     async fn fetch(&self, _req: Request) -> Result<Response> {
@@ -161,6 +193,17 @@ impl Counter {
     pub async fn get(&self) -> std::result::Result<u32, HandlerError> {
         Ok(self.read().await?)
     }
+
+    /// Counts the call in memory, then panics on purpose.
+    pub async fn explode(&self) -> std::result::Result<(), HandlerError> {
+        self.explosions.set(self.explosions.get() + 1);
+        panic!("the Durable Object panics on purpose");
+    }
+
+    /// How many times `explode` ran on this Rust object.
+    pub async fn explosions(&self) -> std::result::Result<u32, HandlerError> {
+        Ok(self.explosions.get())
+    }
 }
 
 #[event(fetch)]
@@ -173,6 +216,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     };
     match url.path() {
         "/" => Response::ok("hello from Rust in workerd"),
+        // On purpose, for tests/workerd/panic-unwind.mjs: a panic in the fetch handler itself.
+        "/panic-fetch" => panic!("the test's fetch handler panics on purpose"),
         "/greet" => {
             let greeter = GreeterClient::from_env(&env, "GREETER")?;
             let g = Greeting {
@@ -194,6 +239,14 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             let counter = CounterClient::from_name(&env, "COUNTER", &key)?;
             let at_ack = counter.get().await?;
             Response::ok(format!("ack_ms={ack_ms} value_at_ack={at_ack}"))
+        }
+        "/explode" => {
+            // A Rust caller of a method that panics: what it gets back (panic-unwind.mjs).
+            let crasher = CrasherClient::from_env(&env, "CRASHER")?;
+            match crasher.explode(10).await {
+                Ok(()) => Response::ok("no panic"),
+                Err(e) => Response::ok(format!("{e:?}")),
+            }
         }
         "/counter" => {
             let counter = CounterClient::from_name(&env, "COUNTER", &q("key").unwrap_or_default())?;
