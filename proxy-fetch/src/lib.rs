@@ -37,12 +37,6 @@ pub mod rpc;
 pub mod system;
 mod version;
 
-// Built with `panic = "unwind"` (docs/panics.md), wasm-bindgen requires every exported class to
-// be `RefUnwindSafe`. The orchestrator's only interior mutability is `alarm_at`, a
-// `Cell<Option<f64>>` caching the alarm it last set: a caught panic cannot leave it half-written.
-#[cfg(all(feature = "system", target_arch = "wasm32", panic = "unwind"))]
-impl std::panic::RefUnwindSafe for system::FetchOrchestrator {}
-
 pub use proxy_fetch_macros::entrypoint;
 #[cfg(feature = "system")]
 pub use proxy_fetch_macros::origin;

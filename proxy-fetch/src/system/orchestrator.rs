@@ -31,6 +31,12 @@ pub struct FetchOrchestrator {
     alarm_at: Cell<Option<f64>>,
 }
 
+// Built with `panic = "unwind"` (docs/panics.md), wasm-bindgen requires every exported class to
+// be `RefUnwindSafe`. The orchestrator's only interior mutability is `alarm_at`, a
+// `Cell<Option<f64>>` caching the alarm it last set: a caught panic cannot leave it half-written.
+#[cfg(all(target_arch = "wasm32", panic = "unwind"))]
+impl std::panic::RefUnwindSafe for FetchOrchestrator {}
+
 /// One request the orchestrator is waiting on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct QueueEntry {
