@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{Env, State};
 
@@ -417,29 +417,40 @@ async fn arm<O: ProxyFetchOrigin>(origin: &O, at: f64) -> worker::Result<()> {
     Ok(())
 }
 
-/// A `FetchResult` as the delivery checks it: every field but the body decoded.
+/// A `FetchResult` as the delivery checks it: every field but the body decoded (a 10 MiB body
+/// is not copied into Wasm memory only to be checked; the handler decodes it once).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct ResponseShape {
     request_id: RequestId,
     status: u16,
     status_text: String,
     headers: Vec<(String, String)>,
-    #[serde(with = "serde_bytes")]
-    body: serde_bytes::ByteBuf,
     url: String,
     attempts: u32,
     duration_ms: f64,
 }
 
-/// Checks argument 0 of a delivery as a `FetchResult` and returns its request id.
+/// Checks argument 0 of a delivery as a `FetchResult` (the body only for being bytes) and
+/// returns its request id.
 pub(crate) fn checked_request_id(args: &crate::rpc::Args) -> Result<RequestId, RpcError> {
     let result: Result<ResponseShape, FetchError> = args.get(0, "result")?;
-    Ok(match result {
-        Ok(shape) => shape.request_id,
-        Err(e) => e.request_id,
-    })
+    let shape = match result {
+        Ok(shape) => shape,
+        Err(e) => return Ok(e.request_id),
+    };
+    let body = js_sys::Reflect::get(&args.raw(0), &JsValue::from_str("Ok"))
+        .and_then(|ok| js_sys::Reflect::get(&ok, &JsValue::from_str("body")))
+        .unwrap_or(JsValue::UNDEFINED);
+    if body.is_instance_of::<js_sys::Uint8Array>() {
+        Ok(shape.request_id)
+    } else {
+        Err(RpcError::new(
+            crate::rpc::RpcErrorKind::BadArgument,
+            "__proxyFetchDeliver",
+            "argument `result`: field `Ok.body`: expected a Uint8Array",
+        ))
+    }
 }
 
 /// Runs the handler of request `id` with `result` (the encoded `FetchResult`, handed on as it

@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// A V8 CPU profile of workerd while a burst of proxied fetches runs through the bench worker:
+// where the runtime's time goes, by function (Rust functions by name: build the bench worker
+// with `proxy-fetch-build bench/worker --no-opt` first, so the wasm keeps its name section).
+// Usage: node bench/profile.mjs [flow=direct] [n=1000] [origins=50]
+import WebSocket from "ws";
+import { jsWorker, startWorker } from "../tests/workerd/harness.mjs";
+import { startUpstream } from "../tests/workerd/upstream.mjs";
+
+const [flow = "direct", n = "1000", origins = "50"] = process.argv.slice(2);
+const port = 9230 + Math.floor(Math.random() * 500);
+const up = await startUpstream();
+const w = await startWorker("bench/worker", {
+  shared: { inspectorPort: port },
+  peers: [jsWorker("driver", "driver.js", {
+    durableObjects: { PROBE: { className: "Probe", scriptName: "proxy-fetch-bench", useSQLite: true } },
+  })],
+});
+const drive = async (body) => (await w.fetchPeer("driver", "http://driver/", { method: "POST", body: JSON.stringify(body) })).json();
+const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
+const target = targets.find((t) => t.url?.includes("proxy-fetch-bench") || t.title?.includes("proxy-fetch-bench")) ?? targets[0];
+const ws = new WebSocket(target.webSocketDebuggerUrl);
+await new Promise((r, e) => { ws.once("open", r); ws.once("error", e); });
+let seq = 0;
+const pending = new Map();
+ws.on("message", (m) => {
+  const msg = JSON.parse(m);
+  if (msg.id && pending.has(msg.id)) { pending.get(msg.id)(msg); pending.delete(msg.id); }
+});
+const send = (method, params = {}) => new Promise((r) => { const id = ++seq; pending.set(id, r); ws.send(JSON.stringify({ id, method, params })); });
+
+const names = [...Array(Number(origins)).keys()].map((i) => `prof-${i}`);
+const calls = (tag) => [...Array(Number(n)).keys()].map((i) => ({
+  name: names[i % names.length], method: "start", args: [up.url(`/p/${tag}/${i}`), { flow, timeout_ms: 25000 }, `${tag}-${i}`],
+}));
+const settle = async (tag) => {
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const lists = await drive({ op: "burst", binding: "PROBE", calls: names.map((name) => ({ name, method: "arrivals", args: [] })) });
+    const got = lists.reduce((s, l) => s + (l.ok ?? []).filter((a) => a.tag.startsWith(`${tag}-`)).length, 0);
+    if (got >= Number(n)) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error("burst did not settle in 120 s");
+};
+await drive({ op: "burst", binding: "PROBE", calls: calls("warm") });
+await settle("warm");
+await send("Profiler.enable");
+await send("Profiler.setSamplingInterval", { interval: 200 });
+await send("Profiler.start");
+const t0 = Date.now();
+await drive({ op: "burst", binding: "PROBE", calls: calls("prof") });
+await settle("prof");
+const { result } = await send("Profiler.stop");
+console.log(`${flow}: ${n} requests from ${origins} origins in ${Date.now() - t0} ms (profiled)`);
+const { nodes, samples, timeDeltas } = result.profile;
+const byId = new Map(nodes.map((node) => [node.id, node]));
+const self = new Map();
+samples.forEach((id, i) => {
+  const f = byId.get(id).callFrame;
+  const key = `${f.functionName || "(anonymous)"} ${f.url ? f.url.split("/").pop() : ""}`.trim();
+  self.set(key, (self.get(key) ?? 0) + (timeDeltas[i] ?? 0));
+});
+const total = [...self.values()].reduce((a, b) => a + b, 0);
+const idle = (self.get("(idle)") ?? 0) + (self.get("(program)") ?? 0);
+console.log(`sampled ${(total / 1000).toFixed(0)} ms, of which idle/program ${(idle / 1000).toFixed(0)} ms`);
+for (const [key, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 40)) {
+  console.log(`${(us / 1000).toFixed(1).padStart(8)} ms  ${(100 * us / total).toFixed(1).padStart(5)}%  ${key}`);
+}
+ws.close();
+await w.dispose();
+await up.close();
