@@ -403,6 +403,15 @@ mod tests {
     }
 
     #[test]
+    fn dts_flags_add_declarations_or_replace_the_wasm_build() {
+        let dts = args(&["--dts"]).unwrap();
+        assert!(dts.dts && !dts.no_wasm);
+        let only = args(&["--dts-only", "tests/worker"]).unwrap();
+        assert!(only.dts && only.no_wasm);
+        assert_eq!(only.crate_dir, Some(PathBuf::from("tests/worker")));
+    }
+
+    #[test]
     fn unknown_options_and_a_second_crate_are_refused() {
         assert!(args(&["--frobnicate"])
             .unwrap_err()

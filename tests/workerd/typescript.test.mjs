@@ -37,6 +37,18 @@ describe("TypeScript declarations of tests/worker's entrypoints", () => {
     assert.doesNotMatch(text, /JsMath/);
   });
 
+  test("examples/demo's worker.d.ts: Inbox's RPC methods, not its continuation; tsc accepts it", () => {
+    const demo = join(root, "examples", "demo", "build", "worker.d.ts");
+    assert.ok(existsSync(demo), `${demo} is missing: run node tools/build-worker.mjs --dts-only examples/demo`);
+    const text = readFileSync(demo, "utf8");
+    assert.match(text, /export interface Inbox extends Rpc\.DurableObjectBranded \{/);
+    assert.match(text, /results\(\): Promise<Array<Filed>>;/);
+    assert.match(text, /status\?: number \| null/, "#[ts(optional_fields = nullable)]: a None field may be undefined");
+    assert.doesNotMatch(text, /onResponse/, "a continuation handler is not an RPC method");
+    const { status, output } = runTsc(join(callerDir, "tsconfig.demo.json"));
+    assert.equal(status, 0, output);
+  });
+
   test("tsc accepts the TS caller (tests/ts-caller/caller.ts) and compiles it", () => {
     const { status, output } = runTsc(callerDir);
     assert.equal(status, 0, output);
