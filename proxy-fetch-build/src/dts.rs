@@ -17,10 +17,14 @@ use serde_json::Value;
 use crate::Result;
 
 /// Runs the crate's `__pf_dts_` tests on the host and returns `worker.d.ts`.
-pub fn generate(crate_dir: &Path, manifest: &Path, scratch: &Path, crate_name: &str) -> Result<String> {
+pub fn generate(
+    crate_dir: &Path,
+    manifest: &Path,
+    scratch: &Path,
+    crate_name: &str,
+) -> Result<String> {
     crate::remove_dir(scratch)?;
-    fs::create_dir_all(scratch)
-        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    fs::create_dir_all(scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
     let mut cargo = Command::new(crate::tools::cargo());
     cargo
         .current_dir(crate_dir)
@@ -173,7 +177,10 @@ pub fn render(crate_name: &str, entrypoints: &[Value]) -> Result<String> {
         let mut errors = String::new();
         for m in array_of(ep, "methods")? {
             let method = str_of(m, "name")?;
-            let wait_until = m.get("wait_until").and_then(Value::as_bool).unwrap_or(false);
+            let wait_until = m
+                .get("wait_until")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| format!("method `{method}`: no `wait_until`"))?;
             let docs = str_of(m, "docs")?;
             let mut args = Vec::new();
             for a in array_of(m, "args")? {
@@ -182,13 +189,23 @@ pub fn render(crate_name: &str, entrypoints: &[Value]) -> Result<String> {
                     pair.and_then(|p| p.first()).and_then(Value::as_str),
                     pair.and_then(|p| p.get(1)).and_then(Value::as_str),
                 ) else {
-                    return Err(format!("method `{method}`: an argument is not a (name, type) pair"));
+                    return Err(format!(
+                        "method `{method}`: an argument is not a (name, type) pair"
+                    ));
                 };
                 args.push(format!("{n}: {t}"));
             }
-            let ok = if wait_until { "undefined" } else { str_of(m, "ok")? };
+            let ok = if wait_until {
+                "undefined"
+            } else {
+                str_of(m, "ok")?
+            };
             // A #[wait_until] handler's own error reaches no caller.
-            let err = if wait_until { "never" } else { str_of(m, "err")? };
+            let err = if wait_until {
+                "never"
+            } else {
+                str_of(m, "err")?
+            };
             let mut doc: Vec<String> = docs
                 .lines()
                 .filter(|l| !l.is_empty())
@@ -202,7 +219,13 @@ pub fn render(crate_name: &str, entrypoints: &[Value]) -> Result<String> {
                 );
             }
             if !doc.is_empty() {
-                let _ = writeln!(out, "  /**\n{}   */", doc.iter().map(|l| format!("   * {l}\n")).collect::<String>());
+                let _ = writeln!(
+                    out,
+                    "  /**\n{}   */",
+                    doc.iter()
+                        .map(|l| format!("   * {l}\n"))
+                        .collect::<String>()
+                );
             }
             let _ = writeln!(out, "  {method}({}): Promise<{ok}>;", args.join(", "));
             let _ = writeln!(errors, "  {method}: {err};");

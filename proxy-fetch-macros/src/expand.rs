@@ -141,9 +141,7 @@ fn dts_test(ep: &Entrypoint) -> TokenStream {
     let rust = ep.self_ident.to_string();
     let test = format_ident!("__pf_dts_{}", ep.client);
     let types = types_ident(ep);
-    let probe = |ty: TokenStream| {
-        quote!((&::proxy_fetch::__private::dts::Probe::<#ty>::new()).ts_type(&mut __pf_types))
-    };
+    let probe = |ty: TokenStream| quote!((&::proxy_fetch::__private::dts::Probe::<#ty>::new()).ts_type(&mut __pf_types));
     let methods = ep
         .methods
         .iter()
@@ -154,12 +152,17 @@ fn dts_test(ep: &Entrypoint) -> TokenStream {
             let js_name = &m.js_name;
             let wait_until = m.wait_until.is_some();
             let docs = doc_text(m);
-            let args = m.named_args().into_iter().enumerate().map(|(n, (ident, _))| {
-                let arg = ident.to_string();
-                let arg = arg.strip_prefix("r#").unwrap_or(&arg).to_owned();
-                let ty = probe(quote!(<#types as ::proxy_fetch::__private::ArgType<#i, #n>>::T));
-                quote!((#arg, #ty))
-            });
+            let args = m
+                .named_args()
+                .into_iter()
+                .enumerate()
+                .map(|(n, (ident, _))| {
+                    let arg = ident.to_string();
+                    let arg = arg.strip_prefix("r#").unwrap_or(&arg).to_owned();
+                    let ty =
+                        probe(quote!(<#types as ::proxy_fetch::__private::ArgType<#i, #n>>::T));
+                    quote!((#arg, #ty))
+                });
             let ok = probe(quote!(<#types as ::proxy_fetch::__private::MethodTypes<#i>>::Ok));
             let err = probe(quote!(<#types as ::proxy_fetch::__private::MethodTypes<#i>>::Err));
             quote! {
