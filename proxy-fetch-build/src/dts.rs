@@ -238,3 +238,64 @@ pub fn render(crate_name: &str, entrypoints: &[Value]) -> Result<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+    use serde_json::json;
+
+    fn greeter() -> serde_json::Value {
+        json!({
+            "kind": "named", "name": "GreeterEntrypoint", "rust": "Greeter",
+            "methods": [
+                { "name": "greet", "wait_until": false, "args": [["g", "Greeting"]],
+                  "ok": "string", "err": "HandlerError", "docs": "" },
+                { "name": "later", "wait_until": true, "args": [],
+                  "ok": "undefined", "err": "HandlerError", "docs": "" }
+            ],
+            "decls": [{ "name": "Greeting", "decl": "type Greeting = { name: string, };" }],
+            "untyped": []
+        })
+    }
+
+    #[test]
+    fn shared_types_are_declared_once_and_wait_until_resolves_to_undefined() {
+        let root = json!({
+            "kind": "default", "name": "default", "rust": "Root",
+            "methods": [{ "name": "echo", "wait_until": false, "args": [["g", "Greeting"]],
+                          "ok": "Greeting", "err": "unknown", "docs": "" }],
+            "decls": [{ "name": "Greeting", "decl": "type Greeting = { name: string, };" }],
+            "untyped": ["my::Thing"]
+        });
+        let out = render("w", &[greeter(), root]).unwrap();
+        assert_eq!(out.matches("export type Greeting =").count(), 1);
+        assert!(out
+            .contains("export interface GreeterEntrypoint extends Rpc.WorkerEntrypointBranded {"));
+        assert!(out.contains("  greet(g: Greeting): Promise<string>;"));
+        assert!(out.contains("  later(): Promise<undefined>;"));
+        assert!(out.contains("  later: never;"));
+        assert!(out
+            .contains("export interface DefaultEntrypoint extends Rpc.WorkerEntrypointBranded {"));
+        assert!(out.contains("Written `unknown` (no ts_rs::TS implementation): my::Thing"));
+    }
+
+    #[test]
+    fn two_types_with_one_typescript_name_are_refused() {
+        let mut other = greeter();
+        other["name"] = json!("Other");
+        other["decls"] =
+            json!([{ "name": "Greeting", "decl": "type Greeting = { id: number, };" }]);
+        let err = render("w", &[greeter(), other]).unwrap_err();
+        assert!(err.contains("`Greeting`"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_description_is_an_error() {
+        let mut broken = greeter();
+        broken["methods"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("wait_until");
+        assert!(render("w", &[broken]).is_err());
+    }
+}

@@ -206,3 +206,35 @@ pub fn export(ep: &Entrypoint) -> Result<(), String> {
     let path = std::path::Path::new(&dir).join(format!("{}.json", ep.name));
     std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NotTs;
+
+    #[test]
+    fn a_type_without_ts_is_unknown_and_listed() {
+        #[allow(unused_imports)]
+        use super::{Fallback as _, ViaTs as _};
+        let mut types = Types::default();
+        assert_eq!((&Probe::<NotTs>::new()).ts_type(&mut types), "unknown");
+        assert!(types.untyped[0].ends_with("NotTs"));
+    }
+
+    #[cfg(feature = "ts")]
+    #[test]
+    fn a_ts_type_is_named_and_declared_with_what_it_uses() {
+        #[allow(unused_imports)]
+        use super::{Fallback as _, ViaTs as _};
+        let mut types = Types::default();
+        let ty = (&Probe::<Option<crate::rpc::RpcError>>::new()).ts_type(&mut types);
+        assert_eq!(ty, "RpcError | null");
+        let mut names: Vec<&str> = types.decls.iter().map(|d| d.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["RpcError", "RpcErrorKind"]);
+        assert_eq!((&Probe::<()>::new()).ts_type(&mut types), "undefined");
+        assert_eq!((&Probe::<u64>::new()).ts_type(&mut types), "number");
+        assert!(types.untyped.is_empty());
+    }
+}
