@@ -2,7 +2,9 @@
 // Builds Rust worker crates with proxy-fetch-build (the CLI in proxy-fetch-build/, which a user
 // installs with cargo), compiled from this checkout. It writes <crate>/build/worker.js and the
 // wasm beside it; see docs/build.md.
-// Usage: node tools/build-worker.mjs <crate-dir>... [--debug]
+// Usage: node tools/build-worker.mjs <crate-dir>... [--debug] [--dts | --dts-only]
+//        (--dts: also build/worker.d.ts, TypeScript declarations; --dts-only: only them;
+//        docs/typescript.md)
 //        PF_PANIC_UNWIND=1 node tools/build-worker.mjs <crate-dir>...   panic = "unwind" build
 //        into <crate>/build-unwind/ (docs/panics.md)
 // After `. tools/setup.sh`, which exports WASM_BINDGEN and WASM_OPT (found by the CLI), and
@@ -69,6 +71,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       "--format-version", "1", "--no-deps", "--manifest-path", join(crateDir, "Cargo.toml")],
     { encoding: "utf8" })).target_directory, folder));
     const cliArgs = [crateDir, ...(args.includes("--debug") ? ["--dev"] : []),
+      ...args.filter((a) => a === "--dts" || a === "--dts-only"),
       ...(unwind ? ["--out-dir", join(crateDir, "build-unwind")] : [])];
     try {
       execFileSync(cli, cliArgs, { stdio: "inherit", env });

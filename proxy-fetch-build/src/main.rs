@@ -12,6 +12,7 @@
 //! the tool finds it or installs it once into a per-user cache (`tools.rs`).
 
 mod cargo;
+mod dts;
 mod output;
 mod tools;
 
@@ -35,6 +36,9 @@ options:
   --dev            cargo's dev profile instead of --release (a bigger, slower wasm)
   --no-opt         skip wasm-opt
   --out-dir DIR    write the build there instead of CRATE_DIR/build
+  --dts            also write worker.d.ts, TypeScript declarations of the entrypoints (runs the
+                   crate's native `__pf_dts_` tests; see docs/typescript.md)
+  --dts-only       write worker.d.ts only (no wasm32 build)
   -V, --version    print the version (the proxy-fetch version it builds for)
   -h, --help       print this help
 
@@ -49,6 +53,10 @@ struct Args {
     out_dir: Option<PathBuf>,
     release: bool,
     wasm_opt: bool,
+    /// Write worker.d.ts.
+    dts: bool,
+    /// Skip the wasm32 build (`--dts-only`).
+    no_wasm: bool,
     cargo_args: Vec<OsString>,
     help: bool,
     version: bool,
@@ -70,6 +78,11 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Some("--dev") | Some("--debug") => parsed.release = false,
             Some("--release") => parsed.release = true,
             Some("--no-opt") => parsed.wasm_opt = false,
+            Some("--dts") => parsed.dts = true,
+            Some("--dts-only") => {
+                parsed.dts = true;
+                parsed.no_wasm = true;
+            }
             Some("--out-dir") => {
                 let dir = args.next().ok_or("--out-dir needs a directory")?;
                 parsed.out_dir = Some(dir.into());
@@ -95,7 +108,13 @@ fn main() -> ExitCode {
             println!("proxy-fetch-build {VERSION}");
             Ok(())
         } else {
-            build(&args)
+            if !args.no_wasm {
+                build(&args)?;
+            }
+            if args.dts {
+                declarations(&args)?;
+            }
+            Ok(())
         }
     });
     match result {
@@ -105,6 +124,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--dts`: writes `<out>/worker.d.ts` (dts.rs).
+fn declarations(args: &Args) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?;
+    let crate_dir = match &args.crate_dir {
+        Some(dir) => cwd.join(dir),
+        None => cwd.clone(),
+    };
+    let manifest = crate_dir.join("Cargo.toml");
+    let metadata = cargo::Metadata::read(&crate_dir, &manifest)?;
+    let worker = metadata.worker()?;
+    let out = args
+        .out_dir
+        .as_ref()
+        .map_or_else(|| crate_dir.join("build"), |dir| cwd.join(dir));
+    let scratch = sibling(&out, ".dts-tmp");
+    let dts = dts::generate(&crate_dir, &manifest, &scratch, &worker.name)?;
+    fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let path = out.join("worker.d.ts");
+    write(&path, &dts)?;
+    println!(
+        "proxy-fetch-build: {} -> {} (TypeScript declarations)",
+        worker.name,
+        path.display()
+    );
+    Ok(())
 }
 
 fn build(args: &Args) -> Result<()> {
@@ -354,6 +400,15 @@ mod tests {
             parsed.cargo_args,
             vec![OsString::from("--features"), "x".into()]
         );
+    }
+
+    #[test]
+    fn dts_flags_add_declarations_or_replace_the_wasm_build() {
+        let dts = args(&["--dts"]).unwrap();
+        assert!(dts.dts && !dts.no_wasm);
+        let only = args(&["--dts-only", "tests/worker"]).unwrap();
+        assert!(only.dts && only.no_wasm);
+        assert_eq!(only.crate_dir, Some(PathBuf::from("tests/worker")));
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub fn expand(item: &Item, ep: &Entrypoint) -> TokenStream {
             Kind::DefaultEntrypoint | Kind::NamedEntrypoint(_) => worker_handlers(ep),
         };
         let exports = export_symbols(ep);
-        quote!(const _: () = { #handlers #exports };)
+        let dts = dts_test(ep);
+        quote!(const _: () = { #handlers #exports }; #dts)
     };
     quote! {
         #allow
@@ -127,6 +128,89 @@ fn method_types(ep: &Entrypoint) -> TokenStream {
         }
     });
     quote!(#(#impls)*)
+}
+
+/// A native `#[test]` that describes the entrypoint's RPC methods for `proxy-fetch-build --dts`
+/// (`proxy_fetch::__private::dts`): a no-op unless that build runs it. Never in the wasm.
+fn dts_test(ep: &Entrypoint) -> TokenStream {
+    let (kind, name) = match &ep.kind {
+        Kind::DefaultEntrypoint => (quote!(Default), "default".to_owned()),
+        Kind::NamedEntrypoint(name) => (quote!(Named), name.value()),
+        Kind::DurableObject { .. } => (quote!(DurableObject), ep.self_ident.to_string()),
+    };
+    let rust = ep.self_ident.to_string();
+    let test = format_ident!("__pf_dts_{}", ep.client);
+    let types = types_ident(ep);
+    let probe = |ty: TokenStream| quote!((&::proxy_fetch::__private::dts::Probe::<#ty>::new()).ts_type(&mut __pf_types));
+    let methods = ep
+        .methods
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role == Role::Rpc && m.result().is_some())
+        .map(|(i, m)| {
+            let cfgs = &m.cfgs;
+            let js_name = &m.js_name;
+            let wait_until = m.wait_until.is_some();
+            let docs = doc_text(m);
+            let args = m
+                .named_args()
+                .into_iter()
+                .enumerate()
+                .map(|(n, (ident, _))| {
+                    let arg = ident.to_string();
+                    let arg = arg.strip_prefix("r#").unwrap_or(&arg).to_owned();
+                    let ty =
+                        probe(quote!(<#types as ::proxy_fetch::__private::ArgType<#i, #n>>::T));
+                    quote!((#arg, #ty))
+                });
+            let ok = probe(quote!(<#types as ::proxy_fetch::__private::MethodTypes<#i>>::Ok));
+            let err = probe(quote!(<#types as ::proxy_fetch::__private::MethodTypes<#i>>::Err));
+            quote! {
+                #(#cfgs)*
+                {
+                    let __pf_args = [#(#args),*];
+                    let __pf_ok = #ok;
+                    let __pf_err = #err;
+                    __pf_ep.method(#js_name, #wait_until, &__pf_args, __pf_ok, __pf_err, #docs);
+                }
+            }
+        });
+    quote! {
+        #[cfg(all(test, not(target_arch = "wasm32")))]
+        #[test]
+        #[allow(non_snake_case, unused_mut)]
+        fn #test() -> ::core::result::Result<(), ::std::string::String> {
+            #[allow(unused_imports)]
+            use ::proxy_fetch::__private::dts::{Fallback as _, ViaTs as _};
+            let mut __pf_types = ::proxy_fetch::__private::dts::Types::new();
+            let mut __pf_ep = ::proxy_fetch::__private::dts::Entrypoint::new(
+                ::proxy_fetch::__private::dts::Kind::#kind,
+                #name,
+                #rust,
+            );
+            #(#methods)*
+            ::proxy_fetch::__private::dts::export(&__pf_ep.types(__pf_types))
+        }
+    }
+}
+
+/// The method's doc comment, one line per `///` line.
+fn doc_text(m: &Method) -> String {
+    let lines: Vec<String> = m
+        .docs
+        .iter()
+        .filter_map(|attr| match &attr.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value().trim().to_owned()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    lines.join("\n")
 }
 
 fn client(ep: &Entrypoint, fallback: bool) -> TokenStream {

@@ -67,6 +67,8 @@ macro_rules! serve_system {
 /// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::rpc::dts;
     pub use crate::rpc::local;
     pub use crate::rpc::typed::{self, ArgType, MethodTypes};
     pub use ::wasm_bindgen;

@@ -27,6 +27,7 @@ pub struct Inbox {
 
 /// What `start` reports: the request id, and how long the Inbox was held starting it.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 pub struct Started {
     pub request_id: RequestId,
     pub hold_ms: f64,
@@ -35,6 +36,8 @@ pub struct Started {
 
 /// One result as the Inbox filed it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+// TypeScript declarations (docs/typescript.md); a `None` crosses RPC as `undefined`.
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS), ts(optional_fields = nullable))]
 pub struct Filed {
     pub request_id: RequestId,
     pub tag: String,

@@ -6,6 +6,7 @@ use std::fmt;
 /// What went wrong on the way to or from a handler (the handler's own `Err` is
 /// [`CallError::Handler`] instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub enum RpcErrorKind {
     /// The binding named by the caller is not in `env` (check the wrangler configuration).
     MissingBinding,
@@ -22,6 +23,7 @@ pub enum RpcErrorKind {
 
 /// A failed RPC call that never produced the handler's own result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct RpcError {
     pub kind: RpcErrorKind,
     /// The JS name of the method called, e.g. `executeFetch`.
@@ -113,6 +115,7 @@ impl From<RpcError> for worker::Error {
 /// Any `Serialize + DeserializeOwned + Display` type works as a handler's error; this one is
 /// convenient because `?` converts `worker::Error`, `serde_json::Error` and [`RpcError`] into it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct HandlerError {
     pub kind: String,
     pub message: String,

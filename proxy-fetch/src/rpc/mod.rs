@@ -10,6 +10,9 @@
 
 mod client;
 mod codec;
+#[cfg(not(target_arch = "wasm32"))]
+#[doc(hidden)]
+pub mod dts;
 mod error;
 #[doc(hidden)]
 pub mod local;

@@ -7,17 +7,21 @@ use serde::{Deserialize, Serialize};
 use worker::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 pub struct Greeting {
     pub name: String,
     pub times: u32,
     #[serde(with = "serde_bytes")]
+    #[cfg_attr(not(target_arch = "wasm32"), ts(type = "Uint8Array"))]
     pub blob: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 pub struct Reply {
     pub text: String,
     #[serde(with = "serde_bytes")]
+    #[cfg_attr(not(target_arch = "wasm32"), ts(type = "Uint8Array"))]
     pub blob: Vec<u8>,
 }
 
