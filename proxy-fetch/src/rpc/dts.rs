@@ -64,7 +64,14 @@ impl<T: ts_rs::TS + ?Sized + 'static> ViaTs for Probe<T> {
         }
         let cfg = config();
         types.declare::<T>(&cfg);
-        T::name(&cfg)
+        let name = T::name(&cfg);
+        // A `None` argument or result crosses as `undefined` (fields say so with
+        // `#[ts(optional_fields = nullable)]`); ts-rs writes an `Option` as `T | null`.
+        if T::IS_OPTION {
+            format!("{name} | undefined")
+        } else {
+            name
+        }
     }
 }
 
@@ -229,7 +236,7 @@ mod tests {
         use super::{Fallback as _, ViaTs as _};
         let mut types = Types::default();
         let ty = (&Probe::<Option<crate::rpc::RpcError>>::new()).ts_type(&mut types);
-        assert_eq!(ty, "RpcError | null");
+        assert_eq!(ty, "RpcError | null | undefined", "a None result crosses as undefined");
         let mut names: Vec<&str> = types.decls.iter().map(|d| d.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["RpcError", "RpcErrorKind"]);
