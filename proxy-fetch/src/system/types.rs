@@ -10,6 +10,7 @@ pub type RequestId = String;
 super::strict::strict_serde!(ProxyRequest);
 
 /// How `fetch` treats redirects (as in the Fetch API).
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Redirect {
@@ -20,17 +21,22 @@ pub enum Redirect {
 }
 
 /// The request to make on the origin's behalf.
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct ProxyRequest {
     #[serde(default = "default_method")]
+    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<String>", optional))]
     pub method: String,
     pub url: String,
     #[serde(default)]
+    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<Vec<(String, String)>>", optional))]
     pub headers: Vec<(String, String)>,
     #[serde(default)]
+    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(optional = nullable, type = "Uint8Array"))]
     pub body: Option<ByteBuf>,
     #[serde(default)]
+    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<Redirect>", optional))]
     pub redirect: Redirect,
 }
 
@@ -100,12 +106,14 @@ impl From<String> for ProxyRequest {
 }
 
 /// The upstream's response, whatever its status: 404 and 500 are responses, not errors.
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProxyResponse {
     pub request_id: RequestId,
     pub status: u16,
     pub status_text: String,
     pub headers: Vec<(String, String)>,
+    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(type = "Uint8Array"))]
     pub body: ByteBuf,
     /// The final URL, after redirects.
     pub url: String,
@@ -145,6 +153,7 @@ impl ProxyResponse {
 }
 
 /// Why a proxied fetch produced no response.
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FetchErrorKind {
     /// The upstream could not be reached or dropped the connection (after any retries).
@@ -164,6 +173,7 @@ pub enum FetchErrorKind {
 
 /// A proxied fetch that produced no response. Delivered to the handler once, like a
 /// response would have been.
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FetchError {
