@@ -2,12 +2,17 @@
 //! system built on it.
 //!
 //! A Durable Object that awaits a slow API is billed wall-clock time for the whole wait.
-//! [`proxy_fetch()`] hands the request to the [`FetchOrchestrator`](system::FetchOrchestrator)
-//! (a Durable Object queue), which passes it to the [`FetchExecutor`](system::FetchExecutor) (a
-//! Worker entrypoint that acknowledges at once and fetches under `ctx.waitUntil`); the result
-//! comes back, exactly once, to a handler of the origin named by a [`Continuation`]:
+//! [`proxy_fetch()`] hands the request to the [`FetchExecutor`](system::FetchExecutor) (a
+//! Worker entrypoint that acknowledges at once and fetches under `ctx.waitUntil`), directly
+//! ([`Flow::Direct`], the default; the origin's alarm is the backstop) or through the
+//! [`FetchOrchestrator`](system::FetchOrchestrator) (a Durable Object queue,
+//! [`Flow::Orchestrated`]); the result comes back to a handler of the origin named by a
+//! [`Continuation`], once (again only if the origin's instance died while the handler ran):
 //!
 //! ```ignore
+//! #[origin]
+//! pub struct Inbox { state: State, env: Env }
+//!
 //! #[entrypoint(durable_object, origin)]
 //! impl Inbox {
 //!     pub async fn check(&self, city: String) -> Result<String, HandlerError> {
