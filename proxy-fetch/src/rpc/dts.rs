@@ -236,7 +236,10 @@ mod tests {
         use super::{Fallback as _, ViaTs as _};
         let mut types = Types::default();
         let ty = (&Probe::<Option<crate::rpc::RpcError>>::new()).ts_type(&mut types);
-        assert_eq!(ty, "RpcError | null | undefined", "a None result crosses as undefined");
+        assert_eq!(
+            ty, "RpcError | null | undefined",
+            "a None result crosses as undefined"
+        );
         let mut names: Vec<&str> = types.decls.iter().map(|d| d.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["RpcError", "RpcErrorKind"]);

@@ -42,44 +42,74 @@ pub enum Flow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct ProxyFetchOptions {
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<Flow>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<Flow>", optional)
+    )]
     pub flow: Flow,
     /// Per attempt: time allowed for the response and its whole body (1 ..= 25 000). All
     /// attempts of a request share [`FETCH_BUDGET_MS`]: a retry starts only if time is left.
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<u64>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<u64>", optional)
+    )]
     pub timeout_ms: u64,
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<RetryPolicy>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<RetryPolicy>", optional)
+    )]
     pub retry: RetryPolicy,
     /// Larger response bodies are refused with `FetchErrorKind::Rejected` (at most
     /// [`MAX_BODY_LIMIT`], what one RPC delivery can carry).
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<u64>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<u64>", optional)
+    )]
     pub max_body_bytes: u64,
     /// If set, only these hosts (exact, or `*.example.com` for subdomains) may be fetched. The
     /// executor's own policy (`PROXY_FETCH_ALLOW`) applies in any case; this narrows it.
     #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(optional = nullable))]
     pub allowed_hosts: Option<Vec<String>>,
     /// Service binding of the `FetchExecutorEntrypoint`.
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<String>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<String>", optional)
+    )]
     pub executor_binding: String,
     /// Durable Object binding of the `FetchOrchestrator` (orchestrated flow).
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<String>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<String>", optional)
+    )]
     pub orchestrator_binding: String,
     /// Name of the orchestrator instance (with shards: the prefix of each shard's name).
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<String>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<String>", optional)
+    )]
     pub orchestrator_instance: String,
     /// Number of orchestrator instances requests are spread over by a stable hash of their id.
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<u32>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<u32>", optional)
+    )]
     pub shards: u32,
     /// Durable Object binding of the origin, so results can find their way back. When `None`,
     /// the binding is inferred from the origin's type name (`WeatherDo` -> `WEATHER_DO`).
     #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(optional = nullable))]
     pub origin_binding: Option<String>,
     /// How long after the executor's budget the backstop waits for a result before acting.
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<u64>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<u64>", optional)
+    )]
     pub backstop_grace_ms: u64,
     /// The request's whole life: until then a lost idempotent request is dispatched again and
     /// an undeliverable result retried; after it the handler gets a final error.
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<u64>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<u64>", optional)
+    )]
     pub max_age_ms: u64,
     /// The request's id, chosen by the caller: starting a request whose id is still pending
     /// starts nothing and returns that id (idempotent starts). Random when `None`.
@@ -261,15 +291,27 @@ pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
 #[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 = no retry).
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<u32>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<u32>", optional)
+    )]
     pub max_attempts: u32,
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<u64>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<u64>", optional)
+    )]
     pub base_delay_ms: u64,
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<u64>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<u64>", optional)
+    )]
     pub max_delay_ms: u64,
     /// Retry requests with non-idempotent methods (POST, PATCH) too. Off by default: the
     /// upstream may have acted on the first attempt.
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<bool>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<bool>", optional)
+    )]
     pub retry_non_idempotent: bool,
 }
 

@@ -26,17 +26,26 @@ pub enum Redirect {
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct ProxyRequest {
     #[serde(default = "default_method")]
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<String>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<String>", optional)
+    )]
     pub method: String,
     pub url: String,
     #[serde(default)]
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<Vec<(String, String)>>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<Vec<(String, String)>>", optional)
+    )]
     pub headers: Vec<(String, String)>,
     #[serde(default)]
     #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(optional = nullable, type = "Uint8Array"))]
     pub body: Option<ByteBuf>,
     #[serde(default)]
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(as = "Option<Redirect>", optional))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<Redirect>", optional)
+    )]
     pub redirect: Redirect,
 }
 
@@ -113,7 +122,10 @@ pub struct ProxyResponse {
     pub status: u16,
     pub status_text: String,
     pub headers: Vec<(String, String)>,
-    #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(type = "Uint8Array"))]
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(type = "Uint8Array")
+    )]
     pub body: ByteBuf,
     /// The final URL, after redirects.
     pub url: String,
