@@ -227,11 +227,9 @@ impl FetchOrchestrator {
             let age = now - entry.enqueued_ms;
             let budget = options.backstop_after_ms() as f64;
             let max_age = options.max_age_ms as f64;
-            let idempotent =
-                entry.job.request.is_idempotent() || options.retry.retry_non_idempotent;
             if entry.result.is_none()
                 && entry.delivery_tries == 0
-                && idempotent
+                && entry.job.may_resend()
                 && entry.dispatches < MAX_DISPATCHES
                 && age + budget < max_age
             {
@@ -250,44 +248,33 @@ impl FetchOrchestrator {
                 }
                 next = Some(next.map_or(entry.due_ms, |n: f64| n.min(entry.due_ms)));
                 continue;
-            } else {
-                let message = if idempotent {
-                    format!(
-                        "no result {} ms after it was queued (executor lost?)",
-                        age.round()
-                    )
-                } else {
-                    format!(
-                        "no result {} ms after it was queued (executor lost?); the upstream may \
-                         have received the request, which is not sent twice",
-                        age.round()
-                    )
-                };
-                let result = entry.result.clone().unwrap_or_else(|| {
-                    Err(FetchError::new(
-                        &entry.job.id,
-                        FetchErrorKind::Backstop,
-                        message,
-                    ))
-                });
-                if self.tell_origin(&entry.job, result).await {
-                    storage.delete(&key(&entry.job.id)).await?;
-                    continue;
-                }
-                if age >= max_age + RETRY_CAP_MS {
-                    // The origin's own sweep delivers the final error when it can.
-                    log_error(&format!(
-                        "proxy-fetch {}: origin unreachable past the max age; left to the origin's sweep",
-                        entry.job.id
-                    ));
-                    storage.delete(&key(&entry.job.id)).await?;
-                    continue;
-                }
-                let wait = (RETRY_BASE_MS * 2f64.powi(entry.delivery_tries.min(16) as i32))
-                    .min(RETRY_CAP_MS);
-                entry.delivery_tries += 1;
-                entry.due_ms = now + wait;
             }
+            // A result the executor handed over, else the backstop's error.
+            let result = entry.result.clone().unwrap_or_else(|| {
+                let message = entry.job.backstop_message(age, "it was queued");
+                Err(FetchError::new(
+                    &entry.job.id,
+                    FetchErrorKind::Backstop,
+                    message,
+                ))
+            });
+            if self.tell_origin(&entry.job, result).await {
+                storage.delete(&key(&entry.job.id)).await?;
+                continue;
+            }
+            if age >= max_age + RETRY_CAP_MS {
+                // The origin's own sweep delivers the final error when it can.
+                log_error(&format!(
+                    "proxy-fetch {}: origin unreachable past the max age; left to the origin's sweep",
+                    entry.job.id
+                ));
+                storage.delete(&key(&entry.job.id)).await?;
+                continue;
+            }
+            let wait =
+                (RETRY_BASE_MS * 2f64.powi(entry.delivery_tries.min(16) as i32)).min(RETRY_CAP_MS);
+            entry.delivery_tries += 1;
+            entry.due_ms = now + wait;
             next = Some(next.map_or(entry.due_ms, |n: f64| n.min(entry.due_ms)));
             storage.put(&key(&entry.job.id), &entry).await?;
         }

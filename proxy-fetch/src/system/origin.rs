@@ -153,12 +153,6 @@ struct PendingRecord {
     job: FetchJob,
 }
 
-impl PendingRecord {
-    fn idempotent(&self) -> bool {
-        self.job.request.is_idempotent() || self.job.options.retry.retry_non_idempotent
-    }
-}
-
 fn random_hex(bytes: usize) -> Result<String, ProxyFetchError> {
     let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
         .map_err(|_| ProxyFetchError::Storage("no crypto global".into()))?;
@@ -294,7 +288,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         handler_runs: 0,
         job: job.clone(),
     };
-    if record.job.queue.is_none() && !record.idempotent() {
+    if record.job.queue.is_none() && !record.job.may_resend() {
         // The direct flow never sends it twice: no need to keep its body. (The orchestrated
         // one may queue it again, which the orchestrator ignores unless it lost it unsent.)
         record.job.request.body = None;
@@ -713,7 +707,7 @@ async fn overdue<O: ProxyFetchOrigin>(
     let within_age = age + budget < options.max_age_ms as f64;
     let redispatch = match record.job.queue {
         // Its executor was lost.
-        None => record.idempotent() && record.dispatches < MAX_DISPATCHES && within_age,
+        None => record.job.may_resend() && record.dispatches < MAX_DISPATCHES && within_age,
         // The orchestrator retries and re-dispatches; asking it again costs nothing when it
         // has the request, and recovers a start a crash cut short (its own retries included).
         Some(_) => within_age,
@@ -736,18 +730,7 @@ async fn overdue<O: ProxyFetchOrigin>(
             }
         };
     }
-    let message = if record.idempotent() {
-        format!(
-            "no result {} ms after the start (executor lost?)",
-            age.round()
-        )
-    } else {
-        format!(
-            "no result {} ms after the start (executor lost?); the upstream may have received \
-             the request, which is not sent twice",
-            age.round()
-        )
-    };
+    let message = record.job.backstop_message(age, "the start");
     match deliver_error(origin, id, FetchErrorKind::Backstop, message, true).await {
         Ok(_) => None,
         Err(e) => {

@@ -40,6 +40,27 @@ pub struct FetchJob {
     pub options: ProxyFetchOptions,
 }
 
+impl FetchJob {
+    /// Whether the request may be sent again when its executor was lost: idempotent, or
+    /// `retry_non_idempotent` says so.
+    pub fn may_resend(&self) -> bool {
+        self.request.is_idempotent() || self.options.retry.retry_non_idempotent
+    }
+
+    /// What the backstop tells the handler of a request with no result `age_ms` after `since`.
+    pub(crate) fn backstop_message(&self, age_ms: f64, since: &str) -> String {
+        let lost = format!(
+            "no result {} ms after {since} (executor lost?)",
+            age_ms.round()
+        );
+        if self.may_resend() {
+            lost
+        } else {
+            format!("{lost}; the upstream may have received the request, which is not sent twice")
+        }
+    }
+}
+
 /// Result of handing a result to the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeliveryOutcome {
