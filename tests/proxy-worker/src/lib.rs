@@ -91,6 +91,22 @@ async fn file(storage: &Storage, result: &FetchResult, tag: &str) -> Result<()> 
     storage.put(&key, &filed).await
 }
 
+/// Starts a proxied fetch from `origin` and says how long the origin was held.
+async fn start<O: ProxyFetchOrigin>(
+    origin: &O,
+    request: ProxyRequest,
+    continuation: Continuation<O, String>,
+    options: &ProxyFetchOptions,
+) -> std::result::Result<Started, HandlerError> {
+    let started_at_ms = now();
+    let request_id = proxy_fetch::proxy_fetch(origin, request, continuation, options).await?;
+    Ok(Started {
+        request_id,
+        hold_ms: now() - started_at_ms,
+        started_at_ms,
+    })
+}
+
 async fn filed(storage: &Storage) -> Result<Vec<Filed>> {
     let map = storage
         .list_with_options(ListOptions::new().prefix("filed:"))
@@ -136,14 +152,13 @@ impl Inbox {
         options: ProxyFetchOptions,
         tag: String,
     ) -> std::result::Result<Started, HandlerError> {
-        let started_at_ms = now();
-        let continuation = Continuation::new(InboxClient::ON_RESPONSE, tag);
-        let request_id = proxy_fetch::proxy_fetch(self, request, continuation, &options).await?;
-        Ok(Started {
-            request_id,
-            hold_ms: now() - started_at_ms,
-            started_at_ms,
-        })
+        start(
+            self,
+            request,
+            Continuation::new(InboxClient::ON_RESPONSE, tag),
+            &options,
+        )
+        .await
     }
 
     /// Files every result; the tag `fail-handler` makes it fail after filing, `panic-once`
@@ -247,14 +262,13 @@ impl Clock {
         options: ProxyFetchOptions,
         tag: String,
     ) -> std::result::Result<Started, HandlerError> {
-        let started_at_ms = now();
-        let continuation = Continuation::new(ClockClient::ON_RESPONSE, tag);
-        let request_id = proxy_fetch::proxy_fetch(self, request, continuation, &options).await?;
-        Ok(Started {
-            request_id,
-            hold_ms: now() - started_at_ms,
-            started_at_ms,
-        })
+        start(
+            self,
+            request,
+            Continuation::new(ClockClient::ON_RESPONSE, tag),
+            &options,
+        )
+        .await
     }
 
     pub async fn on_response(
