@@ -7,19 +7,17 @@
 import { WorkerEntrypoint } from "cloudflare:workers";
 
 export class DeadExecutor extends WorkerEntrypoint {
-  executeFetch(_job) {}
+  executeFetches(_jobs) {}
 }
 
 // An executor that dies on the first dispatch of each request and works from the second on
 // (it forwards to REAL_EXECUTOR): a request lost with its executor, then recovered.
 const dropped = new Set();
 export class DyingOnceExecutor extends WorkerEntrypoint {
-  executeFetch(job) {
-    if (!dropped.has(job.id)) {
-      dropped.add(job.id);
-      return;
-    }
-    return this.env.REAL_EXECUTOR.executeFetch(job);
+  executeFetches(jobs) {
+    const again = jobs.filter((job) => dropped.has(job.id));
+    for (const job of jobs) dropped.add(job.id);
+    if (again.length) return this.env.REAL_EXECUTOR.executeFetches(again);
   }
 }
 

@@ -4,6 +4,7 @@
 //! [`INVOCATION_BUDGET_MS`](super::options::INVOCATION_BUDGET_MS) (production cancels
 //! background work 30 s after the call returned).
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use worker::{Context, Env, Url};
@@ -12,7 +13,8 @@ use super::http::{attempt, AttemptError};
 use super::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS};
 use super::policy::{ExecutorPolicy, POLICY_VAR};
 use super::protocol::{
-    DeliveryOutcome, FetchJob, OrchestratorClient, OriginClient, FORBIDDEN, RETRY,
+    DeliveryOutcome, FetchJob, OrchestratorClient, OriginClient, FORBIDDEN, MAX_JOBS_PER_CALL,
+    RETRY,
 };
 use super::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
 use crate::entrypoint;
@@ -135,22 +137,15 @@ impl FetchExecutor {
         }
         Delivery::Failed
     }
-}
 
-#[entrypoint(name = "FetchExecutorEntrypoint")]
-impl FetchExecutor {
-    /// Fetches `job.request` (with retries), delivers the result to the origin, then tells the
-    /// orchestrator (orchestrated flow) the request is done. Acknowledged at once; runs under
-    /// `ctx.waitUntil`.
-    #[wait_until]
-    pub async fn execute_fetch(&self, job: FetchJob) -> Result<(), HandlerError> {
-        let started = now_ms();
+    /// One job: fetch, deliver, settle with the orchestrator.
+    async fn execute(&self, job: &FetchJob, started: f64) -> Result<(), HandlerError> {
         let allowed = self.policy().and_then(|policy| {
             let url = Url::parse(&job.request.url).map_err(|e| format!("not a URL: {e}"))?;
             policy.check(&url).map(|()| policy)
         });
         let result = match allowed {
-            Ok(policy) => fetch_with_retries(&job, &policy, started).await,
+            Ok(policy) => fetch_with_retries(job, &policy, started).await,
             Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
         };
         let queue = match &job.queue {
@@ -161,7 +156,7 @@ impl FetchExecutor {
             )?),
             None => None,
         };
-        match self.deliver(&job, &result, started).await {
+        match self.deliver(job, &result, started).await {
             Delivery::Done => {
                 if let Some(orchestrator) = queue {
                     orchestrator.complete(job.id.clone()).await?;
@@ -180,6 +175,26 @@ impl FetchExecutor {
             // A delivery with the wrong token: not this request's result to settle.
             Delivery::Forbidden => {}
         }
+        Ok(())
+    }
+}
+
+#[entrypoint(name = "FetchExecutorEntrypoint")]
+impl FetchExecutor {
+    /// Fetches each job's request (with retries), delivers its result to its origin, then
+    /// tells the orchestrator (orchestrated flow) the request is done. Acknowledged at once;
+    /// runs under `ctx.waitUntil`. The jobs run side by side, at most
+    /// [`MAX_JOBS_PER_CALL`] at a time (the connections one invocation may hold open).
+    #[wait_until]
+    pub async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError> {
+        let started = now_ms();
+        futures_util::stream::iter(jobs)
+            .for_each_concurrent(MAX_JOBS_PER_CALL, |job| async move {
+                if let Err(e) = self.execute(&job, started).await {
+                    log_error(&format!("proxy-fetch {}: {e}", job.id));
+                }
+            })
+            .await;
         Ok(())
     }
 

@@ -5,12 +5,14 @@
 //!
 //! - [`protocol`]: the messages and the RPC methods each role serves; the roles below depend
 //!   on it, not on each other.
-//! - `origin`: `proxy_fetch`, delivery, cancel, the origin's alarm.
+//! - `origin`: `proxy_fetch`, delivery, cancel, the origin's alarm; `ledger`: how it keeps
+//!   its pending requests.
 //! - `orchestrator`, `executor`: the two other roles.
 //! - `options`, `policy`, `types`, `http`: what they share.
 
 mod executor;
 mod http;
+mod ledger;
 mod options;
 mod orchestrator;
 mod origin;

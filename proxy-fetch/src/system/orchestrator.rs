@@ -167,7 +167,7 @@ impl FetchOrchestrator {
     async fn send(&self, job: &FetchJob) -> Result<(), String> {
         let executor = ExecutorClient::from_env(&self.env, &job.options.executor_binding)
             .map_err(|e| e.to_string())?;
-        executor.execute_fetch(job.clone()).await.map_err(|e| {
+        executor.execute_fetches(vec![job.clone()]).await.map_err(|e| {
             format!(
                 "executor `{}` not reached: {}",
                 job.options.executor_binding, e.message

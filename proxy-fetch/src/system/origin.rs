@@ -1,26 +1,30 @@
 //! The origin's side: start a proxied fetch, receive its result, cancel it, and the origin's
 //! alarm: the backstop of the direct flow and the last-resort sweep of both.
 //!
-//! The origin keeps one ledger row per request (`proxy-fetch:request:<id>`) from the start
-//! until its result was handed to the handler; then the row is deleted. A result for a
-//! request with no row (delivered already, or never started here) is dropped as a duplicate.
-//! Rows written per request: the record and its deletion, plus an alarm when none is set early
-//! enough.
+//! The origin keeps a record per request in its ledger ([`super::ledger`]) from the start
+//! until its result was handed to the handler; then the record is deleted. A result for a
+//! request with no record (delivered already, or never started here) is dropped as a
+//! duplicate. Rows written per request: its share of the row it started in, and the write that
+//! removes it (shared with the results that arrive with it), plus an alarm when none is set
+//! early enough.
 
 use js_sys::Array;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use futures_channel::oneshot;
+use futures_util::future::{join, join_all};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{Env, State};
 
+use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start, LEDGER};
 use super::options::InvalidOption;
 use super::protocol::{
     DeliveryOutcome, ExecutorClient, FetchJob, OrchestratorClient, OriginRef, QueueRef, FORBIDDEN,
-    RETRY,
+    MAX_JOBS_PER_CALL, RETRY,
 };
 use super::{
     now_ms, FetchError, FetchErrorKind, FetchResult, Flow, ProxyFetchOptions, ProxyRequest,
@@ -28,7 +32,6 @@ use super::{
 };
 use crate::rpc::{log_error, HandlerError, Method, RpcError};
 
-const LEDGER: &str = "proxy-fetch:request:";
 /// The sweep reads the ledger in pages of this many rows.
 const PAGE: u32 = 256;
 /// An origin dispatches a lost idempotent request again at most this often (direct flow).
@@ -41,10 +44,6 @@ const SWEEP_RETRY_MS: f64 = 5_000.0;
 /// (the orchestrator's backstop acts after one): it queues the request again, which the
 /// orchestrator ignores when it has it, and recovers it when a crash cut the start short.
 const ORCHESTRATED_DUE_FACTOR: f64 = 2.0;
-
-fn ledger_key(id: &str) -> String {
-    format!("{LEDGER}{id}")
-}
 
 /// A Durable Object that starts proxied fetches and receives their results.
 ///
@@ -137,22 +136,6 @@ fn storage_error(e: impl fmt::Display) -> ProxyFetchError {
     ProxyFetchError::Storage(e.to_string())
 }
 
-/// A request waiting for its result.
-#[derive(Serialize, Deserialize)]
-struct PendingRecord {
-    handler: String,
-    data: serde_json::Value,
-    created_ms: f64,
-    /// When the origin's alarm acts on the request if no result came.
-    due_ms: f64,
-    /// Times the job went to an executor (direct flow).
-    dispatches: u32,
-    /// Times the handler was started for this request without finishing (crashed instance).
-    handler_runs: u32,
-    /// The job as sent; its body is dropped when the request may not be sent again.
-    job: FetchJob,
-}
-
 fn random_hex(bytes: usize) -> Result<String, ProxyFetchError> {
     let crypto = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
         .map_err(|_| ProxyFetchError::Storage("no crypto global".into()))?;
@@ -241,8 +224,6 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
             require_binding(env, &options.orchestrator_binding, "orchestrator_binding")?
         }
     }
-    let storage = origin.state().storage();
-
     let _starting;
     let id = match &options.request_id {
         Some(id) => {
@@ -251,75 +232,281 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
                 Some(claim) => claim,
                 None => return Ok(id.clone()),
             };
-            let known = storage
-                .get::<PendingRecord>(&ledger_key(id))
-                .await
-                .map_err(storage_error)?;
-            if known.is_some() {
+            if find(origin, id).await.map_err(storage_error)?.is_some() {
                 return Ok(id.clone());
             }
-            id.clone()
+            Some(id.clone())
         }
-        None => random_hex(16)?,
+        None => None,
     };
-    let queue = (options.flow == Flow::Orchestrated).then(|| QueueRef {
-        binding: options.orchestrator_binding.clone(),
-        shard: options.shard_for(&id),
-    });
-    let job = FetchJob {
-        id: id.clone(),
-        token: random_hex(16)?,
-        request,
-        origin: OriginRef {
-            binding: origin_binding,
-            id: origin.state().id().to_string(),
-        },
-        queue,
-        options: options.clone(),
-    };
+    let data = serde_json::to_value(&continuation.data).map_err(storage_error)?;
+    let bytes = request.body.as_ref().map_or(0, |b| b.len())
+        + request.url.len()
+        + data.to_string().len()
+        + RECORD_OVERHEAD;
     let now = now_ms();
-    let due_ms = now + due_after(options);
-    let mut record = PendingRecord {
+    let record = PendingRecord {
         handler: continuation.handler.to_owned(),
-        data: serde_json::to_value(&continuation.data).map_err(storage_error)?,
+        data,
         created_ms: now,
-        due_ms,
+        due_ms: now + due_after(options),
         dispatches: 1,
         handler_runs: 0,
-        job: job.clone(),
+        job: FetchJob {
+            // Given in the writer's round, with the orchestrator shard that follows from it.
+            id: RequestId::new(),
+            token: random_hex(16)?,
+            request,
+            origin: OriginRef {
+                binding: origin_binding,
+                id: origin.state().id().to_string(),
+            },
+            queue: None,
+            options: options.clone(),
+        },
     };
-    if record.job.queue.is_none() && !record.job.may_resend() {
-        // The direct flow never sends it twice: no need to keep its body. (The orchestrated
-        // one may queue it again, which the orchestrator ignores unless it lost it unsent.)
-        record.job.request.body = None;
-    }
-    // Send the job while the record is written: a write holds back every message sent after
-    // it until it is on disk (the output gate), and the executor need not wait for that. The
-    // record is in storage before any result can arrive: the write is issued in this same
-    // turn, before the Durable Object takes another event.
-    let key = ledger_key(&id);
-    let written = async {
-        storage.put(&key, &record).await?;
-        arm(origin, due_ms).await
+    let (reply, answer) = oneshot::channel();
+    let start = Start {
+        id,
+        record,
+        bytes,
+        reply,
     };
-    let (sent, written) = futures_util::future::join(dispatch(env, &job), written).await;
-    if let Err(e) = sent {
-        // Nothing will answer this request: forget it, so no handler waits for it.
-        let _ = storage.delete(&key).await;
-        return Err(e);
+    write(origin, Op::Start(Box::new(start))).await;
+    answer
+        .await
+        .unwrap_or_else(|_| Err(storage_error("the ledger's writer stopped")))
+}
+
+/// About how many bytes a record takes beyond its body, URL and data.
+const RECORD_OVERHEAD: usize = 512;
+
+/// The record of request `id`, if it is pending here.
+async fn find<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+) -> Result<Option<PendingRecord>, worker::Error> {
+    let row: Option<Row> = origin.state().storage().get(&row_key(id)).await?;
+    Ok(row.and_then(|mut row| row.remove(id)))
+}
+
+/// Queues `op` for the origin's ledger writer (see [`super::ledger`]).
+async fn write<O: ProxyFetchOrigin>(origin: &O, op: Op) {
+    let object = origin.state().id().to_string();
+    ledger::submit(&object, op, |ops| round(origin, ops)).await;
+}
+
+/// Changes (`Some`) or deletes (`None`) the record of request `id`.
+async fn change<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+    record: Option<PendingRecord>,
+) -> Result<(), String> {
+    let (reply, answer) = oneshot::channel();
+    let change = Change {
+        id: id.to_owned(),
+        record,
+        reply,
+    };
+    write(origin, Op::Change(change)).await;
+    answer
+        .await
+        .unwrap_or_else(|_| Err("the ledger's writer stopped".into()))
+}
+
+/// One round of the ledger's writer: the changes, then the starts, each row written once.
+async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
+    let mut starts = Vec::new();
+    let mut changes: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+    for op in ops {
+        match op {
+            Op::Start(start) => starts.push(*start),
+            Op::Change(change) => changes
+                .entry(row_key(&change.id))
+                .or_default()
+                .push(change),
+        }
     }
-    if let Err(e) = written {
-        // Without its record the result would be dropped: stop the request instead.
-        if let Some(queue) = &job.queue {
-            if let Ok(orchestrator) =
-                OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
-            {
-                let _ = orchestrator.forget(id.clone()).await;
+    let storage = origin.state().storage();
+    let changed = join_all(changes.into_iter().map(|(key, changes)| {
+        let storage = &storage;
+        async move {
+            let edits = changes
+                .iter()
+                .map(|c| (c.id.as_str(), c.record.clone()))
+                .collect::<Vec<_>>();
+            let done = edit_row(storage, &key, edits).await;
+            for change in changes {
+                let _ = change.reply.send(done.clone());
             }
         }
-        return Err(storage_error(e));
+    }));
+    join(changed, start_all(origin, starts)).await;
+}
+
+/// Reads row `key`, applies `edits` to it and writes it back (or deletes it once empty).
+async fn edit_row(
+    storage: &worker::Storage,
+    key: &str,
+    edits: Vec<(&str, Option<PendingRecord>)>,
+) -> Result<(), String> {
+    let Some(mut row) = storage.get::<Row>(key).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let before = row.len();
+    let mut replaced = false;
+    for (id, record) in edits {
+        match record {
+            None => {
+                row.remove(id);
+            }
+            Some(record) => {
+                if let Some(slot) = row.get_mut(id) {
+                    *slot = record;
+                    replaced = true;
+                }
+            }
+        }
     }
-    Ok(id)
+    let written = if row.is_empty() {
+        storage.delete(key).await.map(|_| ())
+    } else if replaced || row.len() != before {
+        storage.put(key, &row).await
+    } else {
+        Ok(())
+    };
+    written.map_err(|e| e.to_string())
+}
+
+/// Stores new requests, their rows written side by side, and sends their jobs out, the
+/// executor's in calls of up to [`MAX_JOBS_PER_CALL`]; then answers each start.
+async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
+    if starts.is_empty() {
+        return;
+    }
+    let rows = ledger::into_rows(starts, || random_hex(16));
+    let mut stored: Vec<(String, Row)> = Vec::new();
+    let mut jobs: Vec<FetchJob> = Vec::new();
+    let mut replies = Vec::new();
+    let mut due = f64::INFINITY;
+    for (key, members) in rows {
+        let mut row = Row::new();
+        for (id, start) in members {
+            let Start {
+                mut record, reply, ..
+            } = start;
+            name_job(&mut record.job, &id);
+            due = due.min(record.due_ms);
+            let job = record.job.clone();
+            if record.job.queue.is_none() && !record.job.may_resend() {
+                // The direct flow never sends it twice: no need to keep its body. (The
+                // orchestrated one may queue it again, which the orchestrator ignores unless
+                // it lost it unsent.)
+                record.job.request.body = None;
+            }
+            row.insert(id.clone(), record);
+            jobs.push(job);
+            replies.push((id, stored.len(), reply));
+        }
+        stored.push((key, row));
+    }
+    // Send the jobs while the rows are written: a write holds back every message sent after
+    // it until it is on disk (the output gate), and the executor need not wait for that. The
+    // rows are in storage before any result can arrive: their writes are issued first, in
+    // this same turn, before the Durable Object takes another event.
+    let storage = origin.state().storage();
+    let written = async {
+        let puts = join_all(stored.iter().map(|(key, row)| storage.put(key, row))).await;
+        let armed = arm(origin, due).await;
+        (puts, armed)
+    };
+    let env = origin.env();
+    let (batches, calls): (Vec<_>, Vec<_>) = batches(jobs).into_iter().unzip();
+    let sent = join_all(calls.into_iter().map(|jobs| dispatch_all(env, jobs)));
+    let ((puts, armed), sent) = join(written, sent).await;
+    // Which requests could not be sent: they are forgotten, and so is their record.
+    let mut unsent: HashMap<&str, ProxyFetchError> = HashMap::new();
+    for (ids, result) in batches.iter().zip(sent) {
+        if let Err(e) = result {
+            for id in ids {
+                unsent.insert(id.as_str(), e.clone());
+            }
+        }
+    }
+    let mut forgotten: BTreeMap<&str, Vec<(&str, Option<PendingRecord>)>> = BTreeMap::new();
+    for (id, row, _) in &replies {
+        if unsent.contains_key(id.as_str()) {
+            if let Some((key, _)) = stored.get(*row) {
+                forgotten.entry(key).or_default().push((id, None));
+            }
+        }
+    }
+    for (key, edits) in forgotten {
+        let _ = edit_row(&storage, key, edits).await;
+    }
+    for (id, row, reply) in replies {
+        let stored_ok = match puts.get(row) {
+            Some(Ok(())) => armed.as_ref().map_err(storage_error).map(|_| ()),
+            Some(Err(e)) => Err(storage_error(e)),
+            None => Err(storage_error("row not written")),
+        };
+        let answer = match (unsent.remove(id.as_str()), stored_ok) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => {
+                // Without its record the result would be dropped: stop the request instead.
+                forget_queued(env, &id, stored.get(row).and_then(|(_, r)| r.get(&id))).await;
+                Err(e)
+            }
+            (None, Ok(())) => Ok(id),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+/// Gives a new job its id, and in the orchestrated flow the orchestrator shard that tracks it.
+fn name_job(job: &mut FetchJob, id: &str) {
+    if job.options.flow == Flow::Orchestrated {
+        job.queue = Some(QueueRef {
+            binding: job.options.orchestrator_binding.clone(),
+            shard: job.options.shard_for(id),
+        });
+    }
+    job.id = id.to_owned();
+}
+
+/// Groups jobs into calls: the direct flow's by executor binding, up to
+/// [`MAX_JOBS_PER_CALL`] a call; each orchestrated job alone (the orchestrator takes one).
+fn batches(jobs: Vec<FetchJob>) -> Vec<(Vec<RequestId>, Vec<FetchJob>)> {
+    let mut out: Vec<(Vec<RequestId>, Vec<FetchJob>)> = Vec::new();
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for job in jobs {
+        let binding = job.options.executor_binding.clone();
+        let batch = match (&job.queue, open.get(&binding)) {
+            (None, Some(&i)) if out.get(i).is_some_and(|(ids, _)| ids.len() < MAX_JOBS_PER_CALL) => i,
+            _ => {
+                if job.queue.is_none() {
+                    open.insert(binding, out.len());
+                }
+                out.push((Vec::new(), Vec::new()));
+                out.len() - 1
+            }
+        };
+        if let Some((ids, jobs)) = out.get_mut(batch) {
+            ids.push(job.id.clone());
+            jobs.push(job);
+        }
+    }
+    out
+}
+
+/// Tells the orchestrator to forget a queued request whose start failed.
+async fn forget_queued(env: &Env, id: &str, record: Option<&PendingRecord>) {
+    let Some(queue) = record.and_then(|r| r.job.queue.as_ref()) else {
+        return;
+    };
+    if let Ok(orchestrator) = OrchestratorClient::from_name(env, &queue.binding, &queue.shard) {
+        let _ = orchestrator.forget(id.to_owned()).await;
+    }
 }
 
 /// How long after a (re)dispatch the origin's sweep looks at a request that has no result.
@@ -331,26 +518,28 @@ fn due_after(options: &ProxyFetchOptions) -> f64 {
     }
 }
 
-/// Hands the job to the executor (direct) or the orchestrator: `Ok` once it acknowledged.
-async fn dispatch(env: &Env, job: &FetchJob) -> Result<(), ProxyFetchError> {
-    let sent = match &job.queue {
+/// Hands jobs to the executor (direct flow: one call, all with the same executor binding) or
+/// a job to the orchestrator: `Ok` once acknowledged.
+async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), ProxyFetchError> {
+    let Some(first) = jobs.first() else {
+        return Ok(());
+    };
+    let sent = match first.queue.clone() {
         None => {
-            let executor = ExecutorClient::from_env(env, &job.options.executor_binding)
+            let executor = ExecutorClient::from_env(env, &first.options.executor_binding)
                 .map_err(ProxyFetchError::Dispatch)?;
-            executor.execute_fetch(job.clone()).await
+            executor.execute_fetches(jobs).await
         }
         Some(queue) => {
             let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
                 .map_err(ProxyFetchError::Dispatch)?;
-            orchestrator
-                .enqueue(job.clone())
-                .await
-                .map_err(|e| match e {
-                    crate::rpc::CallError::Rpc(e) => e,
-                    crate::rpc::CallError::Handler(h) => {
-                        RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string())
-                    }
-                })
+            let enqueued = join_all(jobs.into_iter().map(|job| orchestrator.enqueue(job))).await;
+            enqueued.into_iter().collect::<Result<(), _>>().map_err(|e| match e {
+                crate::rpc::CallError::Rpc(e) => e,
+                crate::rpc::CallError::Handler(h) => {
+                    RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string())
+                }
+            })
         }
     };
     sent.map_err(ProxyFetchError::Dispatch)
@@ -465,10 +654,9 @@ pub(crate) async fn deliver<O: ProxyFetchOrigin>(
     let Some(_claim) = Held::take(&CLAIMED, id) else {
         return Ok(DeliveryOutcome::Duplicate);
     };
-    let storage = origin.state().storage();
-    let key = ledger_key(id);
-    let retry = |e: worker::Error| HandlerError::new(RETRY, format!("origin storage: {e}"));
-    let Some(mut record) = storage.get::<PendingRecord>(&key).await.map_err(retry)? else {
+    let retry = |e: String| HandlerError::new(RETRY, format!("origin storage: {e}"));
+    let found = find(origin, id).await.map_err(|e| retry(e.to_string()))?;
+    let Some(mut record) = found else {
         return Ok(DeliveryOutcome::Duplicate);
     };
     if token.is_some_and(|t| t != record.job.token) {
@@ -483,17 +671,19 @@ pub(crate) async fn deliver<O: ProxyFetchOrigin>(
              instance crashed?); result dropped",
             record.handler, record.handler_runs
         ));
-        storage.delete(&key).await.map_err(retry)?;
+        change(origin, id, None).await.map_err(retry)?;
         return Ok(DeliveryOutcome::Delivered);
     }
     if count_run {
         // Deliveries the origin makes itself (its alarm) count their runs, so a handler that
         // crashes its instance every time is not run forever.
         record.handler_runs += 1;
-        storage.put(&key, &record).await.map_err(retry)?;
+        change(origin, id, Some(record.clone()))
+            .await
+            .map_err(retry)?;
     }
     run_handler(origin, ctx, id, &record, result).await;
-    if let Err(e) = storage.delete(&key).await {
+    if let Err(e) = change(origin, id, None).await {
         log_error(&format!(
             "proxy-fetch {id}: handler ran, but its record could not be removed: {e}"
         ));
@@ -550,18 +740,18 @@ async fn deliver_error<O: ProxyFetchOrigin>(
         .map_err(|e| storage_error(e.message))
 }
 
-/// One page of the ledger from `after` on: ids and records.
+/// One page of the ledger's rows from key `after` on: each row's key and its records.
 async fn ledger_page<O: ProxyFetchOrigin>(
     origin: &O,
     after: Option<&str>,
-) -> Result<Vec<(String, Option<PendingRecord>)>, ProxyFetchError> {
+) -> Result<Vec<(String, Option<Row>)>, ProxyFetchError> {
     let mut options = worker::ListOptions::new()
         .prefix(LEDGER)
         .limit(PAGE as usize);
     let start;
     if let Some(after) = after {
         // `start` is inclusive: begin just past `after`.
-        start = format!("{}\u{0}", ledger_key(after));
+        start = format!("{after}\u{0}");
         options = options.start(&start);
     }
     let map = origin
@@ -575,8 +765,8 @@ async fn ledger_page<O: ProxyFetchOrigin>(
         .into_iter()
         .filter_map(|entry| {
             let pair: Array = entry.ok()?.into();
-            let id = pair.get(0).as_string()?.strip_prefix(LEDGER)?.to_owned();
-            Some((id, serde_wasm_bindgen::from_value(pair.get(1)).ok()))
+            let key = pair.get(0).as_string()?;
+            Some((key, serde_wasm_bindgen::from_value(pair.get(1)).ok()))
         })
         .collect())
 }
@@ -588,13 +778,7 @@ pub async fn cancel<O: ProxyFetchOrigin>(
     origin: &O,
     request_id: &str,
 ) -> Result<bool, ProxyFetchError> {
-    let record: Option<PendingRecord> = origin
-        .state()
-        .storage()
-        .get(&ledger_key(request_id))
-        .await
-        .map_err(storage_error)?;
-    let Some(record) = record else {
+    let Some(record) = find(origin, request_id).await.map_err(storage_error)? else {
         return Ok(false);
     };
     let delivered = deliver_error(
@@ -627,10 +811,17 @@ pub async fn cancel<O: ProxyFetchOrigin>(
 /// Requests of this origin still waiting for their result.
 pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, ProxyFetchError> {
     let mut ids = Vec::new();
+    let mut after: Option<String> = None;
     loop {
-        let page = ledger_page(origin, ids.last().map(String::as_str)).await?;
+        let page = ledger_page(origin, after.as_deref()).await?;
         let full = page.len() == PAGE as usize;
-        ids.extend(page.into_iter().map(|(id, _)| id));
+        after = page.last().map(|(key, _)| key.clone());
+        for (key, row) in page {
+            match row {
+                Some(row) => ids.extend(row.into_keys()),
+                None => log_error(&format!("proxy-fetch: unreadable ledger row {key} left alone")),
+            }
+        }
         if !full {
             return Ok(ids);
         }
@@ -672,20 +863,22 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
     loop {
         let page = ledger_page(origin, after.as_deref()).await?;
         let full = page.len() == PAGE as usize;
-        after = page.last().map(|(id, _)| id.clone());
-        for (id, record) in page {
-            let Some(record) = record else {
+        after = page.last().map(|(key, _)| key.clone());
+        for (key, row) in page {
+            let Some(row) = row else {
                 log_error(&format!(
-                    "proxy-fetch {id}: unreadable ledger record left alone"
+                    "proxy-fetch: unreadable ledger row {key} left alone"
                 ));
                 continue;
             };
-            if record.due_ms > now {
-                later(record.due_ms);
-                continue;
-            }
-            if let Some(due) = overdue(origin, &id, record, now).await {
-                later(due);
+            for (id, record) in row {
+                if record.due_ms > now {
+                    later(record.due_ms);
+                    continue;
+                }
+                if let Some(due) = overdue(origin, &id, record, now).await {
+                    later(due);
+                }
             }
         }
         if !full {
@@ -717,12 +910,12 @@ async fn overdue<O: ProxyFetchOrigin>(
         record.dispatches += 1;
         record.due_ms = now + budget;
         let due = record.due_ms;
-        let storage = origin.state().storage();
-        if let Err(e) = storage.put(&ledger_key(id), &record).await {
+        let job = record.job.clone();
+        if let Err(e) = change(origin, id, Some(record)).await {
             log_error(&format!("proxy-fetch {id}: not dispatched again: {e}"));
             return Some(now + SWEEP_RETRY_MS);
         }
-        return match dispatch(origin.env(), &record.job).await {
+        return match dispatch_all(origin.env(), vec![job]).await {
             Ok(()) => Some(due),
             Err(e) => {
                 log_error(&format!("proxy-fetch {id}: dispatch again failed: {e}"));

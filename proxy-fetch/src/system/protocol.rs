@@ -70,6 +70,10 @@ pub enum DeliveryOutcome {
     Duplicate,
 }
 
+/// Jobs per `execute_fetches` call: the connections one Workers invocation may hold open at
+/// once, so every job of a call fetches at once.
+pub const MAX_JOBS_PER_CALL: usize = 6;
+
 /// Handler error codes of a delivery the sender must not retry: the token did not match.
 pub const FORBIDDEN: &str = "forbidden";
 /// Handler error code of a delivery that failed on the origin's side (its storage): retry.
@@ -104,8 +108,9 @@ pub trait Orchestrator {
 /// What `FetchExecutorEntrypoint` serves.
 #[entrypoint(name = "FetchExecutorEntrypoint")]
 pub trait Executor {
-    /// Fetches, delivers the result to the origin, tells the orchestrator (if any).
-    /// Acknowledged at once; the work runs under `ctx.waitUntil`.
+    /// Fetches each job, delivers its result to its origin, tells the orchestrator (if any).
+    /// Acknowledged at once; the work runs under `ctx.waitUntil`. Send at most
+    /// [`MAX_JOBS_PER_CALL`] jobs per call.
     #[wait_until]
-    async fn execute_fetch(&self, job: FetchJob) -> Result<(), HandlerError>;
+    async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError>;
 }

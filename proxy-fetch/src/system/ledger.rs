@@ -1,0 +1,183 @@
+//! The origin's ledger: a record per request from its start until its handler ran, kept so
+//! that requests started together cost one row write, not one each.
+//!
+//! Row `proxy-fetch:request:<name>` maps request ids to their records. Requests proxy-fetch
+//! names share rows: a row named `<random>~` holds the requests `<random>~0`, `<random>~1`,
+//! ... that started together. A request started with a caller's `request_id` has a row of
+//! its own, named by the id (caller ids cannot contain `~`, so the two kinds never meet).
+//!
+//! Every write goes through one writer per Durable Object ([`submit`]): what is asked while
+//! it writes waits for its next round, and a round reads each row it changes once, applies
+//! every change to it and writes it once. So two changes to one row never race, and a burst of
+//! starts or results costs a few writes.
+
+use futures_channel::oneshot;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+
+use super::origin::ProxyFetchError;
+use super::protocol::FetchJob;
+use super::RequestId;
+
+pub(super) const LEDGER: &str = "proxy-fetch:request:";
+/// A row holds at most this many requests...
+pub(super) const ROW_RECORDS: usize = 32;
+/// ...and about this many bytes of them (a request larger than this has a row to itself).
+pub(super) const ROW_BYTES: usize = 64 * 1024;
+
+/// A request waiting for its result.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct PendingRecord {
+    pub handler: String,
+    pub data: serde_json::Value,
+    pub created_ms: f64,
+    /// When the origin's alarm acts on the request if no result came.
+    pub due_ms: f64,
+    /// Times the job went to an executor (direct flow).
+    pub dispatches: u32,
+    /// Times the handler was started for this request without finishing (crashed instance).
+    pub handler_runs: u32,
+    /// The job as sent; its body is dropped when the request may not be sent again.
+    pub job: FetchJob,
+}
+
+/// One ledger row: the records of the requests in it, by id.
+pub(super) type Row = BTreeMap<RequestId, PendingRecord>;
+
+/// The key of the row that holds request `id`.
+pub(super) fn row_key(id: &str) -> String {
+    let name = match id.rfind('~') {
+        Some(i) => id.get(..=i).unwrap_or(id),
+        None => id,
+    };
+    format!("{LEDGER}{name}")
+}
+
+/// The id of request `n` of the shared row named `row` (`row` ends in `~`).
+pub(super) fn shared_id(row: &str, n: usize) -> RequestId {
+    format!("{row}{n}")
+}
+
+/// A request to start: its record, with the job's id still to be given when `id` is `None`.
+pub(super) struct Start {
+    pub id: Option<RequestId>,
+    pub record: PendingRecord,
+    /// About how many bytes the record takes in its row.
+    pub bytes: usize,
+    pub reply: oneshot::Sender<Result<RequestId, ProxyFetchError>>,
+}
+
+/// A change to a stored record: `Some` replaces it (if it is still there), `None` deletes it.
+pub(super) struct Change {
+    pub id: RequestId,
+    pub record: Option<PendingRecord>,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// What the writer of an origin does in a round.
+pub(super) enum Op {
+    Start(Box<Start>),
+    Change(Change),
+}
+
+#[derive(Default)]
+struct Queue {
+    ops: Vec<Op>,
+    writing: bool,
+}
+
+thread_local! {
+    /// Per Durable Object (by id) in this isolate: what waits for the next round, and whether
+    /// a writer is at work.
+    static QUEUES: RefCell<HashMap<String, Queue>> = RefCell::new(HashMap::new());
+}
+
+/// Marks `object`'s writer as gone when dropped.
+struct Writing<'a>(&'a str);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        QUEUES.with(|q| {
+            let mut queues = q.borrow_mut();
+            if queues.get(self.0).is_some_and(|queue| queue.ops.is_empty()) {
+                queues.remove(self.0);
+            } else if let Some(queue) = queues.get_mut(self.0) {
+                queue.writing = false;
+            }
+        });
+    }
+}
+
+/// Queues `op` for `object`'s next round. With no writer at work, the caller becomes the
+/// writer: it runs `round` on what is queued until nothing is, then returns. The op's reply
+/// comes through its channel either way.
+pub(super) async fn submit<F, Fut>(object: &str, op: Op, round: F)
+where
+    F: Fn(Vec<Op>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let lead = QUEUES.with(|q| {
+        let mut queues = q.borrow_mut();
+        let queue = queues.entry(object.to_owned()).or_default();
+        queue.ops.push(op);
+        !std::mem::replace(&mut queue.writing, true)
+    });
+    if !lead {
+        return;
+    }
+    let _writing = Writing(object);
+    loop {
+        let ops = QUEUES.with(|q| {
+            q.borrow_mut()
+                .get_mut(object)
+                .map(|queue| std::mem::take(&mut queue.ops))
+                .unwrap_or_default()
+        });
+        if ops.is_empty() {
+            return;
+        }
+        round(ops).await;
+    }
+}
+
+/// Splits requests into rows and names them: a caller-named request alone, the others
+/// together while the row holds fewer than [`ROW_RECORDS`] and about [`ROW_BYTES`].
+/// `new_row` makes a random name for a shared row; a request that gets no row is answered
+/// with its error here. Returns each row's key and its requests with their ids.
+pub(super) fn into_rows(
+    starts: Vec<Start>,
+    mut new_row: impl FnMut() -> Result<String, ProxyFetchError>,
+) -> Vec<(String, Vec<(RequestId, Start)>)> {
+    let mut rows: Vec<(String, Vec<(RequestId, Start)>)> = Vec::new();
+    // The shared row being filled: its name, its index in `rows`, and its bytes so far.
+    let mut open: Option<(String, usize, usize)> = None;
+    for start in starts {
+        if let Some(id) = start.id.clone() {
+            rows.push((row_key(&id), vec![(id, start)]));
+            continue;
+        }
+        if let Some((name, i, bytes)) = &mut open {
+            if let Some((_, row)) = rows.get_mut(*i) {
+                if row.len() < ROW_RECORDS && *bytes + start.bytes <= ROW_BYTES {
+                    *bytes += start.bytes;
+                    row.push((shared_id(name, row.len()), start));
+                    continue;
+                }
+            }
+        }
+        match new_row() {
+            Ok(random) => {
+                let name = format!("{random}~");
+                let id = shared_id(&name, 0);
+                open = Some((name.clone(), rows.len(), start.bytes));
+                rows.push((format!("{LEDGER}{name}"), vec![(id, start)]));
+            }
+            Err(e) => {
+                let _ = start.reply.send(Err(e));
+            }
+        }
+    }
+    rows
+}
