@@ -7,15 +7,23 @@
 //! its own, named by the id (caller ids cannot contain `~`, so the two kinds never meet).
 //!
 //! Every write goes through one writer per Durable Object ([`submit`]): what is asked while
-//! it writes waits for its next round, and a round reads each row it changes once, applies
-//! every change to it and writes it once. So two changes to one row never race, and a burst of
-//! starts or results costs a few writes.
+//! it writes waits for its next round, and a round applies every change to a row and writes it
+//! once. So two changes to one row never race, and a burst of starts or results costs a few
+//! writes.
+//!
+//! The rows an instance read or wrote stay decoded in its memory ([`read`], [`edit`]): a
+//! result finds its record without decoding the row it shares, and a round encodes each row it
+//! writes once. The cache belongs to one instance of the Durable Object (a new instance, e.g.
+//! after a failed write reset it, starts empty) and is dropped whenever a write fails.
 
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+
+use wasm_bindgen::JsValue;
+use worker::State;
 
 use super::origin::ProxyFetchError;
 use super::protocol::FetchJob;
@@ -180,4 +188,146 @@ pub(super) fn into_rows(
         }
     }
     rows
+}
+
+/// Rows cached beyond this many (deleted ones included) are dropped.
+const CACHED_ROWS: usize = 4096;
+
+#[derive(Default)]
+struct Cache {
+    /// The rows read or written, by key; an empty row is one known not to exist. Once a row
+    /// is here, every write to it goes through here first.
+    rows: HashMap<String, Row>,
+    /// Counts the times the cache was dropped: a read begun before cannot fill it.
+    generation: u64,
+}
+
+thread_local! {
+    /// Per instance of a Durable Object in this isolate (see [`instance`]).
+    static CACHES: RefCell<HashMap<String, Cache>> = RefCell::new(HashMap::new());
+    static INSTANCES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Names this instance of the Durable Object: its id, and a number kept on its state object,
+/// so that a new instance in the same isolate does not see what an old one cached.
+pub(super) fn instance(state: &State) -> String {
+    const MARK: &str = "__proxyFetchInstance";
+    let raw: &JsValue = state.as_raw().as_ref();
+    let key = JsValue::from_str(MARK);
+    let number = match js_sys::Reflect::get(raw, &key).ok().and_then(|v| v.as_f64()) {
+        Some(n) => n as u64,
+        None => {
+            let n = INSTANCES.with(|c| {
+                c.set(c.get() + 1);
+                c.get()
+            });
+            let _ = js_sys::Reflect::set(raw, &key, &JsValue::from_f64(n as f64));
+            n
+        }
+    };
+    format!("{}#{number}", state.id())
+}
+
+/// Calls `f` with row `key` (empty when there is none), read from storage unless cached.
+pub(super) async fn read<T>(
+    state: &State,
+    key: &str,
+    f: impl Fn(&mut Row) -> T,
+) -> Result<T, worker::Error> {
+    let object = instance(state);
+    let cached = |f: &dyn Fn(&mut Row) -> T| {
+        CACHES.with(|c| {
+            c.borrow_mut()
+                .get_mut(&object)
+                .and_then(|cache| cache.rows.get_mut(key))
+                .map(f)
+        })
+    };
+    if let Some(t) = cached(&f) {
+        return Ok(t);
+    }
+    let generation = CACHES.with(|c| c.borrow().get(&object).map_or(0, |c| c.generation));
+    let stored: Option<Row> = state.storage().get(key).await?;
+    // Cached meanwhile (by a write): that is newer than what was read.
+    if let Some(t) = cached(&f) {
+        return Ok(t);
+    }
+    let mut row = stored.unwrap_or_default();
+    CACHES.with(|c| {
+        let mut caches = c.borrow_mut();
+        let cache = caches.entry(object.clone()).or_default();
+        if cache.generation != generation {
+            // Dropped meanwhile: what was read may predate a failed write. Not kept.
+            return Ok(f(&mut row));
+        }
+        if cache.rows.len() >= CACHED_ROWS {
+            cache.rows.retain(|_, row| !row.is_empty());
+            if cache.rows.len() >= CACHED_ROWS {
+                cache.rows.clear();
+            }
+            cache.generation += 1;
+        }
+        Ok(f(cache.rows.entry(key.to_owned()).or_insert(row)))
+    })
+}
+
+/// The writer's side: applies `f` to row `key` (read first if needed) and stores the row
+/// (deleted once empty). Only a round may call it: writes to one row must not overlap.
+pub(super) async fn edit(
+    state: &State,
+    key: &str,
+    f: impl Fn(&mut Row) -> bool,
+) -> Result<(), String> {
+    // `f` says whether it changed the row; the encoding is taken in the same step.
+    let encoded = read(state, key, |row| {
+        if !f(row) {
+            return Ok(None);
+        }
+        if row.is_empty() {
+            Ok(Some(None))
+        } else {
+            serde_wasm_bindgen::to_value(row).map(|v| Some(Some(v)))
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let storage = state.storage();
+    let written = match encoded {
+        None => return Ok(()),
+        Some(None) => storage.delete(key).await.map(|_| ()),
+        Some(Some(value)) => storage.put_raw(key, value).await,
+    };
+    written.map_err(|e| {
+        forget(state);
+        e.to_string()
+    })
+}
+
+/// Stores a new row (the writer's side), cached from now on.
+pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), String> {
+    let value = serde_wasm_bindgen::to_value(&row).map_err(|e| e.to_string())?;
+    let object = instance(state);
+    CACHES.with(|c| {
+        c.borrow_mut()
+            .entry(object)
+            .or_default()
+            .rows
+            .insert(key.to_owned(), row)
+    });
+    state.storage().put_raw(key, value).await.map_err(|e| {
+        forget(state);
+        e.to_string()
+    })
+}
+
+/// Drops what this instance cached: after a failed write, storage may hold either version.
+pub(super) fn forget(state: &State) {
+    let object = instance(state);
+    CACHES.with(|c| {
+        if let Some(cache) = c.borrow_mut().get_mut(&object) {
+            cache.rows.clear();
+            cache.generation += 1;
+        }
+    });
 }

@@ -286,13 +286,12 @@ async fn find<O: ProxyFetchOrigin>(
     origin: &O,
     id: &str,
 ) -> Result<Option<PendingRecord>, worker::Error> {
-    let row: Option<Row> = origin.state().storage().get(&row_key(id)).await?;
-    Ok(row.and_then(|mut row| row.remove(id)))
+    ledger::read(origin.state(), &row_key(id), |row| row.get(id).cloned()).await
 }
 
 /// Queues `op` for the origin's ledger writer (see [`super::ledger`]).
 async fn write<O: ProxyFetchOrigin>(origin: &O, op: Op) {
-    let object = origin.state().id().to_string();
+    let object = ledger::instance(origin.state());
     ledger::submit(&object, op, |ops| round(origin, ops)).await;
 }
 
@@ -327,55 +326,36 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
                 .push(change),
         }
     }
-    let storage = origin.state().storage();
-    let changed = join_all(changes.into_iter().map(|(key, changes)| {
-        let storage = &storage;
-        async move {
-            let edits = changes
-                .iter()
-                .map(|c| (c.id.as_str(), c.record.clone()))
-                .collect::<Vec<_>>();
-            let done = edit_row(storage, &key, edits).await;
-            for change in changes {
-                let _ = change.reply.send(done.clone());
-            }
+    let changed = join_all(changes.into_iter().map(|(key, changes)| async move {
+        let edits = changes
+            .iter()
+            .map(|c| (c.id.as_str(), c.record.clone()))
+            .collect::<Vec<_>>();
+        let done = edit_row(origin, &key, &edits).await;
+        for change in changes {
+            let _ = change.reply.send(done.clone());
         }
     }));
     join(changed, start_all(origin, starts)).await;
 }
 
-/// Reads row `key`, applies `edits` to it and writes it back (or deletes it once empty).
-async fn edit_row(
-    storage: &worker::Storage,
+/// Applies `edits` to row `key`: `Some` replaces a record still there, `None` deletes it.
+async fn edit_row<O: ProxyFetchOrigin>(
+    origin: &O,
     key: &str,
-    edits: Vec<(&str, Option<PendingRecord>)>,
+    edits: &[(&str, Option<PendingRecord>)],
 ) -> Result<(), String> {
-    let Some(mut row) = storage.get::<Row>(key).await.map_err(|e| e.to_string())? else {
-        return Ok(());
-    };
-    let before = row.len();
-    let mut replaced = false;
-    for (id, record) in edits {
-        match record {
-            None => {
-                row.remove(id);
-            }
-            Some(record) => {
-                if let Some(slot) = row.get_mut(id) {
-                    *slot = record;
-                    replaced = true;
-                }
-            }
+    ledger::edit(origin.state(), key, |row| {
+        let mut changed = false;
+        for (id, record) in edits {
+            changed |= match record {
+                None => row.remove(*id).is_some(),
+                Some(record) => row.get_mut(*id).map(|slot| *slot = record.clone()).is_some(),
+            };
         }
-    }
-    let written = if row.is_empty() {
-        storage.delete(key).await.map(|_| ())
-    } else if replaced || row.len() != before {
-        storage.put(key, &row).await
-    } else {
-        Ok(())
-    };
-    written.map_err(|e| e.to_string())
+        changed
+    })
+    .await
 }
 
 /// Stores new requests, their rows written side by side, and sends their jobs out, the
@@ -414,9 +394,13 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     // it until it is on disk (the output gate), and the executor need not wait for that. The
     // rows are in storage before any result can arrive: their writes are issued first, in
     // this same turn, before the Durable Object takes another event.
-    let storage = origin.state().storage();
     let written = async {
-        let puts = join_all(stored.iter().map(|(key, row)| storage.put(key, row))).await;
+        let puts = join_all(
+            stored
+                .iter()
+                .map(|(key, row)| ledger::insert(origin.state(), key, row.clone())),
+        )
+        .await;
         let armed = arm(origin, due).await;
         (puts, armed)
     };
@@ -442,7 +426,7 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
         }
     }
     for (key, edits) in forgotten {
-        let _ = edit_row(&storage, key, edits).await;
+        let _ = edit_row(origin, key, &edits).await;
     }
     for (id, row, reply) in replies {
         let stored_ok = match puts.get(row) {
@@ -551,7 +535,7 @@ thread_local! {
     static CLAIMED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// Caller-chosen ids being started right now in this isolate.
     static STARTING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-    /// The alarm time each origin in this isolate last set or read (by Durable Object id), so
+    /// The alarm time each origin in this isolate last set or read (by [`ledger::instance`]), so
     /// most starts need not read it.
     static ALARMS: RefCell<HashMap<String, f64>> = RefCell::new(HashMap::new());
 }
@@ -580,7 +564,7 @@ impl Drop for Held {
 
 /// Makes sure the origin's alarm fires no later than `at`.
 async fn arm<O: ProxyFetchOrigin>(origin: &O, at: f64) -> worker::Result<()> {
-    let object = origin.state().id().to_string();
+    let object = ledger::instance(origin.state());
     let cached = ALARMS.with(|a| a.borrow().get(&object).copied());
     let storage = origin.state().storage();
     // With an alarm of its own the origin may move its alarm at any time: read it.
@@ -832,7 +816,7 @@ pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, 
 /// idempotent, within their max age) or get a final `Backstop` error; then, for an origin
 /// with an alarm of its own, that alarm runs.
 pub async fn alarm<O: ProxyFetchOrigin>(origin: &O) -> worker::Result<()> {
-    let object = origin.state().id().to_string();
+    let object = ledger::instance(origin.state());
     ALARMS.with(|a| a.borrow_mut().remove(&object));
     let swept = sweep(origin).await;
     let own = if O::OWN_ALARM {

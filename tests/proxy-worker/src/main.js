@@ -1,7 +1,9 @@
 // Test-only main module of the proxy test worker: the build's classes, with storage faults
 // injectable into the Inbox and FetchOrchestrator Durable Objects (nothing of this ships).
 // `injectStorageFault(op, prefix, times)` makes the next `times` storage calls `op` ("get",
-// "put", "delete") on a key starting with `prefix` reject, as a failing storage would.
+// "put", "delete") on a key starting with `prefix` reject, as a failing storage would. While a
+// read fault is pending, proxy-fetch's cache is bypassed (the rows an instance read or wrote
+// stay in its memory), so its reads reach storage, as in a restarted instance.
 import * as build from "../build/worker.js";
 
 export * from "../build/worker.js";
@@ -26,6 +28,9 @@ function faulty(ctx, faults) {
   return new Proxy(ctx, {
     get(target, prop) {
       if (prop === "storage") return storage;
+      // proxy-fetch names an instance by a mark on its state (proxy-fetch/src/system/ledger.rs):
+      // while a read fault is pending, every call looks like a new instance.
+      if (prop === "__proxyFetchInstance" && faults.some((f) => f.op === "get" && f.times > 0)) return undefined;
       const value = Reflect.get(target, prop);
       return typeof value === "function" ? value.bind(target) : value;
     },
