@@ -440,6 +440,18 @@ try {
     results.burst.orchestrated.lost += r.lost;
     results.burst.orchestrated.duplicates += r.duplicates;
   }
+  if (!QUICK && flows.includes("direct")) {
+    // What an origin's start waits for under the burst: an RPC round trip to the executor, timed
+    // by another Durable Object while a copy of the direct burst runs (not measured for cost).
+    const label = "direct-burst-pinged";
+    await warm([...burstOrigins(label), "ping-probe"]);
+    const [r, pings] = await Promise.all([
+      run({ label, n: burstN, origins: burstOrigins(label), url: up.url(`/${label}/{i}`), options: opts("direct", label) }),
+      call("ping-probe", "noopRpc", 20),
+    ]);
+    checkDelivery("direct", label, r);
+    results.burst.direct.rpc_during = { n: pings.length, median_ms: med(pings), p99_ms: p99(pings), hold_median_ms: med(r.hold_ms) };
+  }
 
   // A 10 MiB body, against an RPC carrying the same bytes one way (a result travels once,
   // executor -> origin) and the same fetch awaited in a DO.
@@ -610,7 +622,12 @@ Wall time from the first start to the last handler, against the same burst with 
 in its DO (the same HTTP starts, upstream fetches and handler work), measured in the same run.
 
 ${burstTable}
-
+${results.burst.direct?.rpc_during ? `
+While a copy of the direct burst ran (origin hold median ${f(results.burst.direct.rpc_during.hold_median_ms)} ms in that copy), another
+Durable Object timed ${results.burst.direct.rpc_during.n} no-op RPC round trips to the executor one after another: median
+${f(results.burst.direct.rpc_during.median_ms)} ms, p99 ${f(results.burst.direct.rpc_during.p99_ms)} ms. A start waits for one such round trip (the executor's
+acknowledgement), after the round of its origin's ledger writer already under way.
+` : ""}
 ## Latency
 
 Times are measured with \`Date.now()\` inside workerd (1 ms resolution, advancing only across I/O).
