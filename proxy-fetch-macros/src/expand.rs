@@ -171,7 +171,7 @@ fn describe(ep: &Entrypoint) -> TokenStream {
             let err = probe(quote!(<#types as ::proxy_fetch::__private::MethodTypes<#i>>::Err));
             quote! {
                 #(#cfgs)*
-                {
+                if keep(#js_name) {
                     let __pf_args = [#(#args),*];
                     let __pf_ok = #ok;
                     let __pf_err = #err;
@@ -182,8 +182,8 @@ fn describe(ep: &Entrypoint) -> TokenStream {
     quote! {
         #[cfg(not(target_arch = "wasm32"))]
         impl #dts::Describe for #client {
-            #[allow(unused_mut)]
-            fn describe() -> #dts::Entrypoint {
+            #[allow(unused_mut, unused_variables)]
+            fn describe_only(keep: &dyn ::core::ops::Fn(&str) -> bool) -> #dts::Entrypoint {
                 #[allow(unused_imports)]
                 use #dts::{Fallback as _, ViaTs as _};
                 let mut __pf_types = #dts::Types::new();

@@ -221,7 +221,13 @@ impl Types {
 /// What `#[entrypoint]` implements for each client it generates (native builds only): the
 /// entrypoint's RPC methods.
 pub trait Describe {
-    fn describe() -> Entrypoint;
+    /// The methods whose JS name `keep` accepts, and the types they use.
+    fn describe_only(keep: &dyn Fn(&str) -> bool) -> Entrypoint;
+
+    /// Every RPC method.
+    fn describe() -> Entrypoint {
+        Self::describe_only(&|_| true)
+    }
 }
 
 /// What kind of class serves the entrypoint.
@@ -282,13 +288,6 @@ impl Entrypoint {
     /// The JS names of its methods.
     pub fn method_names(&self) -> impl Iterator<Item = &str> {
         self.methods.iter().map(|m| m.name.as_str())
-    }
-
-    /// Leaves out the methods that `other` (an entrypoint trait the same class serves) declares.
-    pub fn without(mut self, other: &Entrypoint) -> Entrypoint {
-        self.methods
-            .retain(|m| !other.methods.iter().any(|o| o.name == m.name));
-        self
     }
 
     /// Adds a method; `args` are (name, TypeScript type) pairs.

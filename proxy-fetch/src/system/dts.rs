@@ -8,18 +8,23 @@
 //! latter are declared: the protocol's take messages (`FetchJob`, with the origin's delivery
 //! token) that only proxy-fetch builds, and calling them by hand would corrupt the queue.
 
-use super::executor::ExecutorHealth;
 use super::protocol::{ExecutorClient, OrchestratorClient};
 use super::{FetchExecutorClient, FetchOrchestratorClient};
 use crate::rpc::dts::{Describe, Entrypoint};
 
 /// `FetchOrchestrator` and `FetchExecutorEntrypoint` as a TS caller sees them: their RPC
-/// methods less the protocol's (which the `#[entrypoint]` traits of `protocol` list).
+/// methods less the protocol's (which the `#[entrypoint]` traits of `protocol` list), and only
+/// the types those use.
 pub fn described() -> Vec<Entrypoint> {
     vec![
-        FetchOrchestratorClient::describe().without(&OrchestratorClient::describe()),
-        FetchExecutorClient::describe().without(&ExecutorClient::describe()),
+        FetchOrchestratorClient::describe_only(&not_in(OrchestratorClient::describe())),
+        FetchExecutorClient::describe_only(&not_in(ExecutorClient::describe())),
     ]
+}
+
+fn not_in(protocol: Entrypoint) -> impl Fn(&str) -> bool {
+    let names: Vec<String> = protocol.method_names().map(str::to_owned).collect();
+    move |name| !names.iter().any(|n| n == name)
 }
 
 /// `ExecutorHealth` as it crosses RPC: `policy` is a `Result<(), String>`, which serde writes as
@@ -28,7 +33,7 @@ pub fn described() -> Vec<Entrypoint> {
 /// fields `_same_fields` keeps in step with the real struct.
 #[cfg(feature = "ts")]
 mod executor_health {
-    use super::ExecutorHealth;
+    use crate::system::ExecutorHealth;
     use ts_rs::{Config, TypeVisitor, TS};
 
     /// What `health` reports.
@@ -112,5 +117,8 @@ mod tests {
                 ("FetchExecutorEntrypoint", vec!["health"]),
             ]
         );
+        // The protocol's messages are not declared, not even as `unknown`.
+        let json = serde_json::to_string(&eps).unwrap_or_default();
+        assert!(!json.contains("FetchJob"), "{json}");
     }
 }
