@@ -1,6 +1,6 @@
-// A TypeScript worker calling the Rust worker (tests/worker) over Workers RPC through bindings
-// typed by the generated tests/worker/build/worker.d.ts. tsc compiles it to build/caller.js,
-// which tests/workerd/typescript.test.mjs runs in workerd beside the Rust worker.
+// A TypeScript worker calling the Rust workers tests/worker and examples/demo over Workers RPC
+// through bindings typed by their generated build/worker.d.ts. tsc compiles it to
+// build/caller.js, which tests/workerd/typescript.test.mjs runs in workerd beside them.
 import type {
   GreeterEntrypointErrors,
   Greeting,

@@ -1,8 +1,9 @@
 // TypeScript callers of Rust entrypoints (docs/typescript.md): the declarations that
-// `proxy-fetch-build --dts` generated from tests/worker (scripts/test writes them into
-// tests/worker/build/worker.d.ts before this runs) type a TS worker's bindings; tsc accepts
+// `proxy-fetch-build --dts` generated from tests/worker and examples/demo (scripts/test writes
+// them into <crate>/build/worker.d.ts before this runs) type a TS worker's bindings; tsc accepts
 // tests/ts-caller/caller.ts, refuses each marked line of tests/ts-caller/wrong.ts and no other,
-// and the compiled caller runs in workerd against the Rust worker.
+// and the compiled caller runs in workerd against the Rust worker and the demo (which serves
+// proxy-fetch's FetchOrchestrator and FetchExecutorEntrypoint).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
