@@ -55,7 +55,8 @@ pub use system::{
 /// Makes this worker serve proxy-fetch's own classes, `FetchOrchestrator` and
 /// `FetchExecutorEntrypoint`: the build exports them from the worker's main module only when
 /// the worker says so, once, anywhere in its crate. A worker whose origins use another
-/// worker's executor and orchestrator leaves it out.
+/// worker's executor and orchestrator leaves it out. With `proxy-fetch-build --dts` it also
+/// declares the two classes' methods for TypeScript callers (docs/typescript.md).
 #[cfg(feature = "system")]
 #[macro_export]
 macro_rules! serve_system {

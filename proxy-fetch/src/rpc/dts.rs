@@ -341,7 +341,10 @@ pub fn export(ep: &Entrypoint) -> Result<(), String> {
     std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+// `(&Probe::<T>::new()).ts_type(..)` as the generated code writes it (the borrow is what picks
+// `Fallback` for a type without `TS`).
 #[cfg(test)]
+#[allow(clippy::needless_borrow)]
 mod tests {
     use super::*;
 
