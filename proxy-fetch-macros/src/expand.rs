@@ -171,7 +171,7 @@ fn describe(ep: &Entrypoint) -> TokenStream {
             let err = probe(quote!(<#types as ::proxy_fetch::__private::MethodTypes<#i>>::Err));
             quote! {
                 #(#cfgs)*
-                if keep(#js_name) {
+                if __pf_keep(#js_name) {
                     let __pf_args = [#(#args),*];
                     let __pf_ok = #ok;
                     let __pf_err = #err;
@@ -183,7 +183,7 @@ fn describe(ep: &Entrypoint) -> TokenStream {
         #[cfg(not(target_arch = "wasm32"))]
         impl #dts::Describe for #client {
             #[allow(unused_mut, unused_variables)]
-            fn describe_only(keep: &dyn ::core::ops::Fn(&str) -> bool) -> #dts::Entrypoint {
+            fn describe_only(__pf_keep: &dyn ::core::ops::Fn(&str) -> bool) -> #dts::Entrypoint {
                 #[allow(unused_imports)]
                 use #dts::{Fallback as _, ViaTs as _};
                 let mut __pf_types = #dts::Types::new();
