@@ -75,7 +75,7 @@ macro_rules! serve_system {
             for ep in $crate::__private::system_described() {
                 $crate::__private::dts::export(&ep)?;
             }
-            Ok(())
+            ::core::result::Result::Ok(())
         }
     };
 }
