@@ -20,6 +20,7 @@ pub fn expand(item: &Item, ep: &Entrypoint) -> TokenStream {
     let types = method_types(ep);
     let types_ident = types_ident(ep);
     let allow = ep.remote_only.then(|| quote!(#[allow(async_fn_in_trait)]));
+    let describe = describe(ep);
     let serve = if ep.remote_only {
         TokenStream::new()
     } else {
@@ -38,7 +39,7 @@ pub fn expand(item: &Item, ep: &Entrypoint) -> TokenStream {
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
         struct #types_ident;
-        const _: () = { #types };
+        const _: () = { #types #describe };
         #serve
     }
 }
@@ -130,18 +131,21 @@ fn method_types(ep: &Entrypoint) -> TokenStream {
     quote!(#(#impls)*)
 }
 
-/// A native `#[test]` that describes the entrypoint's RPC methods for `proxy-fetch-build --dts`
-/// (`proxy_fetch::__private::dts`): a no-op unless that build runs it. Never in the wasm.
-fn dts_test(ep: &Entrypoint) -> TokenStream {
+/// `proxy_fetch::__private::dts::Describe` for the client, native only: the entrypoint's RPC
+/// methods (not continuation handlers) with their JS names, argument names and TypeScript types,
+/// for `proxy-fetch-build --dts`. A trait describes itself too, so that proxy-fetch can leave
+/// the methods of its protocol traits out of the declarations of the classes serving them.
+fn describe(ep: &Entrypoint) -> TokenStream {
     let (kind, name) = match &ep.kind {
         Kind::DefaultEntrypoint => (quote!(Default), "default".to_owned()),
         Kind::NamedEntrypoint(name) => (quote!(Named), name.value()),
         Kind::DurableObject { .. } => (quote!(DurableObject), ep.self_ident.to_string()),
     };
     let rust = ep.self_ident.to_string();
-    let test = format_ident!("__pf_dts_{}", ep.client);
+    let client = &ep.client;
     let types = types_ident(ep);
-    let probe = |ty: TokenStream| quote!((&::proxy_fetch::__private::dts::Probe::<#ty>::new()).ts_type(&mut __pf_types));
+    let dts = quote!(::proxy_fetch::__private::dts);
+    let probe = |ty: TokenStream| quote!((&#dts::Probe::<#ty>::new()).ts_type(&mut __pf_types));
     let methods = ep
         .methods
         .iter()
@@ -167,7 +171,7 @@ fn dts_test(ep: &Entrypoint) -> TokenStream {
             let err = probe(quote!(<#types as ::proxy_fetch::__private::MethodTypes<#i>>::Err));
             quote! {
                 #(#cfgs)*
-                {
+                if __pf_keep(#js_name) {
                     let __pf_args = [#(#args),*];
                     let __pf_ok = #ok;
                     let __pf_err = #err;
@@ -176,20 +180,34 @@ fn dts_test(ep: &Entrypoint) -> TokenStream {
             }
         });
     quote! {
+        #[cfg(not(target_arch = "wasm32"))]
+        impl #dts::Describe for #client {
+            #[allow(unused_mut, unused_variables)]
+            fn describe_only(__pf_keep: &dyn ::core::ops::Fn(&str) -> bool) -> #dts::Entrypoint {
+                #[allow(unused_imports)]
+                use #dts::{Fallback as _, ViaTs as _};
+                let mut __pf_types = #dts::Types::new();
+                let mut __pf_ep = #dts::Entrypoint::new(#dts::Kind::#kind, #name, #rust);
+                #(#methods)*
+                __pf_ep.types(__pf_types)
+            }
+        }
+    }
+}
+
+/// A native `#[test]` that writes the entrypoint's description for `proxy-fetch-build --dts`
+/// (`proxy_fetch::__private::dts::export`): a no-op unless that build runs it. Never in the wasm.
+fn dts_test(ep: &Entrypoint) -> TokenStream {
+    let test = format_ident!("__pf_dts_{}", ep.client);
+    let client = &ep.client;
+    quote! {
         #[cfg(all(test, not(target_arch = "wasm32")))]
         #[test]
-        #[allow(non_snake_case, unused_mut)]
+        #[allow(non_snake_case)]
         fn #test() -> ::core::result::Result<(), ::std::string::String> {
-            #[allow(unused_imports)]
-            use ::proxy_fetch::__private::dts::{Fallback as _, ViaTs as _};
-            let mut __pf_types = ::proxy_fetch::__private::dts::Types::new();
-            let mut __pf_ep = ::proxy_fetch::__private::dts::Entrypoint::new(
-                ::proxy_fetch::__private::dts::Kind::#kind,
-                #name,
-                #rust,
-            );
-            #(#methods)*
-            ::proxy_fetch::__private::dts::export(&__pf_ep.types(__pf_types))
+            ::proxy_fetch::__private::dts::export(
+                &<#client as ::proxy_fetch::__private::dts::Describe>::describe(),
+            )
         }
     }
 }

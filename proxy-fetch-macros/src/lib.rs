@@ -167,3 +167,26 @@ fn not_an_impl(span: Span) -> TokenStream {
     .to_compile_error()
     .into()
 }
+
+/// Internal to proxy-fetch: adds `#[serde(remote = "Self")]` to a type that `strict_serde!`
+/// makes refuse unknown keys (proxy-fetch/src/system/strict.rs). Written as an attribute below
+/// `derive(ts_rs::TS)` and above `derive(Serialize, Deserialize)`, it is seen by serde's derives
+/// only: ts-rs (which does nothing with `remote`) would print a warning for it at every build.
+#[doc(hidden)]
+#[proc_macro_attribute]
+pub fn __serde_remote_self(args: TokenStream, input: TokenStream) -> TokenStream {
+    if !args.is_empty() {
+        return syn::Error::new(Span::call_site(), "takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    // Last of the attributes, so after the derive that introduces `serde`.
+    match syn::parse::<syn::DeriveInput>(input) {
+        Ok(mut item) => {
+            item.attrs
+                .push(syn::parse_quote!(#[serde(remote = "Self")]));
+            item.into_token_stream().into()
+        }
+        Err(e) => e.to_compile_error().into(),
+    }
+}

@@ -55,7 +55,8 @@ pub use system::{
 /// Makes this worker serve proxy-fetch's own classes, `FetchOrchestrator` and
 /// `FetchExecutorEntrypoint`: the build exports them from the worker's main module only when
 /// the worker says so, once, anywhere in its crate. A worker whose origins use another
-/// worker's executor and orchestrator leaves it out.
+/// worker's executor and orchestrator leaves it out. With `proxy-fetch-build --dts` it also
+/// declares the two classes' methods for TypeScript callers (docs/typescript.md).
 #[cfg(feature = "system")]
 #[macro_export]
 macro_rules! serve_system {
@@ -66,6 +67,16 @@ macro_rules! serve_system {
             #[$crate::__private::wasm_bindgen(wasm_bindgen = $crate::__private::wasm_bindgen, js_name = "__pf__serve__FetchExecutorEntrypoint")]
             pub fn __pf_serve_executor() {}
         };
+
+        /// For `proxy-fetch-build --dts`: the TypeScript declarations of the classes served.
+        #[cfg(all(test, not(target_arch = "wasm32")))]
+        #[test]
+        fn __pf_dts_serve_system() -> ::core::result::Result<(), ::std::string::String> {
+            for ep in $crate::__private::system_described() {
+                $crate::__private::dts::export(&ep)?;
+            }
+            ::core::result::Result::Ok(())
+        }
     };
 }
 
@@ -74,6 +85,11 @@ macro_rules! serve_system {
 pub mod __private {
     #[cfg(not(target_arch = "wasm32"))]
     pub use crate::rpc::dts;
+    /// What `serve_system!()` declares to TypeScript callers.
+    #[cfg(all(feature = "system", not(target_arch = "wasm32")))]
+    pub fn system_described() -> Vec<dts::Entrypoint> {
+        crate::system::described()
+    }
     pub use crate::rpc::local;
     pub use crate::rpc::typed::{self, ArgType, MethodTypes};
     pub use ::wasm_bindgen;

@@ -10,6 +10,8 @@
 //! - `orchestrator`, `executor`: the two other roles.
 //! - `options`, `policy`, `types`, `http`: what they share.
 
+#[cfg(not(target_arch = "wasm32"))]
+mod dts;
 mod executor;
 mod http;
 mod ledger;
@@ -36,6 +38,8 @@ pub use types::{
     FetchError, FetchErrorKind, FetchResult, ProxyRequest, ProxyResponse, Redirect, RequestId,
 };
 
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use dts::described;
 pub(crate) use origin::{checked_request_id, deliver};
 
 /// Milliseconds since the epoch. In workerd the clock advances only across I/O, which is

@@ -39,8 +39,9 @@ pub enum Flow {
 /// Defaults: direct flow, 25 s per attempt within a 25 s fetch budget, 3 attempts, 24 MiB
 /// bodies, `FETCH_EXECUTOR`, `FETCH_ORCHESTRATOR`, instance `singleton`.
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
+#[proxy_fetch_macros::__serde_remote_self] // strict_serde!, unseen by ts-rs (strict.rs)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self", default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProxyFetchOptions {
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
@@ -287,8 +288,9 @@ pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
 
 /// When and how often the executor tries again.
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
+#[proxy_fetch_macros::__serde_remote_self] // strict_serde!, unseen by ts-rs (strict.rs)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self", default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 = no retry).
     #[cfg_attr(

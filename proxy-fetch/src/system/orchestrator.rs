@@ -52,6 +52,7 @@ struct QueueEntry {
 }
 
 /// One queued request as `stats` shows it.
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueItem {
     pub id: RequestId,
@@ -67,6 +68,7 @@ pub struct QueueItem {
 }
 
 /// What `stats` reports.
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueStats {
     pub pending: u32,

@@ -2,6 +2,11 @@
 //! caller must not be silently ignored). serde-wasm-bindgen reads only a struct's own fields,
 //! so `deny_unknown_fields` alone never sees the others: these types derive serde with
 //! `#[serde(remote = "Self")]` and `strict_serde!` reads them as a map of every key.
+//!
+//! A type that also derives `ts_rs::TS` gets `remote = "Self"` from
+//! `#[proxy_fetch_macros::__serde_remote_self]`, written between `derive(ts_rs::TS)` and
+//! `derive(Serialize, Deserialize)`: attributes expand in order, so serde's derives see it and
+//! ts-rs's does not (ts-rs ignores `remote` anyway, but prints a warning for it at each build).
 
 macro_rules! strict_serde {
     ($($t:ty),* $(,)?) => {$(

@@ -22,8 +22,9 @@ pub enum Redirect {
 
 /// The request to make on the origin's behalf.
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
+#[proxy_fetch_macros::__serde_remote_self] // strict_serde!, unseen by ts-rs (strict.rs)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ProxyRequest {
     #[serde(default = "default_method")]
     #[cfg_attr(

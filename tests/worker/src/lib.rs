@@ -25,6 +25,22 @@ pub struct Reply {
     pub blob: Vec<u8>,
 }
 
+/// 128-bit integers: they cross RPC as BigInt (tests/workerd/typescript.test.mjs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
+pub struct Wide {
+    pub big: u128,
+    pub negative: i128,
+}
+
+/// A 64-bit integer (crosses as a number) beside a type of 128-bit ones.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
+pub struct WideReply {
+    pub wide: Wide,
+    pub doubled: u64,
+}
+
 pub struct Greeter {
     env: Env,
 }
@@ -53,6 +69,23 @@ impl Greeter {
         let mut blob = g.blob;
         blob.reverse();
         Ok(Reply { text, blob })
+    }
+
+    /// `w.big + 1`, `w.negative - 1` and `2 * n`; an overflow is an error.
+    pub async fn wide(&self, w: Wide, n: u64) -> std::result::Result<WideReply, HandlerError> {
+        let overflow = || HandlerError::new("overflow", "out of range");
+        Ok(WideReply {
+            wide: Wide {
+                big: w.big.checked_add(1).ok_or_else(overflow)?,
+                negative: w.negative.checked_sub(1).ok_or_else(overflow)?,
+            },
+            doubled: n.checked_mul(2).ok_or_else(overflow)?,
+        })
+    }
+
+    /// `n` itself: a 128-bit argument and result.
+    pub async fn echo_u128(&self, n: u128) -> std::result::Result<u128, HandlerError> {
+        Ok(n)
     }
 
     /// Waits `ms` then writes `value` into the `Counter` named `key`: the caller is answered first.
