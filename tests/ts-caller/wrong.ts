@@ -25,7 +25,7 @@ export async function wrong(env: Env, e: unknown): Promise<void> {
   await orchestrator.stats(true); // @expect-error stats takes no argument
   await orchestrator.enqueue({}); // @expect-error the protocol's methods are not declared
   await orchestrator.complete("id"); // @expect-error the protocol's methods are not declared
-  await env.DEMO_EXECUTOR.executeFetch({}); // @expect-error the protocol's methods are not declared
+  await env.DEMO_EXECUTOR.executeFetches([]); // @expect-error the protocol's methods are not declared
   const healthy: string = (await env.DEMO_EXECUTOR.health()).ok; // @expect-error `ok` is a boolean
   await env.DEMO_INBOX.get(env.DEMO_INBOX.idFromName("x")).start({ url: "u" }, { flow: "queued" }, "t"); // @expect-error `flow` is "direct" or "orchestrated"
   // Right calls beside them, which must not fail:

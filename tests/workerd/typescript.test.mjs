@@ -66,7 +66,7 @@ describe("TypeScript declarations of tests/worker's entrypoints", () => {
     assert.match(text, /  health\(\): Promise<ExecutorHealth>;/);
     assert.match(text, /export type QueueStats = \{ pending: number,/);
     assert.match(text, /policy: \{ Ok: undefined \} \| \{ Err: string \}/);
-    for (const method of ["enqueue", "complete", "forget", "undelivered", "executeFetch", "__proxyFetchDeliver"]) {
+    for (const method of ["enqueue", "complete", "forget", "undelivered", "executeFetches", "__proxyFetchDeliver"]) {
       assert.doesNotMatch(text, new RegExp(`^  ${method}\\(`, "m"), `the protocol's ${method} is not declared`);
     }
     assert.doesNotMatch(text, /FetchJob/, "nor the protocol's messages");

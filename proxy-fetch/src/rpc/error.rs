@@ -26,7 +26,7 @@ pub enum RpcErrorKind {
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct RpcError {
     pub kind: RpcErrorKind,
-    /// The JS name of the method called, e.g. `executeFetch`.
+    /// The JS name of the method called, e.g. `executeFetches`.
     pub method: String,
     pub message: String,
 }
