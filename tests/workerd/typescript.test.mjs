@@ -175,7 +175,7 @@ describe("the compiled TS caller in workerd, calling the Rust worker", () => {
   test("serve_system!(): the demo's FetchOrchestrator.stats/statsWithQueries and executor health, typed", async () => {
     const upstream = up.base;
     const started = await call(`/system-start?key=ts-system&upstream=${encodeURIComponent(upstream)}`);
-    assert.match(started.requestId, /^[0-9a-f]{32}$/);
+    assert.match(started.requestId, /^[0-9a-f]{32}~\d+$/);
     assert.equal(started.pending, 1, JSON.stringify(started));
     assert.deepEqual(started.ids, [started.requestId]);
     assert.equal(started.url, `${upstream}/slow?…`, "stats redacts the query string");

@@ -214,7 +214,10 @@ pub(super) fn instance(state: &State) -> String {
     const MARK: &str = "__proxyFetchInstance";
     let raw: &JsValue = state.as_raw().as_ref();
     let key = JsValue::from_str(MARK);
-    let number = match js_sys::Reflect::get(raw, &key).ok().and_then(|v| v.as_f64()) {
+    let number = match js_sys::Reflect::get(raw, &key)
+        .ok()
+        .and_then(|v| v.as_f64())
+    {
         Some(n) => n as u64,
         None => {
             let n = INSTANCES.with(|c| {
@@ -330,4 +333,128 @@ pub(super) fn forget(state: &State) {
             cache.generation += 1;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::protocol::OriginRef;
+    use crate::system::{ProxyFetchOptions, ProxyRequest};
+
+    fn start(
+        id: Option<&str>,
+        bytes: usize,
+    ) -> (Start, oneshot::Receiver<Result<RequestId, ProxyFetchError>>) {
+        let (reply, answer) = oneshot::channel();
+        let record = PendingRecord {
+            handler: "onResult".into(),
+            data: serde_json::Value::Null,
+            created_ms: 0.0,
+            due_ms: 0.0,
+            dispatches: 1,
+            handler_runs: 0,
+            job: FetchJob {
+                id: String::new(),
+                token: String::new(),
+                request: ProxyRequest::get("http://127.0.0.1/"),
+                origin: OriginRef {
+                    binding: "O".into(),
+                    id: "0".into(),
+                },
+                queue: None,
+                options: ProxyFetchOptions::default(),
+            },
+        };
+        let start = Start {
+            id: id.map(str::to_owned),
+            record,
+            bytes,
+            reply,
+        };
+        (start, answer)
+    }
+
+    fn names() -> impl FnMut() -> Result<String, ProxyFetchError> {
+        let mut n = 0;
+        move || {
+            n += 1;
+            Ok(format!("r{n}"))
+        }
+    }
+
+    fn shape(rows: &[(String, Vec<(RequestId, Start)>)]) -> Vec<(String, Vec<String>)> {
+        rows.iter()
+            .map(|(key, row)| (key.clone(), row.iter().map(|(id, _)| id.clone()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_shared_id_and_a_caller_id_live_in_different_rows() {
+        assert_eq!(row_key("r1~0"), format!("{LEDGER}r1~"));
+        assert_eq!(row_key("r1~31"), format!("{LEDGER}r1~"));
+        // A caller's id cannot hold `~` (ProxyFetchOptions::validate), so it never names a
+        // shared row, even when it is a shared row's name without the `~`.
+        assert_eq!(row_key("r1"), format!("{LEDGER}r1"));
+        assert_eq!(row_key("order:1"), format!("{LEDGER}order:1"));
+    }
+
+    #[test]
+    fn starts_fill_rows_up_to_the_record_limit_and_caller_ids_stay_alone() {
+        let mut starts: Vec<Start> = (0..ROW_RECORDS + 2).map(|_| start(None, 100).0).collect();
+        starts.insert(3, start(Some("mine"), 100).0);
+        let rows = into_rows(starts, names());
+        let shape = shape(&rows);
+        assert_eq!(shape.len(), 3);
+        assert_eq!(shape[0].0, format!("{LEDGER}r1~"));
+        assert_eq!(shape[0].1.len(), ROW_RECORDS);
+        assert_eq!(shape[0].1[0], "r1~0");
+        assert_eq!(
+            shape[0].1[ROW_RECORDS - 1],
+            format!("r1~{}", ROW_RECORDS - 1)
+        );
+        assert_eq!(shape[1], (format!("{LEDGER}mine"), vec!["mine".to_owned()]));
+        assert_eq!(
+            shape[2],
+            (
+                format!("{LEDGER}r2~"),
+                vec!["r2~0".to_owned(), "r2~1".to_owned()]
+            )
+        );
+        for (key, row) in &shape {
+            for id in row {
+                assert_eq!(
+                    &row_key(id),
+                    key,
+                    "{id} must be found in the row it was put in"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_start_too_large_to_share_gets_a_row_of_its_own() {
+        let starts = vec![
+            start(None, 10).0,
+            start(None, ROW_BYTES).0,
+            start(None, 10).0,
+        ];
+        let rows = shape(&into_rows(starts, names()));
+        assert_eq!(
+            rows.iter().map(|(_, ids)| ids.len()).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
+    }
+
+    #[test]
+    fn a_start_that_gets_no_row_is_answered_with_the_error() {
+        let (only, mut answer) = start(None, 10);
+        let rows = into_rows(vec![only], || {
+            Err(ProxyFetchError::Storage("no randomness".into()))
+        });
+        assert!(rows.is_empty());
+        assert_eq!(
+            answer.try_recv().ok().flatten(),
+            Some(Err(ProxyFetchError::Storage("no randomness".into())))
+        );
+    }
 }

@@ -113,7 +113,8 @@ pub struct ProxyFetchOptions {
     )]
     pub max_age_ms: u64,
     /// The request's id, chosen by the caller: starting a request whose id is still pending
-    /// starts nothing and returns that id (idempotent starts). Random when `None`.
+    /// starts nothing and returns that id (idempotent starts). When `None`, proxy-fetch names
+    /// the request: `<random>~<n>`, the `n`th of the requests started alongside it.
     #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(optional = nullable))]
     pub request_id: Option<String>,
 }

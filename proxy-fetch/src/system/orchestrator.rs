@@ -169,12 +169,15 @@ impl FetchOrchestrator {
     async fn send(&self, job: &FetchJob) -> Result<(), String> {
         let executor = ExecutorClient::from_env(&self.env, &job.options.executor_binding)
             .map_err(|e| e.to_string())?;
-        executor.execute_fetches(vec![job.clone()]).await.map_err(|e| {
-            format!(
-                "executor `{}` not reached: {}",
-                job.options.executor_binding, e.message
-            )
-        })
+        executor
+            .execute_fetches(vec![job.clone()])
+            .await
+            .map_err(|e| {
+                format!(
+                    "executor `{}` not reached: {}",
+                    job.options.executor_binding, e.message
+                )
+            })
     }
 
     /// Delivers `result` to the entry's origin: `true` when the origin has its result now (or

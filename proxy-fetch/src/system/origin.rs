@@ -8,11 +8,11 @@
 //! removes it (shared with the results that arrive with it), plus an alarm when none is set
 //! early enough.
 
+use futures_channel::oneshot;
+use futures_util::future::{join, join_all};
 use js_sys::Array;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use futures_channel::oneshot;
-use futures_util::future::{join, join_all};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
@@ -320,10 +320,7 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
     for op in ops {
         match op {
             Op::Start(start) => starts.push(*start),
-            Op::Change(change) => changes
-                .entry(row_key(&change.id))
-                .or_default()
-                .push(change),
+            Op::Change(change) => changes.entry(row_key(&change.id)).or_default().push(change),
         }
     }
     let changed = join_all(changes.into_iter().map(|(key, changes)| async move {
@@ -350,7 +347,10 @@ async fn edit_row<O: ProxyFetchOrigin>(
         for (id, record) in edits {
             changed |= match record {
                 None => row.remove(*id).is_some(),
-                Some(record) => row.get_mut(*id).map(|slot| *slot = record.clone()).is_some(),
+                Some(record) => row
+                    .get_mut(*id)
+                    .map(|slot| *slot = record.clone())
+                    .is_some(),
             };
         }
         changed
@@ -466,7 +466,13 @@ fn batches(jobs: Vec<FetchJob>) -> Vec<(Vec<RequestId>, Vec<FetchJob>)> {
     for job in jobs {
         let binding = job.options.executor_binding.clone();
         let batch = match (&job.queue, open.get(&binding)) {
-            (None, Some(&i)) if out.get(i).is_some_and(|(ids, _)| ids.len() < MAX_JOBS_PER_CALL) => i,
+            (None, Some(&i))
+                if out
+                    .get(i)
+                    .is_some_and(|(ids, _)| ids.len() < MAX_JOBS_PER_CALL) =>
+            {
+                i
+            }
             _ => {
                 if job.queue.is_none() {
                     open.insert(binding, out.len());
@@ -518,12 +524,15 @@ async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), ProxyFetchEr
             let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
                 .map_err(ProxyFetchError::Dispatch)?;
             let enqueued = join_all(jobs.into_iter().map(|job| orchestrator.enqueue(job))).await;
-            enqueued.into_iter().collect::<Result<(), _>>().map_err(|e| match e {
-                crate::rpc::CallError::Rpc(e) => e,
-                crate::rpc::CallError::Handler(h) => {
-                    RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string())
-                }
-            })
+            enqueued
+                .into_iter()
+                .collect::<Result<(), _>>()
+                .map_err(|e| match e {
+                    crate::rpc::CallError::Rpc(e) => e,
+                    crate::rpc::CallError::Handler(h) => {
+                        RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string())
+                    }
+                })
         }
     };
     sent.map_err(ProxyFetchError::Dispatch)
@@ -803,7 +812,9 @@ pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, 
         for (key, row) in page {
             match row {
                 Some(row) => ids.extend(row.into_keys()),
-                None => log_error(&format!("proxy-fetch: unreadable ledger row {key} left alone")),
+                None => log_error(&format!(
+                    "proxy-fetch: unreadable ledger row {key} left alone"
+                )),
             }
         }
         if !full {
