@@ -176,7 +176,7 @@ describe("a crate made from templates/worker outside the repository, run by wran
     const res = await fetch(`${base}/check/lisbon`, { method: "POST", signal: AbortSignal.timeout(30_000) });
     const requestId = await res.text();
     assert.equal(res.status, 200, requestId);
-    assert.match(requestId, /^[0-9a-f-]{32,36}$/);
+    assert.match(requestId, /^[0-9a-f]{32}~\d+$/);
     const stored = await until("the handler to store the response", 30_000, async () => {
       const r = await fetch(`${base}/weather/lisbon`, { signal: AbortSignal.timeout(10_000) });
       return r.status === 200 ? r.text() : false;
