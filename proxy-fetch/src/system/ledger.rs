@@ -74,7 +74,19 @@ pub(super) struct Start {
     pub record: PendingRecord,
     /// About how many bytes the record takes in its row.
     pub bytes: usize,
-    pub reply: oneshot::Sender<Result<RequestId, ProxyFetchError>>,
+    pub reply: oneshot::Sender<Started>,
+}
+
+/// How a start went.
+#[derive(Debug, PartialEq)]
+pub(super) enum Started {
+    /// Recorded under this id and acknowledged by the executor or the orchestrator.
+    Sent(RequestId),
+    /// Recorded under this id, but the job was refused or not delivered: the caller removes
+    /// the record (through the writer) and reports the error.
+    Unsent(RequestId, ProxyFetchError),
+    /// Not recorded.
+    Failed(ProxyFetchError),
 }
 
 /// A change to a stored record: `Some` replaces it (if it is still there), `None` deletes it.
@@ -183,7 +195,7 @@ pub(super) fn into_rows(
                 rows.push((format!("{LEDGER}{name}"), vec![(id, start)]));
             }
             Err(e) => {
-                let _ = start.reply.send(Err(e));
+                let _ = start.reply.send(Started::Failed(e));
             }
         }
     }
@@ -341,10 +353,7 @@ mod tests {
     use crate::system::protocol::OriginRef;
     use crate::system::{ProxyFetchOptions, ProxyRequest};
 
-    fn start(
-        id: Option<&str>,
-        bytes: usize,
-    ) -> (Start, oneshot::Receiver<Result<RequestId, ProxyFetchError>>) {
+    fn start(id: Option<&str>, bytes: usize) -> (Start, oneshot::Receiver<Started>) {
         let (reply, answer) = oneshot::channel();
         let record = PendingRecord {
             handler: "onResult".into(),
@@ -454,7 +463,9 @@ mod tests {
         assert!(rows.is_empty());
         assert_eq!(
             answer.try_recv().ok().flatten(),
-            Some(Err(ProxyFetchError::Storage("no randomness".into())))
+            Some(Started::Failed(ProxyFetchError::Storage(
+                "no randomness".into()
+            )))
         );
     }
 }
