@@ -129,7 +129,7 @@ pub mod __private {
         fn dispatch(&self, method: &str, ctx: JsValue, args: JsValue) -> Option<Promise>;
     }
 
-    /// The RPC method results arrive through: `__proxyFetchDeliver(result, token)`.
+    /// The RPC method results arrive through: `__proxyFetchDeliver(deliveries)`.
     #[cfg(feature = "system")]
     pub fn deliver<O: crate::ProxyFetchOrigin>(
         origin: Result<&'static O, crate::rpc::RpcError>,
@@ -137,18 +137,13 @@ pub mod __private {
         args: JsValue,
     ) -> Promise {
         const METHOD: &str = "__proxyFetchDeliver";
-        // Checked in full to refuse a malformed result before it consumes the request; the
-        // result then goes on to the handler as it came (a large body is not copied).
-        let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(METHOD, args, 2)?)));
-        let call =
-            call.and_then(|(origin, args)| {
-                let id = crate::system::checked_request_id(&args)?;
-                let token: String = args.get(1, "token")?;
-                let raw = args.raw(0);
-                Ok(async move {
-                    crate::system::deliver(origin, ctx, &id, Some(&token), raw, false).await
-                })
-            });
+        // Checked in full to refuse a malformed result before it consumes the request; each
+        // result then goes on to its handler as it came (a large body is not copied).
+        let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(METHOD, args, 1)?)));
+        let call = call.and_then(|(origin, args)| {
+            let deliveries = crate::system::checked_deliveries(&args)?;
+            Ok(crate::system::deliver_all(origin, ctx, deliveries))
+        });
         crate::rpc::serve::awaited(METHOD, call)
     }
 

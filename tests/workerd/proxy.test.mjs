@@ -64,7 +64,13 @@ function origin(binding = "INBOX") {
     results: async () => (await rpc("results")()).ok,
     pending: async () => (await rpc("pending")()).ok,
     cancel: rpc("cancel"),
-    deliver: rpc("__proxyFetchDeliver"),
+    /** One delivery, as an executor makes it: the call's error, or the delivery's outcome. */
+    deliver: async (result, token) => {
+      const r = await rpc("__proxyFetchDeliver")([{ result, token }]);
+      if (r.error) return r;
+      const [outcome] = r.ok;
+      return "Ok" in outcome ? { ok: outcome.Ok } : { error: { handler: outcome.Err } };
+    },
     rpc,
   };
 }
@@ -359,6 +365,24 @@ function suite(flow) {
       assert.equal(t.deliveries, 1);
     });
 
+    test("one delivery call carries several results: each gets its own outcome, in order; more than 64 are refused", async () => {
+      const box = origin();
+      const id = await startOk(box, up.url("/several", { delay: 300 }), FAST, "real");
+      const deliver = box.rpc("__proxyFetchDeliver");
+      const r = await deliver([
+        { result: ok(id), token: "f".repeat(32) },
+        { result: { Err: { request_id: "never-started", kind: "Network", message: "x", attempts: 1 } }, token: "0".repeat(32) },
+      ]);
+      assert.equal(r.ok.length, 2);
+      assert.equal(r.ok[0].Err.kind, "forbidden");
+      assert.deepEqual(r.ok[1], { Ok: "Duplicate" });
+      const many = await deliver([...Array(65)].map(() => ({ result: ok(id), token: "0".repeat(32) })));
+      assert.equal(many.error.rpc.kind, "BadArgument");
+      assert.match(many.error.rpc.message, /65 results in one call; at most 64/);
+      assert.equal((await results(box)).real.deliveries, 1, "the real result still arrives, once");
+      await clean(box);
+    });
+
     test("a malformed result is a typed error and the origin stays healthy", async () => {
       const box = origin();
       const r = await box.deliver({ Maybe: 1 }, "x");
@@ -366,7 +390,7 @@ function suite(flow) {
       assert.equal(r.error.rpc.method, "__proxyFetchDeliver");
       const id = await startOk(box, up.url("/slow-enough", { delay: 300 }), FAST, "real");
       const notBytes = await box.deliver({ Ok: { request_id: id, status: 200, status_text: "OK", headers: [], body: 42, url: "", attempts: 1, duration_ms: 1 } }, "x");
-      assert.match(notBytes.error.rpc.message, /field `Ok.body`/);
+      assert.match(notBytes.error.rpc.message, /field `\[0\].result.Ok.body`/);
       const deep = await box.deliver(JSON.parse("[".repeat(2000) + "]".repeat(2000)), "x");
       assert.match(deep.error.rpc.message, /nested deeper than 128 levels/);
       assert.equal((await results(box)).real.status, 200, "the malformed results did not consume the request");

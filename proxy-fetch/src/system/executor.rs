@@ -4,19 +4,23 @@
 //! [`INVOCATION_BUDGET_MS`](super::options::INVOCATION_BUDGET_MS) (production cancels
 //! background work 30 s after the call returned).
 
+use futures_channel::oneshot;
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::rc::Rc;
 use std::time::Duration;
 use worker::{Context, Env, Url};
 
+use super::batch::Batcher;
 use super::http::{attempt, AttemptError};
 use super::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS};
 use super::policy::{ExecutorPolicy, POLICY_VAR};
 use super::protocol::{
-    DeliveryOutcome, FetchJob, OrchestratorClient, OriginClient, FORBIDDEN, MAX_JOBS_PER_CALL,
-    RETRY,
+    DeliveryOutcome, FetchJob, OrchestratorClient, OriginClient, OriginRef, FORBIDDEN,
+    MAX_JOBS_PER_CALL, RETRY,
 };
-use super::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
+use super::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse, RequestId};
 use crate::entrypoint;
 use crate::rpc::{log_error, CallError, HandlerError, WorkerEntrypoint};
 
@@ -42,13 +46,33 @@ impl WorkerEntrypoint for FetchExecutor {
 }
 
 /// How a delivery to the origin ended.
-enum Delivery {
+#[derive(Clone, Copy)]
+enum Handed {
     /// The origin has the result (or had one, or refused it for good).
     Done,
     /// Not delivered within the executor's budget.
     Failed,
     /// The origin refused the token: the job was not the request's own.
     Forbidden,
+}
+
+/// A result waiting in its call's outbox for a delivery call to its origin.
+struct Outgoing {
+    id: RequestId,
+    origin: OriginRef,
+    token: String,
+    result: Rc<FetchResult>,
+    reply: oneshot::Sender<Handed>,
+}
+
+/// The results of one `execute_fetches` call on their way to their origins.
+type Outbox = Batcher<Outgoing>;
+
+/// A [`protocol::Delivery`](super::protocol::Delivery), encoded from borrowed parts.
+#[derive(Serialize)]
+struct DeliveryRef<'a> {
+    result: &'a FetchResult,
+    token: &'a str,
 }
 
 /// What `health` reports.
@@ -71,75 +95,173 @@ impl FetchExecutor {
         }
     }
 
-    /// Delivers `result` to the origin, trying again (with backoff) while the origin cannot
-    /// be reached or its storage fails.
-    async fn deliver(&self, job: &FetchJob, result: &FetchResult, started: f64) -> Delivery {
-        let origin = match OriginClient::from_id(&self.env, &job.origin.binding, &job.origin.id) {
-            Ok(origin) => origin,
-            Err(e) => {
-                log_error(&format!(
-                    "proxy-fetch {}: origin not reachable: {e}",
-                    job.id
-                ));
-                return Delivery::Failed;
+    /// Delivers `result` to its origin through the call's outbox: results that are ready
+    /// while a delivery call is under way go together in the next one.
+    async fn deliver(
+        &self,
+        outbox: &Outbox,
+        job: &FetchJob,
+        result: &Rc<FetchResult>,
+        started: f64,
+    ) -> Handed {
+        let (reply, answer) = oneshot::channel();
+        let outgoing = Outgoing {
+            id: job.id.clone(),
+            origin: job.origin.clone(),
+            token: job.token.clone(),
+            result: result.clone(),
+            reply,
+        };
+        outbox
+            .submit(outgoing, |batch| self.send(batch, started))
+            .await;
+        answer.await.unwrap_or(Handed::Failed)
+    }
+
+    /// One delivery call per origin for `batch`.
+    async fn send(&self, batch: Vec<Outgoing>, started: f64) {
+        let mut by_origin: Vec<Vec<Outgoing>> = Vec::new();
+        for outgoing in batch {
+            match by_origin
+                .iter_mut()
+                .find(|group| group.first().is_some_and(|o| o.origin == outgoing.origin))
+            {
+                Some(group) => group.push(outgoing),
+                None => by_origin.push(vec![outgoing]),
             }
+        }
+        join_all(
+            by_origin
+                .into_iter()
+                .map(|group| self.send_to_origin(group, started)),
+        )
+        .await;
+    }
+
+    /// Delivers results to their (one) origin, trying again (with backoff) those it could not
+    /// take: the origin unreachable, or its storage failing.
+    async fn send_to_origin(&self, group: Vec<Outgoing>, started: f64) {
+        let Some(origin) = group.first().map(|o| o.origin.clone()) else {
+            return;
         };
-        // Encoded once for every try: a large body is not copied again per try.
-        let args = match crate::rpc::encode_args([
-            crate::rpc::encode_arg(DELIVER, "result", result),
-            crate::rpc::encode_arg(DELIVER, "token", &job.token),
-        ]) {
-            Ok(args) => args,
-            Err(e) => {
-                log_error(&format!("proxy-fetch {}: result not encoded: {e}", job.id));
-                return Delivery::Failed;
+        let answer = |outgoing: Outgoing, handed: Handed| {
+            let _ = outgoing.reply.send(handed);
+        };
+        let client = OriginClient::from_id(&self.env, &origin.binding, &origin.id);
+        if let Err(e) = &client {
+            log_error(&format!(
+                "proxy-fetch: origin {} not reachable: {e}",
+                origin.id
+            ));
+        }
+        let Some(stub) = client.as_ref().ok().and_then(|client| client.stub()) else {
+            group.into_iter().for_each(|o| answer(o, Handed::Failed));
+            return;
+        };
+        // Each result encoded once for every try: a large body is not copied again per try.
+        let mut pending = Vec::with_capacity(group.len());
+        for outgoing in group {
+            let delivery = DeliveryRef {
+                result: &outgoing.result,
+                token: &outgoing.token,
+            };
+            match crate::rpc::to_js_value(&delivery) {
+                Ok(encoded) => pending.push((outgoing, encoded)),
+                Err(e) => {
+                    log_error(&format!(
+                        "proxy-fetch {}: result not encoded: {e}",
+                        outgoing.id
+                    ));
+                    answer(outgoing, Handed::Failed);
+                }
             }
-        };
-        let Some(stub) = origin.stub() else {
-            return Delivery::Failed;
-        };
+        }
         let mut backoff = DELIVERY_BACKOFF_MS;
         for tries in 1..=DELIVERY_TRIES {
+            if pending.is_empty() {
+                return;
+            }
+            let deliveries: js_sys::Array = pending.iter().map(|(_, encoded)| encoded).collect();
             let sent = stub
-                .call::<DeliveryOutcome, HandlerError>(DELIVER, args.clone())
+                .call::<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError>(
+                    DELIVER,
+                    js_sys::Array::of1(&deliveries),
+                )
                 .await;
-            let retry = match sent {
-                Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => {
-                    return Delivery::Done
+            let mut again = Vec::new();
+            let mut why = String::new();
+            match sent {
+                Ok(outcomes) if outcomes.len() == pending.len() => {
+                    for ((outgoing, encoded), outcome) in pending.into_iter().zip(outcomes) {
+                        let id = &outgoing.id;
+                        match outcome {
+                            Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => {
+                                answer(outgoing, Handed::Done)
+                            }
+                            Err(e) if e.kind == RETRY => {
+                                why = e.to_string();
+                                again.push((outgoing, encoded));
+                            }
+                            Err(e) if e.kind == FORBIDDEN => {
+                                log_error(&format!(
+                                    "proxy-fetch {id}: origin refused the token: {e}"
+                                ));
+                                answer(outgoing, Handed::Forbidden);
+                            }
+                            Err(e) => {
+                                log_error(&format!(
+                                    "proxy-fetch {id}: origin refused the result: {e}"
+                                ));
+                                answer(outgoing, Handed::Done);
+                            }
+                        }
+                    }
                 }
-                Err(CallError::Handler(e)) if e.kind == RETRY => e.to_string(),
-                Err(CallError::Handler(e)) if e.kind == FORBIDDEN => {
-                    log_error(&format!(
-                        "proxy-fetch {}: origin refused the token: {e}",
-                        job.id
-                    ));
-                    return Delivery::Forbidden;
+                Ok(outcomes) => {
+                    why = format!("{} outcomes for {} results", outcomes.len(), pending.len());
+                    again = pending;
                 }
-                Err(CallError::Handler(e)) => {
-                    log_error(&format!(
-                        "proxy-fetch {}: origin refused the result: {e}",
-                        job.id
-                    ));
-                    return Delivery::Done;
+                Err(CallError::Handler(e)) if e.kind != RETRY => {
+                    for (outgoing, _) in pending {
+                        log_error(&format!(
+                            "proxy-fetch {}: origin refused the result: {e}",
+                            outgoing.id
+                        ));
+                        answer(outgoing, Handed::Done);
+                    }
                 }
-                Err(CallError::Rpc(e)) => e.to_string(),
-            };
+                Err(e) => {
+                    why = e.to_string();
+                    again = pending;
+                }
+            }
+            pending = again;
+            if pending.is_empty() {
+                return;
+            }
             let left = started + INVOCATION_BUDGET_MS as f64 - now_ms();
             if tries == DELIVERY_TRIES || left < backoff as f64 {
-                log_error(&format!(
-                    "proxy-fetch {}: result not delivered after {tries} tries ({retry})",
-                    job.id
-                ));
-                return Delivery::Failed;
+                for (outgoing, _) in pending {
+                    log_error(&format!(
+                        "proxy-fetch {}: result not delivered after {tries} tries ({why})",
+                        outgoing.id
+                    ));
+                    answer(outgoing, Handed::Failed);
+                }
+                return;
             }
             worker::Delay::from(Duration::from_millis(backoff)).await;
             backoff *= 2;
         }
-        Delivery::Failed
     }
 
     /// One job: fetch, deliver, settle with the orchestrator.
-    async fn execute(&self, job: &FetchJob, started: f64) -> Result<(), HandlerError> {
+    async fn execute(
+        &self,
+        job: &FetchJob,
+        started: f64,
+        outbox: &Outbox,
+    ) -> Result<(), HandlerError> {
         let allowed = self.policy().and_then(|policy| {
             let url = Url::parse(&job.request.url).map_err(|e| format!("not a URL: {e}"))?;
             policy.check(&url).map(|()| policy)
@@ -156,15 +278,19 @@ impl FetchExecutor {
             )?),
             None => None,
         };
-        match self.deliver(job, &result, started).await {
-            Delivery::Done => {
+        let result = Rc::new(result);
+        match self.deliver(outbox, job, &result, started).await {
+            Handed::Done => {
                 if let Some(orchestrator) = queue {
                     orchestrator.complete(job.id.clone()).await?;
                 }
             }
-            Delivery::Failed => match queue {
+            Handed::Failed => match queue {
                 // The orchestrator keeps the result and delivers it when the origin is back.
-                Some(orchestrator) => orchestrator.undelivered(job.id.clone(), result).await?,
+                Some(orchestrator) => {
+                    let result = Rc::try_unwrap(result).unwrap_or_else(|shared| (*shared).clone());
+                    orchestrator.undelivered(job.id.clone(), result).await?
+                }
                 // Direct flow: the origin's alarm dispatches an idempotent request again, or
                 // tells the handler the upstream may have seen it.
                 None => log_error(&format!(
@@ -173,7 +299,7 @@ impl FetchExecutor {
                 )),
             },
             // A delivery with the wrong token: not this request's result to settle.
-            Delivery::Forbidden => {}
+            Handed::Forbidden => {}
         }
         Ok(())
     }
@@ -188,9 +314,11 @@ impl FetchExecutor {
     #[wait_until]
     pub async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError> {
         let started = now_ms();
+        let outbox = Outbox::new();
+        let outbox = &outbox;
         futures_util::stream::iter(jobs)
             .for_each_concurrent(MAX_JOBS_PER_CALL, |job| async move {
-                if let Err(e) = self.execute(&job, started).await {
+                if let Err(e) = self.execute(&job, started, outbox).await {
                     log_error(&format!("proxy-fetch {}: {e}", job.id));
                 }
             })

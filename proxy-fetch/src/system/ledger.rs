@@ -21,10 +21,12 @@ use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
 use worker::State;
 
+use super::batch::Batcher;
 use super::origin::ProxyFetchError;
 use super::protocol::FetchJob;
 use super::RequestId;
@@ -102,63 +104,28 @@ pub(super) enum Op {
     Change(Change),
 }
 
-#[derive(Default)]
-struct Queue {
-    ops: Vec<Op>,
-    writing: bool,
-}
-
 thread_local! {
-    /// Per Durable Object (by id) in this isolate: what waits for the next round, and whether
-    /// a writer is at work.
-    static QUEUES: RefCell<HashMap<String, Queue>> = RefCell::new(HashMap::new());
+    /// The writer of each instance of a Durable Object in this isolate (see [`instance`]),
+    /// while it has work.
+    static WRITERS: RefCell<HashMap<String, Rc<Batcher<Op>>>> = RefCell::new(HashMap::new());
 }
 
-/// Marks `object`'s writer as gone when dropped.
-struct Writing<'a>(&'a str);
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        QUEUES.with(|q| {
-            let mut queues = q.borrow_mut();
-            if queues.get(self.0).is_some_and(|queue| queue.ops.is_empty()) {
-                queues.remove(self.0);
-            } else if let Some(queue) = queues.get_mut(self.0) {
-                queue.writing = false;
-            }
-        });
-    }
-}
-
-/// Queues `op` for `object`'s next round. With no writer at work, the caller becomes the
-/// writer: it runs `round` on what is queued until nothing is, then returns. The op's reply
-/// comes through its channel either way.
+/// Queues `op` for the next round of `object`'s writer. With no round under way, the caller
+/// becomes the writer: it runs `round` on what is queued until nothing is, then returns. The
+/// op's answer comes through its channel either way.
 pub(super) async fn submit<F, Fut>(object: &str, op: Op, round: F)
 where
     F: Fn(Vec<Op>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let lead = QUEUES.with(|q| {
-        let mut queues = q.borrow_mut();
-        let queue = queues.entry(object.to_owned()).or_default();
-        queue.ops.push(op);
-        !std::mem::replace(&mut queue.writing, true)
+    let writer = WRITERS.with(|w| {
+        w.borrow_mut()
+            .entry(object.to_owned())
+            .or_insert_with(|| Rc::new(Batcher::new()))
+            .clone()
     });
-    if !lead {
-        return;
-    }
-    let _writing = Writing(object);
-    loop {
-        let ops = QUEUES.with(|q| {
-            q.borrow_mut()
-                .get_mut(object)
-                .map(|queue| std::mem::take(&mut queue.ops))
-                .unwrap_or_default()
-        });
-        if ops.is_empty() {
-            return;
-        }
-        round(ops).await;
+    if writer.submit(op, round).await && writer.is_idle() {
+        WRITERS.with(|w| w.borrow_mut().remove(object));
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `orchestrator`, `executor`: the two other roles.
 //! - `options`, `policy`, `types`, `http`: what they share.
 
+mod batch;
 #[cfg(not(target_arch = "wasm32"))]
 mod dts;
 mod executor;
@@ -40,7 +41,7 @@ pub use types::{
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use dts::described;
-pub(crate) use origin::{checked_request_id, deliver};
+pub(crate) use origin::{checked_deliveries, deliver_all};
 
 /// Milliseconds since the epoch. In workerd the clock advances only across I/O, which is
 /// what every duration here spans.

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
-use super::protocol::{DeliveryOutcome, ExecutorClient, FetchJob, OriginClient, FORBIDDEN};
+use super::protocol::{
+    Delivery, DeliveryOutcome, ExecutorClient, FetchJob, OriginClient, FORBIDDEN, RETRY,
+};
 use super::{now_ms, FetchError, FetchErrorKind, FetchResult, RequestId};
 use crate::entrypoint;
 use crate::rpc::{log_error, CallError, HandlerError};
@@ -194,7 +196,19 @@ impl FetchOrchestrator {
                 return false;
             }
         };
-        match origin.deliver(result, job.token.clone()).await {
+        let delivery = Delivery {
+            result,
+            token: job.token.clone(),
+        };
+        let outcome = match origin.deliver(vec![delivery]).await {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| Err(HandlerError::new(RETRY, "the origin answered nothing")))
+                .map_err(CallError::Handler),
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => true,
             Err(CallError::Handler(e)) if e.kind == FORBIDDEN => {
                 log_error(&format!(

@@ -24,7 +24,7 @@ use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start, Starte
 use super::options::InvalidOption;
 use super::protocol::{
     DeliveryOutcome, ExecutorClient, FetchJob, OrchestratorClient, OriginRef, QueueRef, FORBIDDEN,
-    MAX_JOBS_PER_CALL, RETRY,
+    MAX_DELIVERIES_PER_CALL, MAX_JOBS_PER_CALL, RETRY,
 };
 use super::{
     now_ms, FetchError, FetchErrorKind, FetchResult, Flow, ProxyFetchOptions, ProxyRequest,
@@ -618,26 +618,67 @@ struct ResponseShape {
     duration_ms: f64,
 }
 
-/// Checks argument 0 of a delivery as a `FetchResult` (the body only for being bytes) and
-/// returns its request id.
-pub(crate) fn checked_request_id(args: &crate::rpc::Args) -> Result<RequestId, RpcError> {
-    let result: Result<ResponseShape, FetchError> = args.get(0, "result")?;
-    let shape = match result {
-        Ok(shape) => shape,
-        Err(e) => return Ok(e.request_id),
-    };
-    let body = js_sys::Reflect::get(&args.raw(0), &JsValue::from_str("Ok"))
-        .and_then(|ok| js_sys::Reflect::get(&ok, &JsValue::from_str("body")))
-        .unwrap_or(JsValue::UNDEFINED);
-    if body.is_instance_of::<js_sys::Uint8Array>() {
-        Ok(shape.request_id)
-    } else {
-        Err(RpcError::new(
+/// A delivery as the origin checks it before any handler runs.
+#[derive(Deserialize)]
+struct DeliveryShape {
+    result: Result<ResponseShape, FetchError>,
+    token: String,
+}
+
+/// Checks the deliveries of a `__proxyFetchDeliver` call (each result but its body decoded,
+/// the body only for being bytes); returns each one's request id, token and result as it came.
+pub(crate) fn checked_deliveries(
+    args: &crate::rpc::Args,
+) -> Result<Vec<(RequestId, String, JsValue)>, RpcError> {
+    let refuse = |message: String| {
+        RpcError::new(
             crate::rpc::RpcErrorKind::BadArgument,
             "__proxyFetchDeliver",
-            "argument `result`: field `Ok.body`: expected a Uint8Array",
-        ))
+            format!("argument `deliveries`: {message}"),
+        )
+    };
+    let shapes: Vec<DeliveryShape> = args.get(0, "deliveries")?;
+    if shapes.len() > MAX_DELIVERIES_PER_CALL {
+        return Err(refuse(format!(
+            "{} results in one call; at most {MAX_DELIVERIES_PER_CALL}",
+            shapes.len()
+        )));
     }
+    let raw = Array::from(&args.raw(0));
+    let field = |value: &JsValue, name: &str| {
+        js_sys::Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+    };
+    let mut checked = Vec::with_capacity(shapes.len());
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let result = field(&raw.get(i as u32), "result");
+        let id = match shape.result {
+            Err(e) => e.request_id,
+            Ok(response) => {
+                let body = field(&field(&result, "Ok"), "body");
+                if !body.is_instance_of::<js_sys::Uint8Array>() {
+                    return Err(refuse(format!(
+                        "field `[{i}].result.Ok.body`: expected a Uint8Array"
+                    )));
+                }
+                response.request_id
+            }
+        };
+        checked.push((id, shape.token, result));
+    }
+    Ok(checked)
+}
+
+/// Hands each checked delivery to [`deliver`], side by side: one outcome per delivery.
+pub(crate) async fn deliver_all<O: ProxyFetchOrigin>(
+    origin: &O,
+    ctx: JsValue,
+    deliveries: Vec<(RequestId, String, JsValue)>,
+) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError> {
+    let each = deliveries.into_iter().map(|(id, token, result)| {
+        let ctx = ctx.clone();
+        async move { deliver(origin, ctx, &id, Some(&token), result, false).await }
+    });
+    Ok(join_all(each).await)
 }
 
 /// Runs the handler of request `id` with `result` (the encoded `FetchResult`, handed on as it

@@ -7,7 +7,7 @@ use super::{FetchResult, ProxyFetchOptions, ProxyRequest, RequestId};
 use crate::entrypoint;
 use crate::rpc::HandlerError;
 
-super::strict::strict_serde!(OriginRef, QueueRef, FetchJob);
+super::strict::strict_serde!(OriginRef, QueueRef, FetchJob, Delivery);
 
 /// Where a result goes back to: the origin Durable Object's namespace binding and hex id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,17 @@ impl FetchJob {
     }
 }
 
+/// A result on its way back to its origin, with the token of its request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct Delivery {
+    pub result: FetchResult,
+    pub token: String,
+}
+
+/// Results per delivery call: an origin refuses a call with more.
+pub const MAX_DELIVERIES_PER_CALL: usize = 64;
+
 /// Result of handing a result to the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeliveryOutcome {
@@ -83,12 +94,14 @@ pub const RETRY: &str = "retry";
 /// `#[entrypoint(durable_object, origin)]`).
 #[entrypoint(durable_object)]
 pub trait Origin {
+    /// Hands each result to its request's handler; one outcome per delivery, in order. A
+    /// delivery whose origin storage failed gets a [`RETRY`] error, one with the wrong token a
+    /// [`FORBIDDEN`] one.
     #[rpc(name = "__proxyFetchDeliver")]
     async fn deliver(
         &self,
-        result: FetchResult,
-        token: String,
-    ) -> Result<DeliveryOutcome, HandlerError>;
+        deliveries: Vec<Delivery>,
+    ) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError>;
 }
 
 /// What `FetchOrchestrator` serves to origins and executors.
