@@ -76,19 +76,7 @@ pub(super) struct Start {
     pub record: PendingRecord,
     /// About how many bytes the record takes in its row.
     pub bytes: usize,
-    pub reply: oneshot::Sender<Started>,
-}
-
-/// How a start went.
-#[derive(Debug, PartialEq)]
-pub(super) enum Started {
-    /// Recorded under this id and acknowledged by the executor or the orchestrator.
-    Sent(RequestId),
-    /// Recorded under this id, but the job was refused or not delivered: the caller removes
-    /// the record (through the writer) and reports the error.
-    Unsent(RequestId, ProxyFetchError),
-    /// Not recorded.
-    Failed(ProxyFetchError),
+    pub reply: oneshot::Sender<Result<RequestId, ProxyFetchError>>,
 }
 
 /// A change to a stored record: `Some` replaces it (if it is still there), `None` deletes it.
@@ -162,7 +150,7 @@ pub(super) fn into_rows(
                 rows.push((format!("{LEDGER}{name}"), vec![(id, start)]));
             }
             Err(e) => {
-                let _ = start.reply.send(Started::Failed(e));
+                let _ = start.reply.send(Err(e));
             }
         }
     }
@@ -320,7 +308,10 @@ mod tests {
     use crate::system::protocol::OriginRef;
     use crate::system::{ProxyFetchOptions, ProxyRequest};
 
-    fn start(id: Option<&str>, bytes: usize) -> (Start, oneshot::Receiver<Started>) {
+    fn start(
+        id: Option<&str>,
+        bytes: usize,
+    ) -> (Start, oneshot::Receiver<Result<RequestId, ProxyFetchError>>) {
         let (reply, answer) = oneshot::channel();
         let record = PendingRecord {
             handler: "onResult".into(),
@@ -430,9 +421,7 @@ mod tests {
         assert!(rows.is_empty());
         assert_eq!(
             answer.try_recv().ok().flatten(),
-            Some(Started::Failed(ProxyFetchError::Storage(
-                "no randomness".into()
-            )))
+            Some(Err(ProxyFetchError::Storage("no randomness".into())))
         );
     }
 }

@@ -20,7 +20,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{Env, State};
 
-use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start, Started, LEDGER};
+use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start, LEDGER};
 use super::options::InvalidOption;
 use super::protocol::{
     DeliveryOutcome, ExecutorClient, FetchJob, OrchestratorClient, OriginRef, QueueRef, FORBIDDEN,
@@ -273,20 +273,9 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         reply,
     };
     write(origin, Op::Start(Box::new(start))).await;
-    match answer.await {
-        Ok(Started::Sent(id)) => Ok(id),
-        Ok(Started::Unsent(id, e)) => {
-            // Nothing will answer this request: forget it, so no handler waits for it.
-            if let Err(why) = change(origin, &id, None).await {
-                log_error(&format!(
-                    "proxy-fetch {id}: not sent, and its record stays: {why}"
-                ));
-            }
-            Err(e)
-        }
-        Ok(Started::Failed(e)) => Err(e),
-        Err(_) => Err(storage_error("the ledger's writer stopped")),
-    }
+    answer
+        .await
+        .unwrap_or_else(|_| Err(storage_error("the ledger's writer stopped")))
 }
 
 /// About how many bytes a record takes beyond its body, URL and data.
@@ -370,9 +359,7 @@ async fn edit_row<O: ProxyFetchOrigin>(
 }
 
 /// Stores new requests, their rows written side by side, and sends their jobs out, the
-/// executor's in calls of up to [`MAX_JOBS_PER_CALL`]. Returns once the rows are written: the
-/// acknowledgements are awaited beside the writer's next rounds, and each start is answered when
-/// its job's came.
+/// executor's in calls of up to [`MAX_JOBS_PER_CALL`]; then answers each start.
 async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     if starts.is_empty() {
         return;
@@ -380,7 +367,6 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     let rows = ledger::into_rows(starts, || random_hex(16));
     let mut stored: Vec<(String, Row)> = Vec::new();
     let mut jobs: Vec<FetchJob> = Vec::new();
-    // Each start: its id, the orchestrator that queues it, the index of its row, its reply.
     let mut replies = Vec::new();
     let mut due = f64::INFINITY;
     for (key, members) in rows {
@@ -398,66 +384,69 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
                 // it lost it unsent.)
                 record.job.request.body = None;
             }
-            replies.push((id.clone(), job.queue.clone(), stored.len(), reply));
-            row.insert(id, record);
+            row.insert(id.clone(), record);
             jobs.push(job);
+            replies.push((id, stored.len(), reply));
         }
         stored.push((key, row));
     }
-    // The rows' writes are issued first, in this turn, before the Durable Object takes another
-    // event: every result finds its record. The jobs go out right after, in this same turn
-    // (the task below runs in a microtask), while the rows are written: a write holds back
-    // every message sent after it until it is on disk (the output gate), and the executor
-    // need not wait for that.
-    let puts = join_all(
-        stored
-            .iter()
-            .map(|(key, row)| ledger::insert(origin.state(), key, row.clone())),
-    );
-    let (written_tx, written_rx) = oneshot::channel::<Vec<Result<(), ProxyFetchError>>>();
-    let row_of: Vec<usize> = replies.iter().map(|(_, _, row, _)| *row).collect();
-    let env = origin.env().clone();
+    // Send the jobs while the rows are written: a write holds back every message sent after
+    // it until it is on disk (the output gate), and the executor need not wait for that. The
+    // rows are in storage before any result can arrive: their writes are issued first, in
+    // this same turn, before the Durable Object takes another event.
+    let written = async {
+        let puts = join_all(
+            stored
+                .iter()
+                .map(|(key, row)| ledger::insert(origin.state(), key, row.clone())),
+        )
+        .await;
+        let armed = arm(origin, due).await;
+        (puts, armed)
+    };
+    let env = origin.env();
     let (batches, calls): (Vec<_>, Vec<_>) = batches(jobs).into_iter().unzip();
-    wasm_bindgen_futures::spawn_local(async move {
-        let sent = join_all(calls.into_iter().map(|jobs| dispatch_all(&env, jobs))).await;
-        let mut unsent: HashMap<RequestId, ProxyFetchError> = HashMap::new();
-        for (ids, result) in batches.into_iter().zip(sent) {
-            if let Err(e) = result {
-                unsent.extend(ids.into_iter().map(|id| (id, e.clone())));
+    let sent = join_all(calls.into_iter().map(|jobs| dispatch_all(env, jobs)));
+    let ((puts, armed), sent) = join(written, sent).await;
+    // Which requests could not be sent: they are forgotten, and so is their record.
+    let mut unsent: HashMap<&str, ProxyFetchError> = HashMap::new();
+    for (ids, result) in batches.iter().zip(sent) {
+        if let Err(e) = result {
+            for id in ids {
+                unsent.insert(id.as_str(), e.clone());
             }
         }
-        let written = written_rx.await.unwrap_or_default();
-        for (i, (id, queue, _, reply)) in replies.into_iter().enumerate() {
-            let stored = written
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| Err(storage_error("the ledger's writer stopped")));
-            let answer = match (unsent.remove(&id), stored) {
-                (Some(e), Ok(())) => Started::Unsent(id, e),
-                (Some(e), Err(_)) => Started::Failed(e),
-                (None, Err(e)) => {
-                    // Without its record the result would be dropped: stop the request instead.
-                    forget_queued(&env, &id, queue.as_ref()).await;
-                    Started::Failed(e)
-                }
-                (None, Ok(())) => Started::Sent(id),
-            };
-            let _ = reply.send(answer);
+    }
+    let mut forgotten: BTreeMap<&str, Vec<(&str, Option<PendingRecord>)>> = BTreeMap::new();
+    for (id, row, _) in &replies {
+        if unsent.contains_key(id.as_str()) {
+            if let Some((key, _)) = stored.get(*row) {
+                forgotten.entry(key).or_default().push((id, None));
+            }
         }
-    });
-    let puts = puts.await;
-    let armed = arm(origin, due).await.map_err(storage_error);
-    let written = row_of
-        .into_iter()
-        .map(|row| match (puts.get(row), &armed) {
-            (Some(Ok(())), Ok(())) => Ok(()),
-            (Some(Err(e)), _) => Err(storage_error(e)),
-            (_, Err(e)) => Err(e.clone()),
-            (None, _) => Err(storage_error("row not written")),
-        })
-        .collect();
-    let _ = written_tx.send(written);
+    }
+    for (key, edits) in forgotten {
+        let _ = edit_row(origin, key, &edits).await;
+    }
+    for (id, row, reply) in replies {
+        let stored_ok = match puts.get(row) {
+            Some(Ok(())) => armed.as_ref().map_err(storage_error).map(|_| ()),
+            Some(Err(e)) => Err(storage_error(e)),
+            None => Err(storage_error("row not written")),
+        };
+        let answer = match (unsent.remove(id.as_str()), stored_ok) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => {
+                // Without its record the result would be dropped: stop the request instead.
+                forget_queued(env, &id, stored.get(row).and_then(|(_, r)| r.get(&id))).await;
+                Err(e)
+            }
+            (None, Ok(())) => Ok(id),
+        };
+        let _ = reply.send(answer);
+    }
 }
+
 /// Gives a new job its id, and in the orchestrated flow the orchestrator shard that tracks it.
 fn name_job(job: &mut FetchJob, id: &str) {
     if job.options.flow == Flow::Orchestrated {
@@ -501,8 +490,8 @@ fn batches(jobs: Vec<FetchJob>) -> Vec<(Vec<RequestId>, Vec<FetchJob>)> {
 }
 
 /// Tells the orchestrator to forget a queued request whose start failed.
-async fn forget_queued(env: &Env, id: &str, queue: Option<&QueueRef>) {
-    let Some(queue) = queue else {
+async fn forget_queued(env: &Env, id: &str, record: Option<&PendingRecord>) {
+    let Some(queue) = record.and_then(|r| r.job.queue.as_ref()) else {
         return;
     };
     if let Ok(orchestrator) = OrchestratorClient::from_name(env, &queue.binding, &queue.shard) {
