@@ -426,9 +426,11 @@ try {
     checkCost(label, cost, true);
     results.cost[flow].burst = { ...cost, dollars: dollars(cost, results.cost.awaited.burst, awaitedSingle) };
     const r = m.out;
+    // The origins' calls to the executor or the orchestrator, as the origin waits for each.
+    const dispatch = Object.entries(m.counts.dispatch_ms).filter(([k]) => k.startsWith("Probe->")).flatMap(([, v]) => v);
     results.burst[flow] = {
       n: burstN, wall_ms: r.wall_ms, wall_ratio: round(r.wall_ms / aw.out.wall_ms, 2),
-      hold_median_ms: med(r.hold_ms), hold_p99_ms: p99(r.hold_ms),
+      hold_median_ms: med(r.hold_ms), hold_p99_ms: p99(r.hold_ms), dispatch_median_ms: med(dispatch), dispatch_calls: dispatch.length,
       e2e_median_ms: med(r.e2e_ms), e2e_p99_ms: p99(r.e2e_ms),
       lost: r.lost, duplicates: r.duplicates, not_ok: r.not_ok,
     };
@@ -557,12 +559,12 @@ const methodRows = [...flows, "awaited"].flatMap((flow) => KINDS.filter((k) => r
 const methodTable = md(["flow", "requests", "DO requests per request, by method", "of which alarms still to come", "rows written per request, by object and operation"], methodRows);
 
 const latencyTable = md(["flow", "measure", "value", "baseline (same run)", "ratio"], results.latency.map((r) => [r.flow, r.name + (r.note ? ` (${r.note})` : ""), `${f(r.value)} ${r.unit}`, r.baseline === undefined ? "" : `${f(r.baseline)} ms (${r.baselineName})`, f(r.ratio)]));
-const burstRows = [["awaited in the DO (baseline)", f(results.burst.awaited.wall_ms, 0), "1", "", "", f(results.burst.awaited.elapsed_median_ms), f(results.burst.awaited.elapsed_p99_ms), "", ""]];
+const burstRows = [["awaited in the DO (baseline)", f(results.burst.awaited.wall_ms, 0), "1", "", "", "", f(results.burst.awaited.elapsed_median_ms), f(results.burst.awaited.elapsed_p99_ms), "", ""]];
 for (const flow of flows) {
   const b = results.burst[flow];
-  burstRows.push([flow, f(b.wall_ms, 0), f(b.wall_ratio), f(b.hold_median_ms), f(b.hold_p99_ms), f(b.e2e_median_ms), f(b.e2e_p99_ms), `${b.lost} / ${b.duplicates}`, b.shards4_wall_ms === undefined ? "" : `${f(b.shards4_wall_ms, 0)} ms with 4 shards`]);
+  burstRows.push([flow, f(b.wall_ms, 0), f(b.wall_ratio), f(b.hold_median_ms), f(b.hold_p99_ms), `${f(b.dispatch_median_ms)} (${b.dispatch_calls} calls)`, f(b.e2e_median_ms), f(b.e2e_p99_ms), `${b.lost} / ${b.duplicates}`, b.shards4_wall_ms === undefined ? "" : `${f(b.shards4_wall_ms, 0)} ms with 4 shards`]);
 }
-const burstTable = md(["flow", "wall ms", "wall / awaited", "origin hold median ms", "origin hold p99 ms", "start -> handler median ms", "p99 ms", "lost / duplicates", ""], burstRows);
+const burstTable = md(["flow", "wall ms", "wall / awaited", "origin hold median ms", "origin hold p99 ms", "origin's dispatch call median ms", "start -> handler median ms", "p99 ms", "lost / duplicates", ""], burstRows);
 const bigRows = flows.map((flow) => {
   const b = results.big[flow];
   return [flow, f(b.e2e_ms), f(b.e2e_ms / results.big.baselines.one_way_rpc_ms), f(b.fetch_ms), f(b.e2e_minus_fetch_ms), f(b.e2e_minus_fetch_ms / results.big.baselines.one_way_rpc_ms)];
@@ -663,7 +665,7 @@ if (!QUICK) {
   writeFileSync(join(root, "BENCHMARKS.md"), `# Benchmarks
 
 Command: \`scripts/bench\` (local workerd through Miniflare, upstream on 127.0.0.1), ${results.duration_s} s. Run ${results.when}
-at commit \`${commit}\`${dirty.length ? ` with uncommitted changes in ${dirty.length} file(s) (${dirty.slice(0, 5).map((l) => l.slice(3)).join(", ")}${dirty.length > 5 ? ", ..." : ""})` : " (clean tree)"}.
+at commit \`${commit}\`${dirty.length ? ` with uncommitted changes in ${dirty.length} file(s) (${dirty.slice(0, 5).map((l) => l.replace(/^\s*\S+\s+/, "")).join(", ")}${dirty.length > 5 ? ", ..." : ""})` : " (clean tree)"}.
 Flows: ${flows.join(", ")}${flows.includes("direct") ? "" : " (ProxyFetchOptions has no `flow` at this commit)"}.
 Machine: ${versions.cpu}, ${versions.memory}, load average ${loadBefore} before the run and ${loadavg()} after (other
 work on the machine slows wall times; counts and CPU seconds are not affected). ${versions.rustc}; node ${versions.node}; workerd ${versions.workerd}.
