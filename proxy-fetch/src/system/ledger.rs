@@ -181,10 +181,12 @@ pub(super) fn instance(state: &State) -> String {
     const MARK: &str = "__proxyFetchInstance";
     let raw: &JsValue = state.as_raw().as_ref();
     let key = JsValue::from_str(MARK);
-    let number = match js_sys::Reflect::get(raw, &key)
-        .ok()
-        .and_then(|v| v.as_f64())
-    {
+    let read = || {
+        js_sys::Reflect::get(raw, &key)
+            .ok()
+            .and_then(|v| v.as_f64())
+    };
+    let number = match read() {
         Some(n) => n as u64,
         None => {
             let n = INSTANCES.with(|c| {
@@ -192,7 +194,9 @@ pub(super) fn instance(state: &State) -> String {
                 c.get()
             });
             let _ = js_sys::Reflect::set(raw, &key, &JsValue::from_f64(n as f64));
-            n
+            // A state that keeps no mark gets one name for all its instances (never one per
+            // call: each instance must have one writer).
+            read().map_or(0, |n| n as u64)
         }
     };
     format!("{}#{number}", state.id())

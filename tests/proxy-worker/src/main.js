@@ -9,6 +9,7 @@ import * as build from "../build/worker.js";
 export * from "../build/worker.js";
 export default build.default;
 
+let fresh = 0;
 function faulty(ctx, faults) {
   const storage = new Proxy(ctx.storage, {
     get(target, prop) {
@@ -30,7 +31,7 @@ function faulty(ctx, faults) {
       if (prop === "storage") return storage;
       // proxy-fetch names an instance by a mark on its state (proxy-fetch/src/system/ledger.rs):
       // while a read fault is pending, every call looks like a new instance.
-      if (prop === "__proxyFetchInstance" && faults.some((f) => f.op === "get" && f.times > 0)) return undefined;
+      if (prop === "__proxyFetchInstance" && faults.some((f) => f.op === "get" && f.times > 0)) return 1e9 + ++fresh;
       const value = Reflect.get(target, prop);
       return typeof value === "function" ? value.bind(target) : value;
     },
