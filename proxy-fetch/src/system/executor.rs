@@ -5,14 +5,13 @@
 //! background work 30 s after the call returned).
 
 use futures_channel::oneshot;
-use futures_util::future::join_all;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 use std::time::Duration;
 use worker::{Context, Env, Url};
 
 use super::batch::Batcher;
+use super::concurrent;
 use super::http::{attempt, AttemptError};
 use super::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS};
 use super::policy::{ExecutorPolicy, POLICY_VAR};
@@ -130,12 +129,10 @@ impl FetchExecutor {
                 None => by_origin.push(vec![outgoing]),
             }
         }
-        join_all(
-            by_origin
-                .into_iter()
-                .map(|group| self.send_to_origin(group, started)),
-        )
-        .await;
+        let sends = by_origin
+            .into_iter()
+            .map(|group| self.send_to_origin(group, started));
+        concurrent::all(sends, usize::MAX).await;
     }
 
     /// Delivers results to their (one) origin, trying again (with backoff) those it could not
@@ -316,13 +313,12 @@ impl FetchExecutor {
         let started = now_ms();
         let outbox = Outbox::new();
         let outbox = &outbox;
-        futures_util::stream::iter(jobs)
-            .for_each_concurrent(MAX_JOBS_PER_CALL, |job| async move {
-                if let Err(e) = self.execute(&job, started, outbox).await {
-                    log_error(&format!("proxy-fetch {}: {e}", job.id));
-                }
-            })
-            .await;
+        let each = jobs.into_iter().map(|job| async move {
+            if let Err(e) = self.execute(&job, started, outbox).await {
+                log_error(&format!("proxy-fetch {}: {e}", job.id));
+            }
+        });
+        concurrent::all(each, MAX_JOBS_PER_CALL).await;
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 //! early enough.
 
 use futures_channel::oneshot;
-use futures_util::future::{join, join_all};
+use futures_util::future::join;
 use js_sys::Array;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -20,6 +20,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{Env, State};
 
+use super::concurrent;
 use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start, LEDGER};
 use super::options::InvalidOption;
 use super::protocol::{
@@ -323,7 +324,7 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
             Op::Change(change) => changes.entry(row_key(&change.id)).or_default().push(change),
         }
     }
-    let changed = join_all(changes.into_iter().map(|(key, changes)| async move {
+    let changes = changes.into_iter().map(|(key, changes)| async move {
         let edits = changes
             .iter()
             .map(|c| (c.id.as_str(), c.record.clone()))
@@ -332,7 +333,8 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
         for change in changes {
             let _ = change.reply.send(done.clone());
         }
-    }));
+    });
+    let changed = concurrent::all(changes, usize::MAX);
     join(changed, start_all(origin, starts)).await;
 }
 
@@ -395,10 +397,11 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     // rows are in storage before any result can arrive: their writes are issued first, in
     // this same turn, before the Durable Object takes another event.
     let written = async {
-        let puts = join_all(
+        let puts = concurrent::all(
             stored
                 .iter()
                 .map(|(key, row)| ledger::insert(origin.state(), key, row.clone())),
+            usize::MAX,
         )
         .await;
         let armed = arm(origin, due).await;
@@ -406,7 +409,8 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     };
     let env = origin.env();
     let (batches, calls): (Vec<_>, Vec<_>) = batches(jobs).into_iter().unzip();
-    let sent = join_all(calls.into_iter().map(|jobs| dispatch_all(env, jobs)));
+    let sent = calls.into_iter().map(|jobs| dispatch_all(env, jobs));
+    let sent = concurrent::all(sent, usize::MAX);
     let ((puts, armed), sent) = join(written, sent).await;
     // Which requests could not be sent: they are forgotten, and so is their record.
     let mut unsent: HashMap<&str, ProxyFetchError> = HashMap::new();
@@ -523,7 +527,8 @@ async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), ProxyFetchEr
         Some(queue) => {
             let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
                 .map_err(ProxyFetchError::Dispatch)?;
-            let enqueued = join_all(jobs.into_iter().map(|job| orchestrator.enqueue(job))).await;
+            let enqueued = jobs.into_iter().map(|job| orchestrator.enqueue(job));
+            let enqueued = concurrent::all(enqueued, usize::MAX).await;
             enqueued
                 .into_iter()
                 .collect::<Result<(), _>>()
@@ -667,7 +672,7 @@ pub(crate) async fn deliver_all<O: ProxyFetchOrigin>(
         let ctx = ctx.clone();
         async move { deliver(origin, ctx, &id, Some(&token), result, false).await }
     });
-    Ok(join_all(each).await)
+    Ok(concurrent::all(each, usize::MAX).await)
 }
 
 /// Runs the handler of request `id` with `result` (the encoded `FetchResult`, handed on as it
