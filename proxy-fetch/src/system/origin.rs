@@ -13,7 +13,7 @@ use futures_util::future::join;
 use js_sys::Array;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 use wasm_bindgen::{JsCast, JsValue};
@@ -317,11 +317,11 @@ async fn change<O: ProxyFetchOrigin>(
 /// One round of the ledger's writer: the changes, then the starts, each row written once.
 async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
     let mut starts = Vec::new();
-    let mut changes: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+    let mut changes: Vec<(String, Vec<Change>)> = Vec::new();
     for op in ops {
         match op {
             Op::Start(start) => starts.push(*start),
-            Op::Change(change) => changes.entry(row_key(&change.id)).or_default().push(change),
+            Op::Change(change) => add_to_group(&mut changes, row_key(&change.id), change),
         }
     }
     let changes = changes.into_iter().map(|(key, changes)| async move {
@@ -336,6 +336,19 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
     });
     let changed = concurrent::all(changes, usize::MAX);
     join(changed, start_all(origin, starts)).await;
+}
+
+/// Adds `item` to the group of `key` in `groups`, which stay sorted by key. (A map would do,
+/// but these groups are few and small, and each map type is more code in the Wasm.)
+fn add_to_group<K: Ord, T>(groups: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
+    match groups.binary_search_by(|(k, _)| k.cmp(&key)) {
+        Ok(i) => {
+            if let Some((_, items)) = groups.get_mut(i) {
+                items.push(item);
+            }
+        }
+        Err(i) => groups.insert(i, (key, vec![item])),
+    }
 }
 
 /// Applies `edits` to row `key`: `Some` replaces a record still there, `None` deletes it.
@@ -408,38 +421,35 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
         (puts, armed)
     };
     let env = origin.env();
-    let (batches, calls): (Vec<_>, Vec<_>) = batches(jobs).into_iter().unzip();
+    let (calls, call_of) = batches(jobs);
     let sent = calls.into_iter().map(|jobs| dispatch_all(env, jobs));
     let sent = concurrent::all(sent, usize::MAX);
     let ((puts, armed), sent) = join(written, sent).await;
-    // Which requests could not be sent: they are forgotten, and so is their record.
-    let mut unsent: HashMap<&str, ProxyFetchError> = HashMap::new();
-    for (ids, result) in batches.iter().zip(sent) {
-        if let Err(e) = result {
-            for id in ids {
-                unsent.insert(id.as_str(), e.clone());
-            }
-        }
-    }
-    let mut forgotten: BTreeMap<&str, Vec<(&str, Option<PendingRecord>)>> = BTreeMap::new();
-    for (id, row, _) in &replies {
-        if unsent.contains_key(id.as_str()) {
+    // Which requests could not be sent (in the order of `replies`, as `call_of` is): they are
+    // forgotten, and so is their record.
+    let unsent: Vec<Option<&ProxyFetchError>> = call_of
+        .iter()
+        .map(|&call| sent.get(call).and_then(|sent| sent.as_ref().err()))
+        .collect();
+    let mut forgotten: Vec<(&str, Vec<(&str, Option<PendingRecord>)>)> = Vec::new();
+    for ((id, row, _), unsent) in replies.iter().zip(&unsent) {
+        if unsent.is_some() {
             if let Some((key, _)) = stored.get(*row) {
-                forgotten.entry(key).or_default().push((id, None));
+                add_to_group(&mut forgotten, key.as_str(), (id.as_str(), None));
             }
         }
     }
     for (key, edits) in forgotten {
         let _ = edit_row(origin, key, &edits).await;
     }
-    for (id, row, reply) in replies {
+    for ((id, row, reply), unsent) in replies.into_iter().zip(unsent) {
         let stored_ok = match puts.get(row) {
             Some(Ok(())) => armed.as_ref().map_err(storage_error).map(|_| ()),
             Some(Err(e)) => Err(storage_error(e)),
             None => Err(storage_error("row not written")),
         };
-        let answer = match (unsent.remove(id.as_str()), stored_ok) {
-            (Some(e), _) => Err(e),
+        let answer = match (unsent, stored_ok) {
+            (Some(e), _) => Err(e.clone()),
             (None, Err(e)) => {
                 // Without its record the result would be dropped: stop the request instead.
                 forget_queued(env, &id, stored.get(row).and_then(|(_, r)| r.get(&id))).await;
@@ -464,33 +474,35 @@ fn name_job(job: &mut FetchJob, id: &str) {
 
 /// Groups jobs into calls: the direct flow's by executor binding, up to
 /// [`MAX_JOBS_PER_CALL`] a call; each orchestrated job alone (the orchestrator takes one).
-fn batches(jobs: Vec<FetchJob>) -> Vec<(Vec<RequestId>, Vec<FetchJob>)> {
-    let mut out: Vec<(Vec<RequestId>, Vec<FetchJob>)> = Vec::new();
-    let mut open: HashMap<String, usize> = HashMap::new();
+/// Returns the calls, and for each job (in order) the index of its call.
+fn batches(jobs: Vec<FetchJob>) -> (Vec<Vec<FetchJob>>, Vec<usize>) {
+    let mut calls: Vec<Vec<FetchJob>> = Vec::new();
+    let mut call_of = Vec::with_capacity(jobs.len());
+    // The call being filled for each executor binding (there are few).
+    let mut open: Vec<(String, usize)> = Vec::new();
     for job in jobs {
-        let binding = job.options.executor_binding.clone();
-        let batch = match (&job.queue, open.get(&binding)) {
-            (None, Some(&i))
-                if out
-                    .get(i)
-                    .is_some_and(|(ids, _)| ids.len() < MAX_JOBS_PER_CALL) =>
-            {
-                i
-            }
+        let binding = &job.options.executor_binding;
+        let slot = open.iter().position(|(b, _)| b == binding);
+        let filling = slot.and_then(|s| open.get(s)).map(|&(_, i)| i);
+        let call = match (&job.queue, filling) {
+            (None, Some(i)) if calls.get(i).is_some_and(|c| c.len() < MAX_JOBS_PER_CALL) => i,
             _ => {
                 if job.queue.is_none() {
-                    open.insert(binding, out.len());
+                    match slot.and_then(|s| open.get_mut(s)) {
+                        Some((_, i)) => *i = calls.len(),
+                        None => open.push((binding.clone(), calls.len())),
+                    }
                 }
-                out.push((Vec::new(), Vec::new()));
-                out.len() - 1
+                calls.push(Vec::new());
+                calls.len() - 1
             }
         };
-        if let Some((ids, jobs)) = out.get_mut(batch) {
-            ids.push(job.id.clone());
+        if let Some(jobs) = calls.get_mut(call) {
             jobs.push(job);
         }
+        call_of.push(call);
     }
-    out
+    (calls, call_of)
 }
 
 /// Tells the orchestrator to forget a queued request whose start failed.
