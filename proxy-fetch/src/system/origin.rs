@@ -243,7 +243,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     let data = serde_json::to_value(&continuation.data).map_err(storage_error)?;
     let bytes = request.body.as_ref().map_or(0, |b| b.len())
         + request.url.len()
-        + data.to_string().len()
+        + json_len(&data)
         + RECORD_OVERHEAD;
     let now = now_ms();
     let record = PendingRecord {
@@ -281,6 +281,24 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
 
 /// About how many bytes a record takes beyond its body, URL and data.
 const RECORD_OVERHEAD: usize = 512;
+
+/// The length of `value` as JSON text, counted without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to `Count` cannot fail, nor can writing a `Value`.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
 
 /// The record of request `id`, if it is pending here.
 async fn find<O: ProxyFetchOrigin>(
