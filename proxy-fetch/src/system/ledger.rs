@@ -19,7 +19,7 @@
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 
@@ -53,8 +53,95 @@ pub(super) struct PendingRecord {
     pub job: FetchJob,
 }
 
-/// One ledger row: the records of the requests in it, by id.
-pub(super) type Row = BTreeMap<RequestId, PendingRecord>;
+/// One ledger row: the records of the requests in it, by id, in the order of their ids.
+///
+/// Encoded as a `BTreeMap<RequestId, PendingRecord>` is (a map, in that order), but kept as
+/// a sorted `Vec`: a row holds at most [`ROW_RECORDS`] records, and a map type of its own
+/// costs several KiB of Wasm.
+#[derive(Clone, Default)]
+pub(super) struct Row(Vec<(RequestId, PendingRecord)>);
+
+impl Row {
+    pub fn new() -> Self {
+        Row(Vec::new())
+    }
+
+    fn position(&self, id: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(id))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&PendingRecord> {
+        let i = self.position(id).ok()?;
+        self.0.get(i).map(|(_, record)| record)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut PendingRecord> {
+        let i = self.position(id).ok()?;
+        self.0.get_mut(i).map(|(_, record)| record)
+    }
+
+    /// Adds the record of `id`, or replaces it.
+    pub fn insert(&mut self, id: RequestId, record: PendingRecord) {
+        match self.position(&id) {
+            Ok(i) => {
+                if let Some(slot) = self.0.get_mut(i) {
+                    slot.1 = record;
+                }
+            }
+            Err(i) => self.0.insert(i, (id, record)),
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<PendingRecord> {
+        let i = self.position(id).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_keys(self) -> impl Iterator<Item = RequestId> {
+        self.0.into_iter().map(|(id, _)| id)
+    }
+}
+
+impl IntoIterator for Row {
+    type Item = (RequestId, PendingRecord);
+    type IntoIter = std::vec::IntoIter<(RequestId, PendingRecord)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(id, record)| (id, record)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RowVisitor;
+        impl<'de> serde::de::Visitor<'de> for RowVisitor {
+            type Value = Row;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+                let mut row = Row::new();
+                while let Some((id, record)) = map.next_entry()? {
+                    row.insert(id, record);
+                }
+                Ok(row)
+            }
+        }
+        deserializer.deserialize_map(RowVisitor)
+    }
+}
 
 /// The key of the row that holds request `id`.
 pub(super) fn row_key(id: &str) -> String {
@@ -307,6 +394,7 @@ mod tests {
     use super::*;
     use crate::system::protocol::OriginRef;
     use crate::system::{ProxyFetchOptions, ProxyRequest};
+    use std::collections::BTreeMap;
 
     fn start(
         id: Option<&str>,
@@ -423,5 +511,55 @@ mod tests {
             answer.try_recv().ok().flatten(),
             Some(Err(ProxyFetchError::Storage("no randomness".into())))
         );
+    }
+
+    fn record(n: u32) -> PendingRecord {
+        PendingRecord {
+            handler: format!("on_{n}"),
+            data: serde_json::json!({ "n": n }),
+            created_ms: 1.0,
+            due_ms: 2.0,
+            dispatches: n,
+            handler_runs: 0,
+            job: FetchJob {
+                id: format!("r~{n}"),
+                token: "00".into(),
+                request: ProxyRequest::get("http://127.0.0.1/"),
+                origin: OriginRef {
+                    binding: "ORIGIN".into(),
+                    id: "o".into(),
+                },
+                queue: None,
+                options: ProxyFetchOptions::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn row_encodes_and_decodes_as_a_btreemap_of_its_records() -> serde_json::Result<()> {
+        let ids = ["r~2", "r~10", "r~0", "caller", "r~1", "r~2"];
+        let mut row = Row::new();
+        let mut map = BTreeMap::new();
+        for (n, id) in (0..).zip(ids) {
+            row.insert(id.to_owned(), record(n));
+            map.insert(id.to_owned(), record(n));
+        }
+        let encoded = serde_json::to_string(&map)?;
+        assert_eq!(serde_json::to_string(&row)?, encoded);
+        let decoded: Row = serde_json::from_str(&encoded)?;
+        assert_eq!(serde_json::to_string(&decoded)?, encoded);
+
+        for id in ["r~10", "caller", "none"] {
+            assert_eq!(
+                row.get(id).map(|r| r.dispatches),
+                map.get(id).map(|r| r.dispatches)
+            );
+        }
+        assert_eq!(row.remove("r~10").map(|r| r.dispatches), Some(1));
+        assert!(row.remove("r~10").is_none());
+        map.remove("r~10");
+        assert_eq!(serde_json::to_string(&row)?, serde_json::to_string(&map)?);
+        assert!(row.clone().into_keys().eq(map.into_keys()));
+        Ok(())
     }
 }
