@@ -53,3 +53,69 @@ async fn run<T>(tasks: Vec<Task<'_, T>>, limit: usize) -> Vec<T> {
     .await;
     slots.into_iter().filter_map(Result::ok).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::all;
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    /// Ready after `polls` polls; counts how many of its kind run at once.
+    async fn job(n: usize, polls: usize, running: &Cell<usize>, most: &Cell<usize>) -> usize {
+        running.set(running.get() + 1);
+        most.set(most.get().max(running.get()));
+        let mut left = polls;
+        std::future::poll_fn(|_| {
+            if left == 0 {
+                return Poll::Ready(());
+            }
+            left -= 1;
+            Poll::Pending
+        })
+        .await;
+        running.set(running.get() - 1);
+        n
+    }
+
+    /// Polls `future` until it is ready, at most `max_polls` times.
+    fn run<T>(future: impl Future<Output = T>, max_polls: usize) -> Option<T> {
+        let mut future = pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        (0..max_polls).find_map(|_| match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        })
+    }
+
+    #[test]
+    fn all_returns_outputs_in_order_and_runs_at_most_limit_at_once() {
+        // Jobs ready at their first poll included: each frees its place at once.
+        for polls in [
+            [3, 1, 5, 1, 2, 1, 4, 1, 1, 2],
+            [3, 0, 5, 1, 2, 0, 4, 1, 0, 2],
+        ] {
+            for limit in [1, 2, 6, usize::MAX] {
+                let (running, most) = (Cell::new(0), Cell::new(0));
+                let jobs = polls
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &p)| job(n, p, &running, &most));
+                let outputs = run(all(jobs, limit), 100);
+                assert_eq!(outputs, Some((0..polls.len()).collect::<Vec<_>>()));
+                assert!(most.get() <= limit, "limit {limit}: {} at once", most.get());
+                if !polls.contains(&0) {
+                    assert_eq!(most.get(), limit.min(polls.len()), "limit {limit}");
+                }
+                assert_eq!(running.get(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn all_of_nothing_is_ready_at_once() {
+        let none: Vec<std::future::Ready<()>> = Vec::new();
+        assert_eq!(run(all(none, 6), 1), Some(Vec::new()));
+    }
+}
