@@ -179,12 +179,6 @@ pub(super) enum Op {
     Change(Change),
 }
 
-thread_local! {
-    /// The writer of each instance of a Durable Object in this isolate (see [`instance`]),
-    /// while it has work.
-    static WRITERS: RefCell<HashMap<String, Rc<Batcher<Op>>>> = RefCell::new(HashMap::new());
-}
-
 /// Queues `op` for the next round of `object`'s writer. With no round under way, the caller
 /// becomes the writer: it runs `round` on what is queued until nothing is, then returns. The
 /// op's answer comes through its channel either way.
@@ -193,14 +187,20 @@ where
     F: Fn(Vec<Op>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let writer = WRITERS.with(|w| {
-        w.borrow_mut()
+    let writer = OBJECTS.with(|o| {
+        o.borrow_mut()
             .entry(object.to_owned())
-            .or_insert_with(|| Rc::new(Batcher::new()))
+            .or_default()
+            .writer
+            .get_or_insert_with(|| Rc::new(Batcher::new()))
             .clone()
     });
     if writer.submit(op, round).await && writer.is_idle() {
-        WRITERS.with(|w| w.borrow_mut().remove(object));
+        OBJECTS.with(|o| {
+            if let Some(object) = o.borrow_mut().get_mut(object) {
+                object.writer = None;
+            }
+        });
     }
 }
 
@@ -256,9 +256,31 @@ struct Cache {
     generation: u64,
 }
 
+/// What an instance of a Durable Object keeps in this isolate.
+#[derive(Default)]
+struct Object {
+    /// Its ledger's writer, while it has work.
+    writer: Option<Rc<Batcher<Op>>>,
+    cache: Cache,
+    /// The alarm time the instance last set or read, so that most starts need not read it.
+    alarm: Option<f64>,
+}
+
+/// The alarm time instance `object` last set or read ([`set_alarm`]).
+pub(super) fn alarm(object: &str) -> Option<f64> {
+    OBJECTS.with(|o| o.borrow().get(object).and_then(|o| o.alarm))
+}
+
+/// Remembers the alarm time instance `object` set or read (`None`: it must read it).
+pub(super) fn set_alarm(object: &str, at: Option<f64>) {
+    OBJECTS.with(|o| o.borrow_mut().entry(object.to_owned()).or_default().alarm = at);
+}
+
 thread_local! {
-    /// Per instance of a Durable Object in this isolate (see [`instance`]).
-    static CACHES: RefCell<HashMap<String, Cache>> = RefCell::new(HashMap::new());
+    /// Per instance of a Durable Object in this isolate (see [`instance`]); one map, not one
+    /// each for the writers, the caches and the alarm times, as each map type is more code in
+    /// the Wasm.
+    static OBJECTS: RefCell<HashMap<String, Object>> = RefCell::new(HashMap::new());
     static INSTANCES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
@@ -293,26 +315,26 @@ pub(super) async fn read<T>(
 ) -> Result<T, worker::Error> {
     let object = instance(state);
     let cached = |f: &dyn Fn(&mut Row) -> T| {
-        CACHES.with(|c| {
-            c.borrow_mut()
+        OBJECTS.with(|o| {
+            o.borrow_mut()
                 .get_mut(&object)
-                .and_then(|cache| cache.rows.get_mut(key))
+                .and_then(|object| object.cache.rows.get_mut(key))
                 .map(f)
         })
     };
     if let Some(t) = cached(&f) {
         return Ok(t);
     }
-    let generation = CACHES.with(|c| c.borrow().get(&object).map_or(0, |c| c.generation));
+    let generation = OBJECTS.with(|o| o.borrow().get(&object).map_or(0, |o| o.cache.generation));
     let stored: Option<Row> = state.storage().get(key).await?;
     // Cached meanwhile (by a write): that is newer than what was read.
     if let Some(t) = cached(&f) {
         return Ok(t);
     }
     let mut row = stored.unwrap_or_default();
-    CACHES.with(|c| {
-        let mut caches = c.borrow_mut();
-        let cache = caches.entry(object.clone()).or_default();
+    OBJECTS.with(|o| {
+        let mut objects = o.borrow_mut();
+        let cache = &mut objects.entry(object.clone()).or_default().cache;
         if cache.generation != generation {
             // Dropped meanwhile: what was read may predate a failed write. Not kept.
             return Ok(f(&mut row));
@@ -365,10 +387,11 @@ pub(super) async fn edit(
 pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), String> {
     let value = serde_wasm_bindgen::to_value(&row).map_err(|e| e.to_string())?;
     let object = instance(state);
-    CACHES.with(|c| {
-        c.borrow_mut()
+    OBJECTS.with(|o| {
+        o.borrow_mut()
             .entry(object)
             .or_default()
+            .cache
             .rows
             .insert(key.to_owned(), row)
     });
@@ -381,10 +404,10 @@ pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), Str
 /// Drops what this instance cached: after a failed write, storage may hold either version.
 pub(super) fn forget(state: &State) {
     let object = instance(state);
-    CACHES.with(|c| {
-        if let Some(cache) = c.borrow_mut().get_mut(&object) {
-            cache.rows.clear();
-            cache.generation += 1;
+    OBJECTS.with(|o| {
+        if let Some(object) = o.borrow_mut().get_mut(&object) {
+            object.cache.rows.clear();
+            object.cache.generation += 1;
         }
     });
 }

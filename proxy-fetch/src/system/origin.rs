@@ -13,7 +13,7 @@ use futures_util::future::join;
 use js_sys::Array;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use wasm_bindgen::{JsCast, JsValue};
@@ -579,9 +579,6 @@ thread_local! {
     static CLAIMED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// Caller-chosen ids being started right now in this isolate.
     static STARTING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-    /// The alarm time each origin in this isolate last set or read (by [`ledger::instance`]), so
-    /// most starts need not read it.
-    static ALARMS: RefCell<HashMap<String, f64>> = RefCell::new(HashMap::new());
 }
 
 /// An id held in one of the sets above while its holder works on it.
@@ -609,7 +606,7 @@ impl Drop for Held {
 /// Makes sure the origin's alarm fires no later than `at`.
 async fn arm<O: ProxyFetchOrigin>(origin: &O, at: f64) -> worker::Result<()> {
     let object = ledger::instance(origin.state());
-    let cached = ALARMS.with(|a| a.borrow().get(&object).copied());
+    let cached = ledger::alarm(&object);
     let storage = origin.state().storage();
     // With an alarm of its own the origin may move its alarm at any time: read it.
     let current = match cached {
@@ -624,7 +621,7 @@ async fn arm<O: ProxyFetchOrigin>(origin: &O, at: f64) -> worker::Result<()> {
             at
         }
     };
-    ALARMS.with(|a| a.borrow_mut().insert(object, at));
+    ledger::set_alarm(&object, Some(at));
     Ok(())
 }
 
@@ -904,7 +901,7 @@ pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, 
 /// with an alarm of its own, that alarm runs.
 pub async fn alarm<O: ProxyFetchOrigin>(origin: &O) -> worker::Result<()> {
     let object = ledger::instance(origin.state());
-    ALARMS.with(|a| a.borrow_mut().remove(&object));
+    ledger::set_alarm(&object, None);
     let swept = sweep(origin).await;
     let own = if O::OWN_ALARM {
         Some(worker::DurableObject::alarm(origin).await)
