@@ -4,13 +4,12 @@
 //! [`INVOCATION_BUDGET_MS`](super::options::INVOCATION_BUDGET_MS) (production cancels
 //! background work 30 s after the call returned).
 
-use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 use std::time::Duration;
 use worker::{Context, Env, Url};
 
-use super::batch::Batcher;
+use super::batch::{self, Batcher};
 use super::concurrent;
 use super::http::{attempt, AttemptError};
 use super::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS};
@@ -61,7 +60,7 @@ struct Outgoing {
     origin: OriginRef,
     token: String,
     result: Rc<FetchResult>,
-    reply: oneshot::Sender<Handed>,
+    reply: batch::Reply<Handed>,
 }
 
 /// The results of one `execute_fetches` call on their way to their origins.
@@ -103,7 +102,7 @@ impl FetchExecutor {
         result: &Rc<FetchResult>,
         started: f64,
     ) -> Handed {
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = batch::reply();
         let outgoing = Outgoing {
             id: job.id.clone(),
             origin: job.origin.clone(),
@@ -142,7 +141,7 @@ impl FetchExecutor {
             return;
         };
         let answer = |outgoing: Outgoing, handed: Handed| {
-            let _ = outgoing.reply.send(handed);
+            outgoing.reply.send(handed);
         };
         let client = OriginClient::from_id(&self.env, &origin.binding, &origin.id);
         if let Err(e) = &client {

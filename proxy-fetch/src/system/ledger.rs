@@ -16,7 +16,6 @@
 //! writes once. The cache belongs to one instance of the Durable Object (a new instance, e.g.
 //! after a failed write reset it, starts empty) and is dropped whenever a write fails.
 
-use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,7 +25,7 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::State;
 
-use super::batch::Batcher;
+use super::batch::{Batcher, Reply};
 use super::origin::ProxyFetchError;
 use super::protocol::FetchJob;
 use super::RequestId;
@@ -163,14 +162,14 @@ pub(super) struct Start {
     pub record: PendingRecord,
     /// About how many bytes the record takes in its row.
     pub bytes: usize,
-    pub reply: oneshot::Sender<Result<RequestId, ProxyFetchError>>,
+    pub reply: Reply<Result<RequestId, ProxyFetchError>>,
 }
 
 /// A change to a stored record: `Some` replaces it (if it is still there), `None` deletes it.
 pub(super) struct Change {
     pub id: RequestId,
     pub record: Option<PendingRecord>,
-    pub reply: oneshot::Sender<Result<(), String>>,
+    pub reply: Reply<Result<(), String>>,
 }
 
 /// What the writer of an origin does in a round.
@@ -237,7 +236,7 @@ pub(super) fn into_rows(
                 rows.push((format!("{LEDGER}{name}"), vec![(id, start)]));
             }
             Err(e) => {
-                let _ = start.reply.send(Err(e));
+                start.reply.send(Err(e));
             }
         }
     }
@@ -415,15 +414,17 @@ pub(super) fn forget(state: &State) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::system::batch::{reply, Answer};
     use crate::system::protocol::OriginRef;
     use crate::system::{ProxyFetchOptions, ProxyRequest};
+    use futures_util::FutureExt;
     use std::collections::BTreeMap;
 
     fn start(
         id: Option<&str>,
         bytes: usize,
-    ) -> (Start, oneshot::Receiver<Result<RequestId, ProxyFetchError>>) {
-        let (reply, answer) = oneshot::channel();
+    ) -> (Start, Answer<Result<RequestId, ProxyFetchError>>) {
+        let (reply, answer) = reply();
         let record = PendingRecord {
             handler: "onResult".into(),
             data: serde_json::Value::Null,
@@ -531,7 +532,7 @@ mod tests {
         });
         assert!(rows.is_empty());
         assert_eq!(
-            answer.try_recv().ok().flatten(),
+            (&mut answer).now_or_never().flatten(),
             Some(Err(ProxyFetchError::Storage("no randomness".into())))
         );
     }

@@ -8,7 +8,6 @@
 //! removes it (shared with the results that arrive with it), plus an alarm when none is set
 //! early enough.
 
-use futures_channel::oneshot;
 use futures_util::future::join;
 use js_sys::Array;
 use serde::{Deserialize, Serialize};
@@ -20,6 +19,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{Env, State};
 
+use super::batch;
 use super::concurrent;
 use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start, LEDGER};
 use super::options::InvalidOption;
@@ -266,7 +266,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
             options: options.clone(),
         },
     };
-    let (reply, answer) = oneshot::channel();
+    let (reply, answer) = batch::reply();
     let start = Start {
         id,
         record,
@@ -276,7 +276,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     write(origin, Op::Start(Box::new(start))).await;
     answer
         .await
-        .unwrap_or_else(|_| Err(storage_error("the ledger's writer stopped")))
+        .unwrap_or_else(|| Err(storage_error("the ledger's writer stopped")))
 }
 
 /// About how many bytes a record takes beyond its body, URL and data.
@@ -320,7 +320,7 @@ async fn change<O: ProxyFetchOrigin>(
     id: &str,
     record: Option<PendingRecord>,
 ) -> Result<(), String> {
-    let (reply, answer) = oneshot::channel();
+    let (reply, answer) = batch::reply();
     let change = Change {
         id: id.to_owned(),
         record,
@@ -329,7 +329,7 @@ async fn change<O: ProxyFetchOrigin>(
     write(origin, Op::Change(change)).await;
     answer
         .await
-        .unwrap_or_else(|_| Err("the ledger's writer stopped".into()))
+        .unwrap_or_else(|| Err("the ledger's writer stopped".into()))
 }
 
 /// One round of the ledger's writer: the changes, then the starts, each row written once.
@@ -349,7 +349,7 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
             .collect::<Vec<_>>();
         let done = edit_row(origin, &key, &edits).await;
         for change in changes {
-            let _ = change.reply.send(done.clone());
+            change.reply.send(done.clone());
         }
     });
     let changed = concurrent::all(changes, usize::MAX);
@@ -475,7 +475,7 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             }
             (None, Ok(())) => Ok(id),
         };
-        let _ = reply.send(answer);
+        reply.send(answer);
     }
 }
 
