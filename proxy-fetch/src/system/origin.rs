@@ -369,21 +369,21 @@ fn add_to_group<K: Ord, T>(groups: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
     }
 }
 
+/// A change to the record of a request: `Some` replaces it, `None` deletes it.
+type Edit<'a> = (&'a str, Option<PendingRecord>);
+
 /// Applies `edits` to row `key`: `Some` replaces a record still there, `None` deletes it.
 async fn edit_row<O: ProxyFetchOrigin>(
     origin: &O,
     key: &str,
-    edits: &[(&str, Option<PendingRecord>)],
+    edits: &[Edit<'_>],
 ) -> Result<(), String> {
     ledger::edit(origin.state(), key, |row| {
         let mut changed = false;
         for (id, record) in edits {
             changed |= match record {
-                None => row.remove(*id).is_some(),
-                Some(record) => row
-                    .get_mut(*id)
-                    .map(|slot| *slot = record.clone())
-                    .is_some(),
+                None => row.remove(id).is_some(),
+                Some(record) => row.get_mut(id).map(|slot| *slot = record.clone()).is_some(),
             };
         }
         changed
@@ -449,7 +449,7 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
         .iter()
         .map(|&call| sent.get(call).and_then(|sent| sent.as_ref().err()))
         .collect();
-    let mut forgotten: Vec<(&str, Vec<(&str, Option<PendingRecord>)>)> = Vec::new();
+    let mut forgotten: Vec<(&str, Vec<Edit>)> = Vec::new();
     for ((id, row, _), unsent) in replies.iter().zip(&unsent) {
         if unsent.is_some() {
             if let Some((key, _)) = stored.get(*row) {
