@@ -4,15 +4,13 @@
 //! [`INVOCATION_BUDGET_MS`](super::options::INVOCATION_BUDGET_MS) (production cancels
 //! background work 30 s after the call returned).
 
-use futures_channel::oneshot;
-use futures_util::future::join_all;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 use std::time::Duration;
 use worker::{Context, Env, Url};
 
-use super::batch::Batcher;
+use super::batch::{self, Batcher};
+use super::concurrent;
 use super::http::{attempt, AttemptError};
 use super::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS};
 use super::policy::{ExecutorPolicy, POLICY_VAR};
@@ -62,7 +60,7 @@ struct Outgoing {
     origin: OriginRef,
     token: String,
     result: Rc<FetchResult>,
-    reply: oneshot::Sender<Handed>,
+    reply: batch::Reply<Handed>,
 }
 
 /// The results of one `execute_fetches` call on their way to their origins.
@@ -104,7 +102,7 @@ impl FetchExecutor {
         result: &Rc<FetchResult>,
         started: f64,
     ) -> Handed {
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = batch::reply();
         let outgoing = Outgoing {
             id: job.id.clone(),
             origin: job.origin.clone(),
@@ -130,12 +128,10 @@ impl FetchExecutor {
                 None => by_origin.push(vec![outgoing]),
             }
         }
-        join_all(
-            by_origin
-                .into_iter()
-                .map(|group| self.send_to_origin(group, started)),
-        )
-        .await;
+        let sends = by_origin
+            .into_iter()
+            .map(|group| self.send_to_origin(group, started));
+        concurrent::all(sends, usize::MAX).await;
     }
 
     /// Delivers results to their (one) origin, trying again (with backoff) those it could not
@@ -145,7 +141,7 @@ impl FetchExecutor {
             return;
         };
         let answer = |outgoing: Outgoing, handed: Handed| {
-            let _ = outgoing.reply.send(handed);
+            outgoing.reply.send(handed);
         };
         let client = OriginClient::from_id(&self.env, &origin.binding, &origin.id);
         if let Err(e) = &client {
@@ -316,13 +312,12 @@ impl FetchExecutor {
         let started = now_ms();
         let outbox = Outbox::new();
         let outbox = &outbox;
-        futures_util::stream::iter(jobs)
-            .for_each_concurrent(MAX_JOBS_PER_CALL, |job| async move {
-                if let Err(e) = self.execute(&job, started, outbox).await {
-                    log_error(&format!("proxy-fetch {}: {e}", job.id));
-                }
-            })
-            .await;
+        let each = jobs.into_iter().map(|job| async move {
+            if let Err(e) = self.execute(&job, started, outbox).await {
+                log_error(&format!("proxy-fetch {}: {e}", job.id));
+            }
+        });
+        concurrent::all(each, MAX_JOBS_PER_CALL).await;
         Ok(())
     }
 

@@ -16,17 +16,16 @@
 //! writes once. The cache belongs to one instance of the Durable Object (a new instance, e.g.
 //! after a failed write reset it, starts empty) and is dropped whenever a write fails.
 
-use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 
 use wasm_bindgen::JsValue;
 use worker::State;
 
-use super::batch::Batcher;
+use super::batch::{Batcher, Reply};
 use super::origin::ProxyFetchError;
 use super::protocol::FetchJob;
 use super::RequestId;
@@ -53,8 +52,95 @@ pub(super) struct PendingRecord {
     pub job: FetchJob,
 }
 
-/// One ledger row: the records of the requests in it, by id.
-pub(super) type Row = BTreeMap<RequestId, PendingRecord>;
+/// One ledger row: the records of the requests in it, by id, in the order of their ids.
+///
+/// Encoded as a `BTreeMap<RequestId, PendingRecord>` is (a map, in that order), but kept as
+/// a sorted `Vec`: a row holds at most [`ROW_RECORDS`] records, and a map type of its own
+/// costs several KiB of Wasm.
+#[derive(Clone, Default)]
+pub(super) struct Row(Vec<(RequestId, PendingRecord)>);
+
+impl Row {
+    pub fn new() -> Self {
+        Row(Vec::new())
+    }
+
+    fn position(&self, id: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(id))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&PendingRecord> {
+        let i = self.position(id).ok()?;
+        self.0.get(i).map(|(_, record)| record)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut PendingRecord> {
+        let i = self.position(id).ok()?;
+        self.0.get_mut(i).map(|(_, record)| record)
+    }
+
+    /// Adds the record of `id`, or replaces it.
+    pub fn insert(&mut self, id: RequestId, record: PendingRecord) {
+        match self.position(&id) {
+            Ok(i) => {
+                if let Some(slot) = self.0.get_mut(i) {
+                    slot.1 = record;
+                }
+            }
+            Err(i) => self.0.insert(i, (id, record)),
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<PendingRecord> {
+        let i = self.position(id).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_keys(self) -> impl Iterator<Item = RequestId> {
+        self.0.into_iter().map(|(id, _)| id)
+    }
+}
+
+impl IntoIterator for Row {
+    type Item = (RequestId, PendingRecord);
+    type IntoIter = std::vec::IntoIter<(RequestId, PendingRecord)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(id, record)| (id, record)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RowVisitor;
+        impl<'de> serde::de::Visitor<'de> for RowVisitor {
+            type Value = Row;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+                let mut row = Row::new();
+                while let Some((id, record)) = map.next_entry()? {
+                    row.insert(id, record);
+                }
+                Ok(row)
+            }
+        }
+        deserializer.deserialize_map(RowVisitor)
+    }
+}
 
 /// The key of the row that holds request `id`.
 pub(super) fn row_key(id: &str) -> String {
@@ -76,26 +162,20 @@ pub(super) struct Start {
     pub record: PendingRecord,
     /// About how many bytes the record takes in its row.
     pub bytes: usize,
-    pub reply: oneshot::Sender<Result<RequestId, ProxyFetchError>>,
+    pub reply: Reply<Result<RequestId, ProxyFetchError>>,
 }
 
 /// A change to a stored record: `Some` replaces it (if it is still there), `None` deletes it.
 pub(super) struct Change {
     pub id: RequestId,
     pub record: Option<PendingRecord>,
-    pub reply: oneshot::Sender<Result<(), String>>,
+    pub reply: Reply<Result<(), String>>,
 }
 
 /// What the writer of an origin does in a round.
 pub(super) enum Op {
     Start(Box<Start>),
     Change(Change),
-}
-
-thread_local! {
-    /// The writer of each instance of a Durable Object in this isolate (see [`instance`]),
-    /// while it has work.
-    static WRITERS: RefCell<HashMap<String, Rc<Batcher<Op>>>> = RefCell::new(HashMap::new());
 }
 
 /// Queues `op` for the next round of `object`'s writer. With no round under way, the caller
@@ -106,14 +186,20 @@ where
     F: Fn(Vec<Op>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let writer = WRITERS.with(|w| {
-        w.borrow_mut()
+    let writer = OBJECTS.with(|o| {
+        o.borrow_mut()
             .entry(object.to_owned())
-            .or_insert_with(|| Rc::new(Batcher::new()))
+            .or_default()
+            .writer
+            .get_or_insert_with(|| Rc::new(Batcher::new()))
             .clone()
     });
     if writer.submit(op, round).await && writer.is_idle() {
-        WRITERS.with(|w| w.borrow_mut().remove(object));
+        OBJECTS.with(|o| {
+            if let Some(object) = o.borrow_mut().get_mut(object) {
+                object.writer = None;
+            }
+        });
     }
 }
 
@@ -150,7 +236,7 @@ pub(super) fn into_rows(
                 rows.push((format!("{LEDGER}{name}"), vec![(id, start)]));
             }
             Err(e) => {
-                let _ = start.reply.send(Err(e));
+                start.reply.send(Err(e));
             }
         }
     }
@@ -169,9 +255,31 @@ struct Cache {
     generation: u64,
 }
 
+/// What an instance of a Durable Object keeps in this isolate.
+#[derive(Default)]
+struct Object {
+    /// Its ledger's writer, while it has work.
+    writer: Option<Rc<Batcher<Op>>>,
+    cache: Cache,
+    /// The alarm time the instance last set or read, so that most starts need not read it.
+    alarm: Option<f64>,
+}
+
+/// The alarm time instance `object` last set or read ([`set_alarm`]).
+pub(super) fn alarm(object: &str) -> Option<f64> {
+    OBJECTS.with(|o| o.borrow().get(object).and_then(|o| o.alarm))
+}
+
+/// Remembers the alarm time instance `object` set or read (`None`: it must read it).
+pub(super) fn set_alarm(object: &str, at: Option<f64>) {
+    OBJECTS.with(|o| o.borrow_mut().entry(object.to_owned()).or_default().alarm = at);
+}
+
 thread_local! {
-    /// Per instance of a Durable Object in this isolate (see [`instance`]).
-    static CACHES: RefCell<HashMap<String, Cache>> = RefCell::new(HashMap::new());
+    /// Per instance of a Durable Object in this isolate (see [`instance`]); one map, not one
+    /// each for the writers, the caches and the alarm times, as each map type is more code in
+    /// the Wasm.
+    static OBJECTS: RefCell<HashMap<String, Object>> = RefCell::new(HashMap::new());
     static INSTANCES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
@@ -210,26 +318,26 @@ pub(super) async fn read<T>(
 ) -> Result<T, worker::Error> {
     let object = instance(state);
     let cached = |f: &dyn Fn(&mut Row) -> T| {
-        CACHES.with(|c| {
-            c.borrow_mut()
+        OBJECTS.with(|o| {
+            o.borrow_mut()
                 .get_mut(&object)
-                .and_then(|cache| cache.rows.get_mut(key))
+                .and_then(|object| object.cache.rows.get_mut(key))
                 .map(f)
         })
     };
     if let Some(t) = cached(&f) {
         return Ok(t);
     }
-    let generation = CACHES.with(|c| c.borrow().get(&object).map_or(0, |c| c.generation));
+    let generation = OBJECTS.with(|o| o.borrow().get(&object).map_or(0, |o| o.cache.generation));
     let stored: Option<Row> = state.storage().get(key).await?;
     // Cached meanwhile (by a write): that is newer than what was read.
     if let Some(t) = cached(&f) {
         return Ok(t);
     }
     let mut row = stored.unwrap_or_default();
-    CACHES.with(|c| {
-        let mut caches = c.borrow_mut();
-        let cache = caches.entry(object.clone()).or_default();
+    OBJECTS.with(|o| {
+        let mut objects = o.borrow_mut();
+        let cache = &mut objects.entry(object.clone()).or_default().cache;
         if cache.generation != generation {
             // Dropped meanwhile: what was read may predate a failed write. Not kept.
             return Ok(f(&mut row));
@@ -282,10 +390,11 @@ pub(super) async fn edit(
 pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), String> {
     let value = serde_wasm_bindgen::to_value(&row).map_err(|e| e.to_string())?;
     let object = instance(state);
-    CACHES.with(|c| {
-        c.borrow_mut()
+    OBJECTS.with(|o| {
+        o.borrow_mut()
             .entry(object)
             .or_default()
+            .cache
             .rows
             .insert(key.to_owned(), row)
     });
@@ -298,10 +407,10 @@ pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), Str
 /// Drops what this instance cached: after a failed write, storage may hold either version.
 pub(super) fn forget(state: &State) {
     let object = instance(state);
-    CACHES.with(|c| {
-        if let Some(cache) = c.borrow_mut().get_mut(&object) {
-            cache.rows.clear();
-            cache.generation += 1;
+    OBJECTS.with(|o| {
+        if let Some(object) = o.borrow_mut().get_mut(&object) {
+            object.cache.rows.clear();
+            object.cache.generation += 1;
         }
     });
 }
@@ -309,14 +418,17 @@ pub(super) fn forget(state: &State) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::system::batch::{reply, Answer};
     use crate::system::protocol::OriginRef;
     use crate::system::{ProxyFetchOptions, ProxyRequest};
+    use futures_util::FutureExt;
+    use std::collections::BTreeMap;
 
     fn start(
         id: Option<&str>,
         bytes: usize,
-    ) -> (Start, oneshot::Receiver<Result<RequestId, ProxyFetchError>>) {
-        let (reply, answer) = oneshot::channel();
+    ) -> (Start, Answer<Result<RequestId, ProxyFetchError>>) {
+        let (reply, answer) = reply();
         let record = PendingRecord {
             handler: "onResult".into(),
             data: serde_json::Value::Null,
@@ -424,8 +536,58 @@ mod tests {
         });
         assert!(rows.is_empty());
         assert_eq!(
-            answer.try_recv().ok().flatten(),
+            (&mut answer).now_or_never().flatten(),
             Some(Err(ProxyFetchError::Storage("no randomness".into())))
         );
+    }
+
+    fn record(n: u32) -> PendingRecord {
+        PendingRecord {
+            handler: format!("on_{n}"),
+            data: serde_json::json!({ "n": n }),
+            created_ms: 1.0,
+            due_ms: 2.0,
+            dispatches: n,
+            handler_runs: 0,
+            job: FetchJob {
+                id: format!("r~{n}"),
+                token: "00".into(),
+                request: ProxyRequest::get("http://127.0.0.1/"),
+                origin: OriginRef {
+                    binding: "ORIGIN".into(),
+                    id: "o".into(),
+                },
+                queue: None,
+                options: ProxyFetchOptions::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn row_encodes_and_decodes_as_a_btreemap_of_its_records() -> serde_json::Result<()> {
+        let ids = ["r~2", "r~10", "r~0", "caller", "r~1", "r~2"];
+        let mut row = Row::new();
+        let mut map = BTreeMap::new();
+        for (n, id) in (0..).zip(ids) {
+            row.insert(id.to_owned(), record(n));
+            map.insert(id.to_owned(), record(n));
+        }
+        let encoded = serde_json::to_string(&map)?;
+        assert_eq!(serde_json::to_string(&row)?, encoded);
+        let decoded: Row = serde_json::from_str(&encoded)?;
+        assert_eq!(serde_json::to_string(&decoded)?, encoded);
+
+        for id in ["r~10", "caller", "none"] {
+            assert_eq!(
+                row.get(id).map(|r| r.dispatches),
+                map.get(id).map(|r| r.dispatches)
+            );
+        }
+        assert_eq!(row.remove("r~10").map(|r| r.dispatches), Some(1));
+        assert!(row.remove("r~10").is_none());
+        map.remove("r~10");
+        assert_eq!(serde_json::to_string(&row)?, serde_json::to_string(&map)?);
+        assert!(row.clone().into_keys().eq(map.into_keys()));
+        Ok(())
     }
 }

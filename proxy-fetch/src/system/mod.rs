@@ -11,6 +11,7 @@
 //! - `options`, `policy`, `types`, `http`: what they share.
 
 mod batch;
+mod concurrent;
 #[cfg(not(target_arch = "wasm32"))]
 mod dts;
 mod executor;

@@ -8,18 +8,19 @@
 //! removes it (shared with the results that arrive with it), plus an alarm when none is set
 //! early enough.
 
-use futures_channel::oneshot;
-use futures_util::future::{join, join_all};
+use futures_util::future::join;
 use js_sys::Array;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{Env, State};
 
+use super::batch;
+use super::concurrent;
 use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start, LEDGER};
 use super::options::InvalidOption;
 use super::protocol::{
@@ -242,7 +243,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     let data = serde_json::to_value(&continuation.data).map_err(storage_error)?;
     let bytes = request.body.as_ref().map_or(0, |b| b.len())
         + request.url.len()
-        + data.to_string().len()
+        + json_len(&data)
         + RECORD_OVERHEAD;
     let now = now_ms();
     let record = PendingRecord {
@@ -265,7 +266,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
             options: options.clone(),
         },
     };
-    let (reply, answer) = oneshot::channel();
+    let (reply, answer) = batch::reply();
     let start = Start {
         id,
         record,
@@ -275,11 +276,29 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     write(origin, Op::Start(Box::new(start))).await;
     answer
         .await
-        .unwrap_or_else(|_| Err(storage_error("the ledger's writer stopped")))
+        .unwrap_or_else(|| Err(storage_error("the ledger's writer stopped")))
 }
 
 /// About how many bytes a record takes beyond its body, URL and data.
 const RECORD_OVERHEAD: usize = 512;
+
+/// The length of `value` as JSON text, counted without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to `Count` cannot fail, nor can writing a `Value`.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
 
 /// The record of request `id`, if it is pending here.
 async fn find<O: ProxyFetchOrigin>(
@@ -301,7 +320,7 @@ async fn change<O: ProxyFetchOrigin>(
     id: &str,
     record: Option<PendingRecord>,
 ) -> Result<(), String> {
-    let (reply, answer) = oneshot::channel();
+    let (reply, answer) = batch::reply();
     let change = Change {
         id: id.to_owned(),
         record,
@@ -310,47 +329,61 @@ async fn change<O: ProxyFetchOrigin>(
     write(origin, Op::Change(change)).await;
     answer
         .await
-        .unwrap_or_else(|_| Err("the ledger's writer stopped".into()))
+        .unwrap_or_else(|| Err("the ledger's writer stopped".into()))
 }
 
 /// One round of the ledger's writer: the changes, then the starts, each row written once.
 async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
     let mut starts = Vec::new();
-    let mut changes: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+    let mut changes: Vec<(String, Vec<Change>)> = Vec::new();
     for op in ops {
         match op {
             Op::Start(start) => starts.push(*start),
-            Op::Change(change) => changes.entry(row_key(&change.id)).or_default().push(change),
+            Op::Change(change) => add_to_group(&mut changes, row_key(&change.id), change),
         }
     }
-    let changed = join_all(changes.into_iter().map(|(key, changes)| async move {
+    let changes = changes.into_iter().map(|(key, changes)| async move {
         let edits = changes
             .iter()
             .map(|c| (c.id.as_str(), c.record.clone()))
             .collect::<Vec<_>>();
         let done = edit_row(origin, &key, &edits).await;
         for change in changes {
-            let _ = change.reply.send(done.clone());
+            change.reply.send(done.clone());
         }
-    }));
+    });
+    let changed = concurrent::all(changes, usize::MAX);
     join(changed, start_all(origin, starts)).await;
 }
+
+/// Adds `item` to the group of `key` in `groups`, which stay sorted by key. (A map would do,
+/// but these groups are few and small, and each map type is more code in the Wasm.)
+fn add_to_group<K: Ord, T>(groups: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
+    match groups.binary_search_by(|(k, _)| k.cmp(&key)) {
+        Ok(i) => {
+            if let Some((_, items)) = groups.get_mut(i) {
+                items.push(item);
+            }
+        }
+        Err(i) => groups.insert(i, (key, vec![item])),
+    }
+}
+
+/// A change to the record of a request: `Some` replaces it, `None` deletes it.
+type Edit<'a> = (&'a str, Option<PendingRecord>);
 
 /// Applies `edits` to row `key`: `Some` replaces a record still there, `None` deletes it.
 async fn edit_row<O: ProxyFetchOrigin>(
     origin: &O,
     key: &str,
-    edits: &[(&str, Option<PendingRecord>)],
+    edits: &[Edit<'_>],
 ) -> Result<(), String> {
     ledger::edit(origin.state(), key, |row| {
         let mut changed = false;
         for (id, record) in edits {
             changed |= match record {
-                None => row.remove(*id).is_some(),
-                Some(record) => row
-                    .get_mut(*id)
-                    .map(|slot| *slot = record.clone())
-                    .is_some(),
+                None => row.remove(id).is_some(),
+                Some(record) => row.get_mut(id).map(|slot| *slot = record.clone()).is_some(),
             };
         }
         changed
@@ -395,47 +428,46 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     // rows are in storage before any result can arrive: their writes are issued first, in
     // this same turn, before the Durable Object takes another event.
     let written = async {
-        let puts = join_all(
+        let puts = concurrent::all(
             stored
                 .iter()
                 .map(|(key, row)| ledger::insert(origin.state(), key, row.clone())),
+            usize::MAX,
         )
         .await;
         let armed = arm(origin, due).await;
         (puts, armed)
     };
     let env = origin.env();
-    let (batches, calls): (Vec<_>, Vec<_>) = batches(jobs).into_iter().unzip();
-    let sent = join_all(calls.into_iter().map(|jobs| dispatch_all(env, jobs)));
+    let (calls, call_of) = batches(jobs);
+    let sent = calls.into_iter().map(|jobs| dispatch_all(env, jobs));
+    let sent = concurrent::all(sent, usize::MAX);
     let ((puts, armed), sent) = join(written, sent).await;
-    // Which requests could not be sent: they are forgotten, and so is their record.
-    let mut unsent: HashMap<&str, ProxyFetchError> = HashMap::new();
-    for (ids, result) in batches.iter().zip(sent) {
-        if let Err(e) = result {
-            for id in ids {
-                unsent.insert(id.as_str(), e.clone());
-            }
-        }
-    }
-    let mut forgotten: BTreeMap<&str, Vec<(&str, Option<PendingRecord>)>> = BTreeMap::new();
-    for (id, row, _) in &replies {
-        if unsent.contains_key(id.as_str()) {
+    // Which requests could not be sent (in the order of `replies`, as `call_of` is): they are
+    // forgotten, and so is their record.
+    let unsent: Vec<Option<&ProxyFetchError>> = call_of
+        .iter()
+        .map(|&call| sent.get(call).and_then(|sent| sent.as_ref().err()))
+        .collect();
+    let mut forgotten: Vec<(&str, Vec<Edit>)> = Vec::new();
+    for ((id, row, _), unsent) in replies.iter().zip(&unsent) {
+        if unsent.is_some() {
             if let Some((key, _)) = stored.get(*row) {
-                forgotten.entry(key).or_default().push((id, None));
+                add_to_group(&mut forgotten, key.as_str(), (id.as_str(), None));
             }
         }
     }
     for (key, edits) in forgotten {
         let _ = edit_row(origin, key, &edits).await;
     }
-    for (id, row, reply) in replies {
+    for ((id, row, reply), unsent) in replies.into_iter().zip(unsent) {
         let stored_ok = match puts.get(row) {
             Some(Ok(())) => armed.as_ref().map_err(storage_error).map(|_| ()),
             Some(Err(e)) => Err(storage_error(e)),
             None => Err(storage_error("row not written")),
         };
-        let answer = match (unsent.remove(id.as_str()), stored_ok) {
-            (Some(e), _) => Err(e),
+        let answer = match (unsent, stored_ok) {
+            (Some(e), _) => Err(e.clone()),
             (None, Err(e)) => {
                 // Without its record the result would be dropped: stop the request instead.
                 forget_queued(env, &id, stored.get(row).and_then(|(_, r)| r.get(&id))).await;
@@ -443,7 +475,7 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             }
             (None, Ok(())) => Ok(id),
         };
-        let _ = reply.send(answer);
+        reply.send(answer);
     }
 }
 
@@ -460,33 +492,35 @@ fn name_job(job: &mut FetchJob, id: &str) {
 
 /// Groups jobs into calls: the direct flow's by executor binding, up to
 /// [`MAX_JOBS_PER_CALL`] a call; each orchestrated job alone (the orchestrator takes one).
-fn batches(jobs: Vec<FetchJob>) -> Vec<(Vec<RequestId>, Vec<FetchJob>)> {
-    let mut out: Vec<(Vec<RequestId>, Vec<FetchJob>)> = Vec::new();
-    let mut open: HashMap<String, usize> = HashMap::new();
+/// Returns the calls, and for each job (in order) the index of its call.
+fn batches(jobs: Vec<FetchJob>) -> (Vec<Vec<FetchJob>>, Vec<usize>) {
+    let mut calls: Vec<Vec<FetchJob>> = Vec::new();
+    let mut call_of = Vec::with_capacity(jobs.len());
+    // The call being filled for each executor binding (there are few).
+    let mut open: Vec<(String, usize)> = Vec::new();
     for job in jobs {
-        let binding = job.options.executor_binding.clone();
-        let batch = match (&job.queue, open.get(&binding)) {
-            (None, Some(&i))
-                if out
-                    .get(i)
-                    .is_some_and(|(ids, _)| ids.len() < MAX_JOBS_PER_CALL) =>
-            {
-                i
-            }
+        let binding = &job.options.executor_binding;
+        let slot = open.iter().position(|(b, _)| b == binding);
+        let filling = slot.and_then(|s| open.get(s)).map(|&(_, i)| i);
+        let call = match (&job.queue, filling) {
+            (None, Some(i)) if calls.get(i).is_some_and(|c| c.len() < MAX_JOBS_PER_CALL) => i,
             _ => {
                 if job.queue.is_none() {
-                    open.insert(binding, out.len());
+                    match slot.and_then(|s| open.get_mut(s)) {
+                        Some((_, i)) => *i = calls.len(),
+                        None => open.push((binding.clone(), calls.len())),
+                    }
                 }
-                out.push((Vec::new(), Vec::new()));
-                out.len() - 1
+                calls.push(Vec::new());
+                calls.len() - 1
             }
         };
-        if let Some((ids, jobs)) = out.get_mut(batch) {
-            ids.push(job.id.clone());
+        if let Some(jobs) = calls.get_mut(call) {
             jobs.push(job);
         }
+        call_of.push(call);
     }
-    out
+    (calls, call_of)
 }
 
 /// Tells the orchestrator to forget a queued request whose start failed.
@@ -523,7 +557,8 @@ async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), ProxyFetchEr
         Some(queue) => {
             let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
                 .map_err(ProxyFetchError::Dispatch)?;
-            let enqueued = join_all(jobs.into_iter().map(|job| orchestrator.enqueue(job))).await;
+            let enqueued = jobs.into_iter().map(|job| orchestrator.enqueue(job));
+            let enqueued = concurrent::all(enqueued, usize::MAX).await;
             enqueued
                 .into_iter()
                 .collect::<Result<(), _>>()
@@ -544,9 +579,6 @@ thread_local! {
     static CLAIMED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// Caller-chosen ids being started right now in this isolate.
     static STARTING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-    /// The alarm time each origin in this isolate last set or read (by [`ledger::instance`]), so
-    /// most starts need not read it.
-    static ALARMS: RefCell<HashMap<String, f64>> = RefCell::new(HashMap::new());
 }
 
 /// An id held in one of the sets above while its holder works on it.
@@ -574,7 +606,7 @@ impl Drop for Held {
 /// Makes sure the origin's alarm fires no later than `at`.
 async fn arm<O: ProxyFetchOrigin>(origin: &O, at: f64) -> worker::Result<()> {
     let object = ledger::instance(origin.state());
-    let cached = ALARMS.with(|a| a.borrow().get(&object).copied());
+    let cached = ledger::alarm(&object);
     let storage = origin.state().storage();
     // With an alarm of its own the origin may move its alarm at any time: read it.
     let current = match cached {
@@ -589,7 +621,7 @@ async fn arm<O: ProxyFetchOrigin>(origin: &O, at: f64) -> worker::Result<()> {
             at
         }
     };
-    ALARMS.with(|a| a.borrow_mut().insert(object, at));
+    ledger::set_alarm(&object, Some(at));
     Ok(())
 }
 
@@ -667,7 +699,7 @@ pub(crate) async fn deliver_all<O: ProxyFetchOrigin>(
         let ctx = ctx.clone();
         async move { deliver(origin, ctx, &id, Some(&token), result, false).await }
     });
-    Ok(join_all(each).await)
+    Ok(concurrent::all(each, usize::MAX).await)
 }
 
 /// Runs the handler of request `id` with `result` (the encoded `FetchResult`, handed on as it
@@ -869,7 +901,7 @@ pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, 
 /// with an alarm of its own, that alarm runs.
 pub async fn alarm<O: ProxyFetchOrigin>(origin: &O) -> worker::Result<()> {
     let object = ledger::instance(origin.state());
-    ALARMS.with(|a| a.borrow_mut().remove(&object));
+    ledger::set_alarm(&object, None);
     let swept = sweep(origin).await;
     let own = if O::OWN_ALARM {
         Some(worker::DurableObject::alarm(origin).await)
