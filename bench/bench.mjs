@@ -73,7 +73,7 @@ const awaitTags = async (tags, timeoutMs) => (await benchRoute("/__bench/await",
 
 /** Methods of the bench's own (its Probe's API, not proxy-fetch's): left out of the DO requests. */
 const BENCH_METHODS = {
-  Probe: new Set(["start", "onResult", "arrivals", "pending", "direct", "noopRpc", "echoRpc", "sendRpc", "awaited", "fetch"]),
+  Probe: new Set(["start", "onResult", "arrivals", "pending", "direct", "noopRpc", "gatedRpc", "echoRpc", "sendRpc", "awaited", "fetch"]),
   FetchOrchestrator: new Set(["stats"]),
 };
 
@@ -447,13 +447,17 @@ try {
     // What an origin's start waits for under the burst: an RPC round trip to the executor, timed
     // by another Durable Object while a copy of the direct burst runs (not measured for cost).
     const label = "direct-burst-pinged";
-    await warm([...burstOrigins(label), "ping-probe"]);
-    const [r, pings] = await Promise.all([
+    await warm([...burstOrigins(label), "ping-probe", "gated-probe"]);
+    const [r, pings, gated] = await Promise.all([
       run({ label, n: burstN, origins: burstOrigins(label), url: up.url(`/${label}/{i}`), options: opts("direct", label) }),
       call("ping-probe", "noopRpc", 20),
+      call("gated-probe", "gatedRpc", 20),
     ]);
     checkDelivery("direct", label, r);
-    results.burst.direct.rpc_during = { n: pings.length, median_ms: med(pings), p99_ms: p99(pings), hold_median_ms: med(r.hold_ms) };
+    results.burst.direct.rpc_during = {
+      n: pings.length, median_ms: med(pings), p99_ms: p99(pings), hold_median_ms: med(r.hold_ms),
+      gated_median_ms: med(gated), gated_p99_ms: p99(gated),
+    };
   }
 
   // A 10 MiB body, against an RPC carrying the same bytes one way (a result travels once,
@@ -626,10 +630,11 @@ in its DO (the same HTTP starts, upstream fetches and handler work), measured in
 
 ${burstTable}
 ${results.burst.direct?.rpc_during ? `
-While a copy of the direct burst ran (origin hold median ${f(results.burst.direct.rpc_during.hold_median_ms)} ms in that copy), another
-Durable Object timed ${results.burst.direct.rpc_during.n} no-op RPC round trips to the executor one after another: median
-${f(results.burst.direct.rpc_during.median_ms)} ms, p99 ${f(results.burst.direct.rpc_during.p99_ms)} ms. A start waits for one such round trip (the executor's
-acknowledgement), after the round of its origin's ledger writer already under way.
+While a copy of the direct burst ran (origin hold median ${f(results.burst.direct.rpc_during.hold_median_ms)} ms in that copy), two other Durable
+Objects timed ${results.burst.direct.rpc_during.n} no-op RPC round trips to the executor each, one after another: sent alone, median
+${f(results.burst.direct.rpc_during.median_ms)} ms (p99 ${f(results.burst.direct.rpc_during.p99_ms)} ms); sent just after a storage write, as a job is (the output gate holds
+it until the write is on disk), median ${f(results.burst.direct.rpc_during.gated_median_ms)} ms (p99 ${f(results.burst.direct.rpc_during.gated_p99_ms)} ms). A start waits for its job's
+call ("origin's dispatch call" above), after the call of its origin's writer already under way.
 ` : ""}
 ## Latency
 

@@ -213,6 +213,23 @@ impl Probe {
         Ok(times)
     }
 
+    /// `n` sequential no-op RPC round trips to the executor, each sent just after a storage
+    /// write (so it waits for the write to be on disk, as a job does), in ms each.
+    pub async fn gated_rpc(&self, n: u32) -> std::result::Result<Vec<f64>, HandlerError> {
+        let executor = FetchExecutorClient::from_env(&self.env, "FETCH_EXECUTOR")?;
+        let storage = self.state.storage();
+        let mut times = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let start = now();
+            let (written, answered) =
+                futures_util::future::join(storage.put("gate", i), executor.health()).await;
+            written?;
+            answered?;
+            times.push(now() - start);
+        }
+        Ok(times)
+    }
+
     /// One RPC round trip carrying `bytes` bytes each way, in ms.
     pub async fn echo_rpc(&self, bytes: u32) -> std::result::Result<f64, HandlerError> {
         let echo = EchoClient::from_env(&self.env, "ECHO")?;
