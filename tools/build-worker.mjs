@@ -2,7 +2,7 @@
 // Builds Rust worker crates with proxy-fetch-build (the CLI in proxy-fetch-build/, which a user
 // installs with cargo), compiled from this checkout. It writes <crate>/build/worker.js and the
 // wasm beside it; see docs/build.md.
-// Usage: node tools/build-worker.mjs <crate-dir>... [--debug] [--dts | --dts-only]
+// Usage: node tools/build-worker.mjs <crate-dir>... [--debug] [--no-opt] [--dts | --dts-only]
 //        (--dts: also build/worker.d.ts, TypeScript declarations; --dts-only: only them;
 //        docs/typescript.md)
 //        PF_PANIC_UNWIND=1 node tools/build-worker.mjs <crate-dir>...   panic = "unwind" build
@@ -55,7 +55,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
   const crates = args.filter((a) => !a.startsWith("--"));
   if (crates.length === 0) {
-    console.error("usage: node tools/build-worker.mjs <crate-dir>... [--debug]");
+    console.error("usage: node tools/build-worker.mjs <crate-dir>... [--debug] [--no-opt] [--dts | --dts-only]");
     process.exit(1);
   }
   // With PF_PANIC_UNWIND=1 the build goes to <crate>/build-unwind/, beside the default one.
@@ -71,7 +71,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       "--format-version", "1", "--no-deps", "--manifest-path", join(crateDir, "Cargo.toml")],
     { encoding: "utf8" })).target_directory, folder));
     const cliArgs = [crateDir, ...(args.includes("--debug") ? ["--dev"] : []),
-      ...args.filter((a) => a === "--dts" || a === "--dts-only"),
+      ...args.filter((a) => a === "--dts" || a === "--dts-only" || a === "--no-opt"),
       ...(unwind ? ["--out-dir", join(crateDir, "build-unwind")] : [])];
     try {
       execFileSync(cli, cliArgs, { stdio: "inherit", env });
