@@ -12,14 +12,23 @@ use std::task::{Context, Poll, Waker};
 pub(crate) struct Batcher<T> {
     queue: RefCell<Vec<T>>,
     busy: Cell<bool>,
+    /// Submitters waiting for their answer, woken when the batcher is free with work queued
+    /// (one of them then runs the next round).
+    waiting: RefCell<Vec<Waker>>,
 }
 
-/// Marks the batcher idle when dropped, however its round ended.
-struct Busy<'a>(&'a Cell<bool>);
+/// Marks the batcher free when dropped, however its round ended (a dropped future included),
+/// and hands the next round to a waiting submitter if work is queued.
+struct Busy<'a, T>(&'a Batcher<T>);
 
-impl Drop for Busy<'_> {
+impl<T> Drop for Busy<'_, T> {
     fn drop(&mut self) {
-        self.0.set(false);
+        self.0.busy.set(false);
+        if !self.0.queue.borrow().is_empty() {
+            for waker in self.0.waiting.take() {
+                waker.wake();
+            }
+        }
     }
 }
 
@@ -28,34 +37,73 @@ impl<T> Batcher<T> {
         Batcher {
             queue: RefCell::new(Vec::new()),
             busy: Cell::new(false),
+            waiting: RefCell::new(Vec::new()),
         }
     }
 
-    /// Queues `item`. With no round under way, the caller runs `round` on what is queued (its
-    /// own item first) until nothing is, and `submit` returns `true`; otherwise it returns
-    /// `false` at once. Either way an item's answer travels through a channel of its own.
-    pub(crate) async fn submit<F, Fut>(&self, item: T, round: F) -> bool
+    /// Queues `item` and returns its answer (`None` if a round dropped it unanswered). With no
+    /// round under way the caller runs one, on everything queued; otherwise it waits, and runs
+    /// the next round itself if it finds the batcher free with work queued. So nobody runs
+    /// more than the rounds its own item waits for, and a caller whose future is dropped
+    /// leaves no work stranded.
+    pub(crate) async fn submit<R, F, Fut>(&self, item: T, answer: Answer<R>, round: F) -> Option<R>
     where
         F: Fn(Vec<T>) -> Fut,
         Fut: Future<Output = ()>,
     {
         self.queue.borrow_mut().push(item);
-        if self.busy.replace(true) {
-            return false;
-        }
-        let _busy = Busy(&self.busy);
+        let mut answer = answer;
         loop {
-            let items = std::mem::take(&mut *self.queue.borrow_mut());
-            if items.is_empty() {
-                return true;
+            if !self.busy.replace(true) {
+                let _busy = Busy(self);
+                let items = std::mem::take(&mut *self.queue.borrow_mut());
+                if !items.is_empty() {
+                    round(items).await;
+                }
             }
-            round(items).await;
+            match (Next {
+                batcher: self,
+                answer: &mut answer,
+            })
+            .await
+            {
+                Step::Answered(value) => return value,
+                Step::Lead => continue,
+            }
         }
     }
 
     /// Whether no round runs and nothing waits for one.
     pub(crate) fn is_idle(&self) -> bool {
         !self.busy.get() && self.queue.borrow().is_empty()
+    }
+}
+
+/// What a submitter does next.
+enum Step<R> {
+    Answered(Option<R>),
+    /// The batcher is free and work is queued: run the next round.
+    Lead,
+}
+
+struct Next<'a, T, R> {
+    batcher: &'a Batcher<T>,
+    answer: &'a mut Answer<R>,
+}
+
+impl<T, R> Future for Next<'_, T, R> {
+    type Output = Step<R>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Step<R>> {
+        if let Poll::Ready(value) = Pin::new(&mut *self.answer).poll(cx) {
+            return Poll::Ready(Step::Answered(value));
+        }
+        let batcher = self.batcher;
+        if !batcher.busy.get() && !batcher.queue.borrow().is_empty() {
+            return Poll::Ready(Step::Lead);
+        }
+        batcher.waiting.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -122,34 +170,92 @@ impl<T> Future for Answer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::FutureExt;
+    use std::pin::pin;
+
+    /// Pending at its first poll, ready at the next: a round's await on I/O.
+    fn io() -> impl Future<Output = ()> {
+        let mut waited = false;
+        std::future::poll_fn(move |_| {
+            if std::mem::replace(&mut waited, true) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    fn poll<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    type Item = (i32, Reply<i32>);
+
+    /// Submits `n`, answered with `10 * n` by a round that records what it got.
+    fn submitted<'a>(
+        batcher: &'a Batcher<Item>,
+        rounds: &'a RefCell<Vec<Vec<i32>>>,
+        n: i32,
+    ) -> impl Future<Output = Option<i32>> + 'a {
+        let (reply, answer) = reply();
+        batcher.submit((n, reply), answer, move |items: Vec<Item>| async move {
+            rounds
+                .borrow_mut()
+                .push(items.iter().map(|(n, _)| *n).collect());
+            io().await;
+            for (n, reply) in items {
+                reply.send(10 * n);
+            }
+        })
+    }
 
     #[test]
-    fn items_queued_during_a_round_are_done_together_in_the_next() {
+    fn items_queued_during_a_round_go_together_in_the_next_run_by_one_of_their_submitters() {
         let batcher = Batcher::new();
         let rounds = RefCell::new(Vec::new());
-        let inner = RefCell::new(Vec::new());
-        // The first round, while it runs, sees three more items submitted.
-        let led = batcher
-            .submit(0, |items: Vec<i32>| {
-                if items == [0] {
-                    for i in 1..=3 {
-                        inner
-                            .borrow_mut()
-                            .push(batcher.submit(i, |_| async {}).now_or_never());
-                    }
-                }
-                rounds.borrow_mut().push(items);
-                async {}
-            })
-            .now_or_never();
-        assert_eq!(led, Some(true));
+        let mut first = pin!(submitted(&batcher, &rounds, 0));
+        assert!(poll(first.as_mut()).is_pending(), "its round awaits I/O");
+        let mut later: Vec<_> = (1..=3)
+            .map(|n| Box::pin(submitted(&batcher, &rounds, n)))
+            .collect();
+        for f in &mut later {
+            assert!(
+                poll(f.as_mut()).is_pending(),
+                "a round is under way: they queue"
+            );
+        }
         assert_eq!(
-            inner.into_inner(),
-            vec![Some(false); 3],
-            "a round is under way: they only queue"
+            poll(first.as_mut()),
+            Poll::Ready(Some(0)),
+            "the first caller runs one round"
         );
-        assert_eq!(rounds.into_inner(), vec![vec![0], vec![1, 2, 3]]);
+        assert!(
+            poll(later[0].as_mut()).is_pending(),
+            "it runs the next round, which awaits I/O"
+        );
+        assert!(
+            poll(later[1].as_mut()).is_pending(),
+            "its item is in that round"
+        );
+        assert_eq!(poll(later[0].as_mut()), Poll::Ready(Some(10)));
+        assert_eq!(poll(later[1].as_mut()), Poll::Ready(Some(20)));
+        assert_eq!(poll(later[2].as_mut()), Poll::Ready(Some(30)));
+        assert_eq!(*rounds.borrow(), vec![vec![0], vec![1, 2, 3]]);
+        assert!(batcher.is_idle());
+    }
+
+    #[test]
+    fn a_dropped_round_leaves_no_work_stranded() {
+        let batcher = Batcher::new();
+        let rounds = RefCell::new(Vec::new());
+        let mut first = Box::pin(submitted(&batcher, &rounds, 0));
+        assert!(poll(first.as_mut()).is_pending());
+        let mut second = pin!(submitted(&batcher, &rounds, 1));
+        assert!(poll(second.as_mut()).is_pending());
+        drop(first);
+        // The second submitter finds the batcher free with its item queued: it runs the round.
+        assert!(poll(second.as_mut()).is_pending());
+        assert_eq!(poll(second.as_mut()), Poll::Ready(Some(10)));
+        assert_eq!(*rounds.borrow(), vec![vec![0], vec![1]]);
         assert!(batcher.is_idle());
     }
 

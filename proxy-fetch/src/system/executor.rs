@@ -111,9 +111,9 @@ impl FetchExecutor {
             reply,
         };
         outbox
-            .submit(outgoing, |batch| self.send(batch, started))
-            .await;
-        answer.await.unwrap_or(Handed::Failed)
+            .submit(outgoing, answer, |batch| self.send(batch, started))
+            .await
+            .unwrap_or(Handed::Failed)
     }
 
     /// One delivery call per origin for `batch`.

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::State;
 
-use super::batch::{Batcher, Reply};
+use super::batch::{Answer, Batcher, Reply};
 use super::origin::ProxyFetchError;
 use super::protocol::FetchJob;
 use super::RequestId;
@@ -178,10 +178,14 @@ pub(super) enum Op {
     Change(Change),
 }
 
-/// Queues `op` for the next round of `object`'s writer. With no round under way, the caller
-/// becomes the writer: it runs `round` on what is queued until nothing is, then returns. The
-/// op's answer comes through its channel either way.
-pub(super) async fn submit<F, Fut>(object: &str, op: Op, round: F)
+/// Queues `op` for the next round of `object`'s writer and returns its answer (`None`: the
+/// round dropped it unanswered). See [`Batcher::submit`] for who runs the rounds.
+pub(super) async fn submit<R, F, Fut>(
+    object: &str,
+    op: Op,
+    answer: Answer<R>,
+    round: F,
+) -> Option<R>
 where
     F: Fn(Vec<Op>) -> Fut,
     Fut: Future<Output = ()>,
@@ -194,13 +198,15 @@ where
             .get_or_insert_with(|| Rc::new(Batcher::new()))
             .clone()
     });
-    if writer.submit(op, round).await && writer.is_idle() {
+    let answered = writer.submit(op, answer, round).await;
+    if writer.is_idle() {
         OBJECTS.with(|o| {
             if let Some(object) = o.borrow_mut().get_mut(object) {
                 object.writer = None;
             }
         });
     }
+    answered
 }
 
 /// Splits requests into rows and names them: a caller-named request alone, the others
@@ -418,7 +424,7 @@ pub(super) fn forget(state: &State) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::batch::{reply, Answer};
+    use crate::system::batch::reply;
     use crate::system::protocol::OriginRef;
     use crate::system::{ProxyFetchOptions, ProxyRequest};
     use futures_util::FutureExt;

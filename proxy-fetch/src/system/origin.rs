@@ -19,7 +19,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::{Env, State};
 
-use super::batch;
+use super::batch::{self, Answer};
 use super::concurrent;
 use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start, LEDGER};
 use super::options::InvalidOption;
@@ -273,8 +273,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         bytes,
         reply,
     };
-    write(origin, Op::Start(Box::new(start))).await;
-    answer
+    write(origin, Op::Start(Box::new(start)), answer)
         .await
         .unwrap_or_else(|| Err(storage_error("the ledger's writer stopped")))
 }
@@ -308,10 +307,10 @@ async fn find<O: ProxyFetchOrigin>(
     ledger::read(origin.state(), &row_key(id), |row| row.get(id).cloned()).await
 }
 
-/// Queues `op` for the origin's ledger writer (see [`super::ledger`]).
-async fn write<O: ProxyFetchOrigin>(origin: &O, op: Op) {
+/// Queues `op` for the origin's ledger writer (see [`super::ledger`]) and returns its answer.
+async fn write<O: ProxyFetchOrigin, R>(origin: &O, op: Op, answer: Answer<R>) -> Option<R> {
     let object = ledger::instance(origin.state());
-    ledger::submit(&object, op, |ops| round(origin, ops)).await;
+    ledger::submit(&object, op, answer, |ops| round(origin, ops)).await
 }
 
 /// Changes (`Some`) or deletes (`None`) the record of request `id`.
@@ -326,8 +325,7 @@ async fn change<O: ProxyFetchOrigin>(
         record,
         reply,
     };
-    write(origin, Op::Change(change)).await;
-    answer
+    write(origin, Op::Change(change), answer)
         .await
         .unwrap_or_else(|| Err("the ledger's writer stopped".into()))
 }
