@@ -400,9 +400,10 @@ function suite(flow) {
 
     test("a storage failure at the origin during delivery is retried, never taken as a refusal", async () => {
       const box = origin();
+      // Injected while the upstream takes its time: the delivery's reads find storage failing.
+      await startOk(box, up.url(`/storage-fault/${box.name}`, { delay: 400 }), FAST);
       const fault = await box.rpc("injectStorageFault")("get", "proxy-fetch:request:", 2);
       assert.equal(fault.error, undefined, JSON.stringify(fault.error));
-      await startOk(box, up.url(`/storage-fault/${box.name}`), FAST);
       const { t } = await results(box);
       assert.equal(t.status, 200);
       assert.equal(t.deliveries, 1);
@@ -412,10 +413,10 @@ function suite(flow) {
 
     test("an origin that cannot take a POST's response for seconds: orchestrated, the orchestrator delivers it later; direct, the handler hears the upstream may have seen it", async () => {
       const box = origin();
+      const key = `handover-${flow}-${box.name}`;
+      await startOk(box, { method: "POST", url: up.url("/handover", { key, delay: 400 }) }, { flow, timeout_ms: 1000, backstop_grace_ms: 0, retry: { max_attempts: 1 } });
       // Every delivery try of the executor (5, over about 1.5 s) finds the origin failing.
       await box.rpc("injectStorageFault")("get", "proxy-fetch:request:", 5);
-      const key = `handover-${flow}-${box.name}`;
-      await startOk(box, { method: "POST", url: up.url("/handover", { key }) }, { flow, timeout_ms: 1000, backstop_grace_ms: 0, retry: { max_attempts: 1 } });
       const { t } = await results(box, 1, 20000);
       if (flow === "orchestrated") {
         assert.equal(t.outcome, "response");

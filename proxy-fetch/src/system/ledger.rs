@@ -190,19 +190,16 @@ where
     F: Fn(Vec<Op>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let writer = OBJECTS.with(|o| {
-        o.borrow_mut()
-            .entry(object.to_owned())
-            .or_default()
-            .writer
+    let writer = with_object(object, |o| {
+        o.writer
             .get_or_insert_with(|| Rc::new(Batcher::new()))
             .clone()
     });
     let answered = writer.submit(op, answer, round).await;
     if writer.is_idle() {
-        OBJECTS.with(|o| {
-            if let Some(object) = o.borrow_mut().get_mut(object) {
-                object.writer = None;
+        with_object(object, |o| {
+            if o.writer.as_ref().is_some_and(|w| Rc::ptr_eq(w, &writer)) {
+                o.writer = None;
             }
         });
     }
@@ -262,8 +259,9 @@ struct Cache {
 }
 
 /// What an instance of a Durable Object keeps in this isolate.
-#[derive(Default)]
 struct Object {
+    /// Which instance of the object (see [`instance`]).
+    mark: String,
     /// Its ledger's writer, while it has work.
     writer: Option<Rc<Batcher<Op>>>,
     cache: Cache,
@@ -271,26 +269,75 @@ struct Object {
     alarm: Option<f64>,
 }
 
+impl Object {
+    fn new(mark: &str) -> Self {
+        Object {
+            mark: mark.to_owned(),
+            writer: None,
+            cache: Cache::default(),
+            alarm: None,
+        }
+    }
+}
+
 /// The alarm time instance `object` last set or read ([`set_alarm`]).
 pub(super) fn alarm(object: &str) -> Option<f64> {
-    OBJECTS.with(|o| o.borrow().get(object).and_then(|o| o.alarm))
+    with_object(object, |o| o.alarm)
 }
 
 /// Remembers the alarm time instance `object` set or read (`None`: it must read it).
 pub(super) fn set_alarm(object: &str, at: Option<f64>) {
-    OBJECTS.with(|o| o.borrow_mut().entry(object.to_owned()).or_default().alarm = at);
+    with_object(object, |o| o.alarm = at);
 }
 
 thread_local! {
-    /// Per instance of a Durable Object in this isolate (see [`instance`]); one map, not one
+    /// By Durable Object id: what its current instance in this isolate keeps. One map, not one
     /// each for the writers, the caches and the alarm times, as each map type is more code in
     /// the Wasm.
     static OBJECTS: RefCell<HashMap<String, Object>> = RefCell::new(HashMap::new());
+    /// Instances marked in this Wasm instance so far.
     static INSTANCES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Random, so that marks made by an earlier Wasm instance (before a panic restarted it)
+    /// never equal this one's.
+    static PREFIX: String = format!("{:x}", (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64);
 }
 
-/// Names this instance of the Durable Object: its id, and a number kept on its state object,
-/// so that a new instance in the same isolate does not see what an old one cached.
+/// Calls `f` with what `instance` keeps here. A newer instance of the object replaces an older
+/// one's state; an older one (work left over from an instance that was reset) gets a scratch
+/// state that is not kept.
+fn with_object<T>(instance: &str, f: impl FnOnce(&mut Object) -> T) -> T {
+    let (id, mark) = instance.split_once('#').unwrap_or((instance, ""));
+    OBJECTS.with(|o| {
+        let mut objects = o.borrow_mut();
+        let object = objects
+            .entry(id.to_owned())
+            .or_insert_with(|| Object::new(mark));
+        if object.mark != mark {
+            if !newer(mark, &object.mark) {
+                return f(&mut Object::new(mark));
+            }
+            *object = Object::new(mark);
+        }
+        f(object)
+    })
+}
+
+/// Whether mark `a` names a later instance than mark `b` (marks are `<counter>.<prefix>`).
+fn newer(a: &str, b: &str) -> bool {
+    let parse = |m: &str| {
+        m.split_once('.')
+            .and_then(|(n, prefix)| Some((n.parse::<u64>().ok()?, prefix.to_owned())))
+    };
+    let ours = PREFIX.with(|p| p.clone());
+    match (parse(a), parse(b)) {
+        (Some((n, pa)), Some((m, pb))) if pa == pb => n > m,
+        (Some((_, pa)), _) => pa == ours,
+        (None, _) => false,
+    }
+}
+
+/// Names this instance of the Durable Object: its id, and a mark kept on its state object, so
+/// that a new instance in the same isolate does not see what an old one kept.
 pub(super) fn instance(state: &State) -> String {
     const MARK: &str = "__proxyFetchInstance";
     let raw: &JsValue = state.as_raw().as_ref();
@@ -298,22 +345,23 @@ pub(super) fn instance(state: &State) -> String {
     let read = || {
         js_sys::Reflect::get(raw, &key)
             .ok()
-            .and_then(|v| v.as_f64())
+            .and_then(|v| v.as_string())
     };
-    let number = match read() {
-        Some(n) => n as u64,
+    let mark = match read() {
+        Some(mark) => mark,
         None => {
             let n = INSTANCES.with(|c| {
                 c.set(c.get() + 1);
                 c.get()
             });
-            let _ = js_sys::Reflect::set(raw, &key, &JsValue::from_f64(n as f64));
+            let mark = PREFIX.with(|p| format!("{n}.{p}"));
+            let _ = js_sys::Reflect::set(raw, &key, &JsValue::from_str(&mark));
             // A state that keeps no mark gets one name for all its instances (never one per
             // call: each instance must have one writer).
-            read().map_or(0, |n| n as u64)
+            read().unwrap_or_default()
         }
     };
-    format!("{}#{number}", state.id())
+    format!("{}#{mark}", state.id())
 }
 
 /// Calls `f` with row `key` (empty when there is none), read from storage unless cached.
@@ -323,27 +371,20 @@ pub(super) async fn read<T>(
     f: impl Fn(&mut Row) -> T,
 ) -> Result<T, worker::Error> {
     let object = instance(state);
-    let cached = |f: &dyn Fn(&mut Row) -> T| {
-        OBJECTS.with(|o| {
-            o.borrow_mut()
-                .get_mut(&object)
-                .and_then(|object| object.cache.rows.get_mut(key))
-                .map(f)
-        })
-    };
+    let cached =
+        |f: &dyn Fn(&mut Row) -> T| with_object(&object, |o| o.cache.rows.get_mut(key).map(f));
     if let Some(t) = cached(&f) {
         return Ok(t);
     }
-    let generation = OBJECTS.with(|o| o.borrow().get(&object).map_or(0, |o| o.cache.generation));
+    let generation = with_object(&object, |o| o.cache.generation);
     let stored: Option<Row> = state.storage().get(key).await?;
     // Cached meanwhile (by a write): that is newer than what was read.
     if let Some(t) = cached(&f) {
         return Ok(t);
     }
     let mut row = stored.unwrap_or_default();
-    OBJECTS.with(|o| {
-        let mut objects = o.borrow_mut();
-        let cache = &mut objects.entry(object.clone()).or_default().cache;
+    with_object(&object, |o| {
+        let cache = &mut o.cache;
         if cache.generation != generation {
             // Dropped meanwhile: what was read may predate a failed write. Not kept.
             return Ok(f(&mut row));
@@ -396,14 +437,7 @@ pub(super) async fn edit(
 pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), String> {
     let value = serde_wasm_bindgen::to_value(&row).map_err(|e| e.to_string())?;
     let object = instance(state);
-    OBJECTS.with(|o| {
-        o.borrow_mut()
-            .entry(object)
-            .or_default()
-            .cache
-            .rows
-            .insert(key.to_owned(), row)
-    });
+    with_object(&object, |o| o.cache.rows.insert(key.to_owned(), row));
     state.storage().put_raw(key, value).await.map_err(|e| {
         forget(state);
         e.to_string()
@@ -413,11 +447,9 @@ pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), Str
 /// Drops what this instance cached: after a failed write, storage may hold either version.
 pub(super) fn forget(state: &State) {
     let object = instance(state);
-    OBJECTS.with(|o| {
-        if let Some(object) = o.borrow_mut().get_mut(&object) {
-            object.cache.rows.clear();
-            object.cache.generation += 1;
-        }
+    with_object(&object, |o| {
+        o.cache.rows.clear();
+        o.cache.generation += 1;
     });
 }
 

@@ -1,15 +1,14 @@
 // Test-only main module of the proxy test worker: the build's classes, with storage faults
 // injectable into the Inbox and FetchOrchestrator Durable Objects (nothing of this ships).
 // `injectStorageFault(op, prefix, times)` makes the next `times` storage calls `op` ("get",
-// "put", "delete") on a key starting with `prefix` reject, as a failing storage would. While a
-// read fault is pending, proxy-fetch's cache is bypassed (the rows an instance read or wrote
-// stay in its memory), so its reads reach storage, as in a restarted instance.
+// "put", "delete") on a key starting with `prefix` reject, as a failing storage would. A read
+// fault also makes the object start afresh, as a restarted instance does (proxy-fetch keeps
+// the rows an instance read or wrote in its memory), so its next reads reach storage.
 import * as build from "../build/worker.js";
 
 export * from "../build/worker.js";
 export default build.default;
 
-let fresh = 0;
 function faulty(ctx, faults) {
   const storage = new Proxy(ctx.storage, {
     get(target, prop) {
@@ -29,9 +28,6 @@ function faulty(ctx, faults) {
   return new Proxy(ctx, {
     get(target, prop) {
       if (prop === "storage") return storage;
-      // proxy-fetch names an instance by a mark on its state (proxy-fetch/src/system/ledger.rs):
-      // while a read fault is pending, every call looks like a new instance.
-      if (prop === "__proxyFetchInstance" && faults.some((f) => f.op === "get" && f.times > 0)) return 1e9 + ++fresh;
       const value = Reflect.get(target, prop);
       return typeof value === "function" ? value.bind(target) : value;
     },
@@ -43,11 +39,16 @@ function withFaults(Base) {
     constructor(ctx, env) {
       super(ctx, env);
       this.faults = [];
+      this.realCtx = ctx;
       // The runtime's base class wants the real state; the Rust object gets the faulty one.
       Object.defineProperty(this, "ctx", { value: faulty(ctx, this.faults) });
     }
     injectStorageFault(op, prefix, times) {
       this.faults.push({ op, prefix, times });
+      // proxy-fetch names an instance by a mark on its state (proxy-fetch/src/system/ledger.rs)
+      // and keeps the rows it read or wrote: without its mark the object starts afresh, as a
+      // restarted instance does, and its next reads reach storage.
+      if (op === "get") delete this.realCtx.__proxyFetchInstance;
     }
   };
 }
