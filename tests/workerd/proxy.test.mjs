@@ -185,6 +185,23 @@ function suite(flow) {
       assert.equal(t.body_checksum, sum);
     });
 
+    test("results too large to share one delivery call (4 of 12 MiB started together) each arrive once, without the backstop", async () => {
+      const box = origin();
+      const n = 12 * 1024 * 1024;
+      // The backstop would act only after a minute: whatever arrives within 40 s was delivered.
+      const options = { ...FAST, timeout_ms: 20000, backstop_grace_ms: 60000 };
+      await Promise.all([...Array(4)].map((_, i) => startOk(box, up.url(`/big4/${box.name}/${i}`, { bytes: n }), options, `b${i}`)));
+      const r = await results(box, 4, 40000);
+      assert.equal(Object.keys(r).length, 4);
+      for (const x of Object.values(r)) {
+        assert.equal(x.outcome, "response");
+        assert.equal(x.body_len, n);
+        assert.equal(x.deliveries, 1);
+      }
+      assert.ok(!w.logs.join("").includes("limited to 32MiB"), "no call went over the RPC size limit");
+      await clean(box);
+    });
+
     test("ten parallel requests each get exactly one result", async () => {
       const box = origin();
       await Promise.all([...Array(10)].map((_, i) => startOk(box, up.url(`/p/${box.name}/${i}`, { delay: 50 }), FAST, `p${i}`)));
@@ -192,6 +209,31 @@ function suite(flow) {
       assert.equal(Object.keys(r).length, 10);
       for (const x of Object.values(r)) assert.equal(x.deliveries, 1);
       await clean(box);
+    });
+
+    test(flow === "direct"
+      ? "two origins starting the same caller-supplied request id at once each start their own request"
+      : "two origins starting the same caller-supplied request id at once: the orchestrator queues one, the other start fails with a typed error", async () => {
+      const [a, b] = [origin(), origin()];
+      const request_id = `shared-${a.name}`;
+      const started = await Promise.all([a, b].map((box) => box.start(up.url(`/shared/${box.name}`, { delay: 100 }), { ...FAST, request_id }, "t")));
+      let ran = [a, b];
+      if (flow === "orchestrated") {
+        const refused = started.filter((s) => s.error);
+        assert.equal(refused.length, 1, JSON.stringify(started));
+        assert.equal(refused[0].error.handler.kind, "dispatch");
+        assert.match(refused[0].error.handler.message, /already queued here for another origin/);
+        ran = [a, b].filter((_, i) => started[i].ok);
+      } else {
+        for (const s of started) assert.ok(s.ok, JSON.stringify(s.error));
+      }
+      for (const box of ran) {
+        const { t } = await results(box);
+        assert.equal(t.status, 200);
+        assert.equal(t.request_id, request_id);
+        assert.equal(JSON.parse(t.text).path, `/shared/${box.name}?delay=100`);
+        await clean(box);
+      }
     });
 
     test("a caller-supplied request id makes starting idempotent", async () => {

@@ -15,8 +15,8 @@ use super::http::{attempt, AttemptError};
 use super::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS};
 use super::policy::{ExecutorPolicy, POLICY_VAR};
 use super::protocol::{
-    DeliveryOutcome, FetchJob, OrchestratorClient, OriginClient, OriginRef, FORBIDDEN,
-    MAX_JOBS_PER_CALL, RETRY,
+    weight, DeliveryOutcome, FetchJob, OrchestratorClient, OriginClient, OriginRef, CALL_BYTES,
+    FORBIDDEN, MAX_JOBS_PER_CALL, RETRY,
 };
 use super::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse, RequestId};
 use crate::entrypoint;
@@ -61,6 +61,16 @@ struct Outgoing {
     token: String,
     result: Rc<FetchResult>,
     reply: batch::Reply<Handed>,
+}
+
+impl Outgoing {
+    /// About how many bytes the result takes in a delivery call.
+    fn weight(&self) -> usize {
+        match self.result.as_ref() {
+            Ok(response) => weight(response.body.len(), &response.url, &response.headers),
+            Err(error) => weight(error.message.len(), "", &[]),
+        }
+    }
 }
 
 /// The results of one `execute_fetches` call on their way to their origins.
@@ -118,16 +128,22 @@ impl FetchExecutor {
 
     /// One delivery call per origin for `batch`.
     async fn send(&self, batch: Vec<Outgoing>, started: f64) {
-        let mut by_origin: Vec<Vec<Outgoing>> = Vec::new();
+        // Calls by origin, each under the RPC size limit.
+        let mut by_origin: Vec<(usize, Vec<Outgoing>)> = Vec::new();
         for outgoing in batch {
-            match by_origin
-                .iter_mut()
-                .find(|group| group.first().is_some_and(|o| o.origin == outgoing.origin))
-            {
-                Some(group) => group.push(outgoing),
-                None => by_origin.push(vec![outgoing]),
+            let bytes = outgoing.weight();
+            match by_origin.iter_mut().find(|(sum, group)| {
+                group.first().is_some_and(|o| o.origin == outgoing.origin)
+                    && sum + bytes <= CALL_BYTES
+            }) {
+                Some((sum, group)) => {
+                    *sum += bytes;
+                    group.push(outgoing);
+                }
+                None => by_origin.push((bytes, vec![outgoing])),
             }
         }
+        let by_origin = by_origin.into_iter().map(|(_, group)| group);
         let sends = by_origin
             .into_iter()
             .map(|group| self.send_to_origin(group, started));
@@ -257,11 +273,19 @@ impl FetchExecutor {
         job: &FetchJob,
         started: f64,
         outbox: &Outbox,
+        in_call: usize,
     ) -> Result<(), HandlerError> {
-        let allowed = self.policy().and_then(|policy| {
-            let url = Url::parse(&job.request.url).map_err(|e| format!("not a URL: {e}"))?;
-            policy.check(&url).map(|()| policy)
-        });
+        let allowed = if in_call < MAX_JOBS_PER_CALL {
+            self.policy().and_then(|policy| {
+                let url = Url::parse(&job.request.url).map_err(|e| format!("not a URL: {e}"))?;
+                policy.check(&url).map(|()| policy)
+            })
+        } else {
+            // It would wait for a connection, its budget running: not fetched at all.
+            Err(format!(
+                "not fetched: more than {MAX_JOBS_PER_CALL} jobs in one executeFetches call"
+            ))
+        };
         let result = match allowed {
             Ok(policy) => fetch_with_retries(job, &policy, started).await,
             Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
@@ -305,19 +329,19 @@ impl FetchExecutor {
 impl FetchExecutor {
     /// Fetches each job's request (with retries), delivers its result to its origin, then
     /// tells the orchestrator (orchestrated flow) the request is done. Acknowledged at once;
-    /// runs under `ctx.waitUntil`. The jobs run side by side, at most
-    /// [`MAX_JOBS_PER_CALL`] at a time (the connections one invocation may hold open).
+    /// runs under `ctx.waitUntil`. The jobs run side by side: at most [`MAX_JOBS_PER_CALL`]
+    /// (the connections one invocation may hold open); any beyond get a `Rejected` error.
     #[wait_until]
     pub async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError> {
         let started = now_ms();
         let outbox = Outbox::new();
         let outbox = &outbox;
-        let each = jobs.into_iter().map(|job| async move {
-            if let Err(e) = self.execute(&job, started, outbox).await {
+        let each = jobs.into_iter().enumerate().map(|(i, job)| async move {
+            if let Err(e) = self.execute(&job, started, outbox, i).await {
                 log_error(&format!("proxy-fetch {}: {e}", job.id));
             }
         });
-        concurrent::all(each, MAX_JOBS_PER_CALL).await;
+        concurrent::all(each, usize::MAX).await;
         Ok(())
     }
 

@@ -352,8 +352,20 @@ impl FetchOrchestrator {
     /// it is (an origin whose start was cut short asks again).
     pub async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError> {
         let storage = self.state.storage();
-        if storage.get::<QueueEntry>(&key(&job.id)).await?.is_some() {
-            return Ok(());
+        if let Some(known) = storage.get::<QueueEntry>(&key(&job.id)).await? {
+            // The same request queued again (its origin's sweep): nothing to do. Another
+            // origin's request under the same id: refused, as this queue knows requests by id.
+            if known.job.origin == job.origin {
+                return Ok(());
+            }
+            return Err(HandlerError::new(
+                "conflict",
+                format!(
+                    "request id `{}` is already queued here for another origin: an id must be \
+                     unique among the origins that share an orchestrator instance",
+                    job.id
+                ),
+            ));
         }
         let now = now_ms();
         let entry = QueueEntry {

@@ -24,8 +24,8 @@ use super::concurrent;
 use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start, LEDGER};
 use super::options::InvalidOption;
 use super::protocol::{
-    DeliveryOutcome, ExecutorClient, FetchJob, OrchestratorClient, OriginRef, QueueRef, FORBIDDEN,
-    MAX_DELIVERIES_PER_CALL, MAX_JOBS_PER_CALL, RETRY,
+    DeliveryOutcome, ExecutorClient, FetchJob, OrchestratorClient, OriginRef, QueueRef, CALL_BYTES,
+    FORBIDDEN, MAX_DELIVERIES_PER_CALL, MAX_JOBS_PER_CALL, RETRY,
 };
 use super::{
     now_ms, FetchError, FetchErrorKind, FetchResult, Flow, ProxyFetchOptions, ProxyRequest,
@@ -80,8 +80,9 @@ impl<O, D: Serialize> Continuation<O, D> {
     }
 }
 
-/// Why `proxy_fetch` or `cancel` could not do what was asked. Nothing was started (and
-/// nothing stored) when `proxy_fetch` returns one.
+/// Why `proxy_fetch` or `cancel` could not do what was asked. When `proxy_fetch` returns one,
+/// no handler will run for the request and nothing of it stays stored; only a start whose
+/// storage failed after its job went out may have reached the upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProxyFetchError {
     /// The URL or method cannot be fetched.
@@ -229,7 +230,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     let id = match &options.request_id {
         Some(id) => {
             // Starting a request again while it is pending (or being started) starts nothing.
-            _starting = match Held::take(&STARTING, id) {
+            _starting = match Held::take(&STARTING, origin, id) {
                 Some(claim) => claim,
                 None => return Ok(id.clone()),
             };
@@ -241,6 +242,10 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         None => None,
     };
     let data = serde_json::to_value(&continuation.data).map_err(storage_error)?;
+    // Refused here, not when its row is written with others' records (or when its handler
+    // would be called): e.g. an integer beyond 2^53, which a JS number cannot hold.
+    crate::rpc::to_js_value(&data)
+        .map_err(|e| storage_error(format!("the continuation data cannot be stored: {e}")))?;
     let bytes = request.body.as_ref().map_or(0, |b| b.len())
         + request.url.len()
         + json_len(&data)
@@ -441,15 +446,29 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     let sent = calls.into_iter().map(|jobs| dispatch_all(env, jobs));
     let sent = concurrent::all(sent, usize::MAX);
     let ((puts, armed), sent) = join(written, sent).await;
-    // Which requests could not be sent (in the order of `replies`, as `call_of` is): they are
-    // forgotten, and so is their record.
-    let unsent: Vec<Option<&ProxyFetchError>> = call_of
+    // How each start went (in the order of `replies`, as `call_of` is). A failed one is
+    // forgotten: its record goes, so a result that comes anyway is dropped.
+    let outcomes: Vec<Result<(), ProxyFetchError>> = replies
         .iter()
-        .map(|&call| sent.get(call).and_then(|sent| sent.as_ref().err()))
+        .zip(&call_of)
+        .map(|((_, row, _), &call)| {
+            match sent.get(call) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e.clone()),
+                None => return Err(storage_error("the job was not sent")),
+            }
+            match (puts.get(*row), &armed) {
+                (Some(Ok(())), Ok(())) => Ok(()),
+                (Some(Err(e)), _) => Err(storage_error(e)),
+                (Some(Ok(())), Err(e)) => Err(storage_error(e)),
+                (None, _) => Err(storage_error("the row was not written")),
+            }
+        })
         .collect();
     let mut forgotten: Vec<(&str, Vec<Edit>)> = Vec::new();
-    for ((id, row, _), unsent) in replies.iter().zip(&unsent) {
-        if unsent.is_some() {
+    for ((id, row, _), outcome) in replies.iter().zip(&outcomes) {
+        let written = matches!(puts.get(*row), Some(Ok(())));
+        if outcome.is_err() && written {
             if let Some((key, _)) = stored.get(*row) {
                 add_to_group(&mut forgotten, key.as_str(), (id.as_str(), None));
             }
@@ -458,20 +477,16 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     for (key, edits) in forgotten {
         let _ = edit_row(origin, key, &edits).await;
     }
-    for ((id, row, reply), unsent) in replies.into_iter().zip(unsent) {
-        let stored_ok = match puts.get(row) {
-            Some(Ok(())) => armed.as_ref().map_err(storage_error).map(|_| ()),
-            Some(Err(e)) => Err(storage_error(e)),
-            None => Err(storage_error("row not written")),
-        };
-        let answer = match (unsent, stored_ok) {
-            (Some(e), _) => Err(e.clone()),
-            (None, Err(e)) => {
-                // Without its record the result would be dropped: stop the request instead.
-                forget_queued(env, &id, stored.get(row).and_then(|(_, r)| r.get(&id))).await;
+    for (((id, row, reply), outcome), &call) in replies.into_iter().zip(outcomes).zip(&call_of) {
+        let answer = match outcome {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                if matches!(sent.get(call), Some(Ok(()))) {
+                    // Queued, but its start failed: the orchestrator need not watch it.
+                    forget_queued(env, &id, stored.get(row).and_then(|(_, r)| r.get(&id))).await;
+                }
                 Err(e)
             }
-            (None, Ok(())) => Ok(id),
         };
         reply.send(answer);
     }
@@ -501,7 +516,15 @@ fn batches(jobs: Vec<FetchJob>) -> (Vec<Vec<FetchJob>>, Vec<usize>) {
         let slot = open.iter().position(|(b, _)| b == binding);
         let filling = slot.and_then(|s| open.get(s)).map(|&(_, i)| i);
         let call = match (&job.queue, filling) {
-            (None, Some(i)) if calls.get(i).is_some_and(|c| c.len() < MAX_JOBS_PER_CALL) => i,
+            (None, Some(i))
+                if calls.get(i).is_some_and(|c| {
+                    c.len() < MAX_JOBS_PER_CALL
+                        && c.iter().map(FetchJob::weight).sum::<usize>() + job.weight()
+                            <= CALL_BYTES
+                }) =>
+            {
+                i
+            }
             _ => {
                 if job.queue.is_none() {
                     match slot.and_then(|s| open.get_mut(s)) {
@@ -572,10 +595,10 @@ async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), ProxyFetchEr
 }
 
 thread_local! {
-    /// Ids being delivered right now in this isolate: a second delivery racing the first one
-    /// sees the claim before either touches storage.
+    /// Requests being delivered right now, by instance and id: a second delivery racing the
+    /// first one sees the claim before either touches storage.
     static CLAIMED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-    /// Caller-chosen ids being started right now in this isolate.
+    /// Caller-chosen ids being started right now, by instance and id.
     static STARTING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 
@@ -586,12 +609,16 @@ struct Held(
 );
 
 impl Held {
-    fn take(
+    /// Holds request `id` of this instance of `origin` (ids are per object: two objects may
+    /// use the same caller id; a claim of a reset instance does not hold its successor's).
+    fn take<O: ProxyFetchOrigin>(
         set: &'static std::thread::LocalKey<RefCell<HashSet<String>>>,
+        origin: &O,
         id: &str,
     ) -> Option<Held> {
-        set.with(|s| s.borrow_mut().insert(id.to_owned()))
-            .then(|| Held(set, id.to_owned()))
+        let key = format!("{}\n{id}", ledger::instance(origin.state()));
+        set.with(|s| s.borrow_mut().insert(key.clone()))
+            .then(|| Held(set, key))
     }
 }
 
@@ -656,14 +683,19 @@ pub(crate) fn checked_deliveries(
             format!("argument `deliveries`: {message}"),
         )
     };
+    // Counted before anything is decoded.
+    let raw = args.raw(0);
+    let raw: Array = match raw.dyn_into::<Array>() {
+        Ok(raw) if raw.length() as usize > MAX_DELIVERIES_PER_CALL => {
+            return Err(refuse(format!(
+                "{} results in one call; at most {MAX_DELIVERIES_PER_CALL}",
+                raw.length()
+            )))
+        }
+        Ok(raw) => raw,
+        Err(_) => Array::new(),
+    };
     let shapes: Vec<DeliveryShape> = args.get(0, "deliveries")?;
-    if shapes.len() > MAX_DELIVERIES_PER_CALL {
-        return Err(refuse(format!(
-            "{} results in one call; at most {MAX_DELIVERIES_PER_CALL}",
-            shapes.len()
-        )));
-    }
-    let raw = Array::from(&args.raw(0));
     let field = |value: &JsValue, name: &str| {
         js_sys::Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
     };
@@ -715,7 +747,7 @@ pub(crate) async fn deliver<O: ProxyFetchOrigin>(
     result: JsValue,
     count_run: bool,
 ) -> Result<DeliveryOutcome, HandlerError> {
-    let Some(_claim) = Held::take(&CLAIMED, id) else {
+    let Some(_claim) = Held::take(&CLAIMED, origin, id) else {
         return Ok(DeliveryOutcome::Duplicate);
     };
     let retry = |e: String| HandlerError::new(RETRY, format!("origin storage: {e}"));

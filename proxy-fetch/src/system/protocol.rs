@@ -41,6 +41,16 @@ pub struct FetchJob {
 }
 
 impl FetchJob {
+    /// About how many bytes the job takes in a call ([`weight`]).
+    pub fn weight(&self) -> usize {
+        let request = &self.request;
+        weight(
+            request.body.as_ref().map_or(0, |b| b.len()),
+            &request.url,
+            &request.headers,
+        )
+    }
+
     /// Whether the request may be sent again when its executor was lost: idempotent, or
     /// `retry_non_idempotent` says so.
     pub fn may_resend(&self) -> bool {
@@ -84,6 +94,21 @@ pub enum DeliveryOutcome {
 /// Jobs per `execute_fetches` call: the connections one Workers invocation may hold open at
 /// once, so every job of a call fetches at once.
 pub const MAX_JOBS_PER_CALL: usize = 6;
+
+/// Bytes of jobs or results one call carries at most (by [`weight`]): the runtime refuses an
+/// RPC call over 32 MiB. One job or result always fits alone (bodies are at most
+/// [`MAX_BODY_LIMIT`](super::MAX_BODY_LIMIT)), so a call of several is split to stay under.
+pub const CALL_BYTES: usize = 31 * 1024 * 1024;
+
+/// About how many bytes a request or response takes in a call: body, URL, headers, framing.
+pub fn weight(body: usize, url: &str, headers: &[(String, String)]) -> usize {
+    1024 + body
+        + url.len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
 
 /// Handler error codes of a delivery the sender must not retry: the token did not match.
 pub const FORBIDDEN: &str = "forbidden";
