@@ -175,7 +175,7 @@ pub(super) struct Change {
 /// What the writer of an origin does in a round.
 pub(super) enum Op {
     Start(Box<Start>),
-    Change(Change),
+    Change(Box<Change>),
 }
 
 /// Queues `op` for the next round of `object`'s writer and returns its answer (`None`: the

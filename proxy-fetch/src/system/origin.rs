@@ -330,7 +330,7 @@ async fn change<O: ProxyFetchOrigin>(
         record,
         reply,
     };
-    write(origin, Op::Change(change), answer)
+    write(origin, Op::Change(Box::new(change)), answer)
         .await
         .unwrap_or_else(|| Err("the ledger's writer stopped".into()))
 }
@@ -342,7 +342,7 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
     for op in ops {
         match op {
             Op::Start(start) => starts.push(*start),
-            Op::Change(change) => add_to_group(&mut changes, row_key(&change.id), change),
+            Op::Change(change) => add_to_group(&mut changes, row_key(&change.id), *change),
         }
     }
     let changes = changes.into_iter().map(|(key, changes)| async move {
