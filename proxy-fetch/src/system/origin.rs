@@ -413,13 +413,17 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             } = start;
             name_job(&mut record.job, &id);
             due = due.min(record.due_ms);
-            let job = record.job.clone();
-            if record.job.queue.is_none() && !record.job.may_resend() {
-                // The direct flow never sends it twice: no need to keep its body. (The
-                // orchestrated one may queue it again, which the orchestrator ignores unless
-                // it lost it unsent.)
-                record.job.request.body = None;
-            }
+            // The direct flow never sends a request twice that may not be resent: its record
+            // need not keep the body, which goes with the job uncopied. (The orchestrated flow
+            // may queue it again, which the orchestrator ignores unless it lost it unsent.)
+            let keep_body = record.job.queue.is_some() || record.job.may_resend();
+            let body = if keep_body {
+                record.job.request.body.clone()
+            } else {
+                record.job.request.body.take()
+            };
+            let mut job = record.job.clone();
+            job.request.body = body;
             row.insert(id.clone(), record);
             jobs.push(job);
             replies.push((id, stored.len(), reply));
