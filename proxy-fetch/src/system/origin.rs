@@ -204,6 +204,9 @@ fn require_binding(env: &Env, name: &str, option: &str) -> Result<(), ProxyFetch
 /// other work. Returns the request id once the request is on its way (direct flow: the
 /// executor acknowledged it; orchestrated: the orchestrator stored it); the result arrives
 /// later at the continuation's handler.
+///
+/// Starts made while an earlier one of this Durable Object is being written wait for it, and
+/// then share one ledger row and one executor call.
 pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     origin: &O,
     request: impl Into<ProxyRequest>,
