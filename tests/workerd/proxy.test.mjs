@@ -202,6 +202,21 @@ function suite(flow) {
       await clean(box);
     });
 
+    test("requests whose records keep bodies beyond the origin's 4 MiB row cache (7 PUTs of 700 KiB) each get exactly one result", async () => {
+      const box = origin();
+      // A PUT may be sent again, so its record keeps its body: the cache drops what it holds
+      // when it would pass 4 MiB, and the results are found in storage.
+      const body = { $bytes: Array.from({ length: 700 * 1024 }, (_, i) => i % 251) };
+      await Promise.all([...Array(7)].map((_, i) => startOk(box, { method: "PUT", url: up.url(`/put/${box.name}/${i}`, { bytes: 16 }), body }, FAST, `u${i}`)));
+      const r = await results(box, 7, 30000);
+      assert.equal(Object.keys(r).length, 7);
+      for (const x of Object.values(r)) {
+        assert.equal(x.status, 200);
+        assert.equal(x.deliveries, 1);
+      }
+      await clean(box);
+    });
+
     test("ten parallel requests each get exactly one result", async () => {
       const box = origin();
       await Promise.all([...Array(10)].map((_, i) => startOk(box, up.url(`/p/${box.name}/${i}`, { delay: 50 }), FAST, `p${i}`)));

@@ -52,6 +52,31 @@ pub(super) struct PendingRecord {
     pub job: FetchJob,
 }
 
+impl PendingRecord {
+    /// About how many bytes the record takes in a row, and in memory.
+    pub fn bytes(&self) -> usize {
+        self.job.weight() + json_len(&self.data)
+    }
+}
+
+/// The length of `value` as JSON text, counted without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to `Count` cannot fail, nor can writing a `Value`.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// One ledger row: the records of the requests in it, by id, in the order of their ids.
 ///
 /// Encoded as a `BTreeMap<RequestId, PendingRecord>` is (a map, in that order), but kept as
@@ -94,6 +119,11 @@ impl Row {
     pub fn remove(&mut self, id: &str) -> Option<PendingRecord> {
         let i = self.position(id).ok()?;
         Some(self.0.remove(i).1)
+    }
+
+    /// About how many bytes the row's records take.
+    pub fn bytes(&self) -> usize {
+        self.0.iter().map(|(_, record)| record.bytes()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -246,8 +276,10 @@ pub(super) fn into_rows(
     rows
 }
 
-/// Rows cached beyond this many (deleted ones included) are dropped.
+/// A cache that would take in more rows than this (deleted ones included), or more bytes
+/// of rows than the next, drops what it holds first.
 const CACHED_ROWS: usize = 4096;
+const CACHED_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Default)]
 struct Cache {
@@ -256,6 +288,30 @@ struct Cache {
     rows: HashMap<String, Row>,
     /// Counts the times the cache was dropped: a read begun before cannot fill it.
     generation: u64,
+    /// Bytes of the rows taken in since it was last dropped. What edits remove is not taken
+    /// off, so the memory the cache holds stays under [`CACHED_BYTES`].
+    taken: usize,
+}
+
+impl Cache {
+    /// Takes in `row` as row `key`, dropping what the cache holds first if the row would take
+    /// it over its limits.
+    fn take_in(&mut self, key: &str, row: Row) -> &mut Row {
+        let bytes = row.bytes();
+        if self.rows.len() >= CACHED_ROWS || self.taken + bytes > CACHED_BYTES {
+            self.drop_all();
+        }
+        self.taken += bytes;
+        let slot = self.rows.entry(key.to_owned()).or_default();
+        *slot = row;
+        slot
+    }
+
+    fn drop_all(&mut self) {
+        self.rows.clear();
+        self.taken = 0;
+        self.generation += 1;
+    }
 }
 
 /// What an instance of a Durable Object keeps in this isolate.
@@ -389,14 +445,7 @@ pub(super) async fn read<T>(
             // Dropped meanwhile: what was read may predate a failed write. Not kept.
             return Ok(f(&mut row));
         }
-        if cache.rows.len() >= CACHED_ROWS {
-            cache.rows.retain(|_, row| !row.is_empty());
-            if cache.rows.len() >= CACHED_ROWS {
-                cache.rows.clear();
-            }
-            cache.generation += 1;
-        }
-        Ok(f(cache.rows.entry(key.to_owned()).or_insert(row)))
+        Ok(f(cache.take_in(key, row)))
     })
 }
 
@@ -437,7 +486,9 @@ pub(super) async fn edit(
 pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), String> {
     let value = serde_wasm_bindgen::to_value(&row).map_err(|e| e.to_string())?;
     let object = instance(state);
-    with_object(&object, |o| o.cache.rows.insert(key.to_owned(), row));
+    with_object(&object, |o| {
+        o.cache.take_in(key, row);
+    });
     state.storage().put_raw(key, value).await.map_err(|e| {
         forget(state);
         e.to_string()
@@ -447,10 +498,7 @@ pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), Str
 /// Drops what this instance cached: after a failed write, storage may hold either version.
 pub(super) fn forget(state: &State) {
     let object = instance(state);
-    with_object(&object, |o| {
-        o.cache.rows.clear();
-        o.cache.generation += 1;
-    });
+    with_object(&object, |o| o.cache.drop_all());
 }
 
 #[cfg(test)]

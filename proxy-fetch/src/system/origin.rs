@@ -249,10 +249,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     // would be called): e.g. an integer beyond 2^53, which a JS number cannot hold.
     crate::rpc::to_js_value(&data)
         .map_err(|e| storage_error(format!("the continuation data cannot be stored: {e}")))?;
-    let bytes = request.body.as_ref().map_or(0, |b| b.len())
-        + request.url.len()
-        + json_len(&data)
-        + RECORD_OVERHEAD;
+
     let now = now_ms();
     let record = PendingRecord {
         handler: continuation.handler.to_owned(),
@@ -274,6 +271,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
             options: options.clone(),
         },
     };
+    let bytes = record.bytes();
     let (reply, answer) = batch::reply();
     let start = Start {
         id,
@@ -284,27 +282,6 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     write(origin, Op::Start(Box::new(start)), answer)
         .await
         .unwrap_or_else(|| Err(storage_error("the ledger's writer stopped")))
-}
-
-/// About how many bytes a record takes beyond its body, URL and data.
-const RECORD_OVERHEAD: usize = 512;
-
-/// The length of `value` as JSON text, counted without building the text.
-fn json_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to `Count` cannot fail, nor can writing a `Value`.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// The record of request `id`, if it is pending here.
