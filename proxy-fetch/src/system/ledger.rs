@@ -392,32 +392,30 @@ fn newer(a: &str, b: &str) -> bool {
     }
 }
 
-/// Names this instance of the Durable Object: its id, and a mark kept on its state object, so
-/// that a new instance in the same isolate does not see what an old one kept.
+/// Names this instance of the Durable Object: its id and a mark (`<id>#<mark>`). The name is
+/// kept on its state object, so that a new instance in the same isolate does not see what an
+/// old one kept, and so that naming it again, as every ledger call does, is one property read.
 pub(super) fn instance(state: &State) -> String {
-    const MARK: &str = "__proxyFetchInstance";
+    const NAME: &str = "__proxyFetchInstance";
     let raw: &JsValue = state.as_raw().as_ref();
-    let key = JsValue::from_str(MARK);
+    let key = JsValue::from_str(NAME);
     let read = || {
         js_sys::Reflect::get(raw, &key)
             .ok()
             .and_then(|v| v.as_string())
     };
-    let mark = match read() {
-        Some(mark) => mark,
-        None => {
-            let n = INSTANCES.with(|c| {
-                c.set(c.get() + 1);
-                c.get()
-            });
-            let mark = PREFIX.with(|p| format!("{n}.{p}"));
-            let _ = js_sys::Reflect::set(raw, &key, &JsValue::from_str(&mark));
-            // A state that keeps no mark gets one name for all its instances (never one per
-            // call: each instance must have one writer).
-            read().unwrap_or_default()
-        }
-    };
-    format!("{}#{mark}", state.id())
+    if let Some(name) = read() {
+        return name;
+    }
+    let n = INSTANCES.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    let name = PREFIX.with(|p| format!("{}#{n}.{p}", state.id()));
+    let _ = js_sys::Reflect::set(raw, &key, &JsValue::from_str(&name));
+    // A state that keeps no name gets one name for all its instances (never one per call:
+    // each instance must have one writer).
+    read().unwrap_or_else(|| format!("{}#", state.id()))
 }
 
 /// Calls `f` with row `key` (empty when there is none), read from storage unless cached.

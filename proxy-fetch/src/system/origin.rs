@@ -328,7 +328,7 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
     let changes = changes.into_iter().map(|(key, changes)| async move {
         let edits = changes
             .iter()
-            .map(|c| (c.id.as_str(), c.record.clone()))
+            .map(|c| (c.id.as_str(), c.record.as_ref()))
             .collect::<Vec<_>>();
         let done = edit_row(origin, &key, &edits).await;
         for change in changes {
@@ -353,7 +353,7 @@ fn add_to_group<K: Ord, T>(groups: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
 }
 
 /// A change to the record of a request: `Some` replaces it, `None` deletes it.
-type Edit<'a> = (&'a str, Option<PendingRecord>);
+type Edit<'a> = (&'a str, Option<&'a PendingRecord>);
 
 /// Applies `edits` to row `key`: `Some` replaces a record still there, `None` deletes it.
 async fn edit_row<O: ProxyFetchOrigin>(
@@ -366,7 +366,10 @@ async fn edit_row<O: ProxyFetchOrigin>(
         for (id, record) in edits {
             changed |= match record {
                 None => row.remove(id).is_some(),
-                Some(record) => row.get_mut(id).map(|slot| *slot = record.clone()).is_some(),
+                Some(record) => row
+                    .get_mut(id)
+                    .map(|slot| *slot = (*record).clone())
+                    .is_some(),
             };
         }
         changed

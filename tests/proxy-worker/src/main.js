@@ -45,8 +45,8 @@ function withFaults(Base) {
     }
     injectStorageFault(op, prefix, times) {
       this.faults.push({ op, prefix, times });
-      // proxy-fetch names an instance by a mark on its state (proxy-fetch/src/system/ledger.rs)
-      // and keeps the rows it read or wrote: without its mark the object starts afresh, as a
+      // proxy-fetch keeps an instance's name on its state (proxy-fetch/src/system/ledger.rs)
+      // and keeps the rows it read or wrote: without that name the object starts afresh, as a
       // restarted instance does, and its next reads reach storage.
       if (op === "get") delete this.realCtx.__proxyFetchInstance;
     }
