@@ -81,6 +81,7 @@ macro_rules! serve_system {
 }
 
 /// Used by code that `#[entrypoint]` generates. Not a public API: it changes without notice.
+/// Only re-exports: what the generated code calls lives in the module of its role.
 #[doc(hidden)]
 pub mod __private {
     #[cfg(not(target_arch = "wasm32"))]
@@ -91,60 +92,22 @@ pub mod __private {
         crate::system::described()
     }
     pub use crate::rpc::local;
+    pub use crate::rpc::object::{
+        assert_durable_object, assert_worker_entrypoint, durable_self, worker_entrypoint,
+        DurableObjectProbe, IsDurableObject, NotADurableObject, ViaDurableObject,
+    };
     pub use crate::rpc::typed::{self, ArgType, MethodTypes};
-    pub use ::wasm_bindgen;
-    pub use ::wasm_bindgen::prelude::wasm_bindgen;
-    pub use ::wasm_bindgen::{JsCast, JsValue};
-    pub use js_sys::{Array, Promise};
-    pub use serde::{de::DeserializeOwned, Serialize};
-    pub use worker::Result as WorkerResult;
-    pub use worker::{durable_object, DurableObject, Env, Request, Response, State};
+    #[cfg(feature = "system")]
+    pub use crate::system::OriginHandlers;
 
-    /// Builds a `WorkerEntrypoint` handler for one call.
-    pub fn worker_entrypoint<T: crate::rpc::WorkerEntrypoint>(env: JsValue, ctx: JsValue) -> T {
-        T::new(
-            env.unchecked_into(),
-            worker::Context::new(ctx.unchecked_into()),
-        )
-    }
-
-    /// Lets a Durable Object's `&self` into a `'static` handler future.
-    ///
-    /// # Safety
-    /// The object must outlive the future. The runtime keeps a Durable Object's Rust value (owned
-    /// by its JS wrapper) alive while any call into it is pending, as workers-rs also relies on.
-    pub unsafe fn durable_self<T>(this: &T) -> &'static T {
-        &*(this as *const T)
-    }
-
-    /// What `#[entrypoint(durable_object, origin)]` generates for a proxy-fetch origin.
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` receives proxy-fetch results but its #[entrypoint] is not marked `origin`",
-        note = "write #[entrypoint(durable_object, origin)] on `{Self}`'s handler impl"
-    )]
-    pub trait OriginHandlers {
-        /// The origin's binding when `ProxyFetchOptions::origin_binding` is not set.
-        const INFERRED_BINDING: &'static str;
-        /// Calls the RPC method `method` (JS name) with `args`; `None` if there is none.
-        fn dispatch(&self, method: &str, ctx: JsValue, args: JsValue) -> Option<Promise>;
-    }
-
-    /// The RPC method results arrive through: `__proxyFetchDeliver(deliveries)`.
+    /// An origin's RPC method results arrive through: `__proxyFetchDeliver(deliveries)`.
     #[cfg(feature = "system")]
     pub fn deliver<O: crate::ProxyFetchOrigin>(
         origin: Result<&'static O, crate::rpc::RpcError>,
         ctx: JsValue,
         args: JsValue,
     ) -> Promise {
-        const METHOD: &str = "__proxyFetchDeliver";
-        // Checked in full to refuse a malformed result before it consumes the request; each
-        // result then goes on to its handler as it came (a large body is not copied).
-        let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(METHOD, args, 1)?)));
-        let call = call.and_then(|(origin, args)| {
-            let deliveries = crate::system::checked_deliveries(&args)?;
-            Ok(crate::system::deliver_all(origin, ctx, deliveries))
-        });
-        crate::rpc::serve::awaited(METHOD, call)
+        crate::system::serve_delivery(origin, ctx, args)
     }
 
     /// An origin's alarm: proxy-fetch's backstop, then the origin's own alarm if it has one.
@@ -152,118 +115,13 @@ pub mod __private {
     pub fn origin_alarm<O: crate::ProxyFetchOrigin>(
         origin: Result<&'static O, crate::rpc::RpcError>,
     ) -> Promise {
-        let origin = match origin {
-            Ok(origin) => origin,
-            Err(e) => return Promise::reject(&js_sys::Error::new(&e.to_string())),
-        };
-        let alarm = async move {
-            crate::system::alarm(origin)
-                .await
-                .map(|()| JsValue::UNDEFINED)
-                .map_err(|e| js_sys::Error::new(&e.to_string()).into())
-        };
-        // Built with `panic = "unwind"` (docs/panics.md), a panic fails this alarm run only.
-        #[cfg(all(target_arch = "wasm32", panic = "unwind"))]
-        let alarm = crate::rpc::serve::unwind::caught(alarm, |panic| {
-            Err(js_sys::Error::new(&format!("proxy-fetch's alarm panicked: {panic}")).into())
-        });
-        wasm_bindgen_futures::future_to_promise(alarm)
+        crate::system::serve_alarm(origin)
     }
-
-    /// How `#[entrypoint(durable_object)]`'s exports reach the workers-rs object: the JS wrapper
-    /// passes it as a plain JS value, borrowed here. Chosen by autoref specialization,
-    /// `(&DurableObjectProbe::<T>::new()).borrow_object(..)` with both traits in scope: for a
-    /// Durable Object, [`ViaDurableObject`]; for any other type the fallback
-    /// [`NotADurableObject`], so that the one error such a type gets is
-    /// `assert_durable_object`'s, not one per method about wasm-bindgen's traits.
-    pub struct DurableObjectProbe<T>(core::marker::PhantomData<fn() -> T>);
-
-    impl<T> DurableObjectProbe<T> {
-        #[allow(clippy::new_without_default)]
-        pub const fn new() -> Self {
-            DurableObjectProbe(core::marker::PhantomData)
-        }
-    }
-
-    pub trait ViaDurableObject<T> {
-        fn borrow_object(
-            &self,
-            object: &JsValue,
-            method: &'static str,
-        ) -> Result<&'static T, crate::rpc::RpcError>;
-    }
-
-    // wasm-bindgen's `convert` traits are its internal ABI; the exact version is pinned
-    // (Cargo.toml's `wasm-bindgen = "=..."`), and the tests/workerd suites call every
-    // Durable Object method through this path.
-    impl<T> ViaDurableObject<T> for DurableObjectProbe<T>
-    where
-        T: worker::DurableObject + ::wasm_bindgen::convert::RefFromWasmAbi + 'static,
-        T::Abi: ::wasm_bindgen::convert::WasmAbi<Prim1 = u32, Prim2 = (), Prim3 = (), Prim4 = ()>,
-    {
-        fn borrow_object(
-            &self,
-            object: &JsValue,
-            method: &'static str,
-        ) -> Result<&'static T, crate::rpc::RpcError> {
-            // wasm-bindgen's JS class keeps the Rust object's address in `__wbg_ptr` (0 once freed).
-            let ptr = js_sys::Reflect::get(object, &JsValue::from_str("__wbg_ptr"))
-                .ok()
-                .and_then(|p| p.as_f64())
-                .filter(|p| *p > 0.0 && *p <= u32::MAX as f64)
-                .ok_or_else(|| {
-                    crate::rpc::RpcError::new(
-                        crate::rpc::RpcErrorKind::Remote,
-                        method,
-                        "the Durable Object's Rust object is gone",
-                    )
-                })?;
-            // SAFETY: `ptr` is the live object of the JS class wasm-bindgen made for `T` (the
-            // wrapper passes `this.rust`; wasm-bindgen's guard replaced a dead instance). The
-            // borrow is extended to `'static` as `durable_self` explains.
-            unsafe {
-                let abi =
-                    <T::Abi as ::wasm_bindgen::convert::WasmAbi>::join(ptr as u32, (), (), ());
-                let anchor = T::ref_from_abi(abi);
-                Ok(durable_self(&*anchor))
-            }
-        }
-    }
-
-    pub trait NotADurableObject<T> {
-        fn borrow_object(
-            &self,
-            object: &JsValue,
-            method: &'static str,
-        ) -> Result<&'static T, crate::rpc::RpcError>;
-    }
-
-    /// Only reached in a crate that does not compile (`assert_durable_object` fails).
-    impl<T> NotADurableObject<T> for &DurableObjectProbe<T> {
-        fn borrow_object(
-            &self,
-            _: &JsValue,
-            method: &'static str,
-        ) -> Result<&'static T, crate::rpc::RpcError> {
-            Err(crate::rpc::RpcError::new(
-                crate::rpc::RpcErrorKind::Remote,
-                method,
-                "not a Durable Object",
-            ))
-        }
-    }
-
-    /// Fails to compile, at the user's `durable_object`, unless `T` is a Durable Object.
-    pub fn assert_durable_object<T: IsDurableObject>() {}
-
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` is not a Durable Object, so #[entrypoint(durable_object)] cannot serve its methods",
-        label = "not a workers-rs Durable Object",
-        note = "declare it with workers-rs `#[durable_object]` and `impl DurableObject for {Self}`, or \
-                serve its methods from a Worker entrypoint: #[entrypoint] or #[entrypoint(name = \"...\")]"
-    )]
-    pub trait IsDurableObject {}
-
-    impl<T: worker::DurableObject> IsDurableObject for T {}
-    pub fn assert_worker_entrypoint<T: crate::rpc::WorkerEntrypoint>() {}
+    pub use ::wasm_bindgen;
+    pub use ::wasm_bindgen::prelude::wasm_bindgen;
+    pub use ::wasm_bindgen::{JsCast, JsValue};
+    pub use js_sys::{Array, Promise};
+    pub use serde::{de::DeserializeOwned, Serialize};
+    pub use worker::Result as WorkerResult;
+    pub use worker::{durable_object, DurableObject, Env, Request, Response, State};
 }

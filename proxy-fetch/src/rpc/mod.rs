@@ -16,6 +16,8 @@ pub mod dts;
 mod error;
 #[doc(hidden)]
 pub mod local;
+#[doc(hidden)]
+pub mod object;
 pub(crate) mod serve;
 mod stub;
 #[doc(hidden)]

@@ -1,39 +1,45 @@
 //! The proxy-fetch system: an origin Durable Object hands a slow fetch to the
 //! [`FetchExecutor`] (a Worker entrypoint that acknowledges at once and works under
 //! `ctx.waitUntil`), directly or through the [`FetchOrchestrator`] (a Durable Object queue); the
-//! result comes back to a handler of the origin.
+//! result comes back to a handler of the origin. ARCHITECTURE.md draws the flows.
 //!
-//! - [`protocol`]: the messages and the RPC methods each role serves; the roles below depend
-//!   on it, not on each other.
-//! - `origin`: `proxy_fetch`, delivery, cancel, the origin's alarm; `ledger`: how it keeps
-//!   its pending requests.
-//! - `orchestrator`, `executor`: the two other roles.
-//! - `options`, `policy`, `types`, `http`: what they share.
+//! One module per role; the roles depend on [`protocol`] and the shared modules, not on each
+//! other:
+//! - `origin/`: starting a request, the ledger of pending requests, receiving a delivery, the
+//!   sweep (the origin's alarm).
+//! - `fetch/`: the fetch itself (policy, retries, body limit, delivery batching), which any
+//!   host runs; `executor`: its `waitUntil` host, the `FetchExecutorEntrypoint`.
+//! - `orchestrator`: the durable queue of the orchestrated flow.
+//! - [`protocol`]: the messages and the RPC methods each role serves.
+//! - Shared: `error`, `options`, `policy` (the executor's policy), `types` (requests, results),
+//!   `storage` (paging, alarms), `batch` (group commit), `concurrent` (futures side by side).
 
 mod batch;
 mod concurrent;
 #[cfg(not(target_arch = "wasm32"))]
 mod dts;
+mod error;
 mod executor;
-mod http;
-mod ledger;
+mod fetch;
 mod options;
 mod orchestrator;
 mod origin;
 mod policy;
 pub mod protocol;
+mod storage;
 mod strict;
 mod types;
 
+pub use error::ProxyFetchError;
 pub use executor::{ExecutorHealth, FetchExecutor, FetchExecutorClient};
 pub use options::{
     parse_retry_after, Attempt, Flow, InvalidOption, ProxyFetchOptions, RetryPolicy,
     DELIVERY_RESERVE_MS, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS, MAX_BODY_LIMIT,
 };
 pub use orchestrator::{FetchOrchestrator, FetchOrchestratorClient, QueueItem, QueueStats};
-pub use origin::{
-    alarm, cancel, pending, proxy_fetch, Continuation, ProxyFetchError, ProxyFetchOrigin,
-};
+#[doc(hidden)]
+pub use origin::OriginHandlers;
+pub use origin::{alarm, cancel, pending, proxy_fetch, Continuation, ProxyFetchOrigin};
 pub use policy::{ExecutorPolicy, POLICY_VAR};
 pub use protocol::DeliveryOutcome;
 pub use types::{
@@ -42,10 +48,28 @@ pub use types::{
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use dts::described;
-pub(crate) use origin::{checked_deliveries, deliver_all};
+pub(crate) use origin::{serve_alarm, serve_delivery};
 
 /// Milliseconds since the epoch. In workerd the clock advances only across I/O, which is
 /// what every duration here spans.
 pub(crate) fn now_ms() -> f64 {
     worker::Date::now().as_millis() as f64
+}
+
+/// `bytes` random bytes from `crypto.getRandomValues`, as hex.
+pub(crate) fn random_hex(bytes: usize) -> Result<String, ProxyFetchError> {
+    let crypto = js_sys::Reflect::get(&js_sys::global(), &wasm_bindgen::JsValue::from_str("crypto"))
+        .map_err(|_| ProxyFetchError::Storage("no crypto global".into()))?;
+    let buffer = js_sys::Uint8Array::new_with_length(bytes as u32);
+    let filled = js_sys::Reflect::get(&crypto, &wasm_bindgen::JsValue::from_str("getRandomValues"))
+        .ok()
+        .and_then(|f| wasm_bindgen::JsCast::dyn_into::<js_sys::Function>(f).ok())
+        .map(|f| f.call1(&crypto, &buffer).is_ok())
+        .unwrap_or(false);
+    if !filled {
+        return Err(ProxyFetchError::Storage(
+            "crypto.getRandomValues unavailable".into(),
+        ));
+    }
+    Ok(buffer.to_vec().iter().map(|b| format!("{b:02x}")).collect())
 }

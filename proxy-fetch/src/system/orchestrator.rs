@@ -7,20 +7,16 @@ use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
-use super::protocol::{
-    Delivery, DeliveryOutcome, ExecutorClient, FetchJob, OriginClient, FORBIDDEN, RETRY,
-};
+use super::fetch::{verdicts, Verdict};
+use super::protocol::{Delivery, ExecutorClient, FetchJob, OriginClient, MAX_DISPATCHES};
+use super::storage::{self, Pages};
 use super::{now_ms, FetchError, FetchErrorKind, FetchResult, RequestId};
 use crate::entrypoint;
-use crate::rpc::{log_error, CallError, HandlerError};
+use crate::rpc::{log_error, HandlerError};
 
 const QUEUE: &str = "q:";
-/// Entries read per page when the queue is listed.
-const PAGE: usize = 256;
 /// `stats` lists at most this many entries (it counts them all).
 const STATS_ITEMS: usize = 100;
-/// A lost idempotent request is dispatched again at most this often.
-const MAX_DISPATCHES: u32 = 3;
 /// First wait before a failed backstop delivery is tried again; it doubles up to the cap.
 const RETRY_BASE_MS: f64 = 1_000.0;
 const RETRY_CAP_MS: f64 = 60_000.0;
@@ -126,45 +122,23 @@ fn redact(url: &str) -> String {
 impl FetchOrchestrator {
     /// Calls `f` on every entry, a page at a time.
     async fn each(&self, mut f: impl FnMut(QueueEntry)) -> worker::Result<()> {
-        let mut start: Option<String> = None;
-        loop {
-            let mut options = worker::ListOptions::new().prefix(QUEUE).limit(PAGE);
-            if let Some(start) = &start {
-                options = options.start(start);
-            }
-            let map = self.state.storage().list_with_options(options).await?;
-            let mut count = 0;
-            for entry in map.entries() {
-                count += 1;
-                let pair: js_sys::Array = entry?.into();
-                if let Some(k) = pair.get(0).as_string() {
-                    start = Some(format!("{k}\u{0}"));
-                }
-                match serde_wasm_bindgen::from_value::<QueueEntry>(pair.get(1)) {
+        let storage = self.state.storage();
+        let mut pages = Pages::new(QUEUE);
+        while let Some(page) = pages.next(&storage).await? {
+            for (_, value) in page {
+                match serde_wasm_bindgen::from_value::<QueueEntry>(value) {
                     Ok(e) => f(e),
                     Err(e) => log_error(&format!("proxy-fetch: unreadable queue entry: {e}")),
                 }
             }
-            if count < PAGE {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 
     /// Makes sure the alarm fires no later than `at`.
     async fn arm(&self, at: f64) -> worker::Result<()> {
-        let storage = self.state.storage();
-        let current = match self.alarm_at.get() {
-            Some(t) => Some(t),
-            None => storage.get_alarm().await?.map(|t| t as f64),
-        };
-        if current.is_none_or(|t| at < t) {
-            // An integer is an offset from now for workers-rs, not a timestamp.
-            storage.set_alarm((at - now_ms()).max(0.0) as i64).await?;
-            self.alarm_at.set(Some(at));
-        } else {
-            self.alarm_at.set(current);
-        }
+        let set = storage::arm(&self.state.storage(), self.alarm_at.get(), at).await?;
+        self.alarm_at.set(Some(set));
         Ok(())
     }
 
@@ -200,30 +174,17 @@ impl FetchOrchestrator {
             result,
             token: job.token.clone(),
         };
-        let outcome = match origin.deliver(vec![delivery]).await {
-            Ok(outcomes) => outcomes
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| Err(HandlerError::new(RETRY, "the origin answered nothing")))
-                .map_err(CallError::Handler),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => true,
-            Err(CallError::Handler(e)) if e.kind == FORBIDDEN => {
+        let answer = origin.deliver(vec![delivery]).await;
+        match verdicts(&[job.id.as_str()], answer).pop() {
+            Some(Verdict::Done | Verdict::Forbidden) => true,
+            Some(Verdict::Again(why)) => {
                 log_error(&format!(
-                    "proxy-fetch {}: origin refused the backstop: {e}",
-                    job.id
-                ));
-                true
-            }
-            Err(e) => {
-                log_error(&format!(
-                    "proxy-fetch {}: could not deliver {kind} to the origin: {e}",
+                    "proxy-fetch {}: could not deliver {kind} to the origin: {why}",
                     job.id
                 ));
                 false
             }
+            None => false,
         }
     }
 

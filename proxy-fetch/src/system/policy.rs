@@ -39,6 +39,20 @@ pub struct ExecutorPolicy {
 }
 
 impl ExecutorPolicy {
+    /// The policy of the executor's worker, from its [`POLICY_VAR`] var; an error that says
+    /// how to set it when the var is missing or unreadable.
+    pub fn from_env(env: &worker::Env) -> Result<ExecutorPolicy, String> {
+        match env.var(POLICY_VAR) {
+            Ok(spec) => ExecutorPolicy::parse(&spec.to_string()),
+            Err(_) => Err(format!(
+                "the executor's worker has no `{POLICY_VAR}` var, so it fetches nothing: set it \
+                 to the hosts it may fetch, e.g. `api.example.com, *.example.org` (`*` allows any)"
+            )),
+        }
+    }
+}
+
+impl ExecutorPolicy {
     /// Parses the var's value; an entry that cannot be read is an error naming it (the
     /// executor then refuses every job, saying why).
     pub fn parse(spec: &str) -> Result<ExecutorPolicy, String> {

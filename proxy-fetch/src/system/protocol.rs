@@ -110,6 +110,10 @@ pub fn weight(body: usize, url: &str, headers: &[(String, String)]) -> usize {
             .sum::<usize>()
 }
 
+/// A request whose executor was lost is dispatched again at most this often (counting the
+/// first), by the origin's sweep (direct flow) or the orchestrator's backstop.
+pub const MAX_DISPATCHES: u32 = 3;
+
 /// Handler error codes of a delivery the sender must not retry: the token did not match.
 pub const FORBIDDEN: &str = "forbidden";
 /// Handler error code of a delivery that failed on the origin's side (its storage): retry.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use super::policy::ExecutorPolicy;
-use super::{ProxyFetchOptions, ProxyRequest, Redirect};
+use crate::system::policy::ExecutorPolicy;
+use crate::system::{ProxyFetchOptions, ProxyRequest, Redirect};
 
 pub(crate) struct Fetched {
     pub status: u16,

@@ -25,10 +25,10 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::State;
 
-use super::batch::{Answer, Batcher, Reply};
-use super::origin::ProxyFetchError;
-use super::protocol::FetchJob;
-use super::RequestId;
+use crate::system::batch::{Answer, Batcher, Reply};
+use crate::system::protocol::FetchJob;
+use crate::system::storage;
+use crate::system::{ProxyFetchError, RequestId};
 
 pub(super) const LEDGER: &str = "proxy-fetch:request:";
 /// A row holds at most this many requests...
@@ -337,13 +337,23 @@ impl Object {
 }
 
 /// The alarm time instance `object` last set or read ([`set_alarm`]).
-pub(super) fn alarm(object: &str) -> Option<f64> {
+fn alarm(object: &str) -> Option<f64> {
     with_object(object, |o| o.alarm)
 }
 
 /// Remembers the alarm time instance `object` set or read (`None`: it must read it).
 pub(super) fn set_alarm(object: &str, at: Option<f64>) {
     with_object(object, |o| o.alarm = at);
+}
+
+/// Makes sure the origin's alarm fires no later than `at`. An origin with an alarm of its own
+/// (`own_alarm`) may move it at any time, so its alarm is read rather than remembered.
+pub(super) async fn arm(state: &State, own_alarm: bool, at: f64) -> worker::Result<()> {
+    let object = instance(state);
+    let known = if own_alarm { None } else { alarm(&object) };
+    let set = storage::arm(&state.storage(), known, at).await?;
+    set_alarm(&object, Some(set));
+    Ok(())
 }
 
 thread_local! {
@@ -491,6 +501,28 @@ pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), Str
         forget(state);
         e.to_string()
     })
+}
+
+/// The ledger's rows, a page at a time: each row's key and its records (`None`: the row could
+/// not be decoded).
+pub(super) struct RowPages(storage::Pages);
+
+impl RowPages {
+    pub fn new() -> Self {
+        RowPages(storage::Pages::new(LEDGER))
+    }
+
+    /// The next page of rows; `None` once all were read.
+    pub async fn next(&mut self, state: &State) -> worker::Result<Option<Vec<(String, Option<Row>)>>> {
+        let Some(page) = self.0.next(&state.storage()).await? else {
+            return Ok(None);
+        };
+        let rows = page.into_iter();
+        Ok(Some(
+            rows.map(|(key, value)| (key, serde_wasm_bindgen::from_value(value).ok()))
+                .collect(),
+        ))
+    }
 }
 
 /// Drops what this instance cached: after a failed write, storage may hold either version.

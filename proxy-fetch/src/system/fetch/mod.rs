@@ -1,0 +1,161 @@
+//! The fetch itself, as every host runs it (the `waitUntil` executor today): each job checked
+//! against the executor's own policy, fetched with retries inside the run's budget and the
+//! job's size limit, its result delivered to its origin ([`send`]), and the orchestrator told
+//! (orchestrated flow). A host only says when the run started and hands the jobs over.
+
+mod http;
+mod send;
+
+use std::rc::Rc;
+use std::time::Duration;
+use worker::{Env, Url};
+
+use self::http::{attempt, AttemptError};
+use self::send::{Handed, Outbox};
+use crate::rpc::{log_error, HandlerError};
+use crate::system::concurrent;
+use crate::system::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS};
+use crate::system::policy::ExecutorPolicy;
+use crate::system::protocol::{FetchJob, OrchestratorClient, MAX_JOBS_PER_CALL};
+use crate::system::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
+
+pub(crate) use send::{verdicts, Verdict};
+
+/// A retry of a fetch starts only if at least this much of the budget is left for it.
+const MIN_ATTEMPT_MS: f64 = 250.0;
+
+/// Runs `jobs` side by side, begun at `started` (ms): at most [`MAX_JOBS_PER_CALL`] (the
+/// connections one invocation may hold open); any beyond get a `Rejected` error.
+pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, started: f64) {
+    let outbox = Outbox::new(env, started);
+    let outbox = &outbox;
+    let each = jobs.into_iter().enumerate().map(|(i, job)| async move {
+        if let Err(e) = run_one(env, &job, started, outbox, i).await {
+            log_error(&format!("proxy-fetch {}: {e}", job.id));
+        }
+    });
+    concurrent::all(each, usize::MAX).await;
+}
+
+/// One job: fetch, deliver, settle with the orchestrator.
+async fn run_one(
+    env: &Env,
+    job: &FetchJob,
+    started: f64,
+    outbox: &Outbox<'_>,
+    in_call: usize,
+) -> Result<(), HandlerError> {
+    let allowed = if in_call < MAX_JOBS_PER_CALL {
+        ExecutorPolicy::from_env(env).and_then(|policy| {
+            let url = Url::parse(&job.request.url).map_err(|e| format!("not a URL: {e}"))?;
+            policy.check(&url).map(|()| policy)
+        })
+    } else {
+        // It would wait for a connection, its budget running: not fetched at all.
+        Err(format!(
+            "not fetched: more than {MAX_JOBS_PER_CALL} jobs in one executeFetches call"
+        ))
+    };
+    let result = match allowed {
+        Ok(policy) => fetch_with_retries(job, &policy, started).await,
+        Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
+    };
+    let queue = match &job.queue {
+        Some(queue) => Some(OrchestratorClient::from_name(
+            env,
+            &queue.binding,
+            &queue.shard,
+        )?),
+        None => None,
+    };
+    let result = Rc::new(result);
+    match outbox.deliver(job, &result).await {
+        Handed::Done => {
+            if let Some(orchestrator) = queue {
+                orchestrator.complete(job.id.clone()).await?;
+            }
+        }
+        Handed::Failed => match queue {
+            // The orchestrator keeps the result and delivers it when the origin is back.
+            Some(orchestrator) => {
+                let result = Rc::try_unwrap(result).unwrap_or_else(|shared| (*shared).clone());
+                orchestrator.undelivered(job.id.clone(), result).await?
+            }
+            // Direct flow: the origin's alarm dispatches an idempotent request again, or
+            // tells the handler the upstream may have seen it.
+            None => log_error(&format!(
+                "proxy-fetch {}: result not delivered; the origin's backstop takes over",
+                job.id
+            )),
+        },
+        // A delivery with the wrong token: not this request's result to settle.
+        Handed::Forbidden => {}
+    }
+    Ok(())
+}
+
+async fn fetch_with_retries(job: &FetchJob, policy: &ExecutorPolicy, started: f64) -> FetchResult {
+    let options = &job.options;
+    let idempotent = job.request.is_idempotent();
+    let deadline = started + FETCH_BUDGET_MS as f64;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let timeout = (options.timeout_ms as f64)
+            .min(deadline - now_ms())
+            .max(1.0) as u64;
+        let outcome = attempt(&job.request, options, policy, timeout).await;
+        let seen = match &outcome {
+            Ok(f) => Attempt::Status {
+                status: f.status,
+                retry_after_ms: f
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|(_, v)| parse_retry_after(v, now_ms())),
+            },
+            Err(AttemptError::Network(_)) => Attempt::NetworkError,
+            Err(AttemptError::Timeout) => Attempt::Timeout,
+            Err(AttemptError::TooLarge(_) | AttemptError::Refused(_)) => Attempt::Refused,
+        };
+        let delay = options
+            .retry
+            .next_delay(attempts, seen, idempotent, js_sys::Math::random())
+            // A retry that could not finish inside the budget is not started.
+            .filter(|delay| now_ms() + *delay as f64 + MIN_ATTEMPT_MS < deadline);
+        if let Some(delay) = delay {
+            worker::Delay::from(Duration::from_millis(delay)).await;
+            continue;
+        }
+        let error = |kind, message: String| {
+            Err(FetchError {
+                request_id: job.id.clone(),
+                kind,
+                message,
+                attempts,
+            })
+        };
+        return match outcome {
+            Ok(f) => Ok(ProxyResponse {
+                request_id: job.id.clone(),
+                status: f.status,
+                status_text: f.status_text,
+                headers: f.headers,
+                body: serde_bytes::ByteBuf::from(f.body),
+                url: f.url,
+                attempts,
+                duration_ms: now_ms() - started,
+            }),
+            Err(AttemptError::Network(m)) => error(FetchErrorKind::Network, m),
+            Err(AttemptError::Timeout) => error(
+                FetchErrorKind::Timeout,
+                format!("no complete response within {timeout} ms"),
+            ),
+            Err(AttemptError::Refused(m)) => error(FetchErrorKind::Rejected, m),
+            Err(AttemptError::TooLarge(limit)) => error(
+                FetchErrorKind::Rejected,
+                format!("response body larger than max_body_bytes ({limit} bytes)"),
+            ),
+        };
+    }
+}

@@ -1,0 +1,246 @@
+//! Results on their way back to their origins: results that are ready while a delivery call is
+//! under way go together in the next one (one call per origin, under the RPC size limit), and
+//! what the origin answers is read once, here, for every sender ([`verdicts`]).
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::Serialize;
+use worker::Env;
+
+use crate::rpc::{log_error, CallError, HandlerError};
+use crate::system::batch::{self, Batcher};
+use crate::system::concurrent;
+use crate::system::options::INVOCATION_BUDGET_MS;
+use crate::system::protocol::{
+    weight, DeliveryOutcome, FetchJob, OriginClient, OriginRef, CALL_BYTES, FORBIDDEN, RETRY,
+};
+use crate::system::{now_ms, FetchResult, RequestId};
+
+/// Deliveries to the origin: tries, and the first backoff (doubling).
+const DELIVERY_TRIES: u32 = 5;
+const DELIVERY_BACKOFF_MS: u64 = 100;
+
+/// What the origin's answer means for one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The origin has the result (or had one, or refused it for good): the sender is done.
+    Done,
+    /// The origin could not take it now (unreachable, its storage failing): try again.
+    Again(String),
+    /// The origin refused the token: the job was not the request's own.
+    Forbidden,
+}
+
+/// What an origin answered to a delivery call of the results of `ids` (in order): one verdict
+/// each. Refusals are logged here.
+pub(crate) fn verdicts(
+    ids: &[&str],
+    answer: Result<Vec<Result<DeliveryOutcome, HandlerError>>, CallError<HandlerError>>,
+) -> Vec<Verdict> {
+    let refused = |id: &str, e: &HandlerError| {
+        log_error(&format!("proxy-fetch {id}: origin refused the result: {e}"));
+        Verdict::Done
+    };
+    match answer {
+        Ok(outcomes) if outcomes.len() == ids.len() => ids
+            .iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| match outcome {
+                Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => Verdict::Done,
+                Err(e) if e.kind == RETRY => Verdict::Again(e.to_string()),
+                Err(e) if e.kind == FORBIDDEN => {
+                    log_error(&format!("proxy-fetch {id}: origin refused the token: {e}"));
+                    Verdict::Forbidden
+                }
+                Err(e) => refused(id, &e),
+            })
+            .collect(),
+        Ok(outcomes) => {
+            let why = format!("{} outcomes for {} results", outcomes.len(), ids.len());
+            ids.iter().map(|_| Verdict::Again(why.clone())).collect()
+        }
+        Err(CallError::Handler(e)) if e.kind != RETRY => {
+            ids.iter().map(|id| refused(id, &e)).collect()
+        }
+        Err(e) => ids.iter().map(|_| Verdict::Again(e.to_string())).collect(),
+    }
+}
+
+/// How a delivery to the origin ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handed {
+    /// The origin has the result (or had one, or refused it for good).
+    Done,
+    /// Not delivered within the budget.
+    Failed,
+    /// The origin refused the token: the job was not the request's own.
+    Forbidden,
+}
+
+/// A result waiting in the outbox for a delivery call to its origin.
+struct Outgoing {
+    id: RequestId,
+    origin: OriginRef,
+    token: String,
+    result: Rc<FetchResult>,
+    reply: batch::Reply<Handed>,
+}
+
+impl Outgoing {
+    /// About how many bytes the result takes in a delivery call.
+    fn weight(&self) -> usize {
+        match self.result.as_ref() {
+            Ok(response) => weight(response.body.len(), &response.url, &response.headers),
+            Err(error) => weight(error.message.len(), "", &[]),
+        }
+    }
+}
+
+/// A [`protocol::Delivery`](crate::system::protocol::Delivery), encoded from borrowed parts.
+#[derive(Serialize)]
+struct DeliveryRef<'a> {
+    result: &'a FetchResult,
+    token: &'a str,
+}
+
+/// The results of one run of jobs on their way to their origins, within the run's budget.
+pub(crate) struct Outbox<'a> {
+    env: &'a Env,
+    /// When the run started: deliveries stop trying at the end of its budget.
+    started: f64,
+    batcher: Batcher<Outgoing>,
+}
+
+impl<'a> Outbox<'a> {
+    pub fn new(env: &'a Env, started: f64) -> Self {
+        Outbox {
+            env,
+            started,
+            batcher: Batcher::new(),
+        }
+    }
+
+    /// Delivers `result` of `job` to its origin: results that are ready while a delivery call
+    /// is under way go together in the next one.
+    pub async fn deliver(&self, job: &FetchJob, result: &Rc<FetchResult>) -> Handed {
+        let (reply, answer) = batch::reply();
+        let outgoing = Outgoing {
+            id: job.id.clone(),
+            origin: job.origin.clone(),
+            token: job.token.clone(),
+            result: result.clone(),
+            reply,
+        };
+        self.batcher
+            .submit(outgoing, answer, |batch| self.send(batch))
+            .await
+            .unwrap_or(Handed::Failed)
+    }
+
+    /// One delivery call per origin for `batch`, each under the RPC size limit.
+    async fn send(&self, batch: Vec<Outgoing>) {
+        let mut by_origin: Vec<(usize, Vec<Outgoing>)> = Vec::new();
+        for outgoing in batch {
+            let bytes = outgoing.weight();
+            match by_origin.iter_mut().find(|(sum, group)| {
+                group.first().is_some_and(|o| o.origin == outgoing.origin)
+                    && sum + bytes <= CALL_BYTES
+            }) {
+                Some((sum, group)) => {
+                    *sum += bytes;
+                    group.push(outgoing);
+                }
+                None => by_origin.push((bytes, vec![outgoing])),
+            }
+        }
+        let sends = by_origin
+            .into_iter()
+            .map(|(_, group)| self.send_to_origin(group));
+        concurrent::all(sends, usize::MAX).await;
+    }
+
+    /// Delivers results to their (one) origin, trying again (with backoff) those it could not
+    /// take: the origin unreachable, or its storage failing.
+    async fn send_to_origin(&self, group: Vec<Outgoing>) {
+        let Some(origin) = group.first().map(|o| o.origin.clone()) else {
+            return;
+        };
+        let answer = |outgoing: Outgoing, handed: Handed| {
+            outgoing.reply.send(handed);
+        };
+        let client = OriginClient::from_id(self.env, &origin.binding, &origin.id);
+        if let Err(e) = &client {
+            log_error(&format!(
+                "proxy-fetch: origin {} not reachable: {e}",
+                origin.id
+            ));
+        }
+        let Some(stub) = client.as_ref().ok().and_then(|client| client.stub()) else {
+            group.into_iter().for_each(|o| answer(o, Handed::Failed));
+            return;
+        };
+        // Each result encoded once for every try: a large body is not copied again per try.
+        let mut pending = Vec::with_capacity(group.len());
+        for outgoing in group {
+            let delivery = DeliveryRef {
+                result: &outgoing.result,
+                token: &outgoing.token,
+            };
+            match crate::rpc::to_js_value(&delivery) {
+                Ok(encoded) => pending.push((outgoing, encoded)),
+                Err(e) => {
+                    log_error(&format!(
+                        "proxy-fetch {}: result not encoded: {e}",
+                        outgoing.id
+                    ));
+                    answer(outgoing, Handed::Failed);
+                }
+            }
+        }
+        let mut backoff = DELIVERY_BACKOFF_MS;
+        for tries in 1..=DELIVERY_TRIES {
+            if pending.is_empty() {
+                return;
+            }
+            let deliveries: js_sys::Array = pending.iter().map(|(_, encoded)| encoded).collect();
+            let sent = stub
+                .call::<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError>(
+                    OriginClient::DELIVER.js_name(),
+                    js_sys::Array::of1(&deliveries),
+                )
+                .await;
+            let ids: Vec<&str> = pending.iter().map(|(o, _)| o.id.as_str()).collect();
+            let verdicts = verdicts(&ids, sent);
+            let mut again = Vec::new();
+            let mut why = String::new();
+            for ((outgoing, encoded), verdict) in pending.into_iter().zip(verdicts) {
+                match verdict {
+                    Verdict::Done => answer(outgoing, Handed::Done),
+                    Verdict::Forbidden => answer(outgoing, Handed::Forbidden),
+                    Verdict::Again(reason) => {
+                        why = reason;
+                        again.push((outgoing, encoded));
+                    }
+                }
+            }
+            pending = again;
+            if pending.is_empty() {
+                return;
+            }
+            let left = self.started + INVOCATION_BUDGET_MS as f64 - now_ms();
+            if tries == DELIVERY_TRIES || left < backoff as f64 {
+                for (outgoing, _) in pending {
+                    log_error(&format!(
+                        "proxy-fetch {}: result not delivered after {tries} tries ({why})",
+                        outgoing.id
+                    ));
+                    answer(outgoing, Handed::Failed);
+                }
+                return;
+            }
+            worker::Delay::from(Duration::from_millis(backoff)).await;
+            backoff *= 2;
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Receiving a delivery: the result's shape checked before anything else, the token checked
+//! against the request's record, the request claimed against a racing delivery, the handler
+//! run, the record removed.
+//!
+//! Handlers run at least once: the record goes only after the handler returned, so if the
+//! instance dies while the handler runs, the sender (executor, orchestrator, or this origin's
+//! alarm) delivers the result again, and the handler can tell by the request id.
+
+use js_sys::{Array, Promise};
+use serde::Deserialize;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use super::ledger::PendingRecord;
+use super::writer::{change, find};
+use super::{Held, ProxyFetchOrigin, CLAIMED};
+use crate::rpc::{log_error, HandlerError, RpcError, RpcErrorKind};
+use crate::system::concurrent;
+use crate::system::protocol::{
+    DeliveryOutcome, OriginClient, FORBIDDEN, MAX_DELIVERIES_PER_CALL, RETRY,
+};
+use crate::system::{FetchError, FetchErrorKind, FetchResult, ProxyFetchError, RequestId};
+
+/// A handler that keeps crashing its instance gets its result this often, then it is dropped.
+const MAX_HANDLER_RUNS: u32 = 5;
+
+/// The origin's delivery method (`protocol::Origin::deliver`), as the generated export calls
+/// it with the origin it borrowed: checks every delivery in full (a malformed one is refused
+/// before it consumes a request), then hands each result on as it came (a large body is not
+/// copied).
+pub(crate) fn serve_delivery<O: ProxyFetchOrigin>(
+    origin: Result<&'static O, RpcError>,
+    ctx: JsValue,
+    args: JsValue,
+) -> Promise {
+    let method = OriginClient::DELIVER.js_name();
+    let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(method, args, 1)?)));
+    let call = call.and_then(|(origin, args)| {
+        let deliveries = checked_deliveries(&args)?;
+        Ok(deliver_all(origin, ctx, deliveries))
+    });
+    crate::rpc::serve::awaited(method, call)
+}
+
+/// A `FetchResult` as the delivery checks it: every field but the body decoded (a 10 MiB body
+/// is not copied into Wasm memory only to be checked; the handler decodes it once).
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct ResponseShape {
+    request_id: RequestId,
+    status: u16,
+    status_text: String,
+    headers: Vec<(String, String)>,
+    url: String,
+    attempts: u32,
+    duration_ms: f64,
+}
+
+/// A delivery as the origin checks it before any handler runs.
+#[derive(Deserialize)]
+struct DeliveryShape {
+    result: Result<ResponseShape, FetchError>,
+    token: String,
+}
+
+/// Checks the deliveries of a `__proxyFetchDeliver` call (each result but its body decoded,
+/// the body only for being bytes); returns each one's request id, token and result as it came.
+fn checked_deliveries(
+    args: &crate::rpc::Args,
+) -> Result<Vec<(RequestId, String, JsValue)>, RpcError> {
+    let refuse = |message: String| {
+        RpcError::new(
+            RpcErrorKind::BadArgument,
+            OriginClient::DELIVER.js_name(),
+            format!("argument `deliveries`: {message}"),
+        )
+    };
+    // Counted before anything is decoded.
+    let raw = args.raw(0);
+    let raw: Array = match raw.dyn_into::<Array>() {
+        Ok(raw) if raw.length() as usize > MAX_DELIVERIES_PER_CALL => {
+            return Err(refuse(format!(
+                "{} results in one call; at most {MAX_DELIVERIES_PER_CALL}",
+                raw.length()
+            )))
+        }
+        Ok(raw) => raw,
+        Err(_) => Array::new(),
+    };
+    let shapes: Vec<DeliveryShape> = args.get(0, "deliveries")?;
+    let field = |value: &JsValue, name: &str| {
+        js_sys::Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+    };
+    let mut checked = Vec::with_capacity(shapes.len());
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let result = field(&raw.get(i as u32), "result");
+        let id = match shape.result {
+            Err(e) => e.request_id,
+            Ok(response) => {
+                let body = field(&field(&result, "Ok"), "body");
+                if !body.is_instance_of::<js_sys::Uint8Array>() {
+                    return Err(refuse(format!(
+                        "field `[{i}].result.Ok.body`: expected a Uint8Array"
+                    )));
+                }
+                response.request_id
+            }
+        };
+        checked.push((id, shape.token, result));
+    }
+    Ok(checked)
+}
+
+/// Hands each checked delivery to [`deliver`], side by side: one outcome per delivery.
+async fn deliver_all<O: ProxyFetchOrigin>(
+    origin: &O,
+    ctx: JsValue,
+    deliveries: Vec<(RequestId, String, JsValue)>,
+) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError> {
+    let each = deliveries.into_iter().map(|(id, token, result)| {
+        let ctx = ctx.clone();
+        async move { deliver(origin, ctx, &id, Some(&token), result, false).await }
+    });
+    Ok(concurrent::all(each, usize::MAX).await)
+}
+
+/// Runs the handler of request `id` with `result` (the encoded `FetchResult`, handed on as it
+/// came), then deletes the request's record. `token` must be the request's (`None`: the
+/// origin delivers to itself).
+///
+/// Handlers run at least once: the record goes only after the handler returned, so if the
+/// instance dies while the handler runs, the sender (executor, orchestrator, or this origin's
+/// alarm) delivers the result again, and the handler can tell by the request id.
+pub(super) async fn deliver<O: ProxyFetchOrigin>(
+    origin: &O,
+    ctx: JsValue,
+    id: &str,
+    token: Option<&str>,
+    result: JsValue,
+    count_run: bool,
+) -> Result<DeliveryOutcome, HandlerError> {
+    let Some(_claim) = Held::take(&CLAIMED, origin, id) else {
+        return Ok(DeliveryOutcome::Duplicate);
+    };
+    let retry = |e: String| HandlerError::new(RETRY, format!("origin storage: {e}"));
+    let found = find(origin, id).await.map_err(|e| retry(e.to_string()))?;
+    let Some(mut record) = found else {
+        return Ok(DeliveryOutcome::Duplicate);
+    };
+    if token.is_some_and(|t| t != record.job.token) {
+        return Err(HandlerError::new(
+            FORBIDDEN,
+            format!("the delivery for request {id} does not carry its token"),
+        ));
+    }
+    if record.handler_runs >= MAX_HANDLER_RUNS {
+        log_error(&format!(
+            "proxy-fetch {id}: handler `{}` was started {} times without finishing (its \
+             instance crashed?); result dropped",
+            record.handler, record.handler_runs
+        ));
+        change(origin, id, None).await.map_err(retry)?;
+        return Ok(DeliveryOutcome::Delivered);
+    }
+    if count_run {
+        // Deliveries the origin makes itself (its alarm) count their runs, so a handler that
+        // crashes its instance every time is not run forever.
+        record.handler_runs += 1;
+        change(origin, id, Some(record.clone()))
+            .await
+            .map_err(retry)?;
+    }
+    run_handler(origin, ctx, id, &record, result).await;
+    if let Err(e) = change(origin, id, None).await {
+        log_error(&format!(
+            "proxy-fetch {id}: handler ran, but its record could not be removed: {e}"
+        ));
+    }
+    Ok(DeliveryOutcome::Delivered)
+}
+
+async fn run_handler<O: ProxyFetchOrigin>(
+    origin: &O,
+    ctx: JsValue,
+    id: &str,
+    record: &PendingRecord,
+    result: JsValue,
+) {
+    let Ok(data) = crate::rpc::to_js_value(&record.data) else {
+        log_error(&format!(
+            "proxy-fetch {id}: the data for `{}` could not be encoded",
+            record.handler
+        ));
+        return;
+    };
+    let Some(promise) = origin.dispatch(&record.handler, ctx, Array::of2(&result, &data).into())
+    else {
+        log_error(&format!(
+            "proxy-fetch {id}: the origin has no handler `{}` (renamed since the request started?)",
+            record.handler
+        ));
+        return;
+    };
+    if let Err(e) = JsFuture::from(promise).await {
+        let message = js_sys::Reflect::get(&e, &JsValue::from_str("message"))
+            .ok()
+            .and_then(|m| m.as_string());
+        log_error(&format!(
+            "proxy-fetch {id}: handler `{}` failed: {}",
+            record.handler,
+            message.unwrap_or_else(|| format!("{e:?}"))
+        ));
+    }
+}
+
+/// Delivers an error made here (cancel, backstop) to the request's own handler.
+pub(super) async fn deliver_error<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+    kind: FetchErrorKind,
+    message: String,
+    count_run: bool,
+) -> Result<DeliveryOutcome, ProxyFetchError> {
+    let error: FetchResult = Err(FetchError::new(id, kind, message));
+    let error = crate::rpc::to_js_value(&error).map_err(ProxyFetchError::storage)?;
+    deliver(origin, JsValue::UNDEFINED, id, None, error, count_run)
+        .await
+        .map_err(|e| ProxyFetchError::storage(e.message))
+}

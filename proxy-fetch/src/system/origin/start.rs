@@ -1,0 +1,204 @@
+//! Starting a request, and what an origin asks about the requests it started: `proxy_fetch`
+//! checks the request, its options and the bindings it needs, builds the request's record and
+//! hands it to the ledger's writer, which stores it and sends its job ([`super::writer`]);
+//! `cancel` and `pending`.
+
+use serde::Serialize;
+use wasm_bindgen::JsValue;
+use worker::Env;
+
+use super::dispatch::due_after;
+use super::ledger::{Op, PendingRecord, RowPages, Start};
+use super::receive::deliver_error;
+use super::writer::{find, write};
+use super::{Continuation, Held, ProxyFetchOrigin, STARTING};
+use crate::rpc::log_error;
+use crate::system::batch;
+use crate::system::protocol::{DeliveryOutcome, FetchJob, OrchestratorClient, OriginRef};
+use crate::system::{
+    now_ms, random_hex, FetchErrorKind, Flow, ProxyFetchError, ProxyFetchOptions, ProxyRequest,
+    RequestId,
+};
+
+/// Checks the request and returns it with its URL in the one form both the origin's and the
+/// executor's checks see.
+fn checked_request(
+    mut request: ProxyRequest,
+    options: &ProxyFetchOptions,
+) -> Result<ProxyRequest, ProxyFetchError> {
+    let url = worker::Url::parse(&request.url).map_err(|e| {
+        ProxyFetchError::InvalidRequest(format!("`{}` is not a URL: {e}", request.url))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ProxyFetchError::InvalidRequest(format!(
+            "`{}`: only http and https can be fetched",
+            request.url
+        )));
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if request.method.is_empty() || !request.method.chars().all(token) {
+        return Err(ProxyFetchError::InvalidRequest(format!(
+            "`{}` is not an HTTP method",
+            request.method
+        )));
+    }
+    let host = url.host_str().unwrap_or_default();
+    if !options.host_allowed(host) {
+        return Err(ProxyFetchError::Rejected(format!(
+            "host `{host}` is not in allowed_hosts"
+        )));
+    }
+    request.url = url.to_string();
+    Ok(request)
+}
+
+fn require_binding(env: &Env, name: &str, option: &str) -> Result<(), ProxyFetchError> {
+    let present = js_sys::Reflect::get(env, &JsValue::from_str(name))
+        .map(|v| !v.is_undefined())
+        .unwrap_or(false);
+    if present {
+        Ok(())
+    } else {
+        Err(ProxyFetchError::MissingBinding(format!(
+            "`{name}` is not in env; add it to wrangler.toml or set ProxyFetchOptions::{option}"
+        )))
+    }
+}
+
+/// Starts a proxied fetch: the executor fetches it while this Durable Object is free to do
+/// other work. Returns the request id once the request is on its way (direct flow: the
+/// executor acknowledged it; orchestrated: the orchestrator stored it); the result arrives
+/// later at the continuation's handler.
+///
+/// Starts made while an earlier one of this Durable Object is being written wait for it, and
+/// then share one ledger row and one executor call.
+pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
+    origin: &O,
+    request: impl Into<ProxyRequest>,
+    continuation: Continuation<O, D>,
+    options: &ProxyFetchOptions,
+) -> Result<RequestId, ProxyFetchError> {
+    options
+        .validate()
+        .map_err(ProxyFetchError::InvalidOptions)?;
+    let request = checked_request(request.into(), options)?;
+    let env = origin.env();
+    let origin_binding = options
+        .origin_binding
+        .clone()
+        .unwrap_or_else(|| O::INFERRED_BINDING.to_owned());
+    require_binding(env, &origin_binding, "origin_binding")?;
+    match options.flow {
+        Flow::Direct => require_binding(env, &options.executor_binding, "executor_binding")?,
+        Flow::Orchestrated => {
+            require_binding(env, &options.orchestrator_binding, "orchestrator_binding")?
+        }
+    }
+    let _starting;
+    let id = match &options.request_id {
+        Some(id) => {
+            // Starting a request again while it is pending (or being started) starts nothing.
+            _starting = match Held::take(&STARTING, origin, id) {
+                Some(claim) => claim,
+                None => return Ok(id.clone()),
+            };
+            if find(origin, id).await.map_err(ProxyFetchError::storage)?.is_some() {
+                return Ok(id.clone());
+            }
+            Some(id.clone())
+        }
+        None => None,
+    };
+    let data = serde_json::to_value(&continuation.data).map_err(ProxyFetchError::storage)?;
+    // Refused here, not when its row is written with others' records (or when its handler
+    // would be called): e.g. an integer beyond 2^53, which a JS number cannot hold.
+    crate::rpc::to_js_value(&data)
+        .map_err(|e| ProxyFetchError::storage(format!("the continuation data cannot be stored: {e}")))?;
+
+    let now = now_ms();
+    let record = PendingRecord {
+        handler: continuation.handler.to_owned(),
+        data,
+        created_ms: now,
+        due_ms: now + due_after(options),
+        dispatches: 1,
+        handler_runs: 0,
+        job: FetchJob {
+            // Given in the writer's round, with the orchestrator shard that follows from it.
+            id: RequestId::new(),
+            token: random_hex(16)?,
+            request,
+            origin: OriginRef {
+                binding: origin_binding,
+                id: origin.state().id().to_string(),
+            },
+            queue: None,
+            options: options.clone(),
+        },
+    };
+    let bytes = record.bytes();
+    let (reply, answer) = batch::reply();
+    let start = Start {
+        id,
+        record,
+        bytes,
+        reply,
+    };
+    write(origin, Op::Start(Box::new(start)), answer)
+        .await
+        .unwrap_or_else(|| Err(ProxyFetchError::storage("the ledger's writer stopped")))
+}
+
+/// Cancels a pending request: its handler receives `FetchErrorKind::Cancelled` now, and a
+/// response that arrives later is dropped. Returns `false` if the request already had its
+/// result (or never existed here).
+pub async fn cancel<O: ProxyFetchOrigin>(
+    origin: &O,
+    request_id: &str,
+) -> Result<bool, ProxyFetchError> {
+    let Some(record) = find(origin, request_id).await.map_err(ProxyFetchError::storage)? else {
+        return Ok(false);
+    };
+    let delivered = deliver_error(
+        origin,
+        request_id,
+        FetchErrorKind::Cancelled,
+        "cancelled by the origin".into(),
+        false,
+    )
+    .await?;
+    if delivered != DeliveryOutcome::Delivered {
+        return Ok(false);
+    }
+    // The orchestrator no longer needs to watch it; if this fails its backstop finds the
+    // request settled and drops it.
+    if let Some(queue) = &record.job.queue {
+        if let Ok(orchestrator) =
+            OrchestratorClient::from_name(origin.env(), &queue.binding, &queue.shard)
+        {
+            if let Err(e) = orchestrator.forget(request_id.to_owned()).await {
+                log_error(&format!(
+                    "proxy-fetch {request_id}: cancelled, but the orchestrator was not told: {e}"
+                ));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Requests of this origin still waiting for their result.
+pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, ProxyFetchError> {
+    let mut ids = Vec::new();
+    let mut pages = RowPages::new();
+    while let Some(page) = pages.next(origin.state()).await.map_err(ProxyFetchError::storage)? {
+        for (key, row) in page {
+            match row {
+                Some(row) => ids.extend(row.into_keys()),
+                None => log_error(&format!(
+                    "proxy-fetch: unreadable ledger row {key} left alone"
+                )),
+            }
+        }
+    }
+    Ok(ids)
+}

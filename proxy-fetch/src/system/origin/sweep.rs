@@ -1,0 +1,139 @@
+//! The origin's alarm: the backstop of the direct flow and the last resort of both. Requests
+//! past their due time are dispatched again (direct flow: idempotent ones, within their max
+//! age; orchestrated: queued again, which the orchestrator ignores when it has them) or get a
+//! final `Backstop` error; then an origin's own alarm runs.
+
+use js_sys::Promise;
+use wasm_bindgen::JsValue;
+
+use super::dispatch::{dispatch_all, due_after};
+use super::ledger::{self, PendingRecord, RowPages};
+use super::receive::deliver_error;
+use super::writer::change;
+use super::ProxyFetchOrigin;
+use crate::rpc::{log_error, RpcError};
+use crate::system::protocol::MAX_DISPATCHES;
+use crate::system::{now_ms, FetchErrorKind, ProxyFetchError};
+
+/// How long the sweep waits before trying again what it could not do now.
+const SWEEP_RETRY_MS: f64 = 5_000.0;
+
+/// The origin's alarm as the generated export calls it, with the origin it borrowed.
+pub(crate) fn serve_alarm<O: ProxyFetchOrigin>(origin: Result<&'static O, RpcError>) -> Promise {
+    let origin = match origin {
+        Ok(origin) => origin,
+        Err(e) => return Promise::reject(&js_sys::Error::new(&e.to_string())),
+    };
+    let alarm = async move {
+        alarm(origin)
+            .await
+            .map(|()| JsValue::UNDEFINED)
+            .map_err(|e| js_sys::Error::new(&e.to_string()).into())
+    };
+    // Built with `panic = "unwind"` (docs/panics.md), a panic fails this alarm run only.
+    #[cfg(all(target_arch = "wasm32", panic = "unwind"))]
+    let alarm = crate::rpc::serve::unwind::caught(alarm, |panic| {
+        Err(js_sys::Error::new(&format!("proxy-fetch's alarm panicked: {panic}")).into())
+    });
+    wasm_bindgen_futures::future_to_promise(alarm)
+}
+
+/// The origin's alarm: requests past their due time are dispatched again (direct flow,
+/// idempotent, within their max age) or get a final `Backstop` error; then, for an origin
+/// with an alarm of its own, that alarm runs.
+pub async fn alarm<O: ProxyFetchOrigin>(origin: &O) -> worker::Result<()> {
+    let object = ledger::instance(origin.state());
+    ledger::set_alarm(&object, None);
+    let swept = sweep(origin).await;
+    let own = if O::OWN_ALARM {
+        Some(worker::DurableObject::alarm(origin).await)
+    } else {
+        None
+    };
+    match swept {
+        Ok(Some(next)) => ledger::arm(origin.state(), O::OWN_ALARM, next).await?,
+        Ok(None) => {}
+        Err(e) => {
+            log_error(&format!("proxy-fetch: the origin's sweep failed: {e}"));
+            ledger::arm(origin.state(), O::OWN_ALARM, now_ms() + SWEEP_RETRY_MS).await?;
+        }
+    }
+    match own {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Acts on every overdue request; returns the next due time, if any request is left.
+async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetchError> {
+    let now = now_ms();
+    let mut next: Option<f64> = None;
+    let mut later = |t: f64| next = Some(next.map_or(t, |n: f64| n.min(t)));
+    let mut pages = RowPages::new();
+    while let Some(page) = pages.next(origin.state()).await.map_err(ProxyFetchError::storage)? {
+        for (key, row) in page {
+            let Some(row) = row else {
+                log_error(&format!(
+                    "proxy-fetch: unreadable ledger row {key} left alone"
+                ));
+                continue;
+            };
+            for (id, record) in row {
+                if record.due_ms > now {
+                    later(record.due_ms);
+                    continue;
+                }
+                if let Some(due) = overdue(origin, &id, record, now).await {
+                    later(due);
+                }
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// Acts on one overdue request; returns when to look at it again, if it stays.
+async fn overdue<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+    mut record: PendingRecord,
+    now: f64,
+) -> Option<f64> {
+    let options = &record.job.options;
+    let age = now - record.created_ms;
+    let budget = due_after(options);
+    let within_age = age + budget < options.max_age_ms as f64;
+    let redispatch = match record.job.queue {
+        // Its executor was lost.
+        None => record.job.may_resend() && record.dispatches < MAX_DISPATCHES && within_age,
+        // The orchestrator retries and re-dispatches; asking it again costs nothing when it
+        // has the request, and recovers a start a crash cut short (its own retries included).
+        Some(_) => within_age,
+    };
+    if redispatch {
+        // Send it again, with the same id and token.
+        record.dispatches += 1;
+        record.due_ms = now + budget;
+        let due = record.due_ms;
+        let job = record.job.clone();
+        if let Err(e) = change(origin, id, Some(record)).await {
+            log_error(&format!("proxy-fetch {id}: not dispatched again: {e}"));
+            return Some(now + SWEEP_RETRY_MS);
+        }
+        return match dispatch_all(origin.env(), vec![job]).await {
+            Ok(()) => Some(due),
+            Err(e) => {
+                log_error(&format!("proxy-fetch {id}: dispatch again failed: {e}"));
+                Some(now + SWEEP_RETRY_MS)
+            }
+        };
+    }
+    let message = record.job.backstop_message(age, "the start");
+    match deliver_error(origin, id, FetchErrorKind::Backstop, message, true).await {
+        Ok(_) => None,
+        Err(e) => {
+            log_error(&format!("proxy-fetch {id}: backstop not delivered: {e}"));
+            Some(now + SWEEP_RETRY_MS)
+        }
+    }
+}

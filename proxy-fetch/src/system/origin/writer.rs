@@ -1,0 +1,208 @@
+//! The ledger's writer: one round at a time per instance, each applying every change asked
+//! for meanwhile (results handled, records updated) and storing every start, each row written
+//! once. Everything that writes the ledger goes through [`write`].
+
+use futures_util::future::join;
+
+use super::dispatch::{batches, dispatch_all, forget_queued, name_job};
+use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start};
+use super::ProxyFetchOrigin;
+use crate::system::batch::{self, Answer};
+use crate::system::concurrent;
+use crate::system::protocol::FetchJob;
+use crate::system::{random_hex, ProxyFetchError};
+
+/// The record of request `id`, if it is pending here.
+pub(super) async fn find<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+) -> Result<Option<PendingRecord>, worker::Error> {
+    ledger::read(origin.state(), &row_key(id), |row| row.get(id).cloned()).await
+}
+
+/// Queues `op` for the origin's ledger writer (see [`super::ledger`]) and returns its answer.
+pub(super) async fn write<O: ProxyFetchOrigin, R>(origin: &O, op: Op, answer: Answer<R>) -> Option<R> {
+    let object = ledger::instance(origin.state());
+    ledger::submit(&object, op, answer, |ops| round(origin, ops)).await
+}
+
+/// Changes (`Some`) or deletes (`None`) the record of request `id`.
+pub(super) async fn change<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+    record: Option<PendingRecord>,
+) -> Result<(), String> {
+    let (reply, answer) = batch::reply();
+    let change = Change {
+        id: id.to_owned(),
+        record,
+        reply,
+    };
+    write(origin, Op::Change(Box::new(change)), answer)
+        .await
+        .unwrap_or_else(|| Err("the ledger's writer stopped".into()))
+}
+
+/// One round of the ledger's writer: the changes, then the starts, each row written once.
+async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
+    let mut starts = Vec::new();
+    let mut changes: Vec<(String, Vec<Change>)> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Start(start) => starts.push(*start),
+            Op::Change(change) => add_to_group(&mut changes, row_key(&change.id), *change),
+        }
+    }
+    let changes = changes.into_iter().map(|(key, changes)| async move {
+        let edits = changes
+            .iter()
+            .map(|c| (c.id.as_str(), c.record.as_ref()))
+            .collect::<Vec<_>>();
+        let done = edit_row(origin, &key, &edits).await;
+        for change in changes {
+            change.reply.send(done.clone());
+        }
+    });
+    let changed = concurrent::all(changes, usize::MAX);
+    join(changed, start_all(origin, starts)).await;
+}
+
+/// Adds `item` to the group of `key` in `groups`, which stay sorted by key. (A map would do,
+/// but these groups are few and small, and each map type is more code in the Wasm.)
+pub(super) fn add_to_group<K: Ord, T>(groups: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
+    match groups.binary_search_by(|(k, _)| k.cmp(&key)) {
+        Ok(i) => {
+            if let Some((_, items)) = groups.get_mut(i) {
+                items.push(item);
+            }
+        }
+        Err(i) => groups.insert(i, (key, vec![item])),
+    }
+}
+
+/// A change to the record of a request: `Some` replaces it, `None` deletes it.
+pub(super) type Edit<'a> = (&'a str, Option<&'a PendingRecord>);
+
+/// Applies `edits` to row `key`: `Some` replaces a record still there, `None` deletes it.
+pub(super) async fn edit_row<O: ProxyFetchOrigin>(
+    origin: &O,
+    key: &str,
+    edits: &[Edit<'_>],
+) -> Result<(), String> {
+    ledger::edit(origin.state(), key, |row| {
+        let mut changed = false;
+        for (id, record) in edits {
+            changed |= match record {
+                None => row.remove(id).is_some(),
+                Some(record) => row
+                    .get_mut(id)
+                    .map(|slot| *slot = (*record).clone())
+                    .is_some(),
+            };
+        }
+        changed
+    })
+    .await
+}
+
+/// Stores new requests, their rows written side by side, and sends their jobs out, the
+/// executor's in calls of up to [`MAX_JOBS_PER_CALL`]; then answers each start.
+async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
+    if starts.is_empty() {
+        return;
+    }
+    let rows = ledger::into_rows(starts, || random_hex(16));
+    let mut stored: Vec<(String, Row)> = Vec::new();
+    let mut jobs: Vec<FetchJob> = Vec::new();
+    let mut replies = Vec::new();
+    let mut due = f64::INFINITY;
+    for (key, members) in rows {
+        let mut row = Row::new();
+        for (id, start) in members {
+            let Start {
+                mut record, reply, ..
+            } = start;
+            name_job(&mut record.job, &id);
+            due = due.min(record.due_ms);
+            // The direct flow never sends a request twice that may not be resent: its record
+            // need not keep the body, which goes with the job uncopied. (The orchestrated flow
+            // may queue it again, which the orchestrator ignores unless it lost it unsent.)
+            let keep_body = record.job.queue.is_some() || record.job.may_resend();
+            let body = if keep_body {
+                record.job.request.body.clone()
+            } else {
+                record.job.request.body.take()
+            };
+            let mut job = record.job.clone();
+            job.request.body = body;
+            row.insert(id.clone(), record);
+            jobs.push(job);
+            replies.push((id, stored.len(), reply));
+        }
+        stored.push((key, row));
+    }
+    // Send the jobs while the rows are written: a write holds back every message sent after
+    // it until it is on disk (the output gate), and the executor need not wait for that. The
+    // rows are in storage before any result can arrive: their writes are issued first, in
+    // this same turn, before the Durable Object takes another event.
+    let written = async {
+        let puts = concurrent::all(
+            stored
+                .iter()
+                .map(|(key, row)| ledger::insert(origin.state(), key, row.clone())),
+            usize::MAX,
+        )
+        .await;
+        let armed = ledger::arm(origin.state(), O::OWN_ALARM, due).await;
+        (puts, armed)
+    };
+    let env = origin.env();
+    let (calls, call_of) = batches(jobs);
+    let sent = calls.into_iter().map(|jobs| dispatch_all(env, jobs));
+    let sent = concurrent::all(sent, usize::MAX);
+    let ((puts, armed), sent) = join(written, sent).await;
+    // How each start went (in the order of `replies`, as `call_of` is). A failed one is
+    // forgotten: its record goes, so a result that comes anyway is dropped.
+    let outcomes: Vec<Result<(), ProxyFetchError>> = replies
+        .iter()
+        .zip(&call_of)
+        .map(|((_, row, _), &call)| {
+            match sent.get(call) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e.clone()),
+                None => return Err(ProxyFetchError::storage("the job was not sent")),
+            }
+            match (puts.get(*row), &armed) {
+                (Some(Ok(())), Ok(())) => Ok(()),
+                (Some(Err(e)), _) => Err(ProxyFetchError::storage(e)),
+                (Some(Ok(())), Err(e)) => Err(ProxyFetchError::storage(e)),
+                (None, _) => Err(ProxyFetchError::storage("the row was not written")),
+            }
+        })
+        .collect();
+    let mut forgotten: Vec<(&str, Vec<Edit>)> = Vec::new();
+    for ((id, row, _), outcome) in replies.iter().zip(&outcomes) {
+        let written = matches!(puts.get(*row), Some(Ok(())));
+        if outcome.is_err() && written {
+            if let Some((key, _)) = stored.get(*row) {
+                add_to_group(&mut forgotten, key.as_str(), (id.as_str(), None));
+            }
+        }
+    }
+    for (key, edits) in forgotten {
+        let _ = edit_row(origin, key, &edits).await;
+    }
+    for (((id, row, reply), outcome), &call) in replies.into_iter().zip(outcomes).zip(&call_of) {
+        let answer = match outcome {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                if matches!(sent.get(call), Some(Ok(()))) {
+                    // Queued, but its start failed: the orchestrator need not watch it.
+                    forget_queued(env, &id, stored.get(row).and_then(|(_, r)| r.get(&id))).await;
+                }
+                Err(e)
+            }
+        };
+        reply.send(answer);
+    }
+}
