@@ -19,14 +19,14 @@ const cache = process.env.PF_CACHE ?? join(process.env.HOME ?? tmpdir(), ".cache
 const git = (...args) => execFileSync("git", ["-C", root, ...args], { encoding: "utf8" }).trim();
 const kib = (bytes) => `${Math.round(bytes / 1024).toLocaleString("en-US")} KiB`;
 
-/** The template as a user's crate: outside the repository, proxy-fetch by path on this checkout. */
-function makeCrate(work) {
-  const crate = join(work, "my-worker");
-  cpSync(join(root, "templates/worker"), crate, { recursive: true, filter: (src) => !/\/(target|build|\.wrangler)$/.test(src) });
+/** A template as a user's crate: outside the repository, proxy-fetch by path on this checkout. */
+function makeCrate(work, template) {
+  const crate = join(work, template);
+  cpSync(join(root, "templates", template), crate, { recursive: true, filter: (src) => !/\/(target|build|\.wrangler)$/.test(src) });
   const manifest = join(crate, "Cargo.toml");
   const original = readFileSync(manifest, "utf8");
-  const pointed = original.replace(/proxy-fetch = \{ path = "[^"]*" \}/, `proxy-fetch = { path = ${JSON.stringify(join(root, "proxy-fetch"))} }`);
-  if (pointed === original) throw new Error("templates/worker/Cargo.toml has no `proxy-fetch = { path = ... }` line to point at this checkout");
+  const pointed = original.replace('path = "../../proxy-fetch"', `path = ${JSON.stringify(join(root, "proxy-fetch"))}`);
+  if (pointed === original) throw new Error(`templates/${template}/Cargo.toml has no \`path = "../../proxy-fetch"\` to point at this checkout`);
   writeFileSync(manifest, pointed);
   cpSync(join(root, "Cargo.lock"), join(crate, "Cargo.lock"));
   return crate;
@@ -64,17 +64,24 @@ const cli = buildCli();
 const work = mkdtempSync(join(tmpdir(), "pf-sizes-"));
 const results = {};
 try {
-  const crate = makeCrate(work);
+  const crate = makeCrate(work, "worker");
   for (const profile of PROFILES) {
     for (const opt of [true, false]) {
       results[`${profile.key}${opt ? "+opt" : ""}`] = measure(cli, crate, profile, opt, join(work, `out-${profile.key}-${opt}`));
     }
   }
+  // templates/rpc: typed RPC alone (proxy-fetch without its `system` feature), its own profile.
+  const rpc = makeCrate(work, "rpc");
+  const rpcProfile = { key: "rpc", env: {} };
+  for (const opt of [true, false]) {
+    results[`rpc${opt ? "+opt" : ""}`] = measure(cli, rpc, rpcProfile, opt, join(work, `out-rpc-${opt}`));
+  }
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
 
-const wasmOpt = process.env.WASM_OPT ? execFileSync(process.env.WASM_OPT, ["--version"], { encoding: "utf8" }).trim() : "the one proxy-fetch-build found";
+const wasmOptVersion = process.env.WASM_OPT && execFileSync(process.env.WASM_OPT, ["--version"], { encoding: "utf8" }).match(/version (\d+)/)?.[1];
+const wasmOpt = wasmOptVersion ? `wasm-opt of binaryen ${wasmOptVersion}` : "the wasm-opt proxy-fetch-build found";
 const rustc = execFileSync(process.env.PF_WASM_RUSTC ?? "rustc", ["--version"], {
   encoding: "utf8", env: { ...process.env, LD_LIBRARY_PATH: [process.env.PF_WASM_LD_LIBRARY_PATH, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":") },
 }).trim();
@@ -98,6 +105,14 @@ ${row("that profile, no wasm-opt", r.template)}
 ${row(`${PROFILES[1].label} + wasm-opt`, r["default+opt"])}
 ${row("default profile, no wasm-opt", r.default)}
 
+\`templates/rpc\` (typed RPC alone: a named entrypoint and a Durable Object, proxy-fetch without
+its \`system\` feature), its own release profile (the same as the template's):
+
+| build | wasm | gzipped |
+| --- | ---: | ---: |
+${row("`templates/rpc` + wasm-opt", r["rpc+opt"])}
+${row("`templates/rpc`, no wasm-opt", r.rpc)}
+
 The template's profile makes the optimized wasm ${less(r["template+opt"].wasm, r["default+opt"].wasm)}% smaller than cargo's default
 (${less(r["template+opt"].gzip, r["default+opt"].gzip)}% gzipped); wasm-opt takes ${less(r["template+opt"].wasm, r.template.wasm)}% off the template's
 (${less(r["template+opt"].gzip, r.template.gzip)}% gzipped). Measured in ${Math.round((Date.now() - started) / 1000)} s (load average ${load} at the start).
@@ -106,7 +121,7 @@ The template's profile makes the optimized wasm ${less(r["template+opt"].wasm, r
 fill("README.md", "readme", `with the release profile the template's wasm is ${kib(r["template+opt"].wasm)}, ${kib(r["template+opt"].gzip)}
 gzipped, instead of ${kib(r["default+opt"].wasm)}, ${kib(r["default+opt"].gzip)} gzipped; both after wasm-opt, at ${at}:
 [docs/sizes.md](docs/sizes.md)`);
-fill("docs/build.md", "build", `\`templates/worker\`, measured by \`scripts/sizes\` at ${at} (${rustc.split(" ").slice(0, 2).join(" ")}, ${wasmOpt.replace(/^wasm-opt /, "binaryen ")};
+fill("docs/build.md", "build", `\`templates/worker\`, measured by \`scripts/sizes\` at ${at} (${rustc.split(" ").slice(0, 2).join(" ")}, ${wasmOpt};
 the whole table, with how it was built: [sizes.md](sizes.md)):
 
 | build | wasm | gzipped |
@@ -116,5 +131,8 @@ ${row("that profile, no wasm-opt", r.template)}
 ${row("cargo's default release profile + wasm-opt", r["default+opt"])}
 ${row("default profile, no wasm-opt", r.default)}
 `);
-console.log(`sizes: docs/sizes.md, README.md and docs/build.md written (at ${at})`);
+fill("docs/rpc.md", "rpc", `the built wasm of templates/rpc is ${kib(r["rpc+opt"].wasm)}, ${kib(r["rpc+opt"].gzip)} gzipped, after
+wasm-opt (${kib(r.rpc.wasm)}, ${kib(r.rpc.gzip)} gzipped without it), measured by \`scripts/sizes\` at ${at}
+([sizes.md](sizes.md))`);
+console.log(`sizes: docs/sizes.md, README.md, docs/build.md and docs/rpc.md written (at ${at})`);
 for (const [key, s] of Object.entries(results)) console.log(`  ${key.padEnd(14)} ${kib(s.wasm).padStart(10)} ${kib(s.gzip).padStart(10)} gzipped`);
