@@ -65,7 +65,14 @@ pub struct InstallLock {
 
 /// Takes the lock on installing into `dir` (`<dir>.lock`), waiting for another process that
 /// holds it, with a line every [`PROGRESS_EVERY`] naming that process, for at most `deadline`.
-pub fn lock(dir: &Path, what: &str, deadline: Duration, cancel: &Cancel) -> Result<InstallLock> {
+/// `building` (the crate this process builds) goes into the lock file for the waiters to read.
+pub fn lock(
+    dir: &Path,
+    what: &str,
+    building: &Path,
+    deadline: Duration,
+    cancel: &Cancel,
+) -> Result<InstallLock> {
     let path = crate::sibling(dir, ".lock");
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
@@ -117,11 +124,9 @@ pub fn lock(dir: &Path, what: &str, deadline: Duration, cancel: &Cancel) -> Resu
     }
     // Who holds it, for the builds that wait: this process, and what it is.
     let me = format!(
-        "pid {} ({})",
+        "pid {} (proxy-fetch-build of {})",
         std::process::id(),
-        std::env::current_dir()
-            .map(|d| format!("proxy-fetch-build in {}", d.display()))
-            .unwrap_or_else(|_| "proxy-fetch-build".to_owned())
+        building.display()
     );
     let _ = file.set_len(0).and_then(|()| file.write_all(me.as_bytes()));
     Ok(InstallLock { _file: file })
@@ -325,13 +330,23 @@ mod tests {
     #[test]
     fn a_second_locker_waits_names_the_holder_and_gives_up_at_its_deadline() {
         let dir = scratch("lock").join("tool-1.0");
-        let held = lock(&dir, "tool 1.0", Duration::from_secs(1), &Cancel::default()).unwrap();
-        assert!(holder(&crate::sibling(&dir, ".lock"))
-            .starts_with(&format!("pid {}", std::process::id())));
+        let held = lock(
+            &dir,
+            "tool 1.0",
+            Path::new("/w"),
+            Duration::from_secs(1),
+            &Cancel::default(),
+        )
+        .unwrap();
+        assert!(holder(&crate::sibling(&dir, ".lock")).starts_with(&format!(
+            "pid {} (proxy-fetch-build of /w)",
+            std::process::id()
+        )));
         // flock is per open file description: a second open in this process conflicts too.
         let err = lock(
             &dir,
             "tool 1.0",
+            Path::new("/w"),
             Duration::from_millis(300),
             &Cancel::default(),
         )
@@ -345,6 +360,7 @@ mod tests {
         assert!(lock(
             &dir,
             "tool 1.0",
+            Path::new("/w"),
             Duration::from_millis(300),
             &Cancel::default()
         )
@@ -354,13 +370,26 @@ mod tests {
     #[test]
     fn a_cancelled_wait_stops_at_once() {
         let dir = scratch("cancel").join("tool-1.0");
-        let _held = lock(&dir, "tool 1.0", Duration::from_secs(1), &Cancel::default()).unwrap();
+        let _held = lock(
+            &dir,
+            "tool 1.0",
+            Path::new("/w"),
+            Duration::from_secs(1),
+            &Cancel::default(),
+        )
+        .unwrap();
         let cancel = Cancel::default();
         cancel.cancel();
         let start = Instant::now();
-        let err = lock(&dir, "tool 1.0", Duration::from_secs(60), &cancel)
-            .err()
-            .unwrap();
+        let err = lock(
+            &dir,
+            "tool 1.0",
+            Path::new("/w"),
+            Duration::from_secs(60),
+            &cancel,
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("the build failed"), "{err}");
         assert!(start.elapsed() < Duration::from_secs(5));
     }

@@ -193,7 +193,7 @@ fn build(args: &Args) -> Result<()> {
         std::thread::spawn(move || -> Result<(PathBuf, Option<PathBuf>)> {
             let wasm_bindgen = tools::wasm_bindgen(&crate_dir, &version, &cancel)?;
             let wasm_opt = if want_opt {
-                tools::wasm_opt(&cancel)
+                tools::wasm_opt(&crate_dir, &cancel)
             } else {
                 None
             };

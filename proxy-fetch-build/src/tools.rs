@@ -139,7 +139,7 @@ pub fn wasm_bindgen(crate_dir: &Path, version: &str, cancel: &Cancel) -> Result<
     }
 
     let what = format!("wasm-bindgen-cli {version}");
-    let _lock = install::lock(&dir, &what, install::WAIT_FOR_OTHERS, cancel)?;
+    let _lock = install::lock(&dir, &what, crate_dir, install::WAIT_FOR_OTHERS, cancel)?;
     // Whoever held the lock may have installed it meanwhile.
     if is_wasm_bindgen(cached.as_os_str(), version) {
         return Ok(cached);
@@ -221,7 +221,7 @@ fn binaryen_major() -> u32 {
 /// [`BINARYEN_VERSION`] or newer (older ones, such as Debian's 108, cannot parse the module);
 /// else the pinned one in the cache, installed there with npm when missing. None (with a note
 /// saying why) when there is none and none can be installed: the build goes on unoptimized.
-pub fn wasm_opt(cancel: &Cancel) -> Option<PathBuf> {
+pub fn wasm_opt(crate_dir: &Path, cancel: &Cancel) -> Option<PathBuf> {
     if let Some(program) = std::env::var_os("WASM_OPT").filter(|v| !v.is_empty()) {
         return Some(program.into());
     }
@@ -241,7 +241,7 @@ pub fn wasm_opt(cancel: &Cancel) -> Option<PathBuf> {
             )),
         }
     }
-    match pinned_wasm_opt(cancel) {
+    match pinned_wasm_opt(crate_dir, cancel) {
         Ok(program) => Some(program),
         Err(why) => {
             install::say(&format!(
@@ -254,7 +254,7 @@ pub fn wasm_opt(cancel: &Cancel) -> Option<PathBuf> {
 
 /// `<cache>/tools/binaryen-<BINARYEN_VERSION>/node_modules/.bin/wasm-opt`, installed with
 /// `npm install binaryen@<BINARYEN_VERSION>` when missing.
-fn pinned_wasm_opt(cancel: &Cancel) -> Result<PathBuf> {
+fn pinned_wasm_opt(crate_dir: &Path, cancel: &Cancel) -> Result<PathBuf> {
     let dir = cache_dir()?
         .join("tools")
         .join(format!("binaryen-{BINARYEN_VERSION}"));
@@ -276,7 +276,7 @@ fn pinned_wasm_opt(cancel: &Cancel) -> Result<PathBuf> {
         ));
     };
     let what = format!("wasm-opt (npm binaryen@{BINARYEN_VERSION})");
-    let _lock = install::lock(&dir, &what, install::WAIT_FOR_OTHERS, cancel)?;
+    let _lock = install::lock(&dir, &what, crate_dir, install::WAIT_FOR_OTHERS, cancel)?;
     if wasm_opt_version(program.as_os_str()) == pinned {
         return Ok(program);
     }
