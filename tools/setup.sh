@@ -198,6 +198,39 @@ pf_node_modules() {
   fi
 }
 
+# The newest wrangler 4.x the template is also tested with (scripts/test), and the Node.js it
+# needs (>= 22.12), both from the npm registry (Node as the `node` package), pinned and cached.
+# Not part of pf_setup: only scripts/test calls it. Exports PF_NODE22_BIN (a folder holding
+# `node`, to put first on PATH) and PF_WRANGLER_NEWEST (its wrangler executable).
+PF_NODE22_VERSION=22.23.3
+PF_WRANGLER_NEWEST_VERSION=4.164.0
+pf_npm_tool() { # $1 folder, $2 package@version, $3 the executable it must provide
+  local dir=$1 spec=$2 bin=$3
+  if [ -x "$dir/node_modules/.bin/$bin" ]; then
+    pf_say "$spec: cached in $dir (reused, no reinstall)"
+    return 0
+  fi
+  pf_lock "$dir" "$spec" || return 1
+  if [ ! -x "$dir/node_modules/.bin/$bin" ]; then
+    local tmp="$dir.tmp.$$"
+    rm -rf "$tmp" "$dir" && mkdir -p "$tmp" || { pf_unlock; return 1; }
+    pf_say "installing $spec into $dir"
+    pf_install "$dir" "$spec" npm install --prefix "$tmp" --no-audit --no-fund --no-save --loglevel=error "$spec" ||
+      { rm -rf "$tmp"; pf_unlock; pf_die "npm install $spec failed: is the npm registry reachable?"; return 1; }
+    mv "$tmp" "$dir"
+  fi
+  pf_unlock
+}
+pf_newest_wrangler() {
+  local node_dir="$PF_CACHE/node/node-$PF_NODE22_VERSION" wrangler_dir="$PF_CACHE/node/wrangler-$PF_WRANGLER_NEWEST_VERSION"
+  pf_npm_tool "$node_dir" "node@$PF_NODE22_VERSION" node || return 1
+  export PF_NODE22_BIN="$node_dir/node_modules/.bin"
+  [ "$("$PF_NODE22_BIN/node" --version 2>/dev/null)" = "v$PF_NODE22_VERSION" ] ||
+    pf_die "$PF_NODE22_BIN/node does not report v$PF_NODE22_VERSION: delete $node_dir to install it again" || return 1
+  PATH="$PF_NODE22_BIN:$PATH" pf_npm_tool "$wrangler_dir" "wrangler@$PF_WRANGLER_NEWEST_VERSION" wrangler || return 1
+  export PF_WRANGLER_NEWEST="$wrangler_dir/node_modules/.bin/wrangler"
+}
+
 pf_setup() {
   pf_check_commands &&
     pf_phase "setup: wasm32 target" pf_wasm_target &&
