@@ -157,11 +157,14 @@ pf_wasm_bindgen() {
     pf_say "installing wasm-bindgen-cli $version (it must equal the wasm-bindgen library; a few minutes of compiling, once)"
     local tmp="$dir.tmp.$$"
     rm -rf "$tmp"
-    # Only the wasm-bindgen binary, without TLS (it serves only the test runner): the same
-    # install as proxy-fetch-build's (proxy-fetch-build/src/tools.rs).
+    # Only the wasm-bindgen binary, without TLS (it serves only the test runner), in a target
+    # folder of its own (not CARGO_TARGET_DIR): the same install as proxy-fetch-build's
+    # (proxy-fetch-build/src/tools.rs).
     pf_install "$dir" "wasm-bindgen-cli $version" \
-      cargo install wasm-bindgen-cli --version "=$version" --bin wasm-bindgen --no-default-features --root "$tmp" ||
-      { rm -rf "$tmp"; pf_unlock; pf_die "cargo install wasm-bindgen-cli $version failed (crates.io unreachable?)"; return 1; }
+      cargo install wasm-bindgen-cli --version "=$version" --bin wasm-bindgen --no-default-features --root "$tmp" \
+      --target-dir "$tmp-target" ||
+      { rm -rf "$tmp" "$tmp-target"; pf_unlock; pf_die "cargo install wasm-bindgen-cli $version failed (crates.io unreachable?)"; return 1; }
+    rm -rf "$tmp-target"
     mv "$tmp" "$dir"
   fi
   pf_unlock

@@ -157,6 +157,7 @@ pub fn wasm_bindgen(crate_dir: &Path, version: &str, cancel: &Cancel) -> Result<
         dir.display()
     ));
     let staging = install::staging(&dir);
+    let target = crate::sibling(&staging, "-target");
     let mut command = Command::new(cargo());
     command
         .current_dir(crate_dir)
@@ -164,8 +165,14 @@ pub fn wasm_bindgen(crate_dir: &Path, version: &str, cancel: &Cancel) -> Result<
         .arg(format!("={version}"))
         .args(WASM_BINDGEN_INSTALL_ARGS)
         .arg("--root")
-        .arg(&staging);
-    install::run(command, &what, &staging, &dir, INSTALL_DEADLINE, cancel).map_err(|e| {
+        .arg(&staging)
+        // A target folder of its own: `CARGO_TARGET_DIR` (or a configured target-dir) would
+        // make the install wait for the lock of the crate's build, which runs meanwhile.
+        .arg("--target-dir")
+        .arg(&target);
+    let installed = install::run(command, &what, &staging, &dir, INSTALL_DEADLINE, cancel);
+    let _ = std::fs::remove_dir_all(&target);
+    installed.map_err(|e| {
         format!(
             "{e}\n(cargo install needs crates.io; or set WASM_BINDGEN to a wasm-bindgen {version})"
         )
