@@ -293,11 +293,20 @@ pub fn staging(dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
+    /// A folder of the test's own, removed when the test ends (pass or fail).
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("pf-install-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        Scratch(dir)
     }
 
     #[test]
@@ -329,7 +338,8 @@ mod tests {
 
     #[test]
     fn a_second_locker_waits_names_the_holder_and_gives_up_at_its_deadline() {
-        let dir = scratch("lock").join("tool-1.0");
+        let base = scratch("lock");
+        let dir = base.0.join("tool-1.0");
         let held = lock(
             &dir,
             "tool 1.0",
@@ -369,7 +379,8 @@ mod tests {
 
     #[test]
     fn a_cancelled_wait_stops_at_once() {
-        let dir = scratch("cancel").join("tool-1.0");
+        let base = scratch("cancel");
+        let dir = base.0.join("tool-1.0");
         let _held = lock(
             &dir,
             "tool 1.0",
@@ -397,7 +408,7 @@ mod tests {
     #[test]
     fn an_install_moves_its_staging_folder_in_whole_or_leaves_nothing() {
         let base = scratch("run");
-        let dir = base.join("tool-1.0");
+        let dir = base.0.join("tool-1.0");
         let staging = staging(&dir);
         let mut ok = Command::new("sh");
         ok.arg("-c").arg(format!(
@@ -415,7 +426,7 @@ mod tests {
         .unwrap();
         assert!(dir.join("bin/tool").is_file() && !staging.exists());
 
-        let other = base.join("tool-2.0");
+        let other = base.0.join("tool-2.0");
         let staging = super::staging(&other);
         let mut failing = Command::new("sh");
         failing.arg("-c").arg(format!(
@@ -442,7 +453,7 @@ mod tests {
     #[test]
     fn a_cancelled_install_is_stopped() {
         let base = scratch("stop");
-        let dir = base.join("tool-1.0");
+        let dir = base.0.join("tool-1.0");
         let staging = staging(&dir);
         let mut slow = Command::new("sleep");
         slow.arg("30");
