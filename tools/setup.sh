@@ -25,6 +25,51 @@ pf_phase() {
   return $rc
 }
 
+# Takes the lock on installing into folder $1 (`$1.lock`, an flock(2) lock: the same one
+# proxy-fetch-build takes, so a build and a setup never install one tool twice), waiting for
+# its holder with a line every 10 s that names it, for at most 45 minutes. The lock is held on
+# file descriptor $pf_lock_fd until pf_unlock. $2 says what is installed.
+pf_lock() {
+  local dir=$1 what=$2 start=$SECONDS
+  mkdir -p "$(dirname "$dir")" || return 1
+  exec {pf_lock_fd}<>"$dir.lock" || pf_die "cannot open $dir.lock" || return 1
+  until flock -n "$pf_lock_fd"; do
+    [ $((SECONDS - start)) -lt 2700 ] ||
+      { pf_unlock; pf_die "gave up after $((SECONDS - start)) s waiting for $(pf_lock_holder "$dir") to finish installing $what into $dir (delete $dir.lock if no such install runs)"; return 1; }
+    pf_say "waiting for $(pf_lock_holder "$dir") to finish installing $what into $dir ($((SECONDS - start)) s so far)"
+    flock -w 10 "$pf_lock_fd" && break
+  done
+  echo "pid $$ (tools/setup.sh in $pf_root)" >"$dir.lock"
+}
+pf_lock_holder() { local who; who=$(head -c 500 "$1.lock" 2>/dev/null); echo "${who:-another process}"; }
+pf_unlock() { exec {pf_lock_fd}>&-; }
+
+# Runs "$@", an install of $2 into folder $1, with its output kept aside and a line every 10 s
+# (time so far; for cargo, the crates it compiled); on failure prints the output's last lines.
+pf_install() {
+  local dir=$1 what=$2 start=$SECONDS log rc
+  shift 2
+  log=$(mktemp) || return 1
+  "$@" >"$log" 2>&1 &
+  local pid=$! next=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1 # how often to look, not a synchronisation: `wait` below collects the result
+    if [ "$SECONDS" -ge "$next" ]; then
+      local crates last
+      crates=$(grep -c '^ *Compiling ' "$log")
+      last=$(grep '^ *Compiling ' "$log" | tail -1 | sed 's/^ *Compiling //')
+      pf_say "installing $what into $dir: $((SECONDS - start)) s so far${last:+; $crates crate(s) started, now $last}"
+      next=$((next + 10))
+    fi
+  done
+  wait "$pid"
+  rc=$?
+  if [ "$rc" -ne 0 ]; then tail -30 "$log" >&2; fi
+  rm -f "$log"
+  [ "$rc" -eq 0 ] && pf_say "installed $what in $((SECONDS - start)) s"
+  return "$rc"
+}
+
 pf_check_commands() {
   command -v cargo >/dev/null || pf_die "cargo not found: install Rust with rustup (https://rustup.rs)" || return 1
   command -v node >/dev/null || pf_die "node not found: install Node.js >= 20 (Debian: apt-get install nodejs npm)" || return 1
@@ -105,12 +150,24 @@ pf_wasm_bindgen() {
     pf_say "wasm-bindgen-cli in $dir does not report version $version: stale or broken, rebuilding"
     rm -rf "$dir"
   fi
-  pf_say "installing wasm-bindgen-cli $version (it must equal the wasm-bindgen library; takes a few minutes once)"
-  local tmp="$dir.tmp.$$"
-  rm -rf "$tmp"
-  cargo install --quiet wasm-bindgen-cli --version "=$version" --root "$tmp" ||
-    { rm -rf "$tmp"; pf_die "cargo install wasm-bindgen-cli $version failed (crates.io unreachable?)"; return 1; }
-  mkdir -p "$(dirname "$dir")" && mv "$tmp" "$dir"
+  pf_lock "$dir" "wasm-bindgen-cli $version" || return 1
+  # Whoever held the lock may have installed it meanwhile.
+  if [ "$("$dir/bin/wasm-bindgen" --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
+    rm -rf "$dir"
+    pf_say "installing wasm-bindgen-cli $version (it must equal the wasm-bindgen library; a few minutes of compiling, once)"
+    local tmp="$dir.tmp.$$"
+    rm -rf "$tmp"
+    # Only the wasm-bindgen binary, without TLS (it serves only the test runner), in a target
+    # folder of its own (not CARGO_TARGET_DIR): the same install as proxy-fetch-build's
+    # (proxy-fetch-build/src/tools.rs).
+    pf_install "$dir" "wasm-bindgen-cli $version" \
+      cargo install wasm-bindgen-cli --version "=$version" --bin wasm-bindgen --no-default-features --root "$tmp" \
+      --target-dir "$tmp-target" ||
+      { rm -rf "$tmp" "$tmp-target"; pf_unlock; pf_die "cargo install wasm-bindgen-cli $version failed (crates.io unreachable?)"; return 1; }
+    rm -rf "$tmp-target"
+    mv "$tmp" "$dir"
+  fi
+  pf_unlock
   export WASM_BINDGEN="$dir/bin/wasm-bindgen"
 }
 
@@ -121,13 +178,17 @@ pf_node_modules() {
   if [ -d "$dir/node_modules" ]; then
     pf_say "npm packages: cached in $dir (reused, no reinstall)"
   else
-    pf_say "installing npm packages from package-lock.json into $dir"
-    local tmp="$dir.tmp.$$"
-    rm -rf "$tmp" && mkdir -p "$tmp"
-    cp "$pf_root/package.json" "$pf_root/package-lock.json" "$tmp/"
-    (cd "$tmp" && npm ci --no-audit --no-fund --loglevel=error) ||
-      { rm -rf "$tmp"; pf_die "npm ci failed: is the npm registry reachable (npm config get registry)?"; return 1; }
-    mv "$tmp" "$dir"
+    pf_lock "$dir" "the npm packages of package-lock.json" || return 1
+    if [ ! -d "$dir/node_modules" ]; then
+      pf_say "installing npm packages from package-lock.json into $dir"
+      local tmp="$dir.tmp.$$"
+      rm -rf "$tmp" && mkdir -p "$tmp"
+      cp "$pf_root/package.json" "$pf_root/package-lock.json" "$tmp/"
+      pf_install "$dir" "npm packages" env -C "$tmp" npm ci --no-audit --no-fund --loglevel=error ||
+        { rm -rf "$tmp"; pf_unlock; pf_die "npm ci failed: is the npm registry reachable (npm config get registry)?"; return 1; }
+      mv "$tmp" "$dir"
+    fi
+    pf_unlock
   fi
   if [ "$(readlink "$pf_root/node_modules" 2>/dev/null)" != "$dir/node_modules" ]; then
     rm -rf "$pf_root/node_modules"
@@ -138,6 +199,39 @@ pf_node_modules() {
   if [ -x "$pf_root/node_modules/.bin/wasm-opt" ]; then
     export WASM_OPT="$pf_root/node_modules/.bin/wasm-opt"
   fi
+}
+
+# The newest wrangler 4.x the template is also tested with (scripts/test), and the Node.js it
+# needs (>= 22.12), both from the npm registry (Node as the `node` package), pinned and cached.
+# Not part of pf_setup: only scripts/test calls it. Exports PF_NODE22_BIN (a folder holding
+# `node`, to put first on PATH) and PF_WRANGLER_NEWEST (its wrangler executable).
+PF_NODE22_VERSION=22.23.3
+PF_WRANGLER_NEWEST_VERSION=4.164.0
+pf_npm_tool() { # $1 folder, $2 package@version, $3 the executable it must provide
+  local dir=$1 spec=$2 bin=$3
+  if [ -x "$dir/node_modules/.bin/$bin" ]; then
+    pf_say "$spec: cached in $dir (reused, no reinstall)"
+    return 0
+  fi
+  pf_lock "$dir" "$spec" || return 1
+  if [ ! -x "$dir/node_modules/.bin/$bin" ]; then
+    local tmp="$dir.tmp.$$"
+    rm -rf "$tmp" "$dir" && mkdir -p "$tmp" || { pf_unlock; return 1; }
+    pf_say "installing $spec into $dir"
+    pf_install "$dir" "$spec" npm install --prefix "$tmp" --no-audit --no-fund --no-save --loglevel=error "$spec" ||
+      { rm -rf "$tmp"; pf_unlock; pf_die "npm install $spec failed: is the npm registry reachable?"; return 1; }
+    mv "$tmp" "$dir"
+  fi
+  pf_unlock
+}
+pf_newest_wrangler() {
+  local node_dir="$PF_CACHE/node/node-$PF_NODE22_VERSION" wrangler_dir="$PF_CACHE/node/wrangler-$PF_WRANGLER_NEWEST_VERSION"
+  pf_npm_tool "$node_dir" "node@$PF_NODE22_VERSION" node || return 1
+  export PF_NODE22_BIN="$node_dir/node_modules/.bin"
+  [ "$("$PF_NODE22_BIN/node" --version 2>/dev/null)" = "v$PF_NODE22_VERSION" ] ||
+    pf_die "$PF_NODE22_BIN/node does not report v$PF_NODE22_VERSION: delete $node_dir to install it again" || return 1
+  PATH="$PF_NODE22_BIN:$PATH" pf_npm_tool "$wrangler_dir" "wrangler@$PF_WRANGLER_NEWEST_VERSION" wrangler || return 1
+  export PF_WRANGLER_NEWEST="$wrangler_dir/node_modules/.bin/wrangler"
 }
 
 pf_setup() {

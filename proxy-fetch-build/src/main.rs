@@ -4,15 +4,18 @@
 //! `[build] command`. It writes `<crate>/build/`:
 //!
 //! - `index_bg.wasm`, `index.js`: wasm-bindgen's output of the `cdylib` built for
-//!   `wasm32-unknown-unknown`, optimized by wasm-opt when one is available;
+//!   `wasm32-unknown-unknown`, optimized by binaryen's wasm-opt (a pinned one, installed with
+//!   npm, when none is found);
 //! - `proxy-fetch-runtime.js`: the JS runtime of this tool's own proxy-fetch version;
 //! - `worker.js`: the main module (`main = "build/worker.js"` in wrangler.toml).
 //!
 //! The wasm-bindgen CLI must equal the wasm-bindgen library of the crate's own `Cargo.lock`;
-//! the tool finds it or installs it once into a per-user cache (`tools.rs`).
+//! the tool finds it or installs it once into a per-user cache (`tools.rs`, `install.rs`), while
+//! cargo builds the crate.
 
 mod cargo;
 mod dts;
+mod install;
 mod output;
 mod tools;
 
@@ -44,8 +47,10 @@ options:
 
 environment:
   WASM_BINDGEN       a wasm-bindgen CLI to use when it is of the crate's wasm-bindgen version
-  WASM_OPT           the wasm-opt to run (else wasm-opt on PATH; none: the step is skipped)
-  PROXY_FETCH_CACHE  where tools are installed (default ~/.cache/proxy-fetch)";
+  WASM_OPT           the wasm-opt to run (else wasm-opt on PATH if binaryen 132 or newer, else
+                     binaryen 132's, installed into the cache with npm; no npm: skipped)
+  PROXY_FETCH_CACHE  where tools are installed (default ~/.cache/proxy-fetch); an install
+                     holds <tool folder>.lock, and other builds wait for it";
 
 #[derive(Debug, Default, PartialEq)]
 struct Args {
@@ -174,7 +179,27 @@ fn build(args: &Args) -> Result<()> {
         return Err(version_mismatch(&worker.proxy_fetch_version));
     }
     tools::check_wasm32_std(&crate_dir, &args.cargo_args)?;
-    let wasm_bindgen = tools::wasm_bindgen(&crate_dir, &worker.wasm_bindgen_version)?;
+
+    // The tools are found, or installed (minutes, the first time), while cargo builds the
+    // crate: the two fill each other's single-threaded stretches on a small machine.
+    let cancel = install::Cancel::default();
+    let tools = {
+        let (crate_dir, version, cancel) = (
+            crate_dir.clone(),
+            worker.wasm_bindgen_version.clone(),
+            cancel.clone(),
+        );
+        let want_opt = args.wasm_opt;
+        std::thread::spawn(move || -> Result<(PathBuf, Option<PathBuf>)> {
+            let wasm_bindgen = tools::wasm_bindgen(&crate_dir, &version, &cancel)?;
+            let wasm_opt = if want_opt {
+                tools::wasm_opt(&crate_dir, &cancel)
+            } else {
+                None
+            };
+            Ok((wasm_bindgen, wasm_opt))
+        })
+    };
 
     let mut cargo = Command::new(tools::cargo());
     cargo
@@ -188,7 +213,17 @@ fn build(args: &Args) -> Result<()> {
         cargo.arg("--release");
     }
     cargo.args(&args.cargo_args);
-    tools::run(&mut cargo, "cargo build")?;
+    let built = tools::run(&mut cargo, "cargo build");
+    if built.is_err() {
+        cancel.cancel();
+    } else if !tools.is_finished() {
+        install::say("the crate is built; waiting for the tool install to finish");
+    }
+    let tools = tools
+        .join()
+        .unwrap_or_else(|_| Err("the tool install stopped unexpectedly".to_owned()));
+    built?;
+    let (wasm_bindgen, wasm_opt) = tools?;
 
     let profile = if args.release { "release" } else { "debug" };
     let wasm_file = metadata
@@ -208,7 +243,6 @@ fn build(args: &Args) -> Result<()> {
         .map_or_else(|| crate_dir.join("build"), |dir| cwd.join(dir));
     // wrangler runs the build command again when its watcher starts, and on any change under
     // src/: when cargo's wasm and the tools are unchanged, the last output stands.
-    let wasm_opt = args.wasm_opt.then(tools::wasm_opt).flatten();
     let stamp = stamp(
         &wasm_file,
         &wasm_bindgen,
@@ -261,22 +295,17 @@ fn build(args: &Args) -> Result<()> {
     )?;
 
     let wasm_out = staging.join("index_bg.wasm");
-    if args.wasm_opt {
-        match &wasm_opt {
-            Some(wasm_opt) => tools::run(
-                Command::new(wasm_opt)
-                    .arg(&wasm_out)
-                    .arg("-Os")
-                    .args(tools::WASM_FEATURES)
-                    .arg("-o")
-                    .arg(&wasm_out),
-                "wasm-opt (skip it with --no-opt)",
-            )?,
-            None => eprintln!(
-                "proxy-fetch-build: note: no wasm-opt (set WASM_OPT or put binaryen's wasm-opt on \
-                 PATH, e.g. `npm i -g binaryen@132`): the wasm is not size-optimized"
-            ),
-        }
+    // Without one, tools::wasm_opt said why.
+    if let Some(wasm_opt) = &wasm_opt {
+        tools::run(
+            Command::new(wasm_opt)
+                .arg(&wasm_out)
+                .arg("-Os")
+                .args(tools::WASM_FEATURES)
+                .arg("-o")
+                .arg(&wasm_out),
+            "wasm-opt (skip it with --no-opt)",
+        )?;
     }
 
     write(&staging.join("proxy-fetch-runtime.js"), output::RUNTIME_JS)?;

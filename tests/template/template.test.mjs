@@ -25,6 +25,9 @@ const run = promisify(execFile);
 const seconds = (t0) => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
 
 const cliRoot = join(cache, "cli");
+// The pinned wrangler of package-lock.json, or another one (scripts/test also runs this file
+// with the newest wrangler 4.x it tests, under the Node.js that one needs: tools/setup.sh).
+const wrangler = process.env.PF_WRANGLER ?? join(root, "node_modules/.bin/wrangler");
 
 // The CLI, installed with cargo as a user would (from this checkout instead of crates.io).
 before(async () => {
@@ -92,7 +95,7 @@ async function wranglerDev(cwd, { env, args = [], work }) {
   mkdirSync(config, { recursive: true });
   let output = "";
   const t0 = Date.now();
-  const child = spawn(join(root, "node_modules/.bin/wrangler"), ["dev", "--local", "--ip", "127.0.0.1",
+  const child = spawn(wrangler, ["dev", "--local", "--ip", "127.0.0.1",
     "--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", join(work, "state"),
     "--show-interactive-dev-session=false", ...args], {
     cwd,
@@ -122,7 +125,7 @@ async function wranglerDev(cwd, { env, args = [], work }) {
     await stop();
     throw error;
   }
-  console.log(`# wrangler dev in ${cwd}: built and ready in ${seconds(t0)}`);
+  console.log(`# wrangler dev (${wrangler}, node ${process.version}) in ${cwd}: built and ready in ${seconds(t0)}`);
   return { base, output: () => output, stop };
 }
 
