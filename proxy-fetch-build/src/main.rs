@@ -11,6 +11,8 @@
 //! The wasm-bindgen CLI must equal the wasm-bindgen library of the crate's own `Cargo.lock`;
 //! the tool finds it or installs it once into a per-user cache (`tools.rs`).
 
+#![warn(missing_docs)]
+
 mod cargo;
 mod dts;
 mod output;
@@ -24,6 +26,7 @@ use std::process::{Command, ExitCode};
 /// The proxy-fetch version this tool's JS runtime belongs to.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Errors are messages for the user, printed as they are.
 pub type Result<T> = std::result::Result<T, String>;
 
 const USAGE: &str = "\

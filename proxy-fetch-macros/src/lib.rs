@@ -4,6 +4,8 @@
 //! Pipeline: `attr.rs` (arguments) -> `ast.rs` (the item as RPC methods, as written) ->
 //! `valid.rs` (every rule, each failure at its token) -> `expand.rs` (generated code).
 
+#![warn(missing_docs)]
+
 mod ast;
 mod attr;
 mod expand;
