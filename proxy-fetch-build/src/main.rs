@@ -341,10 +341,11 @@ fn stamp(wasm: &Path, wasm_bindgen: &Path, wasm_opt: Option<&Path>, opt: bool) -
 }
 
 fn version_mismatch(theirs: &str) -> String {
+    let package = env!("CARGO_PKG_NAME");
     format!(
         "the crate is built against proxy-fetch {theirs}, but this proxy-fetch-build is \
          {VERSION} and carries the JS runtime of {VERSION}: install the matching one \
-         (cargo install proxy-fetch-build --version ={theirs}, or --path <proxy-fetch checkout>/proxy-fetch-build)"
+         (cargo install {package} --version ={theirs}, or --path <proxy-fetch checkout>/proxy-fetch-build)"
     )
 }
 
