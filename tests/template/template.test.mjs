@@ -88,7 +88,9 @@ function pruneUnpacked() {
 let packaged, main, cliCrate;
 
 // The CLI, installed with cargo as a user would, from its .crate (with the Cargo.lock packaged
-// in it, as `cargo install --locked <name>` does).
+// in it, as `cargo install --locked <name>` does). `--force`: the cached root may hold the
+// binary from a package of another name (a checkout before a rename), which cargo would refuse
+// to replace; an up-to-date build folder makes it a copy.
 before(async () => {
   let t0 = Date.now();
   pruneUnpacked();
@@ -98,7 +100,7 @@ before(async () => {
   assert.ok(main && cliCrate, `a proxy_fetch library and a CLI among the packaged crates: ${packaged.map((c) => c.name)}`);
   console.log(`# cargo package of ${packaged.map((c) => c.name).join(", ")}, unpacked: ${seconds(t0)}`);
   t0 = Date.now();
-  await run("cargo", ["install", "--quiet", "--locked", "--path", cliCrate.unpacked,
+  await run("cargo", ["install", "--quiet", "--locked", "--force", "--path", cliCrate.unpacked,
     "--root", cliRoot, "--target-dir", join(cache, "cli-target")], { timeout: 15 * 60_000 });
   console.log(`# cargo install of the packaged ${cliCrate.name}: ${seconds(t0)}`);
 });
