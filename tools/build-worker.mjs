@@ -45,7 +45,7 @@ export function wasmBuildEnv(env, targetDir) {
 /** Compiles the CLI from this checkout (a debug build: it only runs other programs). */
 export function buildCli() {
   const manifest = join(root, "Cargo.toml");
-  execFileSync("cargo", ["build", "--quiet", "-p", "proxy-fetch-build", "--manifest-path", manifest], { stdio: "inherit" });
+  execFileSync("cargo", ["build", "--quiet", "--bin", "proxy-fetch-build", "--manifest-path", manifest], { stdio: "inherit" });
   const metadata = JSON.parse(execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps",
     "--manifest-path", manifest], { encoding: "utf8" }));
   return join(metadata.target_directory, "debug", "proxy-fetch-build");

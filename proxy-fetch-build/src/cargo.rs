@@ -8,6 +8,13 @@ use std::process::{Command, Stdio};
 
 use crate::Result;
 
+/// The package name of proxy-fetch: this tool's own, without `-build` (the crates share a
+/// name, whatever it is).
+pub fn runtime_package() -> &'static str {
+    let own = env!("CARGO_PKG_NAME");
+    own.strip_suffix("-build").unwrap_or(own)
+}
+
 pub struct Metadata {
     json: Value,
     manifest: PathBuf,
@@ -111,8 +118,11 @@ fn worker(json: &Value, manifest: &Path) -> Result<Worker> {
             format!("{name} does not depend on wasm-bindgen: is it a worker crate?"),
         )?,
         proxy_fetch_version: one(
-            "proxy-fetch",
-            format!("{name} does not depend on proxy-fetch: proxy-fetch-build builds proxy-fetch workers"),
+            runtime_package(),
+            format!(
+                "{name} does not depend on {}: proxy-fetch-build builds proxy-fetch workers",
+                runtime_package()
+            ),
         )?,
         name,
         lib_name,
@@ -203,28 +213,37 @@ mod tests {
 
     #[test]
     fn versions_come_from_the_root_packages_own_graph() {
+        let pf = format!("{}@0.1.0", runtime_package());
         let json = json!({
             "packages": [
                 package("w", "0.1.0", true),
-                package("proxy-fetch", "0.1.0", false),
+                package(runtime_package(), "0.1.0", false),
                 package("wasm-bindgen", "0.2.129", false),
                 package("wasm-bindgen", "0.2.100", false),
                 package("trybuild", "1.0.0", false),
             ],
             "resolve": { "nodes": [
-                node("w@0.1.0", &[("proxy-fetch@0.1.0", ""), ("trybuild@1.0.0", "dev")]),
-                node("proxy-fetch@0.1.0", &[("wasm-bindgen@0.2.129", "")]),
+                node("w@0.1.0", &[(&pf, ""), ("trybuild@1.0.0", "dev")]),
+                node(&pf, &[("wasm-bindgen@0.2.129", "")]),
                 node("wasm-bindgen@0.2.129", &[]),
                 node("trybuild@1.0.0", &[("wasm-bindgen@0.2.100", "")]),
             ]},
         });
         let versions = dependency_versions(&json, "w@0.1.0");
         assert_eq!(versions["wasm-bindgen"], vec!["0.2.129".to_owned()]);
-        assert_eq!(versions["proxy-fetch"], vec!["0.1.0".to_owned()]);
+        assert_eq!(versions[runtime_package()], vec!["0.1.0".to_owned()]);
         assert!(
             !versions.contains_key("trybuild"),
             "dev-dependencies are not built into the wasm"
         );
         assert!(!versions.contains_key("w"));
+    }
+
+    #[test]
+    fn runtime_package_is_this_packages_name_without_build() {
+        assert_eq!(
+            format!("{}-build", runtime_package()),
+            env!("CARGO_PKG_NAME")
+        );
     }
 }

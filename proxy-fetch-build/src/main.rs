@@ -13,6 +13,8 @@
 //! the tool finds it or installs it once into a per-user cache (`tools.rs`, `install.rs`), while
 //! cargo builds the crate.
 
+#![warn(missing_docs)]
+
 mod cargo;
 mod dts;
 mod install;
@@ -27,6 +29,7 @@ use std::process::{Command, ExitCode};
 /// The proxy-fetch version this tool's JS runtime belongs to.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Errors are messages for the user, printed as they are.
 pub type Result<T> = std::result::Result<T, String>;
 
 const USAGE: &str = "\
@@ -367,10 +370,11 @@ fn stamp(wasm: &Path, wasm_bindgen: &Path, wasm_opt: Option<&Path>, opt: bool) -
 }
 
 fn version_mismatch(theirs: &str) -> String {
+    let package = env!("CARGO_PKG_NAME");
     format!(
         "the crate is built against proxy-fetch {theirs}, but this proxy-fetch-build is \
          {VERSION} and carries the JS runtime of {VERSION}: install the matching one \
-         (cargo install proxy-fetch-build --version ={theirs}, or --path <proxy-fetch checkout>/proxy-fetch-build)"
+         (cargo install {package} --version ={theirs}, or --path <proxy-fetch checkout>/proxy-fetch-build)"
     )
 }
 

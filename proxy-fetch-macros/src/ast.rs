@@ -20,6 +20,9 @@ pub struct Entrypoint {
     pub client: Ident,
     /// RPC methods and continuation handlers, in the order written (helpers are left out).
     pub methods: Vec<Method>,
+    /// The methods left as written (not `pub`, not continuation handlers): the client gets a
+    /// hint for each, so that reaching for one says why it is not there.
+    pub helpers: Vec<Helper>,
     /// Declared by a trait: the handlers live elsewhere, only the client is generated.
     pub remote_only: bool,
     /// `impl Trait for Type`: the trait's path.
@@ -90,6 +93,25 @@ impl Method {
     }
 
     /// The name of its typed handle on the client: `on_response` -> `ON_RESPONSE`.
+    pub fn handle_name(&self) -> String {
+        self.rust_name.to_uppercase()
+    }
+}
+
+/// A method of the impl block that is neither an RPC method nor a continuation handler.
+pub struct Helper {
+    pub ident: Ident,
+    /// The Rust name without `r#`.
+    pub rust_name: String,
+    /// Takes `self` in some form: a client method of its name is what a caller would write.
+    pub has_receiver: bool,
+    /// The type of its first argument after the receiver: what made it not a handler.
+    pub first_arg: Option<Type>,
+    pub cfgs: Vec<Attribute>,
+}
+
+impl Helper {
+    /// The name its typed handle would have: `on_response` -> `ON_RESPONSE`.
     pub fn handle_name(&self) -> String {
         self.rust_name.to_uppercase()
     }
@@ -216,6 +238,7 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
     let mut methods = Vec::new();
     let mut macros = Vec::new();
     let mut attrs_on_helpers = Vec::new();
+    let mut helpers = Vec::new();
     let mut bad_fn_qualifiers = Vec::new();
     for impl_item in &item.items {
         match impl_item {
@@ -232,6 +255,7 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
                     {
                         attrs_on_helpers.push((attr.span(), f.sig.ident.unraw().to_string()));
                     }
+                    helpers.push(parse_helper(&f.sig, &f.attrs));
                     continue;
                 };
                 qualifiers(&f.sig, &mut bad_fn_qualifiers);
@@ -248,6 +272,7 @@ pub fn parse(args: EntrypointArgs, item: &ItemImpl, errors: &mut Errors) -> Opti
             .unwrap_or_else(|| format_ident!("{}Client", self_ident.unraw())),
         self_ident,
         methods,
+        helpers,
         remote_only: false,
         trait_impl: item.trait_.as_ref().map(|(_, path, _)| path.span()),
         generics: generics_span(&item.generics),
@@ -289,6 +314,7 @@ pub fn parse_remote(args: EntrypointArgs, item: &ItemTrait, errors: &mut Errors)
             .unwrap_or_else(|| format_ident!("{}Client", item.ident.unraw())),
         self_ident: item.ident.clone(),
         methods,
+        helpers: Vec::new(),
         remote_only: true,
         trait_impl: None,
         generics: generics_span(&item.generics),
@@ -296,6 +322,23 @@ pub fn parse_remote(args: EntrypointArgs, item: &ItemTrait, errors: &mut Errors)
         macros,
         attrs_on_helpers: Vec::new(),
         bad_fn_qualifiers,
+    }
+}
+
+fn parse_helper(sig: &Signature, attrs: &[Attribute]) -> Helper {
+    Helper {
+        ident: sig.ident.clone(),
+        rust_name: sig.ident.unraw().to_string(),
+        has_receiver: matches!(sig.inputs.first(), Some(FnArg::Receiver(_))),
+        first_arg: sig.inputs.iter().find_map(|input| match input {
+            FnArg::Typed(pt) => Some((*pt.ty).clone()),
+            FnArg::Receiver(_) => None,
+        }),
+        cfgs: attrs
+            .iter()
+            .filter(|a| a.path().is_ident("cfg"))
+            .cloned()
+            .collect(),
     }
 }
 

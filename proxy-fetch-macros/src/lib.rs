@@ -4,6 +4,8 @@
 //! Pipeline: `attr.rs` (arguments) -> `ast.rs` (the item as RPC methods, as written) ->
 //! `valid.rs` (every rule, each failure at its token) -> `expand.rs` (generated code).
 
+#![warn(missing_docs)]
+
 mod ast;
 mod attr;
 mod expand;
@@ -78,7 +80,10 @@ impl Errors {
 /// `pub(super)`) are local helpers, left untouched. With `origin`, a method whose first
 /// argument's type is `FetchResult` is a continuation handler, whatever its visibility: it keeps
 /// its typed handle (for `Continuation::new`) and its entry in the table proxy-fetch's delivery
-/// dispatches on, but it is not exported and has no client method.
+/// dispatches on, but it is not exported and has no client method. A caller reaching for what
+/// is not there (a helper's method or handle on the client, a handler's method) gets a compile
+/// error that says why, with a note at the method (hints generated on the client, see
+/// `expand.rs`).
 ///
 /// On a trait, only the client is generated: for an entrypoint implemented in JS or elsewhere.
 /// Every method of the trait is an RPC method, and a default body is refused (it would never run).

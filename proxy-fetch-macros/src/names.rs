@@ -2,7 +2,9 @@
 //! list that this macro and the build both read (the JS runtime's wrapper classes, the main
 //! module's own bindings, JS reserved words, proxy-fetch's own classes).
 
-const NAMES_JSON: &str = include_str!("../../proxy-fetch/js/names.json");
+// `js/names.json` is a link to `proxy-fetch/js/names.json` inside this package: `cargo package`
+// stores its content, so the packaged crate carries the list it reads.
+const NAMES_JSON: &str = include_str!("../js/names.json");
 
 pub struct Names {
     /// RPC method names refused on every entrypoint and Durable Object.

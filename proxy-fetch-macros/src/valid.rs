@@ -20,9 +20,12 @@ fn is_js_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Is this proxy-fetch itself (the crate whose classes the system names belong to)?
+/// Is this proxy-fetch itself (the crate whose classes the system names belong to)? Its package
+/// is this macro crate's, without `-macros` (the crates share a name, whatever it is; if they
+/// did not, proxy-fetch's own `#[entrypoint]`s would not compile).
 fn compiling_proxy_fetch() -> bool {
-    std::env::var("CARGO_PKG_NAME").is_ok_and(|name| name == "proxy-fetch")
+    let runtime = env!("CARGO_PKG_NAME").strip_suffix("-macros");
+    std::env::var("CARGO_PKG_NAME").is_ok_and(|name| Some(name.as_str()) == runtime)
 }
 
 /// Checks every rule and reports every failure, each at the token to change.

@@ -1,15 +1,22 @@
 // What a new user does, outside this repository: install the build CLI with cargo, make a crate
-// from templates/worker (proxy-fetch as a path dependency on this checkout), run `wrangler dev`,
-// whose [build] hook builds it with proxy-fetch-build, and proxy a fetch through it to a local
-// upstream. Also: examples/demo served by `wrangler dev` the same way, the README's snippets are
-// the template's files, and the CLI refuses a crate built against another proxy-fetch version.
+// from templates/worker (proxy-fetch by version, as on crates.io), run `wrangler dev`, whose
+// [build] hook builds it with proxy-fetch-build, and proxy a fetch through it to a local
+// upstream. What it builds is what a user would download: the crates as `cargo package` makes
+// them (tools/package.mjs), the CLI installed from its .crate, the template's dependency taken
+// from them through [patch.crates-io]. Also: examples/demo served by `wrangler dev` the same
+// way, the README's snippets are the template's files, and the CLI refuses a crate built
+// against another proxy-fetch version.
 //
-// Cached between runs (so a rerun costs seconds): the installed CLI and its build folder, and
-// the template crate's target folder, under $PF_CACHE/outside-test.
+// Package names come from the crates' own Cargo.toml (a renamed package needs no change here).
+// Cached between runs (so a rerun costs seconds): the unpacked crates (one folder per content),
+// the installed CLI and its build folder, and the template crate's target folder, under
+// $PF_CACHE/outside-test.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync,
+  writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -17,6 +24,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { startUpstream } from "../workerd/upstream.mjs";
 import { buildCli, wasmBuildEnv } from "../../tools/build-worker.mjs";
+import { packageCrates } from "../../tools/package.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const template = join(root, "templates/worker");
@@ -29,12 +37,75 @@ const cliRoot = join(cache, "cli");
 // with the newest wrangler 4.x it tests, under the Node.js that one needs: tools/setup.sh).
 const wrangler = process.env.PF_WRANGLER ?? join(root, "node_modules/.bin/wrangler");
 
-// The CLI, installed with cargo as a user would (from this checkout instead of crates.io).
+/** Every file under `dir`, as paths relative to it, sorted. */
+function files(dir, prefix = "") {
+  return readdirSync(join(dir, prefix), { withFileTypes: true }).flatMap((e) => e.isDirectory()
+    ? files(dir, join(prefix, e.name)) : [join(prefix, e.name)]).sort();
+}
+
+/**
+ * Unpacks a .crate into $cache/crates/<name>-<version>-<hash of its files>/<name>-<version>:
+ * one folder per content, written once (to a temporary folder, then renamed) and never changed,
+ * so a rerun reuses cargo's build of it, and checkouts that share the cache never build from a
+ * folder another one is rewriting. (`.cargo_vcs_info.json`, the commit packaged, is left out of
+ * the hash: it changes with every commit.)
+ */
+function unpack(crate) {
+  const crates = join(cache, "crates");
+  mkdirSync(crates, { recursive: true });
+  const tmp = mkdtempSync(join(crates, "tmp-"));
+  try {
+    execFileSync("tar", ["-xzf", crate.file, "-C", tmp]);
+    const top = `${crate.name}-${crate.version}`;
+    const hash = createHash("sha256");
+    for (const file of files(join(tmp, top)).filter((f) => f !== ".cargo_vcs_info.json")) {
+      hash.update(`${file}\0`).update(readFileSync(join(tmp, top, file)));
+    }
+    const keyed = join(crates, `${top}-${hash.digest("hex").slice(0, 16)}`);
+    try {
+      renameSync(tmp, keyed);
+    } catch (error) {
+      if (!existsSync(keyed)) throw error; // else another run unpacked the same content first
+    }
+    const now = new Date();
+    utimesSync(keyed, now, now); // in use: kept by the pruning below
+    return join(keyed, top);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Unpacked crates of earlier contents, unused for a week. */
+function pruneUnpacked() {
+  const crates = join(cache, "crates");
+  const weekAgo = Date.now() - 7 * 24 * 3600_000;
+  for (const entry of existsSync(crates) ? readdirSync(crates) : []) {
+    const path = join(crates, entry);
+    if (statSync(path).mtimeMs < weekAgo) rmSync(path, { recursive: true, force: true });
+  }
+}
+
+// The published crates as `cargo package` makes them, unpacked: what the registry would serve.
+// The crate `use`d as `proxy_fetch` is the template's dependency; the one without a library is
+// the CLI.
+let packaged, main, cliCrate;
+
+// The CLI, installed with cargo as a user would, from its .crate (with the Cargo.lock packaged
+// in it, as `cargo install --locked <name>` does). `--force`: the cached root may hold the
+// binary from a package of another name (a checkout before a rename), which cargo would refuse
+// to replace; an up-to-date build folder makes it a copy.
 before(async () => {
-  const t0 = Date.now();
-  await run("cargo", ["install", "--quiet", "--locked", "--path", join(root, "proxy-fetch-build"),
+  let t0 = Date.now();
+  pruneUnpacked();
+  packaged = packageCrates({ verify: false }).map((crate) => ({ ...crate, unpacked: unpack(crate) }));
+  main = packaged.find((c) => c.lib === "proxy_fetch");
+  cliCrate = packaged.find((c) => c.lib === null);
+  assert.ok(main && cliCrate, `a proxy_fetch library and a CLI among the packaged crates: ${packaged.map((c) => c.name)}`);
+  console.log(`# cargo package of ${packaged.map((c) => c.name).join(", ")}, unpacked: ${seconds(t0)}`);
+  t0 = Date.now();
+  await run("cargo", ["install", "--quiet", "--locked", "--force", "--path", cliCrate.unpacked,
     "--root", cliRoot, "--target-dir", join(cache, "cli-target")], { timeout: 15 * 60_000 });
-  console.log(`# cargo install --path proxy-fetch-build: ${seconds(t0)}`);
+  console.log(`# cargo install of the packaged ${cliCrate.name}: ${seconds(t0)}`);
 });
 
 /** Waits until `check()` returns a truthy value, polling every `every` ms until `ms` pass. */
@@ -137,15 +208,27 @@ describe("a crate made from templates/worker outside the repository, run by wran
     work = mkdtempSync(join(tmpdir(), "pf-template-"));
     crate = join(work, "my-worker");
 
-    // The crate: the template with proxy-fetch pointing at this checkout. The workspace's
-    // Cargo.lock pins the same dependency versions the other tests build with.
+    // The crate: the template as it is (its dependency by version, as a user writes it once the
+    // crates are published), and [patch.crates-io] pointing that dependency and the crates it
+    // depends on at the packaged crates. The workspace's Cargo.lock pins the same dependency
+    // versions the other tests build with.
     cpSync(template, crate, { recursive: true, filter: (src) => !/\/(target|build|\.wrangler)$/.test(src) });
     const manifest = join(crate, "Cargo.toml");
     const original = readFileSync(manifest, "utf8");
-    const pointed = original.replace('path = "../../proxy-fetch"', `path = ${JSON.stringify(join(root, "proxy-fetch"))}`);
-    assert.notEqual(pointed, original, "the template's Cargo.toml has the path dependency this test rewrites");
-    writeFileSync(manifest, pointed);
+    const requirement = main.version.split(".").slice(0, 2).join(".");
+    assert.ok(original.includes(`\n${main.name} = "${requirement}"\n`),
+      `the template depends on ${main.name} by version ("${requirement}"):\n${original}`);
+    const patches = packaged.filter((c) => c.lib !== null)
+      .map((c) => `${c.name} = { path = ${JSON.stringify(c.unpacked)} }\n`).join("");
+    writeFileSync(manifest, `${original}\n# The packaged crates, as the registry would serve them.\n[patch.crates-io]\n${patches}`);
     cpSync(join(root, "Cargo.lock"), join(crate, "Cargo.lock"));
+    // What cargo resolves is the packaged crates, not a registry crate of the same name.
+    const metadata = JSON.parse((await run("cargo", ["metadata", "--format-version", "1", "--manifest-path", manifest],
+      { maxBuffer: 64 << 20 })).stdout);
+    for (const c of packaged.filter((c) => c.lib !== null)) {
+      const used = metadata.packages.filter((p) => p.name === c.name).map((p) => dirname(p.manifest_path));
+      assert.deepEqual(used, [c.unpacked], `${c.name} resolves to the packaged crate`);
+    }
 
     // wrangler dev; its [build] command is `proxy-fetch-build`, the installed one on PATH.
     upstream = await startUpstream();
@@ -235,13 +318,13 @@ test("proxy-fetch-build refuses a crate that depends on another proxy-fetch vers
     // A stand-in proxy-fetch of another version: the refusal comes from `cargo metadata`, so
     // nothing is compiled.
     mkdirSync(join(work, "proxy-fetch/src"), { recursive: true });
-    writeFileSync(join(work, "proxy-fetch/Cargo.toml"), '[package]\nname = "proxy-fetch"\nversion = "0.0.1"\nedition = "2021"\n');
+    writeFileSync(join(work, "proxy-fetch/Cargo.toml"), `[package]\nname = "${main.name}"\nversion = "0.0.1"\nedition = "2021"\n`);
     writeFileSync(join(work, "proxy-fetch/src/lib.rs"), "");
     mkdirSync(join(work, "old-worker/src"), { recursive: true });
     writeFileSync(join(work, "old-worker/Cargo.toml"), [
       '[package]\nname = "old-worker"\nversion = "0.1.0"\nedition = "2021"\n',
       '[lib]\ncrate-type = ["cdylib"]\n',
-      '[dependencies]\nproxy-fetch = { path = "../proxy-fetch" }\nwasm-bindgen = "=0.2.129"\n',
+      `[dependencies]\n${main.name} = { path = "../proxy-fetch" }\nwasm-bindgen = "=0.2.129"\n`,
     ].join("\n"));
     writeFileSync(join(work, "old-worker/src/lib.rs"), "");
     cpSync(join(root, "Cargo.lock"), join(work, "old-worker/Cargo.lock"));

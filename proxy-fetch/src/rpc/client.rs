@@ -42,5 +42,6 @@ pub trait ServiceClient: Client {
 pub trait LocalClient: Client {
     /// The type whose `#[entrypoint]` methods the client calls.
     type Impl;
+    /// A client whose calls go straight to `this`.
     fn local(this: Rc<Self::Impl>) -> Self;
 }

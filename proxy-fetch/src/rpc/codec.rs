@@ -130,6 +130,7 @@ impl Args {
         self.values.get(index)
     }
 
+    /// The argument at `index` (named `name` in errors), decoded.
     pub fn get<T: DeserializeOwned>(&self, index: u32, name: &str) -> Result<T, RpcError> {
         from_js(self.values.get(index)).map_err(|e| {
             RpcError::new(

@@ -25,13 +25,16 @@ pub enum RpcErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct RpcError {
+    /// What failed: the encoding, the decoding or the call itself.
     pub kind: RpcErrorKind,
     /// The JS name of the method called, e.g. `executeFetches`.
     pub method: String,
+    /// What went wrong, for people.
     pub message: String,
 }
 
 impl RpcError {
+    /// An error of `kind` in a call of `method` (its JS name).
     pub fn new(kind: RpcErrorKind, method: &str, message: impl Into<String>) -> Self {
         RpcError {
             kind,
@@ -117,11 +120,14 @@ impl From<RpcError> for worker::Error {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct HandlerError {
+    /// A machine-readable kind, e.g. `"worker"` for a converted `worker::Error`.
     pub kind: String,
+    /// What went wrong, for people.
     pub message: String,
 }
 
 impl HandlerError {
+    /// An error of `kind` with `message`.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
         HandlerError {
             kind: kind.into(),

@@ -8,6 +8,8 @@
 //!   generated client can do.
 //! - [`WorkerEntrypoint`]: how a named or default entrypoint builds its handler per call.
 
+#![warn(missing_docs)]
+
 mod client;
 mod codec;
 #[cfg(not(target_arch = "wasm32"))]
@@ -75,6 +77,7 @@ impl<T, Args> Copy for Method<T, Args> {}
             or use #[entrypoint(durable_object)] if `{Self}` is a Durable Object"
 )]
 pub trait WorkerEntrypoint: 'static {
+    /// The handler of one incoming call, from the entrypoint's `env` and `ctx`.
     fn new(env: worker::Env, ctx: worker::Context) -> Self;
 }
 
@@ -101,6 +104,7 @@ impl<T> Target<T> {
 pub enum RemoteOnly {}
 
 impl Target<RemoteOnly> {
+    /// The stub: a client generated from a trait always calls over RPC.
     pub fn remote(&self) -> &Stub {
         match self {
             Target::Remote(stub) => stub,

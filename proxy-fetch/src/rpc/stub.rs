@@ -121,6 +121,7 @@ impl Stub {
         }
     }
 
+    /// The JS value behind the stub.
     pub fn as_js(&self) -> &JsValue {
         &self.js
     }

@@ -151,6 +151,7 @@ pub async fn callers(env: &Env) -> Result<String, Box<dyn std::error::Error>> {
     names.with_cfg_attr(0).await?;
     let calls = names.from_stub().await?;
     let _ = <NamesClient as Client>::stub(&names);
+    let _ = names.count();
     let _ = (NamesClient::TYPE, NamesClient::KEPT, NamesClient::STUB);
     let registry = <RegistryClient as DurableObjectClient>::from_name(env, "REGISTRY", "r")?;
     let stored = registry.from_name("reg".into()).await?;
@@ -158,6 +159,16 @@ pub async fn callers(env: &Env) -> Result<String, Box<dyn std::error::Error>> {
     Ok(format!(
         "{echo:?} {next} {local} {from_env} {typed} {kept} {calls} {stored} {read:?}"
     ))
+}
+
+/// The client can have items of its own, even named like a helper: the compile-time hint the
+/// macro puts there for `count` (and its handle `COUNT`) gives way to them.
+impl NamesClient {
+    pub fn count(&self) -> u32 {
+        Self::COUNT
+    }
+
+    pub const COUNT: u32 = 1;
 }
 
 /// In process, the helpers are still the type's own methods.
