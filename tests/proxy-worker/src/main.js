@@ -4,6 +4,8 @@
 // "put", "delete") on a key starting with `prefix` reject, as a failing storage would. A read
 // fault also makes the object start afresh, as a restarted instance does (proxy-fetch keeps
 // the rows an instance read or wrote in its memory), so its next reads reach storage.
+// `storageFaultsLeft()` says how many injected faults have not been hit yet: a test checks that
+// the failure it set up happened.
 import * as build from "../build/worker.js";
 
 export * from "../build/worker.js";
@@ -49,6 +51,9 @@ function withFaults(Base) {
       // and keeps the rows it read or wrote: without that name the object starts afresh, as a
       // restarted instance does, and its next reads reach storage.
       if (op === "get") delete this.realCtx.__proxyFetchInstance;
+    }
+    storageFaultsLeft() {
+      return this.faults.reduce((sum, f) => sum + f.times, 0);
     }
   };
 }
