@@ -16,12 +16,13 @@ import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
-import { jsWorker, root, startWorker } from "../tests/workerd/harness.mjs";
+import { jsWorker, root, settle, startWorker, waitFor } from "../tests/workerd/harness.mjs";
 import { startUpstream } from "../tests/workerd/upstream.mjs";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const began = Date.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** Only to measure over a window (workerd's idle CPU): never to wait for something. */
+const measureWindow = (ms) => new Promise((r) => setTimeout(r, ms));
 const quantile = (xs, q) => {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -68,8 +69,14 @@ const benchRoute = async (path, body) => {
 };
 const counters = () => benchRoute("/__bench/counters");
 const resetCounters = () => benchRoute("/__bench/reset", {});
-/** Resolves when every tag's arrival record is written; the tags still missing at the deadline. */
-const awaitTags = async (tags, timeoutMs) => (await benchRoute("/__bench/await", { tags, timeout_ms: timeoutMs })).missing;
+/** Resolves when every tag's arrival record is written (the bench worker waits for them, so no
+ *  polling runs while a measurement does); throws at the deadline, naming the tags missing. */
+async function awaitTags(tags, timeoutMs, what) {
+  const { missing } = await benchRoute("/__bench/await", { tags, timeout_ms: timeoutMs });
+  if (missing.length) {
+    throw new Error(`bench: timed out after ${timeoutMs} ms waiting for ${what}: ${missing.length} of ${tags.length} results missing (${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""})`);
+  }
+}
 
 /** Methods of the bench's own (its Probe's API, not proxy-fetch's): left out of the DO requests. */
 const BENCH_METHODS = {
@@ -105,20 +112,18 @@ function workerdCpuMs() {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK; // utime, stime
 }
 
-/** Waits until the counters stop moving (work after the last arrival, e.g. a completion). */
+/** Waits until the counters stop moving (work after the last arrival, e.g. a completion):
+ *  three reads 100 ms apart that agree; throws if that takes over 20 s. */
 async function quiesce() {
   const fingerprint = (c) => JSON.stringify([c.classes, c.entrypoints, c.sql]);
-  let last = fingerprint(await counters());
-  let stable = 0;
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    await sleep(100);
+  let last;
+  let unchanged = 0;
+  await waitFor(async () => {
     const now = fingerprint(await counters());
-    stable = now === last ? stable + 1 : 0;
+    unchanged = now === last ? unchanged + 1 : 0;
     last = now;
-    if (stable >= 2) return;
-  }
-  throw new Error("workerd did not go quiet within 20 s of the last arrival");
+    return unchanged;
+  }, { until: (n) => n >= 2, deadlineMs: 20_000, everyMs: 100, what: "workerd to go quiet after the last arrival (reads of the counters that agree, 0 to 2)" });
 }
 
 // CPU of workerd doing nothing (timers, GC), per ms of wall time: subtracted from each window.
@@ -126,7 +131,7 @@ const idle = await (async () => {
   const ms = QUICK ? 500 : 3000;
   const c0 = workerdCpuMs();
   const t0 = Date.now();
-  await sleep(ms);
+  await measureWindow(ms);
   return (workerdCpuMs() - c0) / (Date.now() - t0);
 })();
 
@@ -150,8 +155,7 @@ async function availableFlows() {
   const tag = `flow-probe-${tagSeq++}`;
   const r = await drive({ binding: "PROBE", name: "flow-probe", method: "start", args: [up.url("/flow-probe"), { flow: "no-such-flow" }, tag] });
   if (r.error) return ["orchestrated", "direct"];
-  const missing = await awaitTags([tag], 10_000);
-  if (missing.length) throw new Error("the flow probe's request was not delivered");
+  await awaitTags([tag], 10_000, "the flow probe's result");
   console.log("NOTE: ProxyFetchOptions has no `flow` at this commit (an unknown flow was accepted): the orchestrated flow only.");
   return ["orchestrated"];
 }
@@ -253,14 +257,16 @@ async function startAll({ label, n, wave = n, origins, url, options, each = fals
       if (r.ok) started.push(r.ok);
       else errors.push(r.error);
     }
-    if (each) await awaitTags(started.slice(before).map((s) => s.tag), 30_000);
+    if (each) await awaitTags(started.slice(before).map((s) => s.tag), 30_000, `the results of ${label} wave ${done / wave + 1}`);
   }
-  await awaitTags(started.map((s) => s.tag), timeoutMs);
+  await awaitTags(started.map((s) => s.tag), timeoutMs, `the results of ${label}`);
   return { label, n, origins, started, errors };
 }
 
-/** What arrived for a `startAll`, read from the origins' records. */
+/** What arrived for a `startAll`, read from the origins' records after the settle window (so
+ *  that a second delivery of a result is counted as a duplicate). */
 async function collect({ label, n, origins, started, errors }) {
+  await settle();
   const byTag = new Map();
   for (const o of new Set(origins)) for (const a of await call(o, "arrivals")) if (a.tag.startsWith(`${label}-`)) byTag.set(a.tag, a);
   const arrivals = started.map((s) => ({ ...s, ...byTag.get(s.tag) }));
@@ -304,7 +310,7 @@ async function runAwaited({ label, n, wave = n, origins, url, each = false }) {
       if (!r.ok) throw new Error(`${label}: awaited fetch failed: ${r.error}`);
       done.push(r.ok);
     }
-    if (each) await awaitTags(calls.map((c) => c.args[1]), 30_000);
+    if (each) await awaitTags(calls.map((c) => c.args[1]), 30_000, `the awaited fetches of ${label}`);
   }
   return {
     elapsed_ms: done.map((d) => d.done_at_ms - d.started_at_ms),

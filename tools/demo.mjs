@@ -2,7 +2,7 @@
 // The README's first command ends here: start a local upstream that answers slowly, start the
 // demo worker (examples/demo, already built) in local workerd, proxy a fetch from its Inbox
 // Durable Object, and show what arrived at the handler and how long each hop took.
-import { startWorker } from "../tests/workerd/harness.mjs";
+import { startWorker, waitFor } from "../tests/workerd/harness.mjs";
 import { startUpstream } from "../tests/workerd/upstream.mjs";
 
 const delay = Number(process.env.UPSTREAM_DELAY_MS ?? 1000);
@@ -14,19 +14,15 @@ try {
   console.log(`upstream:  ${up.base} (answers after ${delay} ms)`);
   console.log(`workerd:   ${worker.url} running examples/demo (wasm)`);
   console.log(`\nPOST /inbox/demo/fetch {"url": "${url}"}`);
-  const t0 = Date.now();
   const res = await worker.fetch("/inbox/demo/fetch", { method: "POST", body: JSON.stringify({ url, tag: "demo" }) });
   const started = await res.json();
   if (!res.ok) throw new Error(`start failed: ${JSON.stringify(started)}`);
   console.log(`-> ${res.status} request_id=${started.request_id}, Inbox held ${ms(started.hold_ms)} (until the executor acknowledged)`);
 
-  let filed;
-  while (!filed && Date.now() - t0 < 30_000) {
-    await new Promise((r) => setTimeout(r, 25));
+  const filed = await waitFor(async () => {
     const results = await (await worker.fetch("/inbox/demo/results")).json();
-    filed = results.find((r) => r.request_id === started.request_id);
-  }
-  if (!filed) throw new Error("no result within 30 s");
+    return results.find((r) => r.request_id === started.request_id);
+  }, { deadlineMs: 30_000, what: `the result of ${started.request_id} at the demo's Inbox` });
   const total = filed.arrived_at_ms - started.started_at_ms;
   console.log(`\nInbox.on_response got: ${filed.outcome} ${filed.status ?? ""} after ${filed.attempts} attempt(s), ${filed.body_len} bytes`);
   console.log(`  body: ${filed.text.slice(0, 160)}${filed.text.length > 160 ? "..." : ""}`);

@@ -5,7 +5,11 @@ import { soak } from "../tests/workerd/soak.mjs";
 
 const n = Number(process.argv[2] ?? 10_000);
 const restarts = Number(process.argv[3] ?? 4);
-const report = await soak({ n, restarts, log: (m) => console.log(`soak: ${m}`) });
+// A wait that passed its deadline (a result that never came, queues that never drained) throws.
+const report = await soak({ n, restarts, log: (m) => console.log(`soak: ${m}`) }).catch((error) => {
+  console.log(`soak: FAILED: ${error.message}`);
+  process.exit(1);
+});
 const { examples, ...summary } = report;
 console.log(JSON.stringify(summary, null, 2));
 if (!report.ok) console.log(JSON.stringify(examples, null, 2));

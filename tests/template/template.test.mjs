@@ -22,6 +22,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { waitFor } from "../workerd/harness.mjs";
 import { startUpstream } from "../workerd/upstream.mjs";
 import { buildCli, wasmBuildEnv } from "../../tools/build-worker.mjs";
 import { packageCrates } from "../../tools/package.mjs";
@@ -108,17 +109,6 @@ before(async () => {
   console.log(`# cargo install of the packaged ${cliCrate.name}: ${seconds(t0)}`);
 });
 
-/** Waits until `check()` returns a truthy value, polling every `every` ms until `ms` pass. */
-async function until(what, ms, check, every = 50) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, every));
-  }
-}
-
 function freePort() {
   return new Promise((ok, fail) => {
     const server = createServer().once("error", fail);
@@ -187,11 +177,11 @@ async function wranglerDev(cwd, { env, args = [], work }) {
   };
   const base = `http://127.0.0.1:${port}`;
   try {
-    await until(`wrangler dev in ${cwd} to build the worker and listen`, 15 * 60_000, async () => {
+    await waitFor(async () => {
       if (exited) throw new Error(`wrangler dev exited (${JSON.stringify(exited)}):\n${output}`);
       if (!output.includes(`Ready on ${base}`)) return false;
       return fetch(`${base}/`, { signal: AbortSignal.timeout(10_000) }).then(() => true, () => false);
-    }, 100);
+    }, { deadlineMs: 15 * 60_000, everyMs: 100, what: `wrangler dev in ${cwd} to build the worker and listen` });
   } catch (error) {
     await stop();
     throw error;
@@ -263,10 +253,10 @@ describe("a crate made from templates/worker outside the repository, run by wran
     const requestId = await res.text();
     assert.equal(res.status, 200, requestId);
     assert.match(requestId, /^[0-9a-f]{32}~\d+$/);
-    const stored = await until("the handler to store the response", 30_000, async () => {
+    const stored = await waitFor(async () => {
       const r = await fetch(`${base}/weather/lisbon`, { signal: AbortSignal.timeout(10_000) });
       return r.status === 200 ? r.text() : false;
-    });
+    }, { deadlineMs: 30_000, everyMs: 50, what: "the handler to store the response" });
     const echo = JSON.parse(stored);
     assert.equal(echo.path, "/weather/lisbon");
     assert.equal(upstream.count("/weather/lisbon"), 1);
@@ -302,10 +292,10 @@ describe("examples/demo run by wrangler dev", () => {
     });
     const started = await res.json();
     assert.equal(res.status, 200, JSON.stringify(started));
-    const filed = await until("the handler to file the response", 30_000, async () => {
+    const filed = await waitFor(async () => {
       const results = await (await fetch(`${dev.base}/inbox/wrangler/results`, { signal: AbortSignal.timeout(10_000) })).json();
       return results.find((r) => r.request_id === started.request_id);
-    });
+    }, { deadlineMs: 30_000, everyMs: 50, what: "the handler to file the response" });
     assert.equal(filed.outcome, "response");
     assert.equal(filed.status, 200);
     assert.equal(JSON.parse(filed.text).path, "/weather/porto");

@@ -3,7 +3,7 @@
 // On the demo worker's Inbox, whose handler is `on_response`.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { startWorker } from "./harness.mjs";
+import { startWorker, waitFor } from "./harness.mjs";
 import { startUpstream } from "./upstream.mjs";
 
 let w, up;
@@ -35,13 +35,10 @@ test("the handler still receives a proxied fetch's result, through proxy-fetch's
   const box = inbox("delivered");
   const options = { timeout_ms: 3000, retry: { max_attempts: 3, base_delay_ms: 20, max_delay_ms: 200 } };
   const started = await box.start({ url: up.url("/handlers/delivered") }, options, "d");
-  const deadline = Date.now() + 15000;
-  let filed = [];
-  while (filed.length === 0 && Date.now() < deadline) {
-    filed = plain(await box.results());
-    if (filed.length === 0) await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.equal(filed.length, 1, "the result arrived within 15 s");
+  const filed = await waitFor(async () => plain(await box.results()), {
+    until: (list) => list.length > 0, deadlineMs: 15000, what: "the result at the demo's Inbox",
+  });
+  assert.equal(filed.length, 1, "one result");
   assert.equal(filed[0].request_id, started.request_id);
   assert.equal(filed[0].outcome, "response");
   assert.equal(filed[0].status, 200);

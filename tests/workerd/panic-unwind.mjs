@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { jsWorker, root, startWorker } from "./harness.mjs";
+import { jsWorker, root, startWorker, waitFor } from "./harness.mjs";
 
 let w;
 before(async () => {
@@ -24,15 +24,6 @@ after(() => w?.dispose());
 
 const json = async (path) => (await w.fetchPeer("js-peer", path)).json();
 
-async function eventually(probe, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value || Date.now() > deadline) return value;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 describe("panic = unwind (tests/worker/build-unwind)", () => {
   test("a panicking call rejects with an RPC error naming the method and the panic; calls and wait_until work in flight complete in the same instance", async () => {
     const r = await json("/panic-isolated?key=unwind-1");
@@ -43,8 +34,9 @@ describe("panic = unwind (tests/worker/build-unwind)", () => {
     assert.deepEqual(r.nap, { ok: 1500 }, "the awaited call in flight completed with its value");
     assert.deepEqual(r.settled, ["explode", "nap"], "the nap was still in flight when the panic was answered");
     assert.equal(r.ticksAfter, r.ticksBefore + 1, "the instance's memory was kept (no fresh instance)");
-    const written = await eventually(async () => (await (await w.fetch("/counter?key=unwind-1")).text()) === "9");
-    assert.ok(written, "the wait_until work started before the panic wrote its value");
+    await waitFor(async () => (await w.fetch("/counter?key=unwind-1")).text(), {
+      until: (value) => value === "9", deadlineMs: 5000, what: "the wait_until work started before the panic to write 9",
+    });
     assert.ok(w.logs.join("").includes("explode panicked: the test panics on purpose"), "the panic is logged with the method's name");
   });
 
@@ -73,9 +65,8 @@ describe("panic = unwind (tests/worker/build-unwind)", () => {
   test("a panic in wait_until work is logged with the method's name; the instance lives on", async () => {
     const r = await json("/panic-later");
     assert.deepEqual(r.ack, {}, "acknowledged (resolved with undefined, no error) before the panic");
-    const logged = await eventually(() =>
-      w.logs.join("").includes("Crasher.explodeLater panicked in wait_until: the test panics on purpose in the background"));
-    assert.ok(logged, `the panic was logged; logs: ${w.logs.join("").slice(-2000)}`);
+    const line = "Crasher.explodeLater panicked in wait_until: the test panics on purpose in the background";
+    await waitFor(() => w.logs.join("").includes(line), { deadlineMs: 5000, what: `the panic logged ("${line}")` });
     assert.equal(await json("/ticks"), r.ticks + 1, "the instance's memory was kept (no fresh instance)");
   });
 });

@@ -2,7 +2,7 @@
 // nothing, and the handler hears why, on both flows.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { jsWorker, startWorker } from "./harness.mjs";
+import { jsWorker, startWorker, waitFor } from "./harness.mjs";
 import { startUpstream } from "./upstream.mjs";
 
 let w, up;
@@ -28,12 +28,11 @@ for (const flow of ["direct", "orchestrated"]) {
     const key = `no-policy-${flow}`;
     const started = await call(name, "start", { url: up.url("/x", { key }) }, { flow }, "t");
     assert.ok(started.ok, JSON.stringify(started.error));
-    let results = [];
-    const deadline = Date.now() + 15000;
-    while (results.length === 0 && Date.now() < deadline) {
-      results = (await call(name, "results")).ok;
-      if (results.length === 0) await new Promise((r) => setTimeout(r, 20));
-    }
+    const results = await waitFor(async () => {
+      const answer = await call(name, "results");
+      if (answer.error) throw new Error(`results failed: ${JSON.stringify(answer.error)}`);
+      return answer.ok;
+    }, { until: (list) => list.length > 0, deadlineMs: 15000, what: `the result at ${name}` });
     assert.equal(results.length, 1, "one result arrived");
     assert.equal(results[0].outcome, "Rejected");
     assert.match(results[0].text, /has no `PROXY_FETCH_ALLOW` var, so it fetches nothing: set it/);

@@ -2,7 +2,7 @@
 // Durable Object entrypoints, wait_until acknowledgement, typed errors, bad payloads.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { jsWorker, startWorker } from "./harness.mjs";
+import { jsWorker, startWorker, waitFor } from "./harness.mjs";
 
 let w;
 before(async () => {
@@ -26,15 +26,6 @@ const text = async (path) => {
 };
 const json = async (path) => (await w.fetchPeer("js-peer", path)).json();
 
-async function eventually(probe, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value || Date.now() > deadline) return value;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 describe("Rust caller, Rust callee", () => {
   test("the worker's fetch handler answers from Rust", async () => {
     assert.deepEqual(await text("/"), { status: 200, body: "hello from Rust in workerd" });
@@ -52,16 +43,16 @@ describe("Rust caller, Rust callee", () => {
   test("wait_until method acknowledges before its work ends; the work's effect shows later", async () => {
     const { body } = await text("/record-later?key=late-1");
     assert.match(body, /value_at_ack=0$/, "the caller was answered before the work wrote 7");
-    const done = await eventually(async () => (await text("/counter?key=late-1")).body === "7");
-    assert.ok(done, "the background work completed under waitUntil");
+    await waitFor(async () => (await text("/counter?key=late-1")).body, {
+      until: (body) => body === "7", deadlineMs: 5000, what: "the background work to write 7 under waitUntil",
+    });
   });
 
   test("a wait_until method's failure is logged with the method's name, not lost", async () => {
     const { body } = await text("/record-later?key=fail");
     assert.match(body, /^ack_ms=/, "the caller was acknowledged");
-    const logged = await eventually(async () =>
-      w.logs.join("").includes("Greeter.recordLater failed in wait_until: refused: the key `fail` is refused after the acknowledgement"));
-    assert.ok(logged, w.logs.join("").slice(-2000));
+    const line = "Greeter.recordLater failed in wait_until: refused: the key `fail` is refused after the acknowledgement";
+    await waitFor(() => w.logs.join("").includes(line), { deadlineMs: 5000, what: `the log line "${line}"` });
   });
 
   test("Durable Object RPC methods through the generated client; fetch still works", async () => {
@@ -105,8 +96,8 @@ describe("JS and Rust across the boundary", () => {
   test("a Rust panic: the caller gets an error at once, acknowledged background work lost with it is logged, the next calls get a fresh instance", async () => {
     const r = await json("/panic");
     assert.match(r.crash.error.message, /the Wasm instance crashed/);
-    const logged = await eventually(() => w.logs.join("").includes("acknowledged background work lost: GreeterEntrypoint.recordLater"));
-    assert.ok(logged, "the lost wait_until work is named in the log");
+    const line = "acknowledged background work lost: GreeterEntrypoint.recordLater";
+    await waitFor(() => w.logs.join("").includes(line), { deadlineMs: 5000, what: `the lost wait_until work named in the log ("${line}")` });
     console.log(`panic reported to the caller after ${r.crashMs} ms`);
     assert.equal(r.after, "hello after!");
     assert.equal(r.counterAfter, 5, "the Durable Object's Rust value is rebuilt; its storage is kept");

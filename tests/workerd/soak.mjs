@@ -5,16 +5,30 @@
 // killed (SIGKILL) during bursts of starts and restarted on the same storage. Afterwards every
 // request must have had its handler run exactly once, with the outcome of its scenario (a GET
 // lost with its executor is recovered, never Backstop), and no queue entry or pending record
-// may be left. Used by soak.test.mjs (1,000) and scripts/soak.
+// may be left. The results are read again after the queues drained and the settle window
+// passed, so a delivery made while they drained counts. Every wait has a deadline and throws
+// at it (harness.mjs's waitFor); a failed read of results, pending records or stats is an
+// error, never an empty list. Used by soak.test.mjs (1,000) and scripts/soak.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { jsWorker, startWorker } from "./harness.mjs";
+import { jsWorker, settle, startWorker, waitFor } from "./harness.mjs";
 import { startUpstream } from "./upstream.mjs";
 
 const SHARDS = 4;
 const ORIGINS = 20;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** How long the soak waits for its in-flight requests to fall under `maxInFlight` (ms). */
+const IN_FLIGHT_DEADLINE_MS = 120_000;
+/** How long it waits, after the last start, for every result and for the queues to drain (ms). */
+const DRAIN_DEADLINE_MS = 180_000;
+/** A random delay before a kill: when to strike, not a wait for anything. */
+const killDelay = () => new Promise((r) => setTimeout(r, Math.random() * 300));
+
+/** The value of one call of a burst that must succeed: a failed read is an error, never empty. */
+function must(answer, what) {
+  if (!answer || !("ok" in answer)) throw new Error(`soak: ${what} failed: ${JSON.stringify(answer?.error ?? answer)}`);
+  return answer.ok;
+}
 
 /** What request i asks of the upstream, and the outcome its handler must see. */
 function scenario(i, up) {
@@ -44,9 +58,25 @@ export async function soak({ n = 1000, restarts = 2, batch = 250, maxInFlight = 
   });
   const driver = async (body) => (await w.fetchPeer("driver", "http://driver/", { method: "POST", body: JSON.stringify(body) })).json();
   const origin = (i) => `soak-inbox-${i % ORIGINS}`;
-  const inFlight = async () => {
-    const pending = await driver({ op: "burst", binding: "INBOX", calls: [...Array(ORIGINS).keys()].map((i) => ({ name: origin(i), method: "pending", args: [] })) });
-    return pending.reduce((sum, p) => sum + (p.ok?.length ?? 0), 0);
+  const origins = [...Array(ORIGINS).keys()].map(origin);
+  /** Every origin's answer to `method`, each one required. */
+  const ask = async (method) => {
+    const answers = await driver({ op: "burst", binding: "INBOX", calls: origins.map((name) => ({ name, method, args: [] })) });
+    return answers.map((a, i) => must(a, `${method} of ${origins[i]}`));
+  };
+  const inFlight = async () => (await ask("pending")).reduce((sum, p) => sum + p.length, 0);
+  /** tag -> every result filed under that tag (more than one is a duplicate too). */
+  const readFiled = async () => {
+    const filed = new Map();
+    for (const list of await ask("results")) for (const r of list) filed.set(r.tag, [...(filed.get(r.tag) ?? []), r]);
+    return filed;
+  };
+  const readLeftovers = async () => {
+    const shards = await driver({ op: "burst", binding: "FETCH_ORCHESTRATOR", calls: [...Array(SHARDS).keys()].map((s) => ({ name: `singleton-${s}`, method: "stats", args: [] })) });
+    return {
+      queue_entries: shards.reduce((sum, s, i) => sum + must(s, `stats of singleton-${i}`).pending, 0),
+      pending_records: (await ask("pending")).reduce((sum, p) => sum + p.length, 0),
+    };
   };
   const started = new Map(); // tag -> { expect }
   const startErrors = [];
@@ -77,7 +107,7 @@ export async function soak({ n = 1000, restarts = 2, batch = 250, maxInFlight = 
         });
         let results;
         if (k === killAt) {
-          const kill = sleep(Math.random() * 300).then(() => w.restart());
+          const kill = killDelay().then(() => w.restart());
           const [burst] = await Promise.allSettled([driver({ op: "burst", binding: "INBOX", calls }), kill]);
           kills++;
           log(`workerd killed and restarted during a burst (${Date.now() - t0} ms)`);
@@ -96,48 +126,38 @@ export async function soak({ n = 1000, restarts = 2, batch = 250, maxInFlight = 
           else startErrors.push(`r${i}: ${r.error}`);
         });
         // A soak, not a stampede: keep at most maxInFlight requests waiting for their result.
-        while ((await inFlight()) > maxInFlight) await sleep(100);
+        await waitFor(inFlight, { until: (n) => n <= maxInFlight, deadlineMs: IN_FLIGHT_DEADLINE_MS, everyMs: 100, what: `at most ${maxInFlight} requests in flight` });
       }
       log(`wave ${wave + 1}/${waves}: ${started.size} started (${Date.now() - t0} ms)`);
     }
 
-    // Wait for every result, then for the queues to drain (completions and backstops).
-    const filed = new Map();
-    const deadline = Date.now() + 180_000;
-    while (Date.now() < deadline) {
-      const lists = await driver({ op: "burst", binding: "INBOX", calls: [...Array(ORIGINS).keys()].map((i) => ({ name: origin(i), method: "results", args: [] })) });
-      filed.clear();
-      for (const l of lists) for (const r of l.ok ?? []) filed.set(r.tag, r);
-      if ([...started.keys()].every((t) => filed.has(t))) break;
-      await sleep(250);
-    }
-    let leftovers;
-    while (Date.now() < deadline) {
-      const shards = await driver({ op: "burst", binding: "FETCH_ORCHESTRATOR", calls: [...Array(SHARDS).keys()].map((s) => ({ name: `singleton-${s}`, method: "stats", args: [] })) });
-      const pending = await driver({ op: "burst", binding: "INBOX", calls: [...Array(ORIGINS).keys()].map((i) => ({ name: origin(i), method: "pending", args: [] })) });
-      // A failed stats or pending call is an error, never a zero.
-      const count = (r, f) => {
-        if (!r.ok) throw new Error(`soak: a leftover check failed: ${JSON.stringify(r.error)}`);
-        return f(r.ok);
-      };
-      leftovers = {
-        queue_entries: shards.reduce((sum, s) => sum + count(s, (x) => x.pending), 0),
-        pending_records: pending.reduce((sum, p) => sum + count(p, (x) => x.length), 0),
-      };
-      if (leftovers.queue_entries === 0 && leftovers.pending_records === 0) break;
-      await sleep(250);
-    }
+    // Wait for every result, then for the queues to drain (completions and backstops), then
+    // the settle window; only then read the results that are judged.
+    const drainBy = Date.now() + DRAIN_DEADLINE_MS;
+    const left = () => Math.max(1, drainBy - Date.now());
+    await waitFor(async () => {
+      const filed = await readFiled();
+      const missing = [...started.keys()].filter((t) => !filed.has(t));
+      return { missing: missing.length, examples: missing.slice(0, 10) };
+    }, { until: (m) => m.missing === 0, deadlineMs: left(), everyMs: 250, what: `a result for each of the ${started.size} started requests` });
+    const leftovers = await waitFor(readLeftovers, {
+      until: (l) => l.queue_entries === 0 && l.pending_records === 0, deadlineMs: left(), everyMs: 250,
+      what: "the orchestrators' queues and the origins' pending records to drain",
+    });
+    await settle();
+    const filed = await readFiled();
 
     const report = { requests: n, kills, started: started.size, start_errors: startErrors.length, delivered: 0, lost: 0, duplicates: 0, wrong_outcome: 0, by_outcome: {}, leftovers, seconds: (Date.now() - t0) / 1000 };
     const wrong = [];
     for (const [tag, { expect }] of started) {
-      const r = filed.get(tag);
-      if (!r) {
+      const copies = filed.get(tag);
+      if (!copies) {
         report.lost++;
         continue;
       }
+      const [r] = copies;
       report.delivered++;
-      if (r.deliveries !== 1) report.duplicates++;
+      if (copies.length !== 1 || r.deliveries !== 1) report.duplicates++;
       report.by_outcome[r.outcome] = (report.by_outcome[r.outcome] ?? 0) + 1;
       // A GET in flight when workerd restarted lost its executor: it is dispatched again, so
       // even then its outcome is the scenario's, never Backstop.
@@ -150,7 +170,7 @@ export async function soak({ n = 1000, restarts = 2, batch = 250, maxInFlight = 
     report.orphans = orphans;
     report.examples = { wrong, start_errors: startErrors.slice(0, 5) };
     report.ok = report.lost === 0 && report.duplicates === 0 && report.wrong_outcome === 0 && report.start_errors === 0
-      && leftovers?.queue_entries === 0 && leftovers?.pending_records === 0;
+      && report.orphans === 0 && leftovers.queue_entries === 0 && leftovers.pending_records === 0;
     return report;
   } finally {
     await w.dispose();

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { jsWorker, optionsFromWrangler, root, startWorker } from "./harness.mjs";
+import { jsWorker, optionsFromWrangler, root, startWorker, waitFor } from "./harness.mjs";
 import { startUpstream } from "./upstream.mjs";
 
 const tsc = join(root, "node_modules", ".bin", "tsc");
@@ -183,13 +183,10 @@ describe("the compiled TS caller in workerd, calling the Rust worker", () => {
     assert.equal(started.healthOk, true);
     assert.equal(started.policyOk, true, "policy crosses as { Ok: undefined }");
     // The request completes: the orchestrator's queue empties and the Inbox filed the response.
-    const deadline = Date.now() + 15000;
-    let after;
-    for (;;) {
-      after = await call("/system-results?key=ts-system");
-      if ((after.pending === 0 && after.filed.length > 0) || Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const after = await waitFor(() => call("/system-results?key=ts-system"), {
+      until: (r) => r.pending === 0 && r.filed.length > 0, deadlineMs: 15000, everyMs: 50,
+      what: "the orchestrator's queue to empty and the Inbox to file the response",
+    });
     assert.deepEqual(after, { pending: 0, filed: [{ id: started.requestId, outcome: "response", status: 200 }] });
   });
 
@@ -199,13 +196,8 @@ describe("the compiled TS caller in workerd, calling the Rust worker", () => {
 
   test("a #[wait_until] method resolves to undefined; its work shows later", async () => {
     assert.deepEqual(await call("/record-later?key=ts-late"), { ackIsUndefined: true });
-    const deadline = Date.now() + 5000;
-    let got;
-    for (;;) {
-      ({ got } = await call("/counter-get?key=ts-late"));
-      if (got === 7 || Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    assert.equal(got, 7, "the background work wrote 7 under waitUntil");
+    await waitFor(async () => (await call("/counter-get?key=ts-late")).got, {
+      until: (got) => got === 7, deadlineMs: 5000, what: "the background work to write 7 under waitUntil",
+    });
   });
 });

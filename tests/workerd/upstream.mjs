@@ -9,12 +9,14 @@
 //   ?redirect=path     answer 302 with `location: path`
 //   ?fail=N&key=K      the first N requests with key K answer 503, or ?failStatus (then as asked)
 // The JSON echo is { method, path, headers, body (base64), count } where count is how many
-// requests this key has seen.
+// requests this key has seen. `count(key)` and `times(key)` say when requests arrived;
+// `answered(key)` when the server finished answering them (a reset or a hang never is).
 import { createServer } from "node:http";
 
 export async function startUpstream() {
   const seen = new Map();
   const times = new Map();
+  const answers = new Map();
   const sockets = new Set();
   const server = createServer((req, res) => {
     const url = new URL(req.url, "http://upstream");
@@ -23,6 +25,7 @@ export async function startUpstream() {
     req.on("data", (c) => chunks.push(c));
     req.on("end", async () => {
       const key = q("key") ?? url.pathname;
+      res.on("finish", () => answers.set(key, [...(answers.get(key) ?? []), Date.now()]));
       const count = (seen.get(key) ?? 0) + 1;
       seen.set(key, count);
       times.set(key, [...(times.get(key) ?? []), Date.now()]);
@@ -69,6 +72,8 @@ export async function startUpstream() {
     count: (key) => seen.get(key) ?? 0,
     /** When each request with this key arrived (ms since epoch). */
     times: (key) => times.get(key) ?? [],
+    /** When the answers to requests with this key were fully written (ms since epoch). */
+    answered: (key) => answers.get(key) ?? [],
     close: () => new Promise((r) => {
       for (const s of sockets) s.destroy();
       server.close(r);

@@ -2,6 +2,19 @@
 //! when each result arrived, and measures the baselines they are compared with (the same fetch
 //! awaited in the DO, a no-op RPC to the executor, an RPC of N bytes one way and both ways).
 //! `js/main.js` wraps the built classes to count what each request costs (see there).
+//!
+//! Why `Probe` is not the repository's one origin example (the `Inbox` of
+//! examples/demo/src/inbox.rs, which the demo and tests/proxy-worker share): the bench measures
+//! the proxying, so
+//! - `Probe`'s handler does exactly the work of the awaited baseline it is compared with, in the
+//!   same class: one small arrival record keyed by tag (`a:<tag>`), where the Inbox's also keeps
+//!   up to 4 KiB of the body's text and sums the body's bytes;
+//! - js/main.js knows an arrival by that record's key and leaves those keys out of the storage
+//!   counts;
+//! - its class also carries the baselines (`awaited`, `direct`, the RPC round trips), which
+//!   belong to the bench alone;
+//! - and a handler that did more would move BENCHMARKS.md's CPU and DO-time figures, which stay
+//!   comparable from commit to commit only while this work stays the same.
 
 use proxy_fetch::rpc::{HandlerError, WorkerEntrypoint};
 use proxy_fetch::system::FetchExecutorClient;

@@ -1,14 +1,21 @@
-//! The worker the proxy-fetch tests run against in workerd. `Inbox` is the demo's origin with
-//! test hooks (a handler that fails on purpose, body checksums, a count of deliveries);
-//! `Clock` is an origin with an alarm of its own beside proxy-fetch's.
+//! The worker the proxy-fetch tests run against in workerd. `Inbox` is the demo's origin itself
+//! (examples/demo/src/inbox.rs, included below, so the tests run the code the demo shows), with
+//! the test hooks of `after_filing` beside it: a handler that fails on purpose, one that crashes
+//! its instance. `Clock` is an origin with an alarm of its own beside proxy-fetch's: it writes
+//! `impl DurableObject` and `impl ProxyFetchOrigin` itself, as such an origin must.
+//! src/main.js wraps both Durable Objects' classes to inject storage faults.
 
 use proxy_fetch::rpc::HandlerError;
 use proxy_fetch::{
     entrypoint, Continuation, FetchResult, ProxyFetchOptions, ProxyFetchOrigin, ProxyRequest,
     RequestId,
 };
-use serde::{Deserialize, Serialize};
 use worker::*;
+
+#[path = "../../../examples/demo/src/inbox.rs"]
+mod inbox;
+use inbox::{file, filed, start, Filed, Started};
+pub use inbox::{Inbox, InboxClient};
 
 proxy_fetch::serve_system!();
 
@@ -16,180 +23,23 @@ fn now() -> f64 {
     Date::now().as_millis() as f64
 }
 
-/// What `start` reports: the request id, and how long the origin was held starting it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Started {
-    pub request_id: RequestId,
-    pub hold_ms: f64,
-    pub started_at_ms: f64,
-}
-
-/// One result as the origin filed it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Filed {
-    pub request_id: RequestId,
-    pub tag: String,
-    /// `"response"` or the error kind (`"Timeout"`, `"Network"`, ...).
-    pub outcome: String,
-    pub status: Option<u16>,
-    pub body_len: usize,
-    /// Sum of the body's bytes mod 2^32: enough to tell a corrupted body.
-    pub body_checksum: u32,
-    pub text: String,
-    pub attempts: u32,
-    pub fetch_ms: f64,
-    pub arrived_at_ms: f64,
-    /// How many times a result for this request reached the handler.
-    pub deliveries: u32,
-}
-
-async fn file(storage: &Storage, result: &FetchResult, tag: &str) -> Result<()> {
-    let id = match result {
-        Ok(r) => r.request_id.clone(),
-        Err(e) => e.request_id.clone(),
-    };
-    let key = format!("filed:{id}");
-    let deliveries = storage
-        .get::<Filed>(&key)
-        .await?
-        .map_or(0, |f| f.deliveries)
-        + 1;
-    let filed = match result {
-        Ok(r) => Filed {
-            request_id: id,
-            tag: tag.into(),
-            outcome: "response".into(),
-            status: Some(r.status),
-            body_len: r.body.len(),
-            body_checksum: r
-                .body
-                .iter()
-                .fold(0u32, |sum, b| sum.wrapping_add(*b as u32)),
-            text: r
-                .text()
-                .map(|t| t.chars().take(4096).collect())
-                .unwrap_or_default(),
-            attempts: r.attempts,
-            fetch_ms: r.duration_ms,
-            arrived_at_ms: now(),
-            deliveries,
-        },
-        Err(e) => Filed {
-            request_id: id,
-            tag: tag.into(),
-            outcome: format!("{:?}", e.kind),
-            status: None,
-            body_len: 0,
-            body_checksum: 0,
-            text: e.message.clone(),
-            attempts: e.attempts,
-            fetch_ms: 0.0,
-            arrived_at_ms: now(),
-            deliveries,
-        },
-    };
-    storage.put(&key, &filed).await
-}
-
-/// Starts a proxied fetch from `origin` and says how long the origin was held.
-async fn start<O: ProxyFetchOrigin>(
-    origin: &O,
-    request: ProxyRequest,
-    continuation: Continuation<O, String>,
-    options: &ProxyFetchOptions,
-) -> std::result::Result<Started, HandlerError> {
-    let started_at_ms = now();
-    let request_id = proxy_fetch::proxy_fetch(origin, request, continuation, options).await?;
-    Ok(Started {
-        request_id,
-        hold_ms: now() - started_at_ms,
-        started_at_ms,
-    })
-}
-
-async fn filed(storage: &Storage) -> Result<Vec<Filed>> {
-    let map = storage
-        .list_with_options(ListOptions::new().prefix("filed:"))
-        .await?;
-    Ok(map
-        .values()
-        .into_iter()
-        .filter_map(|v| serde_wasm_bindgen::from_value(v.ok()?).ok())
-        .collect())
-}
-
-#[durable_object]
-pub struct Inbox {
-    state: State,
-    env: Env,
-}
-
-impl DurableObject for Inbox {
-    fn new(state: State, env: Env) -> Self {
-        Inbox { state, env }
-    }
-
-    async fn fetch(&self, _req: Request) -> Result<Response> {
-        Response::from_json(&filed(&self.state.storage()).await?)
-    }
-}
-
-impl ProxyFetchOrigin for Inbox {
-    fn state(&self) -> &State {
-        &self.state
-    }
-    fn env(&self) -> &Env {
-        &self.env
-    }
-}
-
-#[entrypoint(durable_object, origin)]
 impl Inbox {
-    /// Starts a proxied fetch; its result goes to `on_response` with `tag`.
-    pub async fn start(
-        &self,
-        request: ProxyRequest,
-        options: ProxyFetchOptions,
-        tag: String,
-    ) -> std::result::Result<Started, HandlerError> {
-        start(
-            self,
-            request,
-            Continuation::new(InboxClient::ON_RESPONSE, tag),
-            &options,
-        )
-        .await
-    }
-
-    /// Files every result; the tag `fail-handler` makes it fail after filing, `panic-once`
-    /// crashes the instance after filing, the first time only.
-    pub async fn on_response(
-        &self,
-        result: FetchResult,
-        tag: String,
-    ) -> std::result::Result<(), HandlerError> {
-        let storage = self.state.storage();
-        file(&storage, &result, &tag).await?;
-        if tag == "fail-handler" {
-            return Err(HandlerError::new("test", "this handler fails on purpose"));
+    /// The test hooks, run by the Inbox's `on_response` after it filed a result: the tag
+    /// `fail-handler` makes the handler fail, `panic-once` crashes the instance (the first time
+    /// only: the result then comes again, and the second run files it and returns).
+    async fn after_filing(&self, filed: &Filed) -> std::result::Result<(), HandlerError> {
+        match filed.tag.as_str() {
+            "fail-handler" => Err(HandlerError::new("test", "this handler fails on purpose")),
+            "panic-once" => {
+                let storage = self.state().storage();
+                if storage.get::<bool>("panicked").await?.is_none() {
+                    storage.put("panicked", true).await?;
+                    panic!("the handler crashes its instance on purpose");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
-        if tag == "panic-once" && storage.get::<bool>("panicked").await?.is_none() {
-            storage.put("panicked", true).await?;
-            panic!("the handler crashes its instance on purpose");
-        }
-        Ok(())
-    }
-
-    pub async fn results(&self) -> std::result::Result<Vec<Filed>, HandlerError> {
-        Ok(filed(&self.state.storage()).await?)
-    }
-
-    pub async fn cancel(&self, request_id: RequestId) -> std::result::Result<bool, HandlerError> {
-        Ok(proxy_fetch::cancel(self, &request_id).await?)
-    }
-
-    pub async fn pending(&self) -> std::result::Result<Vec<RequestId>, HandlerError> {
-        Ok(proxy_fetch::pending(self).await?)
     }
 }
 
@@ -276,7 +126,8 @@ impl Clock {
         result: FetchResult,
         tag: String,
     ) -> std::result::Result<(), HandlerError> {
-        Ok(file(&self.state.storage(), &result, &tag).await?)
+        file(&self.state.storage(), &result, &tag).await?;
+        Ok(())
     }
 
     pub async fn results(&self) -> std::result::Result<Vec<Filed>, HandlerError> {

@@ -1,13 +1,24 @@
 // Test-only main module of the proxy test worker: the build's classes, with storage faults
 // injectable into the Inbox and FetchOrchestrator Durable Objects (nothing of this ships).
 // `injectStorageFault(op, prefix, times)` makes the next `times` storage calls `op` ("get",
-// "put", "delete") on a key starting with `prefix` reject, as a failing storage would. A read
-// fault also makes the object start afresh, as a restarted instance does (proxy-fetch keeps
-// the rows an instance read or wrote in its memory), so its next reads reach storage.
+// "put", "delete") on a key starting with `prefix` fail, as a failing storage would:
+// - a read rejects, and the object starts afresh (proxy-fetch keeps the rows an instance read or
+//   wrote in its memory, so its next reads reach storage, as a restarted instance's do);
+// - a write is not made and rejects, and then the object is reset (`ctx.abort`), as workerd
+//   resets an object whose write failed: what was in flight in it fails, its memory is gone,
+//   and the next call gets a fresh instance. The reset comes once the failing call has had its
+//   turn (aborting inside the call would unwind the Wasm code that made it, which a real
+//   failed write never does).
+// `storageFaultsLeft()` says how many injected faults this instance has not hit yet, and
+// `instances()` how many instances this object has had in this workerd run (a reset makes one
+// more): a test checks that the failure it set up happened.
 import * as build from "../build/worker.js";
 
 export * from "../build/worker.js";
 export default build.default;
+
+/** Object id -> instances constructed; kept by the isolate across the objects' resets. */
+const instances = new Map();
 
 function faulty(ctx, faults) {
   const storage = new Proxy(ctx.storage, {
@@ -19,7 +30,9 @@ function faulty(ctx, faults) {
         const fault = faults.find((f) => f.op === prop && f.times > 0 && keys.some((k) => k.startsWith(f.prefix)));
         if (fault) {
           fault.times--;
-          return Promise.reject(new Error(`injected storage fault: ${prop}(${keys.join(", ")})`));
+          const message = `injected storage fault: ${prop}(${keys.join(", ")})`;
+          if (prop !== "get") setTimeout(() => ctx.abort(message), 0);
+          return Promise.reject(new Error(message));
         }
         return value.apply(target, args);
       };
@@ -38,6 +51,8 @@ function withFaults(Base) {
   return class extends Base {
     constructor(ctx, env) {
       super(ctx, env);
+      const id = ctx.id.toString();
+      instances.set(id, (instances.get(id) ?? 0) + 1);
       this.faults = [];
       this.realCtx = ctx;
       // The runtime's base class wants the real state; the Rust object gets the faulty one.
@@ -49,6 +64,12 @@ function withFaults(Base) {
       // and keeps the rows it read or wrote: without that name the object starts afresh, as a
       // restarted instance does, and its next reads reach storage.
       if (op === "get") delete this.realCtx.__proxyFetchInstance;
+    }
+    storageFaultsLeft() {
+      return this.faults.reduce((sum, f) => sum + f.times, 0);
+    }
+    instances() {
+      return instances.get(this.realCtx.id.toString());
     }
   };
 }
