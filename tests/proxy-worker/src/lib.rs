@@ -162,7 +162,7 @@ impl Inbox {
     }
 
     /// Files every result; the tag `fail-handler` makes it fail after filing, `panic-once`
-    /// crashes the instance after filing, the first time only.
+    /// crashes the instance after filing, the first time only, `panic-always` every time.
     pub async fn on_response(
         &self,
         result: FetchResult,
@@ -172,6 +172,9 @@ impl Inbox {
         file(&storage, &result, &tag).await?;
         if tag == "fail-handler" {
             return Err(HandlerError::new("test", "this handler fails on purpose"));
+        }
+        if tag == "panic-always" {
+            panic!("the handler crashes its instance on purpose, every time");
         }
         if tag == "panic-once" && storage.get::<bool>("panicked").await?.is_none() {
             storage.put("panicked", true).await?;
