@@ -85,13 +85,13 @@ async function onlyResult(box, what, deadlineMs = 15000) {
   return r;
 }
 
-const forgedResult = (id) => ({ Ok: { request_id: id, status: 299, status_text: "forged", headers: [], body: new Uint8Array([1]), url: "", attempts: 1, duration_ms: 1 } });
+const forgedResult = (id) => ({ Ok: { request_id: id, status: 299, status_text: "forged", headers: [], body: { $bytes: [1] }, url: "", attempts: 1, duration_ms: 1 } });
 
 function job(overrides = {}) {
   return {
     id: `forged-${++boxes}`,
     token: FORGED,
-    request: { method: "GET", url: up.url("/never"), headers: [], body: null, redirect: "Follow" },
+    request: { method: "GET", url: up.url("/never"), headers: [], body: null, redirect: "follow" },
     origin: { binding: "INBOX", id: "0".repeat(64) },
     queue: null,
     options: {},
@@ -115,19 +115,20 @@ describe("a binding holder cannot forge, replay or oversize", () => {
     assert.ok(item, "stats list the request");
     assert.ok(!("token" in item) && !JSON.stringify(item).includes("token"), "stats show nothing that grants authority");
     const ticket = { id, token: FORGED };
-    for (const [method, args] of [["complete", [ticket]], ["forget", [ticket]], ["undelivered", [ticket, forgedResult(id)]]]) {
+    const queued = { id, origin: { binding: "INBOX", id: await box.id() }, queue: { binding: "FETCH_ORCHESTRATOR", shard: "singleton" } };
+    for (const [method, args] of [["complete", [ticket]], ["forget", [ticket]], ["undelivered", [ticket, forgedResult(id)]], ["recover", [job(queued)]]]) {
       const r = await call(w, "FETCH_ORCHESTRATOR", "singleton", method, ...args);
       assert.equal(r.error?.handler?.kind, "forbidden", `${method}: ${JSON.stringify(r)}`);
       await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchOrchestrator.${method} request ${id}`)), { what: `the log line of ${method}'s refusal` });
     }
     const other = await call(w, "FETCH_ORCHESTRATOR", "singleton", "undelivered", { id: "someone-else", token: FORGED }, forgedResult(id));
     assert.equal(other.error?.handler?.kind, "forbidden", "a result under another request's ticket");
-    const replay = await call(w, "FETCH_ORCHESTRATOR", "singleton", "enqueue", job({ id, origin: { binding: "INBOX", id: await box.id() }, queue: { binding: "FETCH_ORCHESTRATOR", shard: "singleton" } }));
+    const replay = await call(w, "FETCH_ORCHESTRATOR", "singleton", "enqueue", job(queued));
     assert.equal(replay.error?.handler?.kind, "conflict", `an enqueue of the queued id with another token: ${JSON.stringify(replay)}`);
     const r = await onlyResult(box, "the real result");
     assert.equal(r.status, 200, "the real response, not the forged 299");
     assert.equal(up.count(key), 1, "fetched once");
-    assert.ok((await call(w, "FETCH_ORCHESTRATOR", "singleton", "stats")).ok.refused >= 5, "refusals are counted in stats");
+    assert.ok((await call(w, "FETCH_ORCHESTRATOR", "singleton", "stats")).ok.refused >= 6, "refusals are counted in stats");
   });
 
   test("an origin: a delivery with a forged token is refused and logged; the real result arrives once", async () => {
@@ -140,9 +141,9 @@ describe("a binding holder cannot forge, replay or oversize", () => {
   });
 
   test("FetchExecutor: a job beyond the start's limits, or for a URL outside the executor's policy, is never fetched, and the refusal is logged", async () => {
-    const oversized = job({ request: { method: "GET", url: up.url("/oversized", { key: `ex-big-${process.pid}` }), headers: [], body: null, redirect: "Follow" }, options: { max_body_bytes: 2 ** 40 } });
-    const endless = job({ request: { method: "GET", url: up.url("/endless", { key: `ex-many-${process.pid}` }), headers: [], body: null, redirect: "Follow" }, options: { retry: { max_attempts: 1000, base_delay_ms: 0, max_delay_ms: 0 } } });
-    const elsewhere = job({ request: { method: "GET", url: up.url("/x", { key: `ex-host-${process.pid}` }).replace("127.0.0.1", "localhost"), headers: [], body: null, redirect: "Follow" } });
+    const oversized = job({ request: { method: "GET", url: up.url("/oversized", { key: `ex-big-${process.pid}` }), headers: [], body: null, redirect: "follow" }, options: { max_body_bytes: 2 ** 40 } });
+    const endless = job({ request: { method: "GET", url: up.url("/endless", { key: `ex-many-${process.pid}` }), headers: [], body: null, redirect: "follow" }, options: { retry: { max_attempts: 1000, base_delay_ms: 0, max_delay_ms: 0 } } });
+    const elsewhere = job({ request: { method: "GET", url: up.url("/x", { key: `ex-host-${process.pid}` }).replace("127.0.0.1", "localhost"), headers: [], body: null, redirect: "follow" } });
     await w.env.FETCH_EXECUTOR.executeFetches([oversized, endless, elsewhere]);
     for (const j of [oversized, endless]) {
       await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchExecutor.executeFetches job ${j.id}`)), { what: `the refusal of job ${j.id}` });
