@@ -359,14 +359,13 @@ function suite(flow) {
       await clean(box);
     });
 
-    test("the executor's own policy refuses a host that the job's allowed_hosts allows", async () => {
+    test("the executor's own policy refuses, at the start, a host that the job's allowed_hosts allows", async () => {
       const box = origin();
       const key = `policy-${box.name}`;
       const url = up.url("/policy", { key }).replace("127.0.0.1", "localhost");
-      await startOk(box, url, { ...FAST, allowed_hosts: ["localhost"] });
-      const { t } = await resultsOnce(box);
-      assert.equal(t.outcome, "Rejected");
-      assert.match(t.text, /`http:\/\/localhost:\d+` is not allowed by the executor's PROXY_FETCH_ALLOW/);
+      const refused = await box.start(url, { ...FAST, allowed_hosts: ["localhost"] }, "t");
+      assert.equal(refused.error?.handler?.kind, "rejected", JSON.stringify(refused));
+      assert.match(refused.error.message, /`http:\/\/localhost:\d+` is not allowed by the executor's PROXY_FETCH_ALLOW/);
       assert.equal(up.count(key), 0, "the upstream was never asked");
       await clean(box);
     });

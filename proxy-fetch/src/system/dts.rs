@@ -3,7 +3,8 @@
 //!
 //! `FetchOrchestrator` and `FetchExecutorEntrypoint` serve two kinds of RPC methods: the
 //! protocol's, which the roles call on each other (`protocol::Orchestrator`,
-//! `protocol::Executor`: `enqueue`, `complete`, `forget`, `undelivered`, `executeFetches`), and
+//! `protocol::Executor`: `enqueue`, `recover`, `complete`, `forget`, `undelivered`,
+//! `executeFetches`, `policy`), and
 //! those for whoever holds a binding to them (`stats`, `statsWithQueries`, `health`). Only the
 //! latter are declared: the protocol's take messages (`FetchJob`, with the origin's delivery
 //! token) that only proxy-fetch builds, and calling them by hand would corrupt the queue.
@@ -46,6 +47,7 @@ mod executor_health {
         /// Whether `PROXY_FETCH_ALLOW` is set and readable.
         #[ts(type = "{ Ok: undefined } | { Err: string }")]
         policy: Result<(), String>,
+        refused: u32,
     }
 
     /// Fails to compile when `ExecutorHealth` gains, loses or retypes a field.
@@ -55,11 +57,13 @@ mod executor_health {
             ok,
             version,
             policy,
+            refused,
         } = h;
         Mirror {
             ok,
             version,
             policy,
+            refused,
         }
     }
 

@@ -7,9 +7,10 @@
 use serde::{Deserialize, Serialize};
 use worker::{Context, Env};
 
-use super::policy::ExecutorPolicy;
+use super::policy::{ExecutorLimits, ExecutorPolicy, POLICY_VAR};
+use super::protocol::NO_POLICY;
 use super::protocol::FetchJob;
-use super::{fetch, now_ms};
+use super::{fetch, now_ms, refusal};
 use crate::entrypoint;
 use crate::rpc::{HandlerError, WorkerEntrypoint};
 
@@ -33,8 +34,10 @@ pub struct ExecutorHealth {
     pub ok: bool,
     /// proxy-fetch's version in the executor's worker.
     pub version: String,
-    /// Whether `PROXY_FETCH_ALLOW` is set and readable.
+    /// Whether `PROXY_FETCH_ALLOW` and the limit vars (`PROXY_FETCH_MAX_*`) are readable.
     pub policy: Result<(), String>,
+    /// Calls and jobs refused in this isolate since it started (each is also logged).
+    pub refused: u32,
 }
 
 #[entrypoint(name = "FetchExecutorEntrypoint")]
@@ -50,12 +53,26 @@ impl FetchExecutor {
         Ok(())
     }
 
+    /// The worker's `PROXY_FETCH_ALLOW`, for origins to check URLs at the start.
+    pub async fn policy(&self) -> Result<String, HandlerError> {
+        match self.env.var(POLICY_VAR) {
+            Ok(spec) => Ok(spec.to_string()),
+            Err(_) => Err(HandlerError::new(
+                NO_POLICY,
+                ExecutorPolicy::from_env(&self.env).err().unwrap_or_default(),
+            )),
+        }
+    }
+
     /// Answers at once: for checking the binding and the policy.
     pub async fn health(&self) -> Result<ExecutorHealth, HandlerError> {
         Ok(ExecutorHealth {
             ok: true,
             version: env!("CARGO_PKG_VERSION").into(),
-            policy: ExecutorPolicy::from_env(&self.env).map(|_| ()),
+            policy: ExecutorPolicy::from_env(&self.env)
+                .and(ExecutorLimits::from_env(&self.env))
+                .map(|_| ()),
+            refused: refusal::count(),
         })
     }
 }

@@ -26,6 +26,7 @@ mod orchestrator;
 mod origin;
 mod policy;
 pub mod protocol;
+mod refusal;
 mod storage;
 mod strict;
 mod types;
@@ -34,13 +35,13 @@ pub use error::ProxyFetchError;
 pub use executor::{ExecutorHealth, FetchExecutor, FetchExecutorClient};
 pub use options::{
     parse_retry_after, Attempt, Flow, InvalidOption, ProxyFetchOptions, RetryPolicy,
-    DELIVERY_RESERVE_MS, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS, MAX_BODY_LIMIT,
+    DELIVERY_RESERVE_MS, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS, MAX_ATTEMPTS, MAX_BODY_LIMIT,
 };
 pub use orchestrator::{FetchOrchestrator, FetchOrchestratorClient, QueueItem, QueueStats};
 #[doc(hidden)]
 pub use origin::OriginHandlers;
 pub use origin::{alarm, cancel, pending, proxy_fetch, Continuation, ProxyFetchOrigin};
-pub use policy::{ExecutorPolicy, POLICY_VAR};
+pub use policy::{ExecutorLimits, ExecutorPolicy, POLICY_VAR};
 pub use protocol::DeliveryOutcome;
 pub use types::{
     FetchError, FetchErrorKind, FetchResult, ProxyRequest, ProxyResponse, Redirect, RequestId,

@@ -20,6 +20,9 @@ pub const FETCH_BUDGET_MS: u64 = INVOCATION_BUDGET_MS - DELIVERY_RESERVE_MS;
 /// delivery (headers, ids).
 pub const MAX_BODY_LIMIT: u64 = 31 * 1024 * 1024;
 
+/// The most attempts (the first and its retries) a request may ask for.
+pub const MAX_ATTEMPTS: u32 = 10;
+
 /// Which way a request travels.
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +187,7 @@ impl ProxyFetchOptions {
     /// starts. After it passes, no arithmetic on these values can overflow.
     pub fn validate(&self) -> Result<(), InvalidOption> {
         within("timeout_ms", self.timeout_ms, 1, FETCH_BUDGET_MS)?;
-        within("retry.max_attempts", self.retry.max_attempts as u64, 1, 10)?;
+        within("retry.max_attempts", self.retry.max_attempts as u64, 1, MAX_ATTEMPTS as u64)?;
         within(
             "retry.max_delay_ms",
             self.retry.max_delay_ms,

@@ -8,7 +8,10 @@ use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 use super::fetch::{verdicts, Verdict};
-use super::protocol::{Delivery, ExecutorClient, FetchJob, OriginClient, MAX_DISPATCHES};
+use super::protocol::{
+    Delivery, ExecutorClient, FetchJob, OriginClient, Ticket, FORBIDDEN, MAX_DISPATCHES,
+};
+use super::refusal;
 use super::storage::{self, Pages};
 use super::{now_ms, FetchError, FetchErrorKind, FetchResult, RequestId};
 use crate::entrypoint;
@@ -78,6 +81,9 @@ pub struct QueueStats {
     pub overdue: u32,
     /// The oldest entries, at most 100.
     pub items: Vec<QueueItem>,
+    /// Calls refused in this isolate since it started (a wrong token, another origin's
+    /// request, a malformed job); each is also logged.
+    pub refused: u32,
 }
 
 impl DurableObject for FetchOrchestrator {
@@ -170,14 +176,16 @@ impl FetchOrchestrator {
                 return false;
             }
         };
+        // Every delivery from here follows one that did not get through.
         let delivery = Delivery {
             result,
             token: job.token.clone(),
+            again: true,
         };
         let answer = origin.deliver(vec![delivery]).await;
         match verdicts(&[job.id.as_str()], answer).pop() {
             Some(Verdict::Done | Verdict::Forbidden) => true,
-            Some(Verdict::Again(why)) => {
+            Some(Verdict::Again { why, .. }) => {
                 log_error(&format!(
                     "proxy-fetch {}: could not deliver {kind} to the origin: {why}",
                     job.id
@@ -201,64 +209,80 @@ impl FetchOrchestrator {
             }
         })
         .await?;
-        let storage = self.state.storage();
-        for mut entry in overdue {
-            let options = &entry.job.options;
-            let age = now - entry.enqueued_ms;
-            let budget = options.backstop_after_ms() as f64;
-            let max_age = options.max_age_ms as f64;
-            if entry.result.is_none()
-                && entry.delivery_tries == 0
-                && entry.job.may_resend()
-                && entry.dispatches < MAX_DISPATCHES
-                && age + budget < max_age
-            {
-                // Its executor was lost: send it again, with the same id and token. The entry
-                // is stored first, so a completion racing the send finds it.
-                entry.dispatches += 1;
-                entry.due_ms = now + budget;
-                storage.put(&key(&entry.job.id), &entry).await?;
-                if let Err(e) = self.send(&entry.job).await {
-                    log_error(&format!(
-                        "proxy-fetch {}: dispatch again failed: {e}",
-                        entry.job.id
-                    ));
-                    entry.due_ms = now + RETRY_BASE_MS;
-                    storage.put(&key(&entry.job.id), &entry).await?;
+        for entry in overdue {
+            let id = entry.job.id.clone();
+            // One entry's failure (its storage write) does not end the round: the others are
+            // still acted on, and the alarm is still set for the next.
+            let due = match self.overdue(entry, now).await {
+                Ok(due) => due,
+                Err(e) => {
+                    log_error(&format!("proxy-fetch {id}: backstop failed, tried again: {e}"));
+                    Some(now + RETRY_BASE_MS)
                 }
-                next = Some(next.map_or(entry.due_ms, |n: f64| n.min(entry.due_ms)));
-                continue;
+            };
+            if let Some(due) = due {
+                next = Some(next.map_or(due, |n: f64| n.min(due)));
             }
-            // A result the executor handed over, else the backstop's error.
-            let result = entry.result.clone().unwrap_or_else(|| {
-                let message = entry.job.backstop_message(age, "it was queued");
-                Err(FetchError::new(
-                    &entry.job.id,
-                    FetchErrorKind::Backstop,
-                    message,
-                ))
-            });
-            if self.tell_origin(&entry.job, result).await {
-                storage.delete(&key(&entry.job.id)).await?;
-                continue;
-            }
-            if age >= max_age + RETRY_CAP_MS {
-                // The origin's own sweep delivers the final error when it can.
-                log_error(&format!(
-                    "proxy-fetch {}: origin unreachable past the max age; left to the origin's sweep",
-                    entry.job.id
-                ));
-                storage.delete(&key(&entry.job.id)).await?;
-                continue;
-            }
-            let wait =
-                (RETRY_BASE_MS * 2f64.powi(entry.delivery_tries.min(16) as i32)).min(RETRY_CAP_MS);
-            entry.delivery_tries += 1;
-            entry.due_ms = now + wait;
-            next = Some(next.map_or(entry.due_ms, |n: f64| n.min(entry.due_ms)));
-            storage.put(&key(&entry.job.id), &entry).await?;
         }
         Ok(next)
+    }
+
+    /// Acts on one overdue entry; returns when to look at it again, if it stays.
+    async fn overdue(&self, mut entry: QueueEntry, now: f64) -> worker::Result<Option<f64>> {
+        let storage = self.state.storage();
+        let options = &entry.job.options;
+        let age = now - entry.enqueued_ms;
+        let budget = options.backstop_after_ms() as f64;
+        let max_age = options.max_age_ms as f64;
+        if entry.result.is_none()
+            && entry.delivery_tries == 0
+            && entry.job.may_resend()
+            && entry.dispatches < MAX_DISPATCHES
+            && age + budget < max_age
+        {
+            // Its executor was lost: send it again, with the same id and token. The entry is
+            // stored first, so a completion racing the send finds it.
+            entry.dispatches += 1;
+            entry.due_ms = now + budget;
+            storage.put(&key(&entry.job.id), &entry).await?;
+            if let Err(e) = self.send(&entry.job).await {
+                log_error(&format!(
+                    "proxy-fetch {}: dispatch again failed: {e}",
+                    entry.job.id
+                ));
+                entry.due_ms = now + RETRY_BASE_MS;
+                storage.put(&key(&entry.job.id), &entry).await?;
+            }
+            return Ok(Some(entry.due_ms));
+        }
+        // A result the executor handed over, else the backstop's error.
+        let result = entry.result.clone().unwrap_or_else(|| {
+            let message = entry.job.backstop_message(age, "it was queued");
+            Err(FetchError::new(
+                &entry.job.id,
+                FetchErrorKind::Backstop,
+                message,
+            ))
+        });
+        if self.tell_origin(&entry.job, result).await {
+            storage.delete(&key(&entry.job.id)).await?;
+            return Ok(None);
+        }
+        if age >= max_age + RETRY_CAP_MS {
+            // The origin's own sweep delivers the final error when it can.
+            log_error(&format!(
+                "proxy-fetch {}: origin unreachable past the max age; left to the origin's sweep",
+                entry.job.id
+            ));
+            storage.delete(&key(&entry.job.id)).await?;
+            return Ok(None);
+        }
+        let wait =
+            (RETRY_BASE_MS * 2f64.powi(entry.delivery_tries.min(16) as i32)).min(RETRY_CAP_MS);
+        entry.delivery_tries += 1;
+        entry.due_ms = now + wait;
+        storage.put(&key(&entry.job.id), &entry).await?;
+        Ok(Some(entry.due_ms))
     }
 
     async fn collect_stats(&self, queries: bool) -> worker::Result<QueueStats> {
@@ -269,6 +293,7 @@ impl FetchOrchestrator {
             in_flight: 0,
             overdue: 0,
             items: Vec::new(),
+            refused: refusal::count(),
         };
         self.each(|e| {
             stats.pending += 1;
@@ -306,19 +331,57 @@ impl FetchOrchestrator {
     }
 }
 
+/// Refuses a call on a request: logged (within the rate) and counted, answered `forbidden`.
+fn forbidden(method: &str, id: &str, why: &str) -> HandlerError {
+    refusal::refused(&format!("FetchOrchestrator.{method}"), &format!("request {id}"), why);
+    HandlerError::new(FORBIDDEN, format!("request {id}: {why}"))
+}
+
+impl FetchOrchestrator {
+    /// The entry `ticket` names, if it proves the right to act on it: `Ok(None)` when there is
+    /// no such entry (settled already; nothing to do), a `forbidden` error when the token is
+    /// not the request's.
+    async fn entry(&self, method: &str, ticket: &Ticket) -> Result<Option<QueueEntry>, HandlerError> {
+        let Some(entry) = self.state.storage().get::<QueueEntry>(&key(&ticket.id)).await? else {
+            return Ok(None);
+        };
+        if !ticket.admits(&entry.job) {
+            return Err(forbidden(method, &ticket.id, "the ticket does not carry the request's token"));
+        }
+        Ok(Some(entry))
+    }
+
+    /// Checks a job as the origin's start checked it: a job the start would refuse is refused.
+    fn checked(method: &str, mut job: FetchJob) -> Result<FetchJob, HandlerError> {
+        if let Err(why) = job.check() {
+            return Err(HandlerError::new(
+                "bad_job",
+                format!("{}: {why}", forbidden(method, &job.id, &why).message),
+            ));
+        }
+        Ok(job)
+    }
+}
+
 #[entrypoint(durable_object)]
 impl FetchOrchestrator {
     /// Stores `job`, then hands it to the executor. Answered once both happened: the origin
     /// knows the request is durably queued, or gets the error. A job already queued is left as
     /// it is (an origin whose start was cut short asks again).
     pub async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError> {
+        let job = Self::checked("enqueue", job)?;
         let storage = self.state.storage();
         if let Some(known) = storage.get::<QueueEntry>(&key(&job.id)).await? {
             // The same request queued again (its origin's sweep): nothing to do. Another
             // origin's request under the same id: refused, as this queue knows requests by id.
-            if known.job.origin == job.origin {
+            if Ticket::of(&job).admits(&known.job) && known.job.origin == job.origin {
                 return Ok(());
             }
+            refusal::refused(
+                "FetchOrchestrator.enqueue",
+                &format!("request {}", job.id),
+                "already queued for another origin or with another token",
+            );
             return Err(HandlerError::new(
                 "conflict",
                 format!(
@@ -349,32 +412,57 @@ impl FetchOrchestrator {
         Ok(())
     }
 
+    /// The origin's sweep asks after a request it has had no result for. `true`: queued here
+    /// (now, if a crash cut its start short and it may be sent again); `false`: not here, and
+    /// not sent again, because it may not be (the upstream may have seen it).
+    pub async fn recover(&self, job: FetchJob) -> Result<bool, HandlerError> {
+        let job = Self::checked("recover", job)?;
+        if self.entry("recover", &Ticket::of(&job)).await?.is_some() {
+            return Ok(true);
+        }
+        if !job.may_resend() {
+            return Ok(false);
+        }
+        self.enqueue(job).await.map(|()| true)
+    }
+
     /// The result reached the origin: the request is done.
-    pub async fn complete(&self, id: RequestId) -> Result<(), HandlerError> {
-        self.state.storage().delete(&key(&id)).await?;
+    pub async fn complete(&self, ticket: Ticket) -> Result<(), HandlerError> {
+        if self.entry("complete", &ticket).await?.is_some() {
+            self.state.storage().delete(&key(&ticket.id)).await?;
+        }
         Ok(())
     }
 
     /// Stops watching a request (the origin cancelled it). Returns whether it was queued.
-    pub async fn forget(&self, id: RequestId) -> Result<bool, HandlerError> {
-        Ok(self.state.storage().delete(&key(&id)).await?)
+    pub async fn forget(&self, ticket: Ticket) -> Result<bool, HandlerError> {
+        if self.entry("forget", &ticket).await?.is_none() {
+            return Ok(false);
+        }
+        Ok(self.state.storage().delete(&key(&ticket.id)).await?)
     }
 
     /// The executor could not deliver `result`: keep it and deliver it from the backstop, with
     /// backoff, until the request's max age.
     pub async fn undelivered(
         &self,
-        id: RequestId,
+        ticket: Ticket,
         result: FetchResult,
     ) -> Result<(), HandlerError> {
-        let storage = self.state.storage();
-        let Some(mut entry) = storage.get::<QueueEntry>(&key(&id)).await? else {
+        let result_id = match &result {
+            Ok(response) => &response.request_id,
+            Err(error) => &error.request_id,
+        };
+        if *result_id != ticket.id {
+            return Err(forbidden("undelivered", &ticket.id, "the result is another request's"));
+        }
+        let Some(mut entry) = self.entry("undelivered", &ticket).await? else {
             return Ok(());
         };
         let now = now_ms();
         entry.result = Some(result);
         entry.due_ms = now + RETRY_BASE_MS;
-        storage.put(&key(&id), &entry).await?;
+        self.state.storage().put(&key(&ticket.id), &entry).await?;
         self.arm(entry.due_ms).await?;
         Ok(())
     }

@@ -12,7 +12,8 @@
 
 use worker::Url;
 
-use super::options::host_matches;
+use super::options::{host_matches, FETCH_BUDGET_MS, MAX_ATTEMPTS, MAX_BODY_LIMIT};
+use super::ProxyFetchOptions;
 
 /// The name of the var that holds the executor's policy.
 pub const POLICY_VAR: &str = "PROXY_FETCH_ALLOW";
@@ -36,6 +37,59 @@ struct Rule {
 pub struct ExecutorPolicy {
     any: bool,
     rules: Vec<Rule>,
+}
+
+/// The most the executor gives one job, whatever the job asks: its own caps, from its
+/// worker's vars (each optional; the default is the most any start may ask for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutorLimits {
+    /// `PROXY_FETCH_MAX_BODY_BYTES`: response bodies above it are `Rejected` (default and
+    /// at most [`MAX_BODY_LIMIT`]).
+    pub max_body_bytes: u64,
+    /// `PROXY_FETCH_MAX_ATTEMPTS`: attempts per job, retries included (default and at most 10).
+    pub max_attempts: u32,
+    /// `PROXY_FETCH_MAX_TIMEOUT_MS`: per attempt (default and at most [`FETCH_BUDGET_MS`]).
+    pub max_timeout_ms: u64,
+}
+
+impl Default for ExecutorLimits {
+    fn default() -> Self {
+        ExecutorLimits {
+            max_body_bytes: MAX_BODY_LIMIT,
+            max_attempts: MAX_ATTEMPTS,
+            max_timeout_ms: FETCH_BUDGET_MS,
+        }
+    }
+}
+
+impl ExecutorLimits {
+    /// The limits in `env`'s vars; a var that is not a number within its range is an error
+    /// naming it (the executor then refuses every job, saying why).
+    pub fn from_env(env: &worker::Env) -> Result<ExecutorLimits, String> {
+        let cap = |name: &str, max: u64| -> Result<u64, String> {
+            let Ok(value) = env.var(name) else {
+                return Ok(max);
+            };
+            let value = value.to_string();
+            match value.trim().parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(format!("the executor's `{name}` is `{value}`: a number from 1 to {max}")),
+            }
+        };
+        let defaults = ExecutorLimits::default();
+        Ok(ExecutorLimits {
+            max_body_bytes: cap("PROXY_FETCH_MAX_BODY_BYTES", defaults.max_body_bytes)?,
+            max_attempts: cap("PROXY_FETCH_MAX_ATTEMPTS", defaults.max_attempts as u64)? as u32,
+            max_timeout_ms: cap("PROXY_FETCH_MAX_TIMEOUT_MS", defaults.max_timeout_ms)?,
+        })
+    }
+
+    /// `options` with size, attempts and time held to these limits.
+    pub fn clamp(&self, options: &mut ProxyFetchOptions) {
+        options.max_body_bytes = options.max_body_bytes.min(self.max_body_bytes);
+        options.retry.max_attempts = options.retry.max_attempts.min(self.max_attempts);
+        options.timeout_ms = options.timeout_ms.min(self.max_timeout_ms);
+    }
 }
 
 impl ExecutorPolicy {
@@ -102,8 +156,16 @@ impl ExecutorPolicy {
         if allowed {
             Ok(())
         } else {
+            // The entry that would allow it, written the shortest way the var reads it.
+            let entry = match (scheme, Some(port) == default_port(scheme)) {
+                ("https", true) => host.to_owned(),
+                (_, true) => format!("{scheme}://{host}"),
+                _ => format!("{scheme}://{host}:{port}"),
+            };
             Err(format!(
-                "`{scheme}://{host}:{port}` is not allowed by the executor's {POLICY_VAR}"
+                "`{scheme}://{host}:{port}` is not allowed by the executor's {POLICY_VAR}: add \
+                 `{entry}` to it (an entry without a scheme is https only, and without a port the \
+                 scheme's default port only)"
             ))
         }
     }

@@ -7,7 +7,7 @@ use super::{FetchResult, ProxyFetchOptions, ProxyRequest, RequestId};
 use crate::entrypoint;
 use crate::rpc::HandlerError;
 
-super::strict::strict_serde!(OriginRef, QueueRef, FetchJob, Delivery);
+super::strict::strict_serde!(OriginRef, QueueRef, FetchJob, Delivery, Ticket);
 
 /// Where a result goes back to: the origin Durable Object's namespace binding and hex id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +51,14 @@ impl FetchJob {
         )
     }
 
+    /// Checks the job as the origin's start checked it (options in range, an http(s) URL, an
+    /// HTTP method), in the form the start leaves a request in: wherever a job arrives, what
+    /// the start would refuse is refused, whoever sent it.
+    pub fn check(&mut self) -> Result<worker::Url, String> {
+        self.options.validate().map_err(|e| e.to_string())?;
+        self.request.check()
+    }
+
     /// Whether the request may be sent again when its executor was lost: idempotent, or
     /// `retry_non_idempotent` says so.
     pub fn may_resend(&self) -> bool {
@@ -77,6 +85,41 @@ impl FetchJob {
 pub struct Delivery {
     pub result: FetchResult,
     pub token: String,
+    /// The sender delivers this result again after a call that got no answer (the origin's
+    /// instance may have died running the handler): the origin counts the handler's run
+    /// before it starts it, so a handler that keeps crashing its instance is stopped.
+    #[serde(default)]
+    pub again: bool,
+}
+
+/// A request named with the proof that its holder may act on it: the request's token, which
+/// only the origin, the executor and the orchestrator that carry its job know (`stats` never
+/// shows it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct Ticket {
+    pub id: RequestId,
+    pub token: String,
+}
+
+impl Ticket {
+    /// The ticket of `job`'s request.
+    pub fn of(job: &FetchJob) -> Ticket {
+        Ticket {
+            id: job.id.clone(),
+            token: job.token.clone(),
+        }
+    }
+
+    /// Whether this ticket proves the right to act on `job` (compared in full, whatever differs).
+    pub fn admits(&self, job: &FetchJob) -> bool {
+        self.id == job.id && same_secret(&self.token, &job.token)
+    }
+}
+
+/// Compares two secrets without stopping at the first difference.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// Results per delivery call: an origin refuses a call with more.
@@ -138,13 +181,18 @@ pub trait Origin {
 pub trait Orchestrator {
     /// Queues `job`; answered once the entry is stored, then dispatched to the executor.
     async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError>;
-    /// The result reached the origin: the request is done.
-    async fn complete(&self, id: RequestId) -> Result<(), HandlerError>;
+    /// The origin's sweep asks after a request it has had no result for: `true` if the
+    /// orchestrator has it (or queued it now: a start a crash cut short, resendable), `false`
+    /// if it does not and the job may not be sent again (the origin then tells the handler).
+    async fn recover(&self, job: FetchJob) -> Result<bool, HandlerError>;
+    /// The result reached the origin: the request is done. Every method that changes a
+    /// request's state takes its [`Ticket`]; a wrong one is refused with [`FORBIDDEN`].
+    async fn complete(&self, ticket: Ticket) -> Result<(), HandlerError>;
     /// Stops watching a request (cancelled at the origin). Whether it was queued.
-    async fn forget(&self, id: RequestId) -> Result<bool, HandlerError>;
+    async fn forget(&self, ticket: Ticket) -> Result<bool, HandlerError>;
     /// The executor could not deliver `result`: the orchestrator keeps it and delivers it
     /// itself, with backoff, until the request's max age.
-    async fn undelivered(&self, id: RequestId, result: FetchResult) -> Result<(), HandlerError>;
+    async fn undelivered(&self, ticket: Ticket, result: FetchResult) -> Result<(), HandlerError>;
 }
 
 /// What `FetchExecutorEntrypoint` serves.
@@ -155,4 +203,11 @@ pub trait Executor {
     /// [`MAX_JOBS_PER_CALL`] jobs per call.
     #[wait_until]
     async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError>;
+    /// The executor's `PROXY_FETCH_ALLOW`, as its worker has it, so that an origin can refuse
+    /// at the start what the executor would refuse (the executor checks every job all the
+    /// same). A [`NO_POLICY`] error when the var is missing.
+    async fn policy(&self) -> Result<String, HandlerError>;
 }
+
+/// Handler error code of `policy` when the executor has no policy (it fetches nothing).
+pub const NO_POLICY: &str = "no_policy";

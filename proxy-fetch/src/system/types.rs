@@ -94,6 +94,28 @@ impl ProxyRequest {
         self
     }
 
+    /// Checks the request and puts it in the form it is fetched in: an http(s) URL in its one
+    /// normal form (what both the origin's and the executor's checks see), and an HTTP method,
+    /// the six that `fetch` normalizes (`get`, `Post`, ...) in upper case, others as written.
+    /// Returns the parsed URL.
+    pub fn check(&mut self) -> Result<worker::Url, String> {
+        let url = worker::Url::parse(&self.url)
+            .map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("`{}`: only http and https can be fetched", self.url));
+        }
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if self.method.is_empty() || !self.method.chars().all(token) {
+            return Err(format!("`{}` is not an HTTP method", self.method));
+        }
+        const NORMALIZED: [&str; 6] = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"];
+        if let Some(m) = NORMALIZED.iter().find(|m| m.eq_ignore_ascii_case(&self.method)) {
+            self.method = (*m).to_owned();
+        }
+        self.url = url.to_string();
+        Ok(url)
+    }
+
     /// Whether repeating the request is harmless (RFC 9110 idempotent methods).
     pub fn is_idempotent(&self) -> bool {
         matches!(
@@ -273,5 +295,22 @@ mod tests {
         );
         assert!(!r.is_some_and(|r| r.is_idempotent()));
         assert!(ProxyRequest::from("https://x/").is_idempotent());
+    }
+
+    #[test]
+    fn check_writes_the_methods_fetch_normalizes_in_upper_case_and_refuses_non_http() {
+        let mut lower = ProxyRequest::get("http://127.0.0.1:1/a?b");
+        lower.method = "get".into();
+        assert!(lower.check().is_ok());
+        assert_eq!(lower.method, "GET");
+        assert!(lower.is_idempotent());
+        let mut custom = ProxyRequest::get("http://x/");
+        custom.method = "patch".into();
+        assert!(custom.check().is_ok());
+        assert_eq!(custom.method, "patch");
+        assert!(ProxyRequest::get("ftp://x/").check().is_err());
+        let mut bad = ProxyRequest::get("http://x/");
+        bad.method = "G T".into();
+        assert!(bad.check().is_err());
     }
 }

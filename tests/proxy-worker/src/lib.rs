@@ -26,10 +26,12 @@ fn now() -> f64 {
 impl Inbox {
     /// The test hooks, run by the Inbox's `on_response` after it filed a result: the tag
     /// `fail-handler` makes the handler fail, `panic-once` crashes the instance (the first time
-    /// only: the result then comes again, and the second run files it and returns).
+    /// only: the result then comes again, and the second run files it and returns),
+    /// `panic-always` crashes it every time.
     async fn after_filing(&self, filed: &Filed) -> std::result::Result<(), HandlerError> {
         match filed.tag.as_str() {
             "fail-handler" => Err(HandlerError::new("test", "this handler fails on purpose")),
+            "panic-always" => panic!("the handler crashes its instance on purpose, every time"),
             "panic-once" => {
                 let storage = self.state().storage();
                 if storage.get::<bool>("panicked").await?.is_none() {

@@ -8,15 +8,16 @@ mod send;
 
 use std::rc::Rc;
 use std::time::Duration;
-use worker::{Env, Url};
+use worker::Env;
 
 use self::http::{attempt, AttemptError};
 use self::send::{Handed, Outbox};
 use crate::rpc::{log_error, HandlerError};
 use crate::system::concurrent;
 use crate::system::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS};
-use crate::system::policy::ExecutorPolicy;
-use crate::system::protocol::{FetchJob, OrchestratorClient, MAX_JOBS_PER_CALL};
+use crate::system::policy::{ExecutorLimits, ExecutorPolicy};
+use crate::system::refusal;
+use crate::system::protocol::{FetchJob, OrchestratorClient, Ticket, MAX_JOBS_PER_CALL};
 use crate::system::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
 
 pub(crate) use send::{verdicts, Verdict};
@@ -30,36 +31,46 @@ pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, started: f64) {
     let outbox = Outbox::new(env, started);
     let outbox = &outbox;
     let each = jobs.into_iter().enumerate().map(|(i, job)| async move {
-        if let Err(e) = run_one(env, &job, started, outbox, i).await {
-            log_error(&format!("proxy-fetch {}: {e}", job.id));
+        let id = job.id.clone();
+        if let Err(e) = run_one(env, job, started, outbox, i).await {
+            log_error(&format!("proxy-fetch {id}: {e}"));
         }
     });
     concurrent::all(each, usize::MAX).await;
 }
 
+/// What the executor allows `job`: checked as the start checks it, held to the executor's own
+/// policy and limits (whatever the job asks for), and within the jobs one call may carry.
+fn admitted(env: &Env, job: &mut FetchJob, in_call: usize) -> Result<ExecutorPolicy, String> {
+    if in_call >= MAX_JOBS_PER_CALL {
+        // It would wait for a connection, its budget running: not fetched at all.
+        return Err(format!(
+            "not fetched: more than {MAX_JOBS_PER_CALL} jobs in one executeFetches call"
+        ));
+    }
+    let url = job.check().map_err(|why| {
+        refusal::refused("FetchExecutor.executeFetches", &format!("job {}", job.id), &why);
+        format!("not fetched: the job is malformed: {why}")
+    })?;
+    ExecutorLimits::from_env(env)?.clamp(&mut job.options);
+    let policy = ExecutorPolicy::from_env(env)?;
+    policy.check(&url)?;
+    Ok(policy)
+}
+
 /// One job: fetch, deliver, settle with the orchestrator.
 async fn run_one(
     env: &Env,
-    job: &FetchJob,
+    mut job: FetchJob,
     started: f64,
     outbox: &Outbox<'_>,
     in_call: usize,
 ) -> Result<(), HandlerError> {
-    let allowed = if in_call < MAX_JOBS_PER_CALL {
-        ExecutorPolicy::from_env(env).and_then(|policy| {
-            let url = Url::parse(&job.request.url).map_err(|e| format!("not a URL: {e}"))?;
-            policy.check(&url).map(|()| policy)
-        })
-    } else {
-        // It would wait for a connection, its budget running: not fetched at all.
-        Err(format!(
-            "not fetched: more than {MAX_JOBS_PER_CALL} jobs in one executeFetches call"
-        ))
-    };
-    let result = match allowed {
-        Ok(policy) => fetch_with_retries(job, &policy, started).await,
+    let result = match admitted(env, &mut job, in_call) {
+        Ok(policy) => fetch_with_retries(&job, &policy, started).await,
         Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
     };
+    let job = &job;
     let queue = match &job.queue {
         Some(queue) => Some(OrchestratorClient::from_name(
             env,
@@ -72,14 +83,14 @@ async fn run_one(
     match outbox.deliver(job, &result).await {
         Handed::Done => {
             if let Some(orchestrator) = queue {
-                orchestrator.complete(job.id.clone()).await?;
+                orchestrator.complete(Ticket::of(job)).await?;
             }
         }
         Handed::Failed => match queue {
             // The orchestrator keeps the result and delivers it when the origin is back.
             Some(orchestrator) => {
                 let result = Rc::try_unwrap(result).unwrap_or_else(|shared| (*shared).clone());
-                orchestrator.undelivered(job.id.clone(), result).await?
+                orchestrator.undelivered(Ticket::of(job), result).await?
             }
             // Direct flow: the origin's alarm dispatches an idempotent request again, or
             // tells the handler the upstream may have seen it.

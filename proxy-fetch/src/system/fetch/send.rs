@@ -26,8 +26,10 @@ const DELIVERY_BACKOFF_MS: u64 = 100;
 pub(crate) enum Verdict {
     /// The origin has the result (or had one, or refused it for good): the sender is done.
     Done,
-    /// The origin could not take it now (unreachable, its storage failing): try again.
-    Again(String),
+    /// The origin could not take it now: try again. `answered` says whether the origin said
+    /// so (its storage failing); `false` when the call got no answer (unreachable, or its
+    /// instance died, maybe while running the handler).
+    Again { why: String, answered: bool },
     /// The origin refused the token: the job was not the request's own.
     Forbidden,
 }
@@ -48,7 +50,10 @@ pub(crate) fn verdicts(
             .zip(outcomes)
             .map(|(id, outcome)| match outcome {
                 Ok(DeliveryOutcome::Delivered | DeliveryOutcome::Duplicate) => Verdict::Done,
-                Err(e) if e.kind == RETRY => Verdict::Again(e.to_string()),
+                Err(e) if e.kind == RETRY => Verdict::Again {
+                    why: e.to_string(),
+                    answered: true,
+                },
                 Err(e) if e.kind == FORBIDDEN => {
                     log_error(&format!("proxy-fetch {id}: origin refused the token: {e}"));
                     Verdict::Forbidden
@@ -58,12 +63,23 @@ pub(crate) fn verdicts(
             .collect(),
         Ok(outcomes) => {
             let why = format!("{} outcomes for {} results", outcomes.len(), ids.len());
-            ids.iter().map(|_| Verdict::Again(why.clone())).collect()
+            let again = || Verdict::Again {
+                why: why.clone(),
+                answered: false,
+            };
+            ids.iter().map(|_| again()).collect()
         }
         Err(CallError::Handler(e)) if e.kind != RETRY => {
             ids.iter().map(|id| refused(id, &e)).collect()
         }
-        Err(e) => ids.iter().map(|_| Verdict::Again(e.to_string())).collect(),
+        Err(e) => {
+            let answered = matches!(&e, CallError::Handler(_));
+            let again = || Verdict::Again {
+                why: e.to_string(),
+                answered,
+            };
+            ids.iter().map(|_| again()).collect()
+        }
     }
 }
 
@@ -102,6 +118,7 @@ impl Outgoing {
 struct DeliveryRef<'a> {
     result: &'a FetchResult,
     token: &'a str,
+    again: bool,
 }
 
 /// The results of one run of jobs on their way to their origins, within the run's budget.
@@ -186,6 +203,7 @@ impl<'a> Outbox<'a> {
             let delivery = DeliveryRef {
                 result: &outgoing.result,
                 token: &outgoing.token,
+                again: false,
             };
             match crate::rpc::to_js_value(&delivery) {
                 Ok(encoded) => pending.push((outgoing, encoded)),
@@ -218,7 +236,12 @@ impl<'a> Outbox<'a> {
                 match verdict {
                     Verdict::Done => answer(outgoing, Handed::Done),
                     Verdict::Forbidden => answer(outgoing, Handed::Forbidden),
-                    Verdict::Again(reason) => {
+                    Verdict::Again { why: reason, answered } => {
+                        if !answered {
+                            // The call got no answer: the handler may have run and crashed its
+                            // instance. The next delivery says so, and the origin counts it.
+                            let _ = js_sys::Reflect::set(&encoded, &"again".into(), &true.into());
+                        }
                         why = reason;
                         again.push((outgoing, encoded));
                     }

@@ -1,15 +1,17 @@
 //! Jobs on their way out: to the executor (direct flow), in calls of up to
 //! [`MAX_JOBS_PER_CALL`], or to the orchestrator shard that tracks each (orchestrated flow).
 
-use worker::Env;
+use std::cell::RefCell;
+use worker::{Env, Url};
 
 use super::ledger::PendingRecord;
-use crate::rpc::RpcError;
+use crate::rpc::{log_error, CallError, HandlerError, RpcError, RpcErrorKind};
 use crate::system::concurrent;
 use crate::system::protocol::{
-    ExecutorClient, FetchJob, OrchestratorClient, QueueRef, CALL_BYTES, MAX_JOBS_PER_CALL,
+    ExecutorClient, FetchJob, OrchestratorClient, QueueRef, Ticket, CALL_BYTES,
+    MAX_JOBS_PER_CALL, NO_POLICY,
 };
-use crate::system::{Flow, ProxyFetchError, ProxyFetchOptions};
+use crate::system::{now_ms, ExecutorPolicy, Flow, ProxyFetchError, ProxyFetchOptions};
 
 /// In the orchestrated flow the origin's sweep acts this many backstop periods after a start
 /// (the orchestrator's backstop acts after one): it queues the request again, which the
@@ -68,13 +70,25 @@ pub(super) fn batches(jobs: Vec<FetchJob>) -> (Vec<Vec<FetchJob>>, Vec<usize>) {
     (calls, call_of)
 }
 
-/// Tells the orchestrator to forget a queued request whose start failed.
-pub(super) async fn forget_queued(env: &Env, id: &str, record: Option<&PendingRecord>) {
-    let Some(queue) = record.and_then(|r| r.job.queue.as_ref()) else {
+/// Tells the orchestrator that tracks a request to stop watching it (its start failed, or the
+/// origin cancelled it). If this fails its backstop finds the request settled and drops it.
+pub(super) async fn forget_queued(env: &Env, record: &PendingRecord) {
+    let Some(queue) = &record.job.queue else {
         return;
     };
-    if let Ok(orchestrator) = OrchestratorClient::from_name(env, &queue.binding, &queue.shard) {
-        let _ = orchestrator.forget(id.to_owned()).await;
+    let forgotten = match OrchestratorClient::from_name(env, &queue.binding, &queue.shard) {
+        Ok(orchestrator) => orchestrator
+            .forget(Ticket::of(&record.job))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = forgotten {
+        log_error(&format!(
+            "proxy-fetch {}: the orchestrator was not told to forget it: {e}",
+            record.job.id
+        ));
     }
 }
 
@@ -107,13 +121,84 @@ pub(super) async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), P
             enqueued
                 .into_iter()
                 .collect::<Result<(), _>>()
-                .map_err(|e| match e {
-                    crate::rpc::CallError::Rpc(e) => e,
-                    crate::rpc::CallError::Handler(h) => {
-                        RpcError::new(crate::rpc::RpcErrorKind::Remote, "enqueue", h.to_string())
-                    }
-                })
+                .map_err(|e| refused_by("enqueue", e))
         }
     };
     sent.map_err(ProxyFetchError::Dispatch)
+}
+
+/// Asks the orchestrator that tracks `job` after it (the sweep found no result): `true` if it
+/// has it, or queued it again (a start a crash cut short, which may be resent); `false` if it
+/// does not, and the job may not be sent again.
+pub(super) async fn recover(env: &Env, job: FetchJob) -> Result<bool, ProxyFetchError> {
+    let Some(queue) = job.queue.clone() else {
+        return Ok(false);
+    };
+    let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
+        .map_err(ProxyFetchError::Dispatch)?;
+    orchestrator
+        .recover(job)
+        .await
+        .map_err(|e| ProxyFetchError::Dispatch(refused_by("recover", e)))
+}
+
+/// A failed call to the orchestrator as an [`RpcError`]: its handler's error, or the call's.
+fn refused_by(method: &'static str, e: CallError<HandlerError>) -> RpcError {
+    match e {
+        CallError::Rpc(e) => e,
+        CallError::Handler(h) => RpcError::new(RpcErrorKind::Remote, method, h.to_string()),
+    }
+}
+
+/// How long an isolate goes by the executor policy it learned before it asks again.
+const POLICY_TTL_MS: f64 = 60_000.0;
+
+/// An executor's policy as an origin learned it: `Err` when it has none (and refuses every
+/// job), `None` when it could not say (so only the executor checks).
+type Learned = Option<Result<ExecutorPolicy, String>>;
+
+thread_local! {
+    /// By executor binding: when its policy was learned, and what was learned.
+    static POLICIES: RefCell<Vec<(String, f64, Learned)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Refuses now a URL that the executor behind `binding` would refuse: its policy is learned
+/// from it once a minute per isolate and checked here (the executor checks every job all the
+/// same). An executor that cannot say (unreachable, another version) leaves it to the executor.
+pub(super) async fn check_executor_policy(
+    env: &Env,
+    binding: &str,
+    url: &Url,
+) -> Result<(), ProxyFetchError> {
+    let now = now_ms();
+    let known = POLICIES.with(|p| {
+        p.borrow()
+            .iter()
+            .find(|(b, at, _)| b == binding && now - at < POLICY_TTL_MS)
+            .map(|(_, _, policy)| policy.clone())
+    });
+    let policy = match known {
+        Some(policy) => policy,
+        None => {
+            let learned = match ExecutorClient::from_env(env, binding) {
+                Ok(executor) => match executor.policy().await {
+                    Ok(spec) => Some(ExecutorPolicy::parse(&spec)),
+                    Err(CallError::Handler(e)) if e.kind == NO_POLICY => Some(Err(e.message)),
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            POLICIES.with(|p| {
+                let mut policies = p.borrow_mut();
+                policies.retain(|(b, _, _)| b != binding);
+                policies.push((binding.to_owned(), now, learned.clone()));
+            });
+            learned
+        }
+    };
+    match policy {
+        Some(Ok(policy)) => policy.check(url).map_err(ProxyFetchError::Rejected),
+        Some(Err(why)) => Err(ProxyFetchError::Rejected(why)),
+        None => Ok(()),
+    }
 }

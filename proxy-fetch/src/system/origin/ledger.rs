@@ -280,6 +280,12 @@ pub(super) fn into_rows(
 /// of rows than the next, drops what it holds first.
 const CACHED_ROWS: usize = 4096;
 const CACHED_BYTES: usize = 4 * 1024 * 1024;
+/// All the caches of an isolate together hold at most about this many bytes: past it, the
+/// other instances' caches are dropped (an isolate has 128 MB, shared by everything in it).
+const ISOLATE_CACHED_BYTES: usize = 16 * 1024 * 1024;
+/// An isolate keeps state for at most this many instances; past it, the state of those with
+/// no write under way is dropped (their rows are read again when they need them).
+const KEPT_OBJECTS: usize = 256;
 
 #[derive(Default)]
 struct Cache {
@@ -302,6 +308,7 @@ impl Cache {
             self.drop_all();
         }
         self.taken += bytes;
+        CACHED_ALL.with(|all| all.set(all.get() + bytes));
         let slot = self.rows.entry(key.to_owned()).or_default();
         *slot = row;
         slot
@@ -309,8 +316,15 @@ impl Cache {
 
     fn drop_all(&mut self) {
         self.rows.clear();
+        CACHED_ALL.with(|all| all.set(all.get().saturating_sub(self.taken)));
         self.taken = 0;
         self.generation += 1;
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        CACHED_ALL.with(|all| all.set(all.get().saturating_sub(self.taken)));
     }
 }
 
@@ -361,6 +375,8 @@ thread_local! {
     /// each for the writers, the caches and the alarm times, as each map type is more code in
     /// the Wasm.
     static OBJECTS: RefCell<HashMap<String, Object>> = RefCell::new(HashMap::new());
+    /// Bytes the caches of all instances took in ([`Cache::taken`], summed).
+    static CACHED_ALL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Instances marked in this Wasm instance so far.
     static INSTANCES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Random, so that marks made by an earlier Wasm instance (before a panic restarted it)
@@ -371,10 +387,24 @@ thread_local! {
 /// Calls `f` with what `instance` keeps here. A newer instance of the object replaces an older
 /// one's state; an older one (work left over from an instance that was reset) gets a scratch
 /// state that is not kept.
+///
+/// The isolate's state stays bounded across instances: past [`KEPT_OBJECTS`] the state of
+/// instances with no write under way goes, and past [`ISOLATE_CACHED_BYTES`] the other
+/// instances' caches are dropped.
 fn with_object<T>(instance: &str, f: impl FnOnce(&mut Object) -> T) -> T {
     let (id, mark) = instance.split_once('#').unwrap_or((instance, ""));
     OBJECTS.with(|o| {
         let mut objects = o.borrow_mut();
+        if objects.len() >= KEPT_OBJECTS && !objects.contains_key(id) {
+            objects.retain(|_, object| object.writer.is_some());
+        }
+        if CACHED_ALL.with(|all| all.get()) > ISOLATE_CACHED_BYTES {
+            for (other, object) in objects.iter_mut() {
+                if other != id {
+                    object.cache.drop_all();
+                }
+            }
+        }
         let object = objects
             .entry(id.to_owned())
             .or_insert_with(|| Object::new(mark));
@@ -677,6 +707,37 @@ mod tests {
                 options: ProxyFetchOptions::default(),
             },
         }
+    }
+
+    fn cached_all() -> usize {
+        CACHED_ALL.with(|all| all.get())
+    }
+
+    #[test]
+    fn the_isolate_keeps_state_for_a_bounded_number_of_instances_and_bytes() {
+        // Rows of about 100 KiB, each from another instance, as many origins would leave.
+        let big = |n: u32| {
+            let mut r = record(n);
+            r.job.request.body = Some(serde_bytes::ByteBuf::from(vec![0u8; 100 * 1024]));
+            let mut row = Row::new();
+            row.insert(format!("r~{n}"), r);
+            row
+        };
+        for n in 0..2000u32 {
+            with_object(&format!("object-{n}#1.x"), |o| {
+                o.cache.take_in("k", big(n));
+            });
+            let kept = OBJECTS.with(|o| o.borrow().len());
+            assert!(kept <= KEPT_OBJECTS, "{kept} instances kept after {n}");
+            assert!(
+                cached_all() <= ISOLATE_CACHED_BYTES + CACHED_BYTES,
+                "{} bytes cached after {n}",
+                cached_all()
+            );
+        }
+        // The count follows what the caches hold.
+        let held: usize = OBJECTS.with(|o| o.borrow().values().map(|o| o.cache.taken).sum());
+        assert_eq!(held, cached_all());
     }
 
     #[test]

@@ -17,8 +17,9 @@ use super::{Held, ProxyFetchOrigin, CLAIMED};
 use crate::rpc::{log_error, HandlerError, RpcError, RpcErrorKind};
 use crate::system::concurrent;
 use crate::system::protocol::{
-    DeliveryOutcome, OriginClient, FORBIDDEN, MAX_DELIVERIES_PER_CALL, RETRY,
+    same_secret, DeliveryOutcome, OriginClient, FORBIDDEN, MAX_DELIVERIES_PER_CALL, RETRY,
 };
+use crate::system::refusal;
 use crate::system::{FetchError, FetchErrorKind, FetchResult, ProxyFetchError, RequestId};
 
 /// A handler that keeps crashing its instance gets its result this often, then it is dropped.
@@ -61,14 +62,24 @@ struct ResponseShape {
 struct DeliveryShape {
     result: Result<ResponseShape, FetchError>,
     token: String,
+    #[serde(default)]
+    again: bool,
+}
+
+/// A delivery checked: its request id, token, whether it is sent again, and its result as it
+/// came.
+struct Checked {
+    id: RequestId,
+    token: String,
+    again: bool,
+    result: JsValue,
 }
 
 /// Checks the deliveries of a `__proxyFetchDeliver` call (each result but its body decoded,
-/// the body only for being bytes); returns each one's request id, token and result as it came.
-fn checked_deliveries(
-    args: &crate::rpc::Args,
-) -> Result<Vec<(RequestId, String, JsValue)>, RpcError> {
+/// the body only for being bytes). A malformed call is refused whole, and logged.
+fn checked_deliveries(args: &crate::rpc::Args) -> Result<Vec<Checked>, RpcError> {
     let refuse = |message: String| {
+        refusal::refused("origin.__proxyFetchDeliver", "a delivery call", &message);
         RpcError::new(
             RpcErrorKind::BadArgument,
             OriginClient::DELIVER.js_name(),
@@ -87,7 +98,9 @@ fn checked_deliveries(
         Ok(raw) => raw,
         Err(_) => Array::new(),
     };
-    let shapes: Vec<DeliveryShape> = args.get(0, "deliveries")?;
+    let shapes: Vec<DeliveryShape> = args.get(0, "deliveries").inspect_err(|e| {
+        refusal::refused("origin.__proxyFetchDeliver", "a delivery call", &e.message);
+    })?;
     let field = |value: &JsValue, name: &str| {
         js_sys::Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
     };
@@ -106,7 +119,12 @@ fn checked_deliveries(
                 response.request_id
             }
         };
-        checked.push((id, shape.token, result));
+        checked.push(Checked {
+            id,
+            token: shape.token,
+            again: shape.again,
+            result,
+        });
     }
     Ok(checked)
 }
@@ -115,11 +133,11 @@ fn checked_deliveries(
 async fn deliver_all<O: ProxyFetchOrigin>(
     origin: &O,
     ctx: JsValue,
-    deliveries: Vec<(RequestId, String, JsValue)>,
+    deliveries: Vec<Checked>,
 ) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError> {
-    let each = deliveries.into_iter().map(|(id, token, result)| {
+    let each = deliveries.into_iter().map(|d| {
         let ctx = ctx.clone();
-        async move { deliver(origin, ctx, &id, Some(&token), result, false).await }
+        async move { deliver(origin, ctx, &d.id, Some(&d.token), d.result, d.again).await }
     });
     Ok(concurrent::all(each, usize::MAX).await)
 }
@@ -130,7 +148,10 @@ async fn deliver_all<O: ProxyFetchOrigin>(
 ///
 /// Handlers run at least once: the record goes only after the handler returned, so if the
 /// instance dies while the handler runs, the sender (executor, orchestrator, or this origin's
-/// alarm) delivers the result again, and the handler can tell by the request id.
+/// alarm) delivers the result again, and the handler can tell by the request id. A delivery
+/// sent again (`count_run`: after a call that got no answer, or from the origin's alarm)
+/// counts the handler's run in the record before it starts it, so a handler that keeps
+/// crashing its instance runs at most [`MAX_HANDLER_RUNS`] times, whichever flow carries it.
 pub(super) async fn deliver<O: ProxyFetchOrigin>(
     origin: &O,
     ctx: JsValue,
@@ -147,7 +168,12 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
     let Some(mut record) = found else {
         return Ok(DeliveryOutcome::Duplicate);
     };
-    if token.is_some_and(|t| t != record.job.token) {
+    if token.is_some_and(|t| !same_secret(t, &record.job.token)) {
+        refusal::refused(
+            "origin.__proxyFetchDeliver",
+            &format!("request {id}"),
+            "the delivery does not carry the request's token",
+        );
         return Err(HandlerError::new(
             FORBIDDEN,
             format!("the delivery for request {id} does not carry its token"),
@@ -163,19 +189,17 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
         return Ok(DeliveryOutcome::Delivered);
     }
     if count_run {
-        // Deliveries the origin makes itself (its alarm) count their runs, so a handler that
-        // crashes its instance every time is not run forever.
         record.handler_runs += 1;
         change(origin, id, Some(record.clone()))
             .await
             .map_err(retry)?;
     }
     run_handler(origin, ctx, id, &record, result).await;
-    if let Err(e) = change(origin, id, None).await {
-        log_error(&format!(
-            "proxy-fetch {id}: handler ran, but its record could not be removed: {e}"
-        ));
-    }
+    // Until the record is gone the result is not delivered: the sender tries again, and the
+    // handler runs again (at least once), rather than the record staying for the backstop.
+    change(origin, id, None).await.map_err(|e| {
+        retry(format!("the handler ran, but the record could not be removed: {e}"))
+    })?;
     Ok(DeliveryOutcome::Delivered)
 }
 

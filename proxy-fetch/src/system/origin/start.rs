@@ -5,16 +5,16 @@
 
 use serde::Serialize;
 use wasm_bindgen::JsValue;
-use worker::Env;
+use worker::{Env, Url};
 
-use super::dispatch::due_after;
+use super::dispatch::{check_executor_policy, due_after, forget_queued};
 use super::ledger::{Op, PendingRecord, RowPages, Start};
 use super::receive::deliver_error;
 use super::writer::{find, write};
 use super::{Continuation, Held, ProxyFetchOrigin, STARTING};
 use crate::rpc::log_error;
 use crate::system::batch;
-use crate::system::protocol::{DeliveryOutcome, FetchJob, OrchestratorClient, OriginRef};
+use crate::system::protocol::{DeliveryOutcome, FetchJob, OriginRef};
 use crate::system::{
     now_ms, random_hex, FetchErrorKind, Flow, ProxyFetchError, ProxyFetchOptions, ProxyRequest,
     RequestId,
@@ -25,42 +25,68 @@ use crate::system::{
 fn checked_request(
     mut request: ProxyRequest,
     options: &ProxyFetchOptions,
-) -> Result<ProxyRequest, ProxyFetchError> {
-    let url = worker::Url::parse(&request.url).map_err(|e| {
-        ProxyFetchError::InvalidRequest(format!("`{}` is not a URL: {e}", request.url))
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ProxyFetchError::InvalidRequest(format!(
-            "`{}`: only http and https can be fetched",
-            request.url
-        )));
-    }
-    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if request.method.is_empty() || !request.method.chars().all(token) {
-        return Err(ProxyFetchError::InvalidRequest(format!(
-            "`{}` is not an HTTP method",
-            request.method
-        )));
-    }
+) -> Result<(ProxyRequest, Url), ProxyFetchError> {
+    let url = request.check().map_err(ProxyFetchError::InvalidRequest)?;
     let host = url.host_str().unwrap_or_default();
     if !options.host_allowed(host) {
         return Err(ProxyFetchError::Rejected(format!(
             "host `{host}` is not in allowed_hosts"
         )));
     }
-    request.url = url.to_string();
-    Ok(request)
+    Ok((request, url))
 }
 
-fn require_binding(env: &Env, name: &str, option: &str) -> Result<(), ProxyFetchError> {
-    let present = js_sys::Reflect::get(env, &JsValue::from_str(name))
-        .map(|v| !v.is_undefined())
-        .unwrap_or(false);
-    if present {
+/// What a binding must be.
+#[derive(Clone, Copy)]
+enum BindingKind {
+    /// A Durable Object namespace (`[[durable_objects.bindings]]`).
+    DurableObject,
+    /// A service binding (`[[services]]`) to a Worker entrypoint.
+    Service,
+}
+
+fn has_binding(env: &Env, name: &str) -> bool {
+    js_sys::Reflect::get(env, &JsValue::from_str(name)).is_ok_and(|v| !v.is_undefined())
+}
+
+/// Checks that `env` has binding `name` of the `kind` the request needs: a missing or wrong
+/// one is an error now, not a `Backstop` a minute later. The message names the option to set.
+fn require_binding(
+    env: &Env,
+    name: &str,
+    option: &str,
+    kind: BindingKind,
+) -> Result<(), ProxyFetchError> {
+    let value = js_sys::Reflect::get(env, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() {
+        return Err(ProxyFetchError::MissingBinding(format!(
+            "`{name}` is not in env; add it to wrangler.toml or set ProxyFetchOptions::{option}"
+        )));
+    }
+    // A service binding answers any property (each is an RPC method), so the kinds are told
+    // apart by the binding's class.
+    let class = js_sys::Reflect::get(&value, &JsValue::from_str("constructor"))
+        .and_then(|c| js_sys::Reflect::get(&c, &JsValue::from_str("name")))
+        .ok()
+        .and_then(|n| n.as_string())
+        .unwrap_or_default();
+    let namespace = class == "DurableObjectNamespace";
+    let (fits, wanted) = match kind {
+        BindingKind::DurableObject => (
+            namespace,
+            "a Durable Object namespace ([[durable_objects.bindings]])",
+        ),
+        BindingKind::Service => (
+            !namespace && js_sys::Reflect::get(&value, &JsValue::from_str("fetch")).is_ok_and(|f| f.is_function()),
+            "a service binding ([[services]] with entrypoint = \"FetchExecutorEntrypoint\")",
+        ),
+    };
+    if fits {
         Ok(())
     } else {
         Err(ProxyFetchError::MissingBinding(format!(
-            "`{name}` is not in env; add it to wrangler.toml or set ProxyFetchOptions::{option}"
+            "`{name}` ({option}) is not {wanted}, but a {}",
+            if class.is_empty() { "value of another kind" } else { &class }
         )))
     }
 }
@@ -81,18 +107,27 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     options
         .validate()
         .map_err(ProxyFetchError::InvalidOptions)?;
-    let request = checked_request(request.into(), options)?;
+    let (request, url) = checked_request(request.into(), options)?;
     let env = origin.env();
     let origin_binding = options
         .origin_binding
         .clone()
         .unwrap_or_else(|| O::INFERRED_BINDING.to_owned());
-    require_binding(env, &origin_binding, "origin_binding")?;
+    require_binding(env, &origin_binding, "origin_binding", BindingKind::DurableObject)?;
+    let executor = &options.executor_binding;
     match options.flow {
-        Flow::Direct => require_binding(env, &options.executor_binding, "executor_binding")?,
-        Flow::Orchestrated => {
-            require_binding(env, &options.orchestrator_binding, "orchestrator_binding")?
-        }
+        Flow::Direct => require_binding(env, executor, "executor_binding", BindingKind::Service)?,
+        Flow::Orchestrated => require_binding(
+            env,
+            &options.orchestrator_binding,
+            "orchestrator_binding",
+            BindingKind::DurableObject,
+        )?,
+    }
+    // The executor's policy, checked here where the origin can reach the executor (always in
+    // the direct flow; in the orchestrated flow when the worker binds it too).
+    if options.flow == Flow::Direct || has_binding(env, executor) {
+        check_executor_policy(env, executor, &url).await?;
     }
     let _starting;
     let id = match &options.request_id {
@@ -170,19 +205,8 @@ pub async fn cancel<O: ProxyFetchOrigin>(
     if delivered != DeliveryOutcome::Delivered {
         return Ok(false);
     }
-    // The orchestrator no longer needs to watch it; if this fails its backstop finds the
-    // request settled and drops it.
-    if let Some(queue) = &record.job.queue {
-        if let Ok(orchestrator) =
-            OrchestratorClient::from_name(origin.env(), &queue.binding, &queue.shard)
-        {
-            if let Err(e) = orchestrator.forget(request_id.to_owned()).await {
-                log_error(&format!(
-                    "proxy-fetch {request_id}: cancelled, but the orchestrator was not told: {e}"
-                ));
-            }
-        }
-    }
+    // The orchestrator no longer needs to watch it.
+    forget_queued(origin.env(), &record).await;
     Ok(true)
 }
 

@@ -6,7 +6,7 @@
 use js_sys::Promise;
 use wasm_bindgen::JsValue;
 
-use super::dispatch::{dispatch_all, due_after};
+use super::dispatch::{dispatch_all, due_after, recover};
 use super::ledger::{self, PendingRecord, RowPages};
 use super::receive::deliver_error;
 use super::writer::change;
@@ -106,8 +106,8 @@ async fn overdue<O: ProxyFetchOrigin>(
     let redispatch = match record.job.queue {
         // Its executor was lost.
         None => record.job.may_resend() && record.dispatches < MAX_DISPATCHES && within_age,
-        // The orchestrator retries and re-dispatches; asking it again costs nothing when it
-        // has the request, and recovers a start a crash cut short (its own retries included).
+        // The orchestrator retries and re-dispatches; asking it costs nothing when it has the
+        // request, and recovers a start a crash cut short when the job may be sent again.
         Some(_) => within_age,
     };
     if redispatch {
@@ -116,17 +116,24 @@ async fn overdue<O: ProxyFetchOrigin>(
         record.due_ms = now + budget;
         let due = record.due_ms;
         let job = record.job.clone();
-        if let Err(e) = change(origin, id, Some(record)).await {
+        if let Err(e) = change(origin, id, Some(record.clone())).await {
             log_error(&format!("proxy-fetch {id}: not dispatched again: {e}"));
             return Some(now + SWEEP_RETRY_MS);
         }
-        return match dispatch_all(origin.env(), vec![job]).await {
-            Ok(()) => Some(due),
+        let sent = match &job.queue {
+            None => dispatch_all(origin.env(), vec![job]).await.map(|()| true),
+            Some(_) => recover(origin.env(), job).await,
+        };
+        match sent {
+            Ok(true) => return Some(due),
+            // The orchestrator does not have it, and it may not be sent again: the handler
+            // gets `Backstop` below.
+            Ok(false) => {}
             Err(e) => {
                 log_error(&format!("proxy-fetch {id}: dispatch again failed: {e}"));
-                Some(now + SWEEP_RETRY_MS)
+                return Some(now + SWEEP_RETRY_MS);
             }
-        };
+        }
     }
     let message = record.job.backstop_message(age, "the start");
     match deliver_error(origin, id, FetchErrorKind::Backstop, message, true).await {

@@ -7,6 +7,7 @@ use futures_util::future::join;
 use super::dispatch::{batches, dispatch_all, forget_queued, name_job};
 use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start};
 use super::ProxyFetchOrigin;
+use crate::rpc::log_error;
 use crate::system::batch::{self, Answer};
 use crate::system::concurrent;
 use crate::system::protocol::FetchJob;
@@ -124,10 +125,10 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             } = start;
             name_job(&mut record.job, &id);
             due = due.min(record.due_ms);
-            // The direct flow never sends a request twice that may not be resent: its record
-            // need not keep the body, which goes with the job uncopied. (The orchestrated flow
-            // may queue it again, which the orchestrator ignores unless it lost it unsent.)
-            let keep_body = record.job.queue.is_some() || record.job.may_resend();
+            // Neither flow sends a request twice that may not be resent (the orchestrator's
+            // `recover` does not queue it again): its record need not keep the body, which goes
+            // with the job uncopied.
+            let keep_body = record.job.may_resend();
             let body = if keep_body {
                 record.job.request.body.clone()
             } else {
@@ -189,16 +190,30 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             }
         }
     }
+    // A failed start whose record cannot be removed is a started request after all: the
+    // backstop takes it over (dispatches it again, or tells its handler), so its start answers
+    // `Ok`, and `Err` keeps meaning that no handler will run.
+    let mut kept: Vec<&str> = Vec::new();
     for (key, edits) in forgotten {
-        let _ = edit_row(origin, key, &edits).await;
+        if let Err(e) = edit_row(origin, key, &edits).await {
+            log_error(&format!(
+                "proxy-fetch: failed starts' records could not be removed ({e}); the backstop \
+                 takes their requests over"
+            ));
+            kept.extend(edits.iter().map(|(id, _)| *id));
+        }
     }
+    let kept: Vec<String> = kept.into_iter().map(str::to_owned).collect();
     for (((id, row, reply), outcome), &call) in replies.into_iter().zip(outcomes).zip(&call_of) {
         let answer = match outcome {
             Ok(()) => Ok(id),
+            Err(_) if kept.contains(&id) => Ok(id),
             Err(e) => {
                 if matches!(sent.get(call), Some(Ok(()))) {
                     // Queued, but its start failed: the orchestrator need not watch it.
-                    forget_queued(env, &id, stored.get(row).and_then(|(_, r)| r.get(&id))).await;
+                    if let Some(record) = stored.get(row).and_then(|(_, r)| r.get(&id)) {
+                        forget_queued(env, record).await;
+                    }
                 }
                 Err(e)
             }

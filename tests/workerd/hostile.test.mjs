@@ -1,0 +1,205 @@
+// A hostile caller holding a binding: to the orchestrator, the executor or an origin. It calls
+// every method that changes a request's state with forged, replayed, mismatched and oversized
+// input. Each call is refused and logged, changes nothing, and a real request in flight still
+// completes with its real result. (README, Security: "no result is accepted without its token";
+// "the executor's limits are its own".) Runs its own workerd: the crash-loop test aborts the
+// isolate on purpose.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { jsWorker, settle, startWorker, waitFor } from "./harness.mjs";
+import { startUpstream } from "./upstream.mjs";
+
+const FORGED = "0".repeat(32);
+let up;
+before(async () => {
+  up = await startUpstream();
+});
+after(async () => up?.close());
+
+/** The proxy test worker in workerd of its own, with `vars` added to its own. */
+async function worker(vars = {}) {
+  const port = new URL(up.url("/")).port;
+  const shared = { scriptName: "proxy-test-worker", useSQLite: true };
+  return startWorker("tests/proxy-worker", {
+    bindings: { PROXY_FETCH_ALLOW: `http://127.0.0.1:${port}`, ...vars },
+    peers: [jsWorker("driver", "driver.js", {
+      durableObjects: {
+        INBOX: { className: "Inbox", ...shared },
+        FETCH_ORCHESTRATOR: { className: "FetchOrchestrator", ...shared },
+      },
+      serviceBindings: { REAL_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" } },
+    })],
+    serviceBindings: { DYING_ONCE_EXECUTOR: { name: "driver", entrypoint: "DyingOnceExecutor" } },
+  });
+}
+
+/** Calls `method` of the Durable Object `name` of `binding` through the driver. */
+async function call(w, binding, name, method, ...args) {
+  const res = await w.fetchPeer("driver", "http://driver/call", { method: "POST", body: JSON.stringify({ binding, name, method, args }) });
+  return res.json();
+}
+
+let boxes = 0;
+function origin(w) {
+  const name = `hostile-${process.pid}-${++boxes}`;
+  const rpc = (method) => (...args) => call(w, "INBOX", name, method, ...args);
+  return {
+    name,
+    id: async () => (await w.env.INBOX.idFromName(name)).toString(),
+    start: (request, options, tag = "t") => rpc("start")(typeof request === "string" ? { url: request } : request, options, tag),
+    results: async () => (await rpc("results")()).ok,
+    pending: async () => (await rpc("pending")()).ok,
+    rpc,
+  };
+}
+
+async function startOk(box, request, options, tag) {
+  const r = await box.start(request, options, tag);
+  assert.ok(r.ok, `start failed: ${JSON.stringify(r.error)}`);
+  return r.ok.request_id;
+}
+
+/** The one result of `box`, once it came and no second one followed within the settle window. */
+async function onlyResult(box, what, deadlineMs = 15000) {
+  const [r] = await waitFor(async () => { const got = await box.results(); return got.length && got; }, { deadlineMs, what });
+  await settle();
+  const again = await box.results();
+  assert.equal(again.length, 1);
+  assert.equal(again[0].deliveries, 1, "its handler ran once");
+  return r;
+}
+
+const forgedResult = (id) => ({ Ok: { request_id: id, status: 299, status_text: "forged", headers: [], body: { $bytes: [1] }, url: "", attempts: 1, duration_ms: 1 } });
+
+function job(overrides = {}) {
+  return {
+    id: `forged-${++boxes}`,
+    token: FORGED,
+    request: { method: "GET", url: up.url("/never"), headers: [], body: null, redirect: "follow" },
+    origin: { binding: "INBOX", id: "0".repeat(64) },
+    queue: null,
+    options: {},
+    ...overrides,
+  };
+}
+
+describe("a binding holder cannot forge, replay or oversize", () => {
+  let w;
+  before(async () => {
+    w = await worker();
+  });
+  after(async () => w?.dispose());
+
+  test("FetchOrchestrator: complete, forget, undelivered and recover with a request's id but not its token are refused and logged; the real result arrives once", async () => {
+    const box = origin(w);
+    const key = `orch-${box.name}`;
+    const id = await startOk(box, up.url("/slow", { delay: 1500, key }), { flow: "orchestrated", timeout_ms: 5000 });
+    const stats = (await call(w, "FETCH_ORCHESTRATOR", "singleton", "stats")).ok;
+    const item = stats.items.find((i) => i.id === id);
+    assert.ok(item, "stats list the request");
+    assert.ok(!("token" in item) && !JSON.stringify(item).includes("token"), "stats show nothing that grants authority");
+    const ticket = { id, token: FORGED };
+    const queued = { id, origin: { binding: "INBOX", id: await box.id() }, queue: { binding: "FETCH_ORCHESTRATOR", shard: "singleton" } };
+    for (const [method, args] of [["complete", [ticket]], ["forget", [ticket]], ["undelivered", [ticket, forgedResult(id)]], ["recover", [job(queued)]]]) {
+      const r = await call(w, "FETCH_ORCHESTRATOR", "singleton", method, ...args);
+      assert.equal(r.error?.handler?.kind, "forbidden", `${method}: ${JSON.stringify(r)}`);
+      await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchOrchestrator.${method} request ${id}`)), { what: `the log line of ${method}'s refusal` });
+    }
+    const other = await call(w, "FETCH_ORCHESTRATOR", "singleton", "undelivered", { id: "someone-else", token: FORGED }, forgedResult(id));
+    assert.equal(other.error?.handler?.kind, "forbidden", "a result under another request's ticket");
+    const replay = await call(w, "FETCH_ORCHESTRATOR", "singleton", "enqueue", job(queued));
+    assert.equal(replay.error?.handler?.kind, "conflict", `an enqueue of the queued id with another token: ${JSON.stringify(replay)}`);
+    const r = await onlyResult(box, "the real result");
+    assert.equal(r.status, 200, "the real response, not the forged 299");
+    assert.equal(up.count(key), 1, "fetched once");
+    assert.ok((await call(w, "FETCH_ORCHESTRATOR", "singleton", "stats")).ok.refused >= 6, "refusals are counted in stats");
+  });
+
+  test("an origin: a delivery with a forged token is refused and logged; the real result arrives once", async () => {
+    const box = origin(w);
+    const id = await startOk(box, up.url("/slow", { delay: 800 }), { timeout_ms: 5000 });
+    const r = await box.rpc("__proxyFetchDeliver")([{ result: forgedResult(id), token: FORGED }]);
+    assert.equal(r.ok?.[0]?.Err?.kind, "forbidden", JSON.stringify(r));
+    await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused origin.__proxyFetchDeliver request ${id}`)), { what: "the log line of the refused delivery" });
+    assert.equal((await onlyResult(box, "the real result")).status, 200);
+  });
+
+  test("FetchExecutor: a job beyond the start's limits, or for a URL outside the executor's policy, is never fetched, and the refusal is logged", async () => {
+    const oversized = job({ request: { method: "GET", url: up.url("/oversized", { key: `ex-big-${process.pid}` }), headers: [], body: null, redirect: "follow" }, options: { max_body_bytes: 2 ** 40 } });
+    const endless = job({ request: { method: "GET", url: up.url("/endless", { key: `ex-many-${process.pid}` }), headers: [], body: null, redirect: "follow" }, options: { retry: { max_attempts: 1000, base_delay_ms: 0, max_delay_ms: 0 } } });
+    const elsewhere = job({ request: { method: "GET", url: up.url("/x", { key: `ex-host-${process.pid}` }).replace("127.0.0.1", "localhost"), headers: [], body: null, redirect: "follow" } });
+    await w.env.FETCH_EXECUTOR.executeFetches([oversized, endless, elsewhere]);
+    for (const j of [oversized, endless]) {
+      await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchExecutor.executeFetches job ${j.id}`)), { what: `the refusal of job ${j.id}` });
+    }
+    // Each job ends with a result its (made-up) origin cannot take: the executor is done.
+    for (const j of [oversized, endless, elsewhere]) {
+      await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch ${j.id}: result not delivered`)), { what: `the end of job ${j.id}` });
+    }
+    for (const k of ["ex-big", "ex-many", "ex-host"]) assert.equal(up.count(`${k}-${process.pid}`), 0, `${k}: the upstream was never asked`);
+    assert.ok((await w.env.FETCH_EXECUTOR.health()).refused >= 2, "refusals are counted in health");
+  });
+
+  test("a start refuses at once what the executor's policy refuses, naming the entry to add; a binding of the wrong kind is refused too", async () => {
+    const box = origin(w);
+    const url = up.url("/x").replace("127.0.0.1", "localhost");
+    const refused = await box.start(url, {});
+    assert.equal(refused.error?.handler?.kind, "rejected", JSON.stringify(refused));
+    assert.match(refused.error.message, /`http:\/\/localhost:\d+` is not allowed by the executor's PROXY_FETCH_ALLOW: add `http:\/\/localhost:\d+` to it/);
+    const notService = await box.start(up.url("/x"), { executor_binding: "INBOX" });
+    assert.match(notService.error?.message ?? "", /`INBOX` \(executor_binding\) is not a service binding/);
+    const notNamespace = await box.start(up.url("/x"), { flow: "orchestrated", orchestrator_binding: "FETCH_EXECUTOR" });
+    assert.match(notNamespace.error?.message ?? "", /`FETCH_EXECUTOR` \(orchestrator_binding\) is not a Durable Object namespace/);
+    assert.deepEqual(await box.pending(), [], "nothing was stored");
+  });
+
+  test("a method written `get` is idempotent: its lost executor is replaced by dispatching it again", async () => {
+    const box = origin(w);
+    const key = `lower-${box.name}`;
+    await startOk(box, { method: "get", url: up.url("/lower", { key }) }, { timeout_ms: 1000, backstop_grace_ms: 0, retry: { max_attempts: 1 }, executor_binding: "DYING_ONCE_EXECUTOR" });
+    const r = await onlyResult(box, "the result of the dispatch again", 20000);
+    assert.equal(r.status, 200, `not a Backstop: ${JSON.stringify(r)}`);
+  });
+});
+
+describe("the executor's own limits", () => {
+  test("PROXY_FETCH_MAX_BODY_BYTES caps what a job asks for", async () => {
+    const w = await worker({ PROXY_FETCH_MAX_BODY_BYTES: "1000" });
+    try {
+      const box = origin(w);
+      await startOk(box, up.url("/big", { bytes: 5000 }), { timeout_ms: 5000 });
+      const r = await onlyResult(box, "the rejection");
+      assert.equal(r.outcome, "Rejected");
+      assert.match(r.text, /larger than max_body_bytes \(1000 bytes\)/);
+      assert.deepEqual((await w.env.FETCH_EXECUTOR.health()).policy, { Ok: undefined });
+    } finally {
+      await w.dispose();
+    }
+  });
+
+  test("a limit var that is not a number in range makes the executor refuse every job, saying why", async () => {
+    const w = await worker({ PROXY_FETCH_MAX_ATTEMPTS: "lots" });
+    try {
+      const health = await w.env.FETCH_EXECUTOR.health();
+      assert.match(health.policy.Err, /`PROXY_FETCH_MAX_ATTEMPTS` is `lots`: a number from 1 to 10/);
+    } finally {
+      await w.dispose();
+    }
+  });
+});
+
+describe("one crash policy for both flows", () => {
+  test("orchestrated: a handler that crashes its instance every time is stopped after a bounded number of runs, with a log line naming the request", async () => {
+    const w = await worker();
+    try {
+      const box = origin(w);
+      const id = await startOk(box, up.url("/crash-loop"), { flow: "orchestrated", timeout_ms: 500, backstop_grace_ms: 0, retry: { max_attempts: 1 } }, "panic-always");
+      await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch ${id}: handler \`onResponse\` was started 5 times without finishing`)), { deadlineMs: 150000, what: "the log line that stops the handler" });
+      await waitFor(async () => (await box.pending()).length === 0, { what: "the request settled at the origin" });
+      const [r] = await box.results();
+      assert.ok(r.deliveries <= 8, `the handler ran ${r.deliveries} times: 3 dispatches at most, then 5 counted runs`);
+    } finally {
+      await w.dispose();
+    }
+  });
+});
