@@ -1,5 +1,5 @@
 // The executor's policy is its worker's own configuration: without PROXY_FETCH_ALLOW it fetches
-// nothing, and the handler hears why, on both flows.
+// nothing, and says why: at the start, on both flows, and to a job sent to it directly.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { jsWorker, startWorker, waitFor } from "./harness.mjs";
@@ -23,19 +23,30 @@ const call = async (name, method, ...args) =>
   (await w.fetchPeer("driver", "http://driver/call", { method: "POST", body: JSON.stringify({ binding: "INBOX", name, method, args }) })).json();
 
 for (const flow of ["direct", "orchestrated"]) {
-  test(`${flow}: an executor without PROXY_FETCH_ALLOW refuses every job, saying how to allow it`, async () => {
+  test(`${flow}: without PROXY_FETCH_ALLOW at the executor, a start is refused at once, saying how to allow it`, async () => {
     const name = `no-policy-${flow}`;
     const key = `no-policy-${flow}`;
     const started = await call(name, "start", { url: up.url("/x", { key }) }, { flow }, "t");
-    assert.ok(started.ok, JSON.stringify(started.error));
-    const results = await waitFor(async () => {
-      const answer = await call(name, "results");
-      if (answer.error) throw new Error(`results failed: ${JSON.stringify(answer.error)}`);
-      return answer.ok;
-    }, { until: (list) => list.length > 0, deadlineMs: 15000, what: `the result at ${name}` });
-    assert.equal(results.length, 1, "one result arrived");
-    assert.equal(results[0].outcome, "Rejected");
-    assert.match(results[0].text, /has no `PROXY_FETCH_ALLOW` var, so it fetches nothing: set it/);
+    assert.equal(started.error?.handler?.kind, "rejected", JSON.stringify(started));
+    assert.match(started.error.message, /has no `PROXY_FETCH_ALLOW` var, so it fetches nothing: set it/);
+    const pending = await call(name, "pending");
+    assert.deepEqual(pending.ok, [], "nothing was stored");
     assert.equal(up.count(key), 0, "the upstream was never asked");
   });
 }
+
+test("without PROXY_FETCH_ALLOW the executor itself refuses a job sent to it directly", async () => {
+  const key = "no-policy-direct-job";
+  const job = {
+    id: "no-policy-job~0",
+    token: "0".repeat(32),
+    request: { method: "GET", url: up.url("/x", { key }), headers: [], body: null, redirect: "follow" },
+    origin: { binding: "INBOX", id: "0".repeat(64) }, // no such origin
+    queue: null,
+    options: {},
+  };
+  await w.env.FETCH_EXECUTOR.executeFetches([job]);
+  // Its Rejected result finds no origin to take it: then the executor is done with the job.
+  await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch no-policy-job~0: result not delivered")), { what: "the end of the job" });
+  assert.equal(up.count(key), 0, "the upstream was never asked");
+});
