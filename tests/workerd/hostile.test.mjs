@@ -162,6 +162,27 @@ describe("a binding holder cannot forge, replay or oversize", () => {
   });
 });
 
+describe("refusals are visible, not a flood", () => {
+  test("refusals past 20 a minute are counted, not logged", async () => {
+    const w = await worker();
+    try {
+      const box = origin(w);
+      const id = await startOk(box, up.url("/slow", { delay: 3000 }), { timeout_ms: 10000 });
+      for (let i = 0; i < 30; i++) {
+        const r = await box.rpc("__proxyFetchDeliver")([{ result: forgedResult(id), token: FORGED }]);
+        assert.equal(r.ok?.[0]?.Err?.kind, "forbidden", JSON.stringify(r));
+      }
+      const lines = () => w.logs.filter((l) => l.includes("proxy-fetch refused")).length;
+      await waitFor(lines, { until: (n) => n >= 20, what: "the first 20 refusals logged" });
+      assert.equal(lines(), 20, "the 21st to 30th refusals are not logged");
+      assert.ok((await w.env.FETCH_EXECUTOR.health()).refused >= 30, "but all 30 are counted");
+      assert.equal((await onlyResult(box, "the real result")).status, 200);
+    } finally {
+      await w.dispose();
+    }
+  });
+});
+
 describe("the executor's own limits", () => {
   test("PROXY_FETCH_MAX_BODY_BYTES caps what a job asks for", async () => {
     const w = await worker({ PROXY_FETCH_MAX_BODY_BYTES: "1000" });
