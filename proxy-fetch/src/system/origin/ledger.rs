@@ -31,6 +31,16 @@ use crate::system::storage;
 use crate::system::{ProxyFetchError, RequestId};
 
 pub(super) const LEDGER: &str = "proxy-fetch:request:";
+/// Where a body kept apart from its record is stored (not under [`LEDGER`], so listing the
+/// ledger does not load it).
+const BODIES: &str = "proxy-fetch:body:";
+/// A body the record keeps is kept in its row up to this size, apart from it beyond.
+pub(super) const INLINE_BODY: usize = 16 * 1024;
+
+/// The key of request `id`'s body, when it is kept apart from its record.
+pub(super) fn body_key(id: &str) -> String {
+    format!("{BODIES}{id}")
+}
 /// A row holds at most this many requests...
 pub(super) const ROW_RECORDS: usize = 32;
 /// ...and about this many bytes of them (a request larger than this has a row to itself).
@@ -48,8 +58,13 @@ pub(super) struct PendingRecord {
     pub dispatches: u32,
     /// Times the handler was started for this request without finishing (crashed instance).
     pub handler_runs: u32,
-    /// The job as sent; its body is dropped when the request may not be sent again.
+    /// The job as sent; its body is dropped when the request may not be sent again, and kept
+    /// apart (`body_apart`) when it is larger than [`INLINE_BODY`].
     pub job: FetchJob,
+    /// The job's body is stored under [`body_key`], not in the row: listing or reading the
+    /// ledger never loads a large body, only sending the job again does.
+    #[serde(default)]
+    pub body_apart: bool,
 }
 
 impl PendingRecord {
@@ -582,6 +597,7 @@ mod tests {
             due_ms: 0.0,
             dispatches: 1,
             handler_runs: 0,
+            body_apart: false,
             job: FetchJob {
                 id: String::new(),
                 token: String::new(),
@@ -695,6 +711,7 @@ mod tests {
             due_ms: 2.0,
             dispatches: n,
             handler_runs: 0,
+            body_apart: false,
             job: FetchJob {
                 id: format!("r~{n}"),
                 token: "00".into(),

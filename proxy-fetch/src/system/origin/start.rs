@@ -158,6 +158,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         due_ms: now + due_after(options),
         dispatches: 1,
         handler_runs: 0,
+        body_apart: false,
         job: FetchJob {
             // Given in the writer's round, with the orchestrator shard that follows from it.
             id: RequestId::new(),

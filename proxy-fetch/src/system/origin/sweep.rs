@@ -7,7 +7,7 @@ use js_sys::Promise;
 use wasm_bindgen::JsValue;
 
 use super::dispatch::{dispatch_all, due_after, recover};
-use super::ledger::{self, PendingRecord, RowPages};
+use super::ledger::{self, body_key, PendingRecord, RowPages};
 use super::receive::deliver_error;
 use super::writer::change;
 use super::ProxyFetchOrigin;
@@ -115,7 +115,22 @@ async fn overdue<O: ProxyFetchOrigin>(
         record.dispatches += 1;
         record.due_ms = now + budget;
         let due = record.due_ms;
-        let job = record.job.clone();
+        let mut job = record.job.clone();
+        if record.body_apart {
+            // The one place a body kept apart is read: the job goes out again with it.
+            let key = body_key(id);
+            match origin.state().storage().get::<serde_bytes::ByteBuf>(&key).await {
+                Ok(Some(body)) => job.request.body = Some(body),
+                Ok(None) => {
+                    log_error(&format!("proxy-fetch {id}: its body is missing; not sent again"));
+                    return Some(now + SWEEP_RETRY_MS);
+                }
+                Err(e) => {
+                    log_error(&format!("proxy-fetch {id}: its body was not read ({e}); not sent again yet"));
+                    return Some(now + SWEEP_RETRY_MS);
+                }
+            }
+        }
         if let Err(e) = change(origin, id, Some(record.clone())).await {
             log_error(&format!("proxy-fetch {id}: not dispatched again: {e}"));
             return Some(now + SWEEP_RETRY_MS);

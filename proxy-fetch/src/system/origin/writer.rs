@@ -5,7 +5,7 @@
 use futures_util::future::join;
 
 use super::dispatch::{batches, dispatch_all, forget_queued, name_job};
-use super::ledger::{self, row_key, Change, Op, PendingRecord, Row, Start};
+use super::ledger::{self, body_key, row_key, Change, Op, PendingRecord, Row, Start, INLINE_BODY};
 use super::ProxyFetchOrigin;
 use crate::rpc::log_error;
 use crate::system::batch::{self, Answer};
@@ -90,11 +90,17 @@ pub(super) async fn edit_row<O: ProxyFetchOrigin>(
     key: &str,
     edits: &[Edit<'_>],
 ) -> Result<(), String> {
+    // Bodies kept apart from the records removed here go after the row is written.
+    let bodies = std::cell::RefCell::new(Vec::new());
     ledger::edit(origin.state(), key, |row| {
         let mut changed = false;
         for (id, record) in edits {
             changed |= match record {
-                None => row.remove(id).is_some(),
+                None => row.remove(id).inspect(|gone| {
+                    if gone.body_apart {
+                        bodies.borrow_mut().push(body_key(id));
+                    }
+                }).is_some(),
                 Some(record) => row
                     .get_mut(id)
                     .map(|slot| *slot = (*record).clone())
@@ -103,7 +109,15 @@ pub(super) async fn edit_row<O: ProxyFetchOrigin>(
         }
         changed
     })
-    .await
+    .await?;
+    let bodies = bodies.into_inner();
+    if !bodies.is_empty() {
+        // A body left behind is storage kept for nothing, never a request: logged, not failed.
+        if let Err(e) = origin.state().storage().delete_multiple(bodies.clone()).await {
+            log_error(&format!("proxy-fetch: request bodies {bodies:?} not removed: {e}"));
+        }
+    }
+    Ok(())
 }
 
 /// Stores new requests, their rows written side by side, and sends their jobs out, the
@@ -116,6 +130,8 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     let mut stored: Vec<(String, Row)> = Vec::new();
     let mut jobs: Vec<FetchJob> = Vec::new();
     let mut replies = Vec::new();
+    // Bodies kept apart from their records: the index of their row in `stored`, key, bytes.
+    let mut apart: Vec<(usize, String, js_sys::Uint8Array)> = Vec::new();
     let mut due = f64::INFINITY;
     for (key, members) in rows {
         let mut row = Row::new();
@@ -129,11 +145,15 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             // `recover` does not queue it again): its record need not keep the body, which goes
             // with the job uncopied.
             let keep_body = record.job.may_resend();
-            let body = if keep_body {
-                record.job.request.body.clone()
-            } else {
-                record.job.request.body.take()
-            };
+            let body = record.job.request.body.take();
+            match body.as_ref().filter(|_| keep_body) {
+                Some(b) if b.len() > INLINE_BODY => {
+                    apart.push((stored.len(), body_key(&id), js_sys::Uint8Array::from(&b[..])));
+                    record.body_apart = true;
+                }
+                Some(b) => record.job.request.body = Some(b.clone()),
+                None => {}
+            }
             let mut job = record.job.clone();
             job.request.body = body;
             row.insert(id.clone(), record);
@@ -147,21 +167,31 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     // rows are in storage before any result can arrive: their writes are issued first, in
     // this same turn, before the Durable Object takes another event.
     let written = async {
-        let puts = concurrent::all(
-            stored
-                .iter()
-                .map(|(key, row)| ledger::insert(origin.state(), key, row.clone())),
-            usize::MAX,
+        let bodies = apart.iter().map(|(row, key, body)| async move {
+            let put = origin.state().storage().put_raw(key, body.clone()).await;
+            (*row, put.map_err(|e| e.to_string()))
+        });
+        let rows = stored
+            .iter()
+            .map(|(key, row)| ledger::insert(origin.state(), key, row.clone()));
+        let (bodies, puts) = join(
+            concurrent::all(bodies, usize::MAX),
+            concurrent::all(rows, usize::MAX),
         )
         .await;
+        // The rows whose starts' bodies were not stored: those starts failed too.
+        let unstored: Vec<(usize, String)> = bodies
+            .into_iter()
+            .filter_map(|(row, put)| put.err().map(|e| (row, e)))
+            .collect();
         let armed = ledger::arm(origin.state(), O::OWN_ALARM, due).await;
-        (puts, armed)
+        (puts, unstored, armed)
     };
     let env = origin.env();
     let (calls, call_of) = batches(jobs);
     let sent = calls.into_iter().map(|jobs| dispatch_all(env, jobs));
     let sent = concurrent::all(sent, usize::MAX);
-    let ((puts, armed), sent) = join(written, sent).await;
+    let ((puts, unstored, armed), sent) = join(written, sent).await;
     // How each start went (in the order of `replies`, as `call_of` is). A failed one is
     // forgotten: its record goes, so a result that comes anyway is dropped.
     let outcomes: Vec<Result<(), ProxyFetchError>> = replies
@@ -172,6 +202,9 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
                 Some(Ok(())) => {}
                 Some(Err(e)) => return Err(e.clone()),
                 None => return Err(ProxyFetchError::storage("the job was not sent")),
+            }
+            if let Some((_, e)) = unstored.iter().find(|(r, _)| r == row) {
+                return Err(ProxyFetchError::storage(format!("a request's body was not stored: {e}")));
             }
             match (puts.get(*row), &armed) {
                 (Some(Ok(())), Ok(())) => Ok(()),
