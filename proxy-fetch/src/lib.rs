@@ -34,6 +34,8 @@
 //! The repository README has the whole worker (`Cargo.toml`, `wrangler.toml`, the build), and
 //! `tests/ui/pass/readme_origin.rs` compiles that example verbatim.
 
+#![warn(missing_docs)]
+
 // Lets the crate use its own macro, whose output names everything `::proxy_fetch::...`.
 extern crate self as proxy_fetch;
 

@@ -8,8 +8,6 @@
 //!   generated client can do.
 //! - [`WorkerEntrypoint`]: how a named or default entrypoint builds its handler per call.
 
-#![warn(missing_docs)]
-
 mod client;
 mod codec;
 #[cfg(not(target_arch = "wasm32"))]

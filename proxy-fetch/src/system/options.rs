@@ -46,6 +46,7 @@ pub enum Flow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyFetchOptions {
+    /// Which way the request travels (default [`Flow::Direct`]).
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
         ts(as = "Option<Flow>", optional)
@@ -58,6 +59,8 @@ pub struct ProxyFetchOptions {
         ts(as = "Option<u64>", optional)
     )]
     pub timeout_ms: u64,
+    /// When the executor tries again (default: 3 attempts, idempotent methods only; see
+    /// [`RetryPolicy`]).
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
         ts(as = "Option<RetryPolicy>", optional)
@@ -145,7 +148,9 @@ impl Default for ProxyFetchOptions {
 /// An option out of range: its name, and what it must be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvalidOption {
+    /// The option's name, as a path for nested ones (`retry.max_attempts`).
     pub option: String,
+    /// What is wrong: the value and the range or form it must have.
     pub message: String,
 }
 
@@ -302,11 +307,16 @@ pub struct RetryPolicy {
         ts(as = "Option<u32>", optional)
     )]
     pub max_attempts: u32,
+    /// Backoff step before the first retry (ms, default 200, at most `max_delay_ms`); it
+    /// doubles for each further retry up to `max_delay_ms`, and the delay is a uniform random
+    /// fraction of the step (full jitter).
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
         ts(as = "Option<u64>", optional)
     )]
     pub base_delay_ms: u64,
+    /// Longest delay before a retry, a 429's `Retry-After` included (ms, default 5 000, at
+    /// most [`FETCH_BUDGET_MS`]).
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
         ts(as = "Option<u64>", optional)
@@ -335,11 +345,17 @@ impl Default for RetryPolicy {
 /// What an attempt ended with, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Attempt {
+    /// The upstream answered: 429 and 502 to 504 are retryable, any other status is the result.
     Status {
+        /// The HTTP status code.
         status: u16,
+        /// The response's `Retry-After`, in ms from now, if it had a readable one.
         retry_after_ms: Option<u64>,
     },
+    /// The upstream could not be reached or dropped the connection: retryable.
     NetworkError,
+    /// No complete response within the attempt's timeout: not retried (another would double
+    /// the wait).
     Timeout,
     /// A policy refused it (body over `max_body_bytes`, redirect off `allowed_hosts`):
     /// another attempt would meet the same answer.
@@ -347,6 +363,7 @@ pub enum Attempt {
 }
 
 impl RetryPolicy {
+    /// One attempt, no retry (the other fields keep their defaults).
     pub fn none() -> Self {
         RetryPolicy {
             max_attempts: 1,

@@ -3,6 +3,12 @@
 //! not come back by its due time is dispatched again (idempotent, within its max age) or gets
 //! a `Backstop` error at its origin, so no handler waits forever and no entry stays behind.
 
+// workers-rs's `#[durable_object]` adds the class's wasm-bindgen glue (`new`, `fetch`, `alarm`,
+// `websocket_*`, `connect`) as public methods without docs, in an impl no attribute here can
+// reach; `missing_docs` is therefore off for this file only. Everything written in it is
+// documented all the same: without the attribute below, only that glue is reported.
+#![allow(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
@@ -24,6 +30,12 @@ const STATS_ITEMS: usize = 100;
 const RETRY_BASE_MS: f64 = 1_000.0;
 const RETRY_CAP_MS: f64 = 60_000.0;
 
+/// The Durable Object queue of the orchestrated flow
+/// ([`Flow::Orchestrated`](super::Flow::Orchestrated)): it stores each request, hands it to the
+/// executor, and from its alarm dispatches a late request again or delivers its
+/// [`Backstop`](FetchErrorKind::Backstop) error. A worker serves the class with
+/// [`serve_system!`](crate::serve_system); origins find it by the `orchestrator_binding`
+/// option (default `FETCH_ORCHESTRATOR`). A `GET` answers its [`QueueStats`] as JSON.
 #[durable_object]
 pub struct FetchOrchestrator {
     state: State,
@@ -56,15 +68,26 @@ struct QueueEntry {
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueItem {
+    /// The request's id.
     pub id: RequestId,
+    /// The request's HTTP method.
     pub method: String,
     /// Without its query string unless `stats_with_queries` was asked (queries may hold keys).
     pub url: String,
+    /// The Durable Object binding of the origin the result goes back to.
     pub origin_binding: String,
+    /// The origin instance's id, in hex.
     pub origin_id: String,
+    /// When the request was queued (ms since the epoch).
     pub enqueued_ms: f64,
+    /// When the backstop next acts on it, unless the request is done first (ms since the
+    /// epoch).
     pub due_ms: f64,
+    /// Times it was handed to an executor, the first included (at most
+    /// [`MAX_DISPATCHES`]).
     pub dispatches: u32,
+    /// Backstop deliveries that failed to reach the origin (tried again with backoff, 1 s
+    /// doubling up to 60 s).
     pub delivery_tries: u32,
 }
 
@@ -72,12 +95,13 @@ pub struct QueueItem {
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueStats {
+    /// Requests in the queue: `in_flight` plus `overdue`.
     pub pending: u32,
     /// Age of the oldest pending request (ms), 0 when none.
     pub oldest_age_ms: f64,
-    /// Requests waiting for their result, and those past their due time whose backstop could
-    /// not reach the origin yet.
+    /// Requests waiting for their result (no backstop delivery has failed for them).
     pub in_flight: u32,
+    /// Requests past their due time whose backstop could not reach the origin yet.
     pub overdue: u32,
     /// The oldest entries, at most 100.
     pub items: Vec<QueueItem>,

@@ -13,7 +13,10 @@ super::strict::strict_serde!(OriginRef, QueueRef, FetchJob, Delivery, Ticket);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct OriginRef {
+    /// The origin's Durable Object binding ([`ProxyFetchOptions::origin_binding`], or inferred
+    /// from its type name), looked up in the worker that delivers the result.
     pub binding: String,
+    /// The origin instance's id in hex, as `state.id().to_string()` gives it.
     pub id: String,
 }
 
@@ -21,7 +24,10 @@ pub struct OriginRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct QueueRef {
+    /// The `FetchOrchestrator`'s Durable Object binding
+    /// ([`ProxyFetchOptions::orchestrator_binding`]).
     pub binding: String,
+    /// The orchestrator instance's name, as [`ProxyFetchOptions::shard_for`] gives it.
     pub shard: String,
 }
 
@@ -29,14 +35,19 @@ pub struct QueueRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct FetchJob {
+    /// The request's id.
     pub id: RequestId,
     /// 128 random bits (hex) the origin keeps with its pending record; a delivery must
     /// present it, so a result cannot be forged by whoever can call the origin.
     pub token: String,
+    /// The request to make, in the form the origin's start checked it in.
     pub request: ProxyRequest,
+    /// Where the result goes back to.
     pub origin: OriginRef,
     /// `None` in the direct flow.
     pub queue: Option<QueueRef>,
+    /// The options the request was started with; the executor holds them to its own
+    /// [`ExecutorLimits`](super::ExecutorLimits) before fetching.
     pub options: ProxyFetchOptions,
 }
 
@@ -83,7 +94,10 @@ impl FetchJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct Delivery {
+    /// The response, or why there is none; its request id names the request.
     pub result: FetchResult,
+    /// The request's [`token`](FetchJob::token): the origin refuses a delivery whose token
+    /// does not match.
     pub token: String,
     /// The sender delivers this result again after a call that got no answer (the origin's
     /// instance may have died running the handler): the origin counts the handler's run
@@ -98,7 +112,9 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct Ticket {
+    /// The request's id.
     pub id: RequestId,
+    /// The request's [`token`](FetchJob::token).
     pub token: String,
 }
 

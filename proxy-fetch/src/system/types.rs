@@ -14,9 +14,13 @@ super::strict::strict_serde!(ProxyRequest);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Redirect {
+    /// Follow redirects (the default). Under an allow-list (the executor's `PROXY_FETCH_ALLOW`
+    /// or `allowed_hosts`) every hop must pass it, and at most 20 are followed.
     #[default]
     Follow,
+    /// Do not follow: a 3xx comes back as the response, with its `location` header.
     Manual,
+    /// A redirect fails the attempt as a network error ([`FetchErrorKind::Network`]).
     Error,
 }
 
@@ -26,22 +30,28 @@ pub enum Redirect {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyRequest {
+    /// The HTTP method; `GET` when a serialized request leaves it out. [`ProxyRequest::new`]
+    /// upper-cases it; [`check`](Self::check) upper-cases the six methods `fetch` normalizes.
     #[serde(default = "default_method")]
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
         ts(as = "Option<String>", optional)
     )]
     pub method: String,
+    /// The http(s) URL to fetch; [`check`](Self::check) puts it in normal form.
     pub url: String,
+    /// Request headers as `(name, value)` pairs, sent in this order; a name may repeat.
     #[serde(default)]
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
         ts(as = "Option<Vec<(String, String)>>", optional)
     )]
     pub headers: Vec<(String, String)>,
+    /// The request body; `None` sends none.
     #[serde(default)]
     #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), ts(optional = nullable, type = "Uint8Array"))]
     pub body: Option<ByteBuf>,
+    /// How redirects are treated (default [`Redirect::Follow`]).
     #[serde(default)]
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
@@ -55,6 +65,8 @@ fn default_method() -> String {
 }
 
 impl ProxyRequest {
+    /// A request with this method (upper-cased) and URL: no headers, no body, redirects
+    /// followed.
     pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {
         ProxyRequest {
             method: method.into().to_ascii_uppercase(),
@@ -65,19 +77,24 @@ impl ProxyRequest {
         }
     }
 
+    /// A `GET` request for `url`.
     pub fn get(url: impl Into<String>) -> Self {
         Self::new("GET", url)
     }
 
+    /// A `POST` request for `url` with `body`. No `content-type` is set: add one with
+    /// [`header`](Self::header), or set a JSON body with [`json`](Self::json).
     pub fn post(url: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
         Self::new("POST", url).body(body)
     }
 
+    /// Adds a header after those already set (a name set twice is sent twice).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
+    /// Sets the body, replacing any earlier one.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = Some(ByteBuf::from(body.into()));
         self
@@ -89,6 +106,7 @@ impl ProxyRequest {
         Ok(self.header("content-type", "application/json").body(body))
     }
 
+    /// Sets how redirects are treated.
     pub fn redirect(mut self, redirect: Redirect) -> Self {
         self.redirect = redirect;
         self
@@ -141,10 +159,18 @@ impl From<String> for ProxyRequest {
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProxyResponse {
+    /// The id of the request this answers.
     pub request_id: RequestId,
+    /// The HTTP status code.
     pub status: u16,
+    /// The status text (reason phrase) as the runtime reports it; may be empty.
     pub status_text: String,
+    /// Response headers as `(name, value)` pairs, as the runtime's `Headers` lists them
+    /// (lower-case names); [`header`](Self::header) finds one.
     pub headers: Vec<(String, String)>,
+    /// The whole body, at most the request's
+    /// [`max_body_bytes`](crate::system::ProxyFetchOptions::max_body_bytes);
+    /// [`text`](Self::text) and [`json`](Self::json) decode it.
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
         ts(type = "Uint8Array")
@@ -172,6 +198,7 @@ impl ProxyResponse {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The body as bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.body
     }
@@ -212,13 +239,19 @@ pub enum FetchErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FetchError {
+    /// The id of the request that failed.
     pub request_id: RequestId,
+    /// Why, for a handler to match on.
     pub kind: FetchErrorKind,
+    /// What happened, in words (for logs; not meant to be parsed).
     pub message: String,
+    /// Attempts the executor made; 0 when none was made (refused before fetching, cancelled,
+    /// or a backstop error).
     pub attempts: u32,
 }
 
 impl FetchError {
+    /// An error of `kind` for `request_id`, with `attempts` 0.
     pub fn new(request_id: &str, kind: FetchErrorKind, message: impl Into<String>) -> Self {
         FetchError {
             request_id: request_id.to_owned(),
