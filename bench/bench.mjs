@@ -135,15 +135,31 @@ const idle = await (async () => {
   return (workerdCpuMs() - c0) / (Date.now() - t0);
 })();
 
-/** Runs `fn` and measures workerd's CPU from its start until the counters go quiet. */
-async function measured(fn) {
+/** workerd's peak resident memory (KiB) since the last `resetPeakRss()` (VmHWM). */
+function peakRssKiB() {
+  const hwm = readFileSync(`/proc/${workerdPid}/status`, "utf8").match(/VmHWM:\s+(\d+) kB/);
+  if (!hwm) throw new Error(`no VmHWM in /proc/${workerdPid}/status`);
+  return Number(hwm[1]);
+}
+/** Starts a new peak: writing 5 to clear_refs resets VmHWM to the current resident size. */
+function resetPeakRss() {
+  writeFileSync(`/proc/${workerdPid}/clear_refs`, "5");
+}
+/** Peak resident memory of workerd per measured scenario (MiB), by label. */
+const peaks = [];
+
+/** Runs `fn` and measures workerd's CPU from its start until the counters go quiet, and its
+ *  peak resident memory meanwhile (recorded under `label`). */
+async function measured(fn, label) {
   await resetCounters();
+  resetPeakRss();
   const c0 = workerdCpuMs();
   const t0 = Date.now();
   const out = await fn();
   await quiesce();
   const c1 = workerdCpuMs();
   const wallMs = Date.now() - t0;
+  peaks.push([label, round(peakRssKiB() / 1024, 1)]);
   return { out, counts: await counters(), cpuMs: c1 - c0 - idle * wallMs, wallMs };
 }
 
@@ -295,7 +311,7 @@ const warm = (origins) => drive({ op: "burst", binding: "PROBE", calls: origins.
  *  results, not reading the records afterwards. */
 async function measuredRun(args) {
   await warm(args.origins);
-  const m = await measured(() => startAll(args));
+  const m = await measured(() => startAll(args), args.label);
   return { ...m, out: await collect(m.out) };
 }
 
@@ -386,7 +402,7 @@ try {
   // then never happens: cheaper than any real upstream).
   const nSingle = QUICK ? 5 : 100;
   await warm(["aw-single"]);
-  const single = await measured(() => runAwaited({ label: "aw-single", n: nSingle, wave: 1, origins: ["aw-single"], url: up.url("/aw-single/{i}", { delay: SINGLE_DELAY }), each: true }));
+  const single = await measured(() => runAwaited({ label: "aw-single", n: nSingle, wave: 1, origins: ["aw-single"], url: up.url("/aw-single/{i}", { delay: SINGLE_DELAY }), each: true }), "aw-single");
   const awaitedSingle = costOf(single.counts, nSingle, single.cpuMs);
   checkCost("awaited single", awaitedSingle, false);
   // What awaiting costs beyond the wait itself.
@@ -419,7 +435,7 @@ try {
   const burstN = QUICK ? 100 : 1000;
   const burstOrigins = (label) => [...Array(50)].map((_, i) => `${label}-${i}`);
   await warm(burstOrigins("aw-burst"));
-  const aw = await measured(() => runAwaited({ label: "aw-burst", n: burstN, origins: burstOrigins("aw-burst"), url: up.url("/aw-burst/{i}") }));
+  const aw = await measured(() => runAwaited({ label: "aw-burst", n: burstN, origins: burstOrigins("aw-burst"), url: up.url("/aw-burst/{i}") }), "aw-burst");
   results.cost.awaited.burst = costOf(aw.counts, burstN, aw.cpuMs);
   checkCost("awaited burst", results.cost.awaited.burst, false);
   results.burst.awaited = { wall_ms: aw.out.wall_ms, elapsed_median_ms: med(aw.out.elapsed_ms), elapsed_p99_ms: p99(aw.out.elapsed_ms) };
@@ -596,6 +612,8 @@ const bigRows = flows.map((flow) => {
   return [flow, f(b.e2e_ms), f(b.e2e_ms / results.big.baselines.one_way_rpc_ms), f(b.fetch_ms), f(b.e2e_minus_fetch_ms), f(b.e2e_minus_fetch_ms / results.big.baselines.one_way_rpc_ms)];
 });
 const bigTable = md(["flow", "end to end ms (median)", "/ one-way RPC", "of which the executor's fetch ms", "end to end minus the fetch ms", "/ one-way RPC"], bigRows);
+results.peak_rss_mib = Object.fromEntries(peaks);
+const peakTable = md(["scenario", "peak resident memory of workerd (MiB)"], peaks.map(([label, mib]) => [label, f(mib)]));
 const otherTable = md(["measure", "value", "target"], results.other.map((o) => [o.name, `${o.value} ${o.unit}`, o.target ?? ""]));
 
 const versions = {
@@ -673,6 +691,16 @@ length) ${f(results.big.baselines.one_way_rpc_ms)} ms, both ways ${f(results.big
 ${f(results.big.baselines.fetch_awaited_ms)} ms. Medians.
 
 ${bigTable}
+
+## Peak memory
+
+The workerd process's peak resident memory (VmHWM in /proc, reset before each scenario by
+writing 5 to its clear_refs) while each measured scenario ran: every isolate of the run (origins,
+orchestrator, executor, the bench's own objects), so it bounds what one isolate holds. Labels:
+\`aw-*\` awaited in the DO (baselines), \`<flow>-single\` one request at a time,
+\`<flow>-alone\` one request in each of fresh origins, \`<flow>-burst\` the burst.
+
+${peakTable}
 
 ## Other
 
