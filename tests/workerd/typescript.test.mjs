@@ -64,7 +64,8 @@ describe("TypeScript declarations of tests/worker's entrypoints", () => {
     assert.match(text, /  statsWithQueries\(\): Promise<QueueStats>;/);
     assert.match(text, /export interface FetchExecutorEntrypoint extends Rpc\.WorkerEntrypointBranded \{/);
     assert.match(text, /  health\(\): Promise<ExecutorHealth>;/);
-    assert.match(text, /export type QueueStats = \{ pending: number,/);
+    // Its fields carry their Rust doc comments.
+    assert.match(text, /export type QueueStats = \{\s*\/\*\*\s*\* Requests in the queue[^]*?\*\/\s*pending: number,/);
     assert.match(text, /policy: \{ Ok: undefined \} \| \{ Err: string \}/);
     for (const method of ["enqueue", "complete", "forget", "undelivered", "executeFetches", "__proxyFetchDeliver"]) {
       assert.doesNotMatch(text, new RegExp(`^  ${method}\\(`, "m"), `the protocol's ${method} is not declared`);
