@@ -100,14 +100,14 @@ describe("a binding holder cannot forge, replay or oversize", () => {
     assert.ok(!("token" in item) && !JSON.stringify(item).includes("token"), "stats show nothing that grants authority");
     const ticket = { id, token: FORGED };
     const queued = { id, origin: { binding: "INBOX", id: await box.id() }, queue: { binding: "FETCH_ORCHESTRATOR", shard: "singleton" } };
-    for (const [method, args] of [["complete", [ticket]], ["forget", [ticket]], ["undelivered", [ticket, forgedResult(id)]], ["recover", [job(queued)]]]) {
+    for (const [method, args] of [["complete", [[ticket]]], ["forget", [ticket]], ["undelivered", [ticket, forgedResult(id)]], ["recover", [job(queued)]]]) {
       const r = await call(w, "FETCH_ORCHESTRATOR", "singleton", method, ...args);
       assert.equal(r.error?.handler?.kind, "forbidden", `${method}: ${JSON.stringify(r)}`);
       await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchOrchestrator.${method} request ${id}`)), { what: `the log line of ${method}'s refusal` });
     }
     const other = await call(w, "FETCH_ORCHESTRATOR", "singleton", "undelivered", { id: "someone-else", token: FORGED }, forgedResult(id));
     assert.equal(other.error?.handler?.kind, "forbidden", "a result under another request's ticket");
-    const replay = await call(w, "FETCH_ORCHESTRATOR", "singleton", "enqueue", job(queued));
+    const replay = await call(w, "FETCH_ORCHESTRATOR", "singleton", "enqueue", [job(queued)]);
     assert.equal(replay.error?.handler?.kind, "conflict", `an enqueue of the queued id with another token: ${JSON.stringify(replay)}`);
     const r = await onlyResult(box, "the real result");
     assert.equal(r.status, 200, "the real response, not the forged 299");

@@ -14,8 +14,10 @@ use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
 use super::fetch::{verdicts, Verdict};
+use super::concurrent;
 use super::protocol::{
-    Delivery, ExecutorClient, FetchJob, OriginClient, Ticket, FORBIDDEN, MAX_DISPATCHES,
+    into_calls, Delivery, ExecutorClient, FetchJob, OriginClient, Ticket, FORBIDDEN,
+    MAX_DISPATCHES, MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE,
 };
 use super::refusal;
 use super::storage::{self, Pages};
@@ -172,18 +174,21 @@ impl FetchOrchestrator {
         Ok(())
     }
 
-    async fn send(&self, job: &FetchJob) -> Result<(), String> {
-        let executor = ExecutorClient::from_env(&self.env, &job.options.executor_binding)
-            .map_err(|e| e.to_string())?;
-        executor
-            .execute_fetches(vec![job.clone()])
-            .await
-            .map_err(|e| {
-                format!(
-                    "executor `{}` not reached: {}",
-                    job.options.executor_binding, e.message
-                )
-            })
+    /// Hands `jobs` to their executors, in calls of up to [`MAX_JOBS_PER_CALL`] per executor
+    /// binding; `Ok` once every call was acknowledged.
+    async fn send(&self, jobs: Vec<FetchJob>) -> Result<(), String> {
+        let (calls, _) = into_calls(jobs, |job| {
+            Some((job.options.executor_binding.clone(), MAX_JOBS_PER_CALL))
+        });
+        let sends = calls.into_iter().map(|jobs| async move {
+            let binding = jobs.first().map(|j| j.options.executor_binding.clone()).unwrap_or_default();
+            let executor = ExecutorClient::from_env(&self.env, &binding).map_err(|e| e.to_string())?;
+            executor
+                .execute_fetches(jobs)
+                .await
+                .map_err(|e| format!("executor `{binding}` not reached: {}", e.message))
+        });
+        concurrent::all(sends, usize::MAX).await.into_iter().collect()
     }
 
     /// Delivers `result` to the entry's origin: `true` when the origin has its result now (or
@@ -269,7 +274,7 @@ impl FetchOrchestrator {
             entry.dispatches += 1;
             entry.due_ms = now + budget;
             storage.put(&key(&entry.job.id), &entry).await?;
-            if let Err(e) = self.send(&entry.job).await {
+            if let Err(e) = self.send(vec![entry.job.clone()]).await {
                 log_error(&format!(
                     "proxy-fetch {}: dispatch again failed: {e}",
                     entry.job.id
@@ -389,48 +394,67 @@ impl FetchOrchestrator {
 
 #[entrypoint(durable_object)]
 impl FetchOrchestrator {
-    /// Stores `job`, then hands it to the executor. Answered once both happened: the origin
-    /// knows the request is durably queued, or gets the error. A job already queued is left as
-    /// it is (an origin whose start was cut short asks again).
-    pub async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError> {
-        let job = Self::checked("enqueue", job)?;
-        let storage = self.state.storage();
-        if let Some(known) = storage.get::<QueueEntry>(&key(&job.id)).await? {
-            // The same request queued again (its origin's sweep): nothing to do. Another
-            // origin's request under the same id: refused, as this queue knows requests by id.
-            if Ticket::of(&job).admits(&known.job) && known.job.origin == job.origin {
-                return Ok(());
-            }
-            refusal::refused(
-                "FetchOrchestrator.enqueue",
-                &format!("request {}", job.id),
-                "already queued for another origin or with another token",
-            );
-            return Err(HandlerError::new(
-                "conflict",
-                format!(
-                    "request id `{}` is already queued here for another origin: an id must be \
-                     unique among the origins that share an orchestrator instance",
-                    job.id
-                ),
-            ));
+    /// Stores `jobs`, then hands them to the executor. Answered once both happened: the
+    /// origin knows the requests are durably queued, or gets the error (and none is queued). A
+    /// job already queued is left as it is (an origin whose start was cut short asks again).
+    pub async fn enqueue(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError> {
+        if jobs.len() > MAX_JOBS_PER_ENQUEUE {
+            let why = format!("{} jobs in one call; at most {MAX_JOBS_PER_ENQUEUE}", jobs.len());
+            refusal::refused("FetchOrchestrator.enqueue", "a call", &why);
+            return Err(HandlerError::new("bad_job", why));
         }
+        let jobs = jobs
+            .into_iter()
+            .map(|job| Self::checked("enqueue", job))
+            .collect::<Result<Vec<_>, _>>()?;
+        let storage = self.state.storage();
         let now = now_ms();
-        let entry = QueueEntry {
-            enqueued_ms: now,
-            due_ms: now + job.options.backstop_after_ms() as f64,
-            dispatches: 1,
-            delivery_tries: 0,
-            result: None,
-            job,
+        let mut entries = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if let Some(known) = storage.get::<QueueEntry>(&key(&job.id)).await? {
+                // The same request queued again (its origin's sweep): nothing to do. Another
+                // origin's request under the same id: refused, as this queue knows requests
+                // by id.
+                if Ticket::of(&job).admits(&known.job) && known.job.origin == job.origin {
+                    continue;
+                }
+                refusal::refused(
+                    "FetchOrchestrator.enqueue",
+                    &format!("request {}", job.id),
+                    "already queued for another origin or with another token",
+                );
+                return Err(HandlerError::new(
+                    "conflict",
+                    format!(
+                        "request id `{}` is already queued here for another origin: an id must \
+                         be unique among the origins that share an orchestrator instance",
+                        job.id
+                    ),
+                ));
+            }
+            entries.push(QueueEntry {
+                enqueued_ms: now,
+                due_ms: now + job.options.backstop_after_ms() as f64,
+                dispatches: 1,
+                delivery_tries: 0,
+                result: None,
+                job,
+            });
+        }
+        let Some(due) = entries.iter().map(|e| e.due_ms).reduce(f64::min) else {
+            return Ok(());
         };
-        // The executor's call leaves only once this write is on disk (the output gate), so an
-        // executor never works on a request the queue could lose.
-        let id = entry.job.id.clone();
-        storage.put(&key(&id), &entry).await?;
-        self.arm(entry.due_ms).await?;
-        if let Err(e) = self.send(&entry.job).await {
-            storage.delete(&key(&id)).await?;
+        // The executor's call leaves only once these writes are on disk (the output gate), so
+        // an executor never works on a request the queue could lose.
+        let keys: Vec<String> = entries.iter().map(|e| key(&e.job.id)).collect();
+        let puts = keys.iter().zip(&entries).map(|(k, e)| storage.put(k, e));
+        concurrent::all(puts, usize::MAX)
+            .await
+            .into_iter()
+            .collect::<Result<(), _>>()?;
+        self.arm(due).await?;
+        if let Err(e) = self.send(entries.into_iter().map(|e| e.job).collect()).await {
+            storage.delete_multiple(keys).await?;
             return Err(HandlerError::new("dispatch", e));
         }
         Ok(())
@@ -447,15 +471,25 @@ impl FetchOrchestrator {
         if !job.may_resend() {
             return Ok(false);
         }
-        self.enqueue(job).await.map(|()| true)
+        self.enqueue(vec![job]).await.map(|()| true)
     }
 
-    /// The result reached the origin: the request is done.
-    pub async fn complete(&self, ticket: Ticket) -> Result<(), HandlerError> {
-        if self.entry("complete", &ticket).await?.is_some() {
-            self.state.storage().delete(&key(&ticket.id)).await?;
+    /// The results reached their origins: the requests are done. A ticket that is not its
+    /// request's is refused (the call answers `forbidden`), the others are still done.
+    pub async fn complete(&self, tickets: Vec<Ticket>) -> Result<(), HandlerError> {
+        let mut done = Vec::with_capacity(tickets.len());
+        let mut refused = None;
+        for ticket in &tickets {
+            match self.entry("complete", ticket).await {
+                Ok(Some(_)) => done.push(key(&ticket.id)),
+                Ok(None) => {}
+                Err(e) => refused = Some(e),
+            }
         }
-        Ok(())
+        if !done.is_empty() {
+            self.state.storage().delete_multiple(done).await?;
+        }
+        refused.map_or(Ok(()), Err)
     }
 
     /// Stops watching a request (the origin cancelled it). Returns whether it was queued.

@@ -159,6 +159,53 @@ pub const MAX_JOBS_PER_CALL: usize = 6;
 /// [`MAX_BODY_LIMIT`](super::MAX_BODY_LIMIT)), so a call of several is split to stay under.
 pub const CALL_BYTES: usize = 31 * 1024 * 1024;
 
+/// Jobs per `enqueue` call: an orchestrator refuses a call with more.
+pub const MAX_JOBS_PER_ENQUEUE: usize = 32;
+
+/// Groups jobs into calls: jobs whose `key` is the same `Some((k, max))` go together, up to
+/// `max` jobs and [`CALL_BYTES`] a call; a job whose key is `None` goes alone. Returns the calls
+/// and, for each job in order, the index of its call.
+pub(crate) fn into_calls<K: PartialEq>(
+    jobs: Vec<FetchJob>,
+    key: impl Fn(&FetchJob) -> Option<(K, usize)>,
+) -> (Vec<Vec<FetchJob>>, Vec<usize>) {
+    let mut calls: Vec<Vec<FetchJob>> = Vec::new();
+    let mut call_of = Vec::with_capacity(jobs.len());
+    // The call being filled for each key (there are few), and its bytes so far.
+    let mut open: Vec<(K, usize, usize)> = Vec::new();
+    for job in jobs {
+        let bytes = job.weight();
+        let call = match key(&job) {
+            None => None,
+            Some((k, max)) => match open.iter_mut().find(|(o, _, _)| *o == k) {
+                Some((_, i, sum))
+                    if calls.get(*i).is_some_and(|c| c.len() < max) && *sum + bytes <= CALL_BYTES =>
+                {
+                    *sum += bytes;
+                    Some(*i)
+                }
+                Some(slot) => {
+                    *slot = (k, calls.len(), bytes);
+                    None
+                }
+                None => {
+                    open.push((k, calls.len(), bytes));
+                    None
+                }
+            },
+        };
+        let call = call.unwrap_or_else(|| {
+            calls.push(Vec::new());
+            calls.len() - 1
+        });
+        if let Some(jobs) = calls.get_mut(call) {
+            jobs.push(job);
+        }
+        call_of.push(call);
+    }
+    (calls, call_of)
+}
+
 /// About how many bytes a request or response takes in a call: body, URL, headers, framing.
 pub fn weight(body: usize, url: &str, headers: &[(String, String)]) -> usize {
     1024 + body
@@ -195,15 +242,17 @@ pub trait Origin {
 /// What `FetchOrchestrator` serves to origins and executors.
 #[entrypoint(durable_object)]
 pub trait Orchestrator {
-    /// Queues `job`; answered once the entry is stored, then dispatched to the executor.
-    async fn enqueue(&self, job: FetchJob) -> Result<(), HandlerError>;
+    /// Queues `jobs` (at most [`MAX_JOBS_PER_ENQUEUE`]); answered once their entries are
+    /// stored and the executor acknowledged them. A job already queued is left as it is.
+    async fn enqueue(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError>;
     /// The origin's sweep asks after a request it has had no result for: `true` if the
     /// orchestrator has it (or queued it now: a start a crash cut short, resendable), `false`
     /// if it does not and the job may not be sent again (the origin then tells the handler).
     async fn recover(&self, job: FetchJob) -> Result<bool, HandlerError>;
-    /// The result reached the origin: the request is done. Every method that changes a
-    /// request's state takes its [`Ticket`]; a wrong one is refused with [`FORBIDDEN`].
-    async fn complete(&self, ticket: Ticket) -> Result<(), HandlerError>;
+    /// The results reached their origins: the requests are done. Every method that changes
+    /// a request's state takes its [`Ticket`]; a wrong one is refused with [`FORBIDDEN`] (the
+    /// others of the call are still done).
+    async fn complete(&self, tickets: Vec<Ticket>) -> Result<(), HandlerError>;
     /// Stops watching a request (cancelled at the origin). Whether it was queued.
     async fn forget(&self, ticket: Ticket) -> Result<bool, HandlerError>;
     /// The executor could not deliver `result`: the orchestrator keeps it and delivers it
@@ -227,3 +276,48 @@ pub trait Executor {
 
 /// Handler error code of `policy` when the executor has no policy (it fetches nothing).
 pub const NO_POLICY: &str = "no_policy";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::{ProxyFetchOptions, ProxyRequest};
+
+    fn job(id: &str, key: &str, body: usize) -> FetchJob {
+        let mut request = ProxyRequest::get("http://127.0.0.1/");
+        request.body = Some(serde_bytes::ByteBuf::from(vec![0u8; body]));
+        FetchJob {
+            id: id.into(),
+            token: key.into(),
+            request,
+            origin: OriginRef {
+                binding: "O".into(),
+                id: "0".into(),
+            },
+            queue: None,
+            options: ProxyFetchOptions::default(),
+        }
+    }
+
+    #[test]
+    fn jobs_of_one_key_share_calls_up_to_the_limit_and_unkeyed_ones_go_alone() {
+        let jobs = vec![
+            job("a1", "a", 0),
+            job("b1", "b", 0),
+            job("a2", "a", 0),
+            job("alone", "", 0),
+            job("a3", "a", 0),
+            job("big", "a", CALL_BYTES - 2048),
+            job("a4", "a", 0),
+        ];
+        let (calls, call_of) = into_calls(jobs, |j| (!j.token.is_empty()).then(|| (j.token.clone(), 2)));
+        let ids: Vec<Vec<&str>> = calls
+            .iter()
+            .map(|c| c.iter().map(|j| j.id.as_str()).collect())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![vec!["a1", "a2"], vec!["b1"], vec!["alone"], vec!["a3"], vec!["big"], vec!["a4"]]
+        );
+        assert_eq!(call_of, vec![0, 1, 0, 2, 3, 4, 5]);
+    }
+}

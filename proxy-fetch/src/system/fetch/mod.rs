@@ -17,7 +17,8 @@ use crate::system::concurrent;
 use crate::system::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS};
 use crate::system::policy::{ExecutorLimits, ExecutorPolicy};
 use crate::system::refusal;
-use crate::system::protocol::{FetchJob, OrchestratorClient, Ticket, MAX_JOBS_PER_CALL};
+use crate::system::batch::{self, Batcher};
+use crate::system::protocol::{FetchJob, OrchestratorClient, QueueRef, Ticket, MAX_JOBS_PER_CALL};
 use crate::system::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
 
 pub(crate) use send::{verdicts, Verdict};
@@ -29,14 +30,70 @@ const MIN_ATTEMPT_MS: f64 = 250.0;
 /// connections one invocation may hold open); any beyond get a `Rejected` error.
 pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, started: f64) {
     let outbox = Outbox::new(env, started);
-    let outbox = &outbox;
+    let completions = Completions {
+        env,
+        batcher: Batcher::new(),
+    };
+    let (outbox, completions) = (&outbox, &completions);
     let each = jobs.into_iter().enumerate().map(|(i, job)| async move {
         let id = job.id.clone();
-        if let Err(e) = run_one(env, job, started, outbox, i).await {
+        if let Err(e) = run_one(env, job, started, (outbox, completions), i).await {
             log_error(&format!("proxy-fetch {id}: {e}"));
         }
     });
     concurrent::all(each, usize::MAX).await;
+}
+
+/// A request done at its origin, waiting for a `complete` call to its orchestrator.
+struct Completion {
+    queue: QueueRef,
+    ticket: Ticket,
+    reply: batch::Reply<Result<(), String>>,
+}
+
+/// The completions of one run: those ready while a `complete` call is under way go together
+/// in the next, one call per orchestrator instance.
+struct Completions<'a> {
+    env: &'a Env,
+    batcher: Batcher<Completion>,
+}
+
+impl Completions<'_> {
+    /// Tells the orchestrator instance `queue` that `job`'s request is done.
+    async fn complete(&self, queue: &QueueRef, job: &FetchJob) -> Result<(), String> {
+        let (reply, answer) = batch::reply();
+        let completion = Completion {
+            queue: queue.clone(),
+            ticket: Ticket::of(job),
+            reply,
+        };
+        self.batcher
+            .submit(completion, answer, |batch| self.send(batch))
+            .await
+            .unwrap_or_else(|| Err("the completion was not sent".into()))
+    }
+
+    /// One `complete` call per orchestrator instance for `batch`.
+    async fn send(&self, batch: Vec<Completion>) {
+        let mut by_queue: Vec<(QueueRef, Vec<Completion>)> = Vec::new();
+        for completion in batch {
+            match by_queue.iter_mut().find(|(q, _)| *q == completion.queue) {
+                Some((_, group)) => group.push(completion),
+                None => by_queue.push((completion.queue.clone(), vec![completion])),
+            }
+        }
+        let calls = by_queue.into_iter().map(|(queue, group)| async move {
+            let tickets = group.iter().map(|c| c.ticket.clone()).collect();
+            let done = match OrchestratorClient::from_name(self.env, &queue.binding, &queue.shard) {
+                Ok(orchestrator) => orchestrator.complete(tickets).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            for completion in group {
+                completion.reply.send(done.clone());
+            }
+        });
+        concurrent::all(calls, usize::MAX).await;
+    }
 }
 
 /// What the executor allows `job`: checked as the start checks it, held to the executor's own
@@ -63,7 +120,7 @@ async fn run_one(
     env: &Env,
     mut job: FetchJob,
     started: f64,
-    outbox: &Outbox<'_>,
+    (outbox, completions): (&Outbox<'_>, &Completions<'_>),
     in_call: usize,
 ) -> Result<(), HandlerError> {
     let result = match admitted(env, &mut job, in_call) {
@@ -71,24 +128,20 @@ async fn run_one(
         Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
     };
     let job = &job;
-    let queue = match &job.queue {
-        Some(queue) => Some(OrchestratorClient::from_name(
-            env,
-            &queue.binding,
-            &queue.shard,
-        )?),
-        None => None,
-    };
     let result = Rc::new(result);
     match outbox.deliver(job, &result).await {
         Handed::Done => {
-            if let Some(orchestrator) = queue {
-                orchestrator.complete(Ticket::of(job)).await?;
+            if let Some(queue) = &job.queue {
+                completions
+                    .complete(queue, job)
+                    .await
+                    .map_err(|e| HandlerError::new("complete", e))?;
             }
         }
-        Handed::Failed => match queue {
+        Handed::Failed => match &job.queue {
             // The orchestrator keeps the result and delivers it when the origin is back.
-            Some(orchestrator) => {
+            Some(queue) => {
+                let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)?;
                 let result = Rc::try_unwrap(result).unwrap_or_else(|shared| (*shared).clone());
                 orchestrator.undelivered(Ticket::of(job), result).await?
             }

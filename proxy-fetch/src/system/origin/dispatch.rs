@@ -6,10 +6,9 @@ use worker::{Env, Url};
 
 use super::ledger::PendingRecord;
 use crate::rpc::{log_error, CallError, HandlerError, RpcError, RpcErrorKind};
-use crate::system::concurrent;
 use crate::system::protocol::{
-    ExecutorClient, FetchJob, OrchestratorClient, QueueRef, Ticket, CALL_BYTES,
-    MAX_JOBS_PER_CALL, NO_POLICY,
+    into_calls, ExecutorClient, FetchJob, OrchestratorClient, QueueRef, Ticket, MAX_JOBS_PER_CALL,
+    MAX_JOBS_PER_ENQUEUE, NO_POLICY,
 };
 use crate::system::{now_ms, ExecutorPolicy, Flow, ProxyFetchError, ProxyFetchOptions};
 
@@ -30,44 +29,16 @@ pub(super) fn name_job(job: &mut FetchJob, id: &str) {
 }
 
 /// Groups jobs into calls: the direct flow's by executor binding, up to
-/// [`MAX_JOBS_PER_CALL`] a call; each orchestrated job alone (the orchestrator takes one).
-/// Returns the calls, and for each job (in order) the index of its call.
+/// [`MAX_JOBS_PER_CALL`] a call; the orchestrated flow's by orchestrator shard, up to
+/// [`MAX_JOBS_PER_ENQUEUE`], but a request with a caller's id alone (the orchestrator may refuse
+/// it as another origin's, which must not fail the others). Returns the calls, and for each job
+/// (in order) the index of its call.
 pub(super) fn batches(jobs: Vec<FetchJob>) -> (Vec<Vec<FetchJob>>, Vec<usize>) {
-    let mut calls: Vec<Vec<FetchJob>> = Vec::new();
-    let mut call_of = Vec::with_capacity(jobs.len());
-    // The call being filled for each executor binding (there are few).
-    let mut open: Vec<(String, usize)> = Vec::new();
-    for job in jobs {
-        let binding = &job.options.executor_binding;
-        let slot = open.iter().position(|(b, _)| b == binding);
-        let filling = slot.and_then(|s| open.get(s)).map(|&(_, i)| i);
-        let call = match (&job.queue, filling) {
-            (None, Some(i))
-                if calls.get(i).is_some_and(|c| {
-                    c.len() < MAX_JOBS_PER_CALL
-                        && c.iter().map(FetchJob::weight).sum::<usize>() + job.weight()
-                            <= CALL_BYTES
-                }) =>
-            {
-                i
-            }
-            _ => {
-                if job.queue.is_none() {
-                    match slot.and_then(|s| open.get_mut(s)) {
-                        Some((_, i)) => *i = calls.len(),
-                        None => open.push((binding.clone(), calls.len())),
-                    }
-                }
-                calls.push(Vec::new());
-                calls.len() - 1
-            }
-        };
-        if let Some(jobs) = calls.get_mut(call) {
-            jobs.push(job);
-        }
-        call_of.push(call);
-    }
-    (calls, call_of)
+    into_calls(jobs, |job| match &job.queue {
+        None => Some(((None, job.options.executor_binding.clone()), MAX_JOBS_PER_CALL)),
+        Some(_) if job.options.request_id.is_some() => None,
+        Some(queue) => Some(((Some(queue.binding.clone()), queue.shard.clone()), MAX_JOBS_PER_ENQUEUE)),
+    })
 }
 
 /// Tells the orchestrator that tracks a request to stop watching it (its start failed, or the
@@ -116,11 +87,9 @@ pub(super) async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), P
         Some(queue) => {
             let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
                 .map_err(ProxyFetchError::Dispatch)?;
-            let enqueued = jobs.into_iter().map(|job| orchestrator.enqueue(job));
-            let enqueued = concurrent::all(enqueued, usize::MAX).await;
-            enqueued
-                .into_iter()
-                .collect::<Result<(), _>>()
+            orchestrator
+                .enqueue(jobs)
+                .await
                 .map_err(|e| refused_by("enqueue", e))
         }
     };
