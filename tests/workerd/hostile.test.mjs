@@ -129,7 +129,7 @@ describe("a binding holder cannot forge, replay or oversize", () => {
     const endless = job({ request: { method: "GET", url: up.url("/endless", { key: `ex-many-${process.pid}` }), headers: [], body: null, redirect: "follow" }, options: { retry: { max_attempts: 1000, base_delay_ms: 0, max_delay_ms: 0 } } });
     const elsewhere = job({ request: { method: "GET", url: up.url("/x", { key: `ex-host-${process.pid}` }).replace("127.0.0.1", "localhost"), headers: [], body: null, redirect: "follow" } });
     await w.env.FETCH_EXECUTOR.executeFetches([oversized, endless, elsewhere]);
-    for (const j of [oversized, endless]) {
+    for (const j of [oversized, endless, elsewhere]) {
       await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchExecutor.executeFetches job ${j.id}`)), { what: `the refusal of job ${j.id}` });
     }
     // Each job ends with a result its (made-up) origin cannot take: the executor is done.
@@ -137,7 +137,7 @@ describe("a binding holder cannot forge, replay or oversize", () => {
       await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch ${j.id}: result not delivered`)), { what: `the end of job ${j.id}` });
     }
     for (const k of ["ex-big", "ex-many", "ex-host"]) assert.equal(up.count(`${k}-${process.pid}`), 0, `${k}: the upstream was never asked`);
-    assert.ok((await w.env.FETCH_EXECUTOR.health()).refused >= 2, "refusals are counted in health");
+    assert.ok((await w.env.FETCH_EXECUTOR.health()).refused >= 3, "refusals are counted in health");
   });
 
   test("a start refuses at once what the executor's policy refuses, naming the entry to add; a binding of the wrong kind is refused too", async () => {
@@ -177,6 +177,31 @@ describe("refusals are visible, not a flood", () => {
       assert.equal(lines(), 20, "the 21st to 30th refusals are not logged");
       assert.ok((await w.env.FETCH_EXECUTOR.health()).refused >= 30, "but all 30 are counted");
       assert.equal((await onlyResult(box, "the real result")).status, 200);
+    } finally {
+      await w.dispose();
+    }
+  });
+});
+
+describe("credentials stay with their origin", () => {
+  test("a redirect to another allowed origin drops Authorization and Cookie; one to the same origin keeps them", async () => {
+    const port = new URL(up.url("/")).port;
+    const w = await worker({ PROXY_FETCH_ALLOW: `http://127.0.0.1:${port}, http://localhost:${port}` });
+    try {
+      const headers = [["authorization", "Bearer secret"], ["cookie", "session=1"], ["x-trace", "kept"]];
+      const echoed = async (to, tag) => {
+        const box = origin(w);
+        await startOk(box, { method: "GET", url: up.url("/moved", { redirect: to }), headers }, { timeout_ms: 5000 }, tag);
+        const r = await onlyResult(box, `the result through ${to}`);
+        assert.equal(r.status, 200, JSON.stringify(r));
+        return JSON.parse(r.text).headers;
+      };
+      const other = await echoed(up.url("/landed").replace("127.0.0.1", "localhost"), "other");
+      assert.equal(other.authorization, undefined, "Authorization is dropped on the way to another origin");
+      assert.equal(other.cookie, undefined, "so is Cookie");
+      assert.equal(other["x-trace"], "kept", "other headers go on");
+      const same = await echoed(up.url("/landed"), "same");
+      assert.equal(same.authorization, "Bearer secret", "the same origin keeps Authorization");
     } finally {
       await w.dispose();
     }

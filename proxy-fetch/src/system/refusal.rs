@@ -1,6 +1,7 @@
-//! Refused calls, made visible: every refusal (a wrong token, an unknown request, another
-//! origin's request, a malformed job or delivery) is logged with what was refused and why, and
-//! counted. A caller cannot flood the log: an isolate logs at most [`LOGGED_PER_WINDOW`]
+//! Refused calls, made visible: every refusal (a wrong token, another origin's request, a
+//! malformed job or delivery, a job outside the executor's policy) is logged with what was
+//! refused and why, and counted (per isolate: `stats` and `health` show the count of the
+//! isolate that answers them). A caller cannot flood the log: an isolate logs at most [`LOGGED_PER_WINDOW`]
 //! refusals a minute, and says how many it left out when it logs again.
 
 use std::cell::RefCell;

@@ -217,6 +217,12 @@ async fn fetch_following(
             hop.method = "GET".into();
             hop.body = None;
         }
+        // Credentials go only to the origin they were written for: a hop to another origin
+        // (scheme, host or port) drops them, as browsers do with `Authorization`.
+        let same_origin = worker::Url::parse(&hop.url).is_ok_and(|from| from.origin() == next.origin());
+        if !same_origin {
+            hop.headers.retain(|(name, _)| !is_credential(name));
+        }
         hop.url = next.to_string();
     }
     Err(AttemptError::Refused(format!(
@@ -249,4 +255,11 @@ pub(crate) async fn attempt(
 fn web_abort_controller() -> Result<JsValue, JsValue> {
     let ctor: Function = get(&js_sys::global(), "AbortController")?.dyn_into()?;
     Reflect::construct(&ctor, &Array::new())
+}
+
+/// Headers that carry credentials for the origin they were written for.
+fn is_credential(name: &str) -> bool {
+    ["authorization", "cookie", "proxy-authorization"]
+        .iter()
+        .any(|c| name.eq_ignore_ascii_case(c))
 }

@@ -109,9 +109,13 @@ fn admitted(env: &Env, job: &mut FetchJob, in_call: usize) -> Result<ExecutorPol
         refusal::refused("FetchExecutor.executeFetches", &format!("job {}", job.id), &why);
         format!("not fetched: the job is malformed: {why}")
     })?;
-    ExecutorLimits::from_env(env)?.clamp(&mut job.options);
-    let policy = ExecutorPolicy::from_env(env)?;
-    policy.check(&url)?;
+    let refused = |why: String| {
+        refusal::refused("FetchExecutor.executeFetches", &format!("job {}", job.id), &why);
+        why
+    };
+    ExecutorLimits::from_env(env).map_err(refused)?.clamp(&mut job.options);
+    let policy = ExecutorPolicy::from_env(env).map_err(refused)?;
+    policy.check(&url).map_err(refused)?;
     Ok(policy)
 }
 

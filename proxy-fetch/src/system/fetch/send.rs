@@ -13,7 +13,8 @@ use crate::system::batch::{self, Batcher};
 use crate::system::concurrent;
 use crate::system::options::INVOCATION_BUDGET_MS;
 use crate::system::protocol::{
-    weight, DeliveryOutcome, FetchJob, OriginClient, OriginRef, CALL_BYTES, FORBIDDEN, RETRY,
+    weight, DeliveryOutcome, FetchJob, OriginClient, OriginRef, CALL_BYTES, FORBIDDEN,
+    MAX_DELIVERIES_PER_CALL, RETRY,
 };
 use crate::system::{now_ms, FetchResult, RequestId};
 
@@ -162,6 +163,7 @@ impl<'a> Outbox<'a> {
             let bytes = outgoing.weight();
             match by_origin.iter_mut().find(|(sum, group)| {
                 group.first().is_some_and(|o| o.origin == outgoing.origin)
+                    && group.len() < MAX_DELIVERIES_PER_CALL
                     && sum + bytes <= CALL_BYTES
             }) {
                 Some((sum, group)) => {

@@ -160,12 +160,11 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
     result: JsValue,
     count_run: bool,
 ) -> Result<DeliveryOutcome, HandlerError> {
-    let Some(_claim) = Held::take(&CLAIMED, origin, id) else {
-        return Ok(DeliveryOutcome::Duplicate);
-    };
     let retry = |e: String| HandlerError::new(RETRY, format!("origin storage: {e}"));
+    // The token is checked before the request is claimed: a delivery that does not carry it
+    // must not hold the claim, or the real one would be turned away meanwhile.
     let found = find(origin, id).await.map_err(|e| retry(e.to_string()))?;
-    let Some(mut record) = found else {
+    let Some(record) = found else {
         return Ok(DeliveryOutcome::Duplicate);
     };
     if token.is_some_and(|t| !same_secret(t, &record.job.token)) {
@@ -179,6 +178,19 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
             format!("the delivery for request {id} does not carry its token"),
         ));
     }
+    let Some(_claim) = Held::take(&CLAIMED, origin, id) else {
+        // Another delivery of this result runs its handler now. A sender tries again later
+        // (and then finds it settled); the origin's own deliveries (cancel, backstop) are moot.
+        return match token {
+            Some(_) => Err(HandlerError::new(RETRY, format!("request {id} is being delivered"))),
+            None => Ok(DeliveryOutcome::Duplicate),
+        };
+    };
+    // Read again under the claim: a delivery that ended meanwhile removed the record.
+    let found = find(origin, id).await.map_err(|e| retry(e.to_string()))?;
+    let Some(mut record) = found.filter(|r| r.job.token == record.job.token) else {
+        return Ok(DeliveryOutcome::Duplicate);
+    };
     if record.handler_runs >= MAX_HANDLER_RUNS {
         log_error(&format!(
             "proxy-fetch {id}: handler `{}` was started {} times without finishing (its \

@@ -108,6 +108,21 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         .validate()
         .map_err(ProxyFetchError::InvalidOptions)?;
     let (request, url) = checked_request(request.into(), options)?;
+    let _starting;
+    let id = match &options.request_id {
+        Some(id) => {
+            // Starting a request again while it is pending (or being started) starts nothing.
+            _starting = match Held::take(&STARTING, origin, id) {
+                Some(claim) => claim,
+                None => return Ok(id.clone()),
+            };
+            if find(origin, id).await.map_err(ProxyFetchError::storage)?.is_some() {
+                return Ok(id.clone());
+            }
+            Some(id.clone())
+        }
+        None => None,
+    };
     let env = origin.env();
     let origin_binding = options
         .origin_binding
@@ -129,21 +144,6 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     if options.flow == Flow::Direct || has_binding(env, executor) {
         check_executor_policy(env, executor, &url).await?;
     }
-    let _starting;
-    let id = match &options.request_id {
-        Some(id) => {
-            // Starting a request again while it is pending (or being started) starts nothing.
-            _starting = match Held::take(&STARTING, origin, id) {
-                Some(claim) => claim,
-                None => return Ok(id.clone()),
-            };
-            if find(origin, id).await.map_err(ProxyFetchError::storage)?.is_some() {
-                return Ok(id.clone());
-            }
-            Some(id.clone())
-        }
-        None => None,
-    };
     let data = serde_json::to_value(&continuation.data).map_err(ProxyFetchError::storage)?;
     // Refused here, not when its row is written with others' records (or when its handler
     // would be called): e.g. an integer beyond 2^53, which a JS number cannot hold.

@@ -206,14 +206,18 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             if let Some((_, e)) = unstored.iter().find(|(r, _)| r == row) {
                 return Err(ProxyFetchError::storage(format!("a request's body was not stored: {e}")));
             }
-            match (puts.get(*row), &armed) {
-                (Some(Ok(())), Ok(())) => Ok(()),
-                (Some(Err(e)), _) => Err(ProxyFetchError::storage(e)),
-                (Some(Ok(())), Err(e)) => Err(ProxyFetchError::storage(e)),
-                (None, _) => Err(ProxyFetchError::storage("the row was not written")),
+            // Its job went out and its record is stored: it is started, whether or not its
+            // alarm could be set (logged below; the next start or sweep sets it).
+            match puts.get(*row) {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(ProxyFetchError::storage(e)),
+                None => Err(ProxyFetchError::storage("the row was not written")),
             }
         })
         .collect();
+    if let Err(e) = &armed {
+        log_error(&format!("proxy-fetch: the origin's alarm was not set for new requests: {e}"));
+    }
     let mut forgotten: Vec<(&str, Vec<Edit>)> = Vec::new();
     for ((id, row, _), outcome) in replies.iter().zip(&outcomes) {
         let written = matches!(puts.get(*row), Some(Ok(())));
