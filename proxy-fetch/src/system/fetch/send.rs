@@ -188,17 +188,23 @@ impl<'a> Outbox<'a> {
         let answer = |outgoing: Outgoing, handed: Handed| {
             outgoing.reply.send(handed);
         };
-        let client = OriginClient::from_id(self.env, &origin.binding, &origin.id);
-        if let Err(e) = &client {
-            log_error(&format!(
-                "proxy-fetch: origin {} not reachable: {e}",
-                origin.id
-            ));
-        }
-        let Some(stub) = client.as_ref().ok().and_then(|client| client.stub()) else {
+        // A stub per try: once the origin's instance was reset (a failed write, a crash while
+        // a handler ran), every later call on the stub that reached it fails, while a new stub
+        // reaches the new instance.
+        let client = || {
+            let client = OriginClient::from_id(self.env, &origin.binding, &origin.id);
+            if let Err(e) = &client {
+                log_error(&format!(
+                    "proxy-fetch: origin {} not reachable: {e}",
+                    origin.id
+                ));
+            }
+            client.ok()
+        };
+        if client().is_none() {
             group.into_iter().for_each(|o| answer(o, Handed::Failed));
             return;
-        };
+        }
         // Each result encoded once for every try: a large body is not copied again per try.
         let mut pending = Vec::with_capacity(group.len());
         for outgoing in group {
@@ -224,12 +230,27 @@ impl<'a> Outbox<'a> {
                 return;
             }
             let deliveries: js_sys::Array = pending.iter().map(|(_, encoded)| encoded).collect();
-            let sent = stub
-                .call::<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError>(
+            let sent = match client() {
+                Some(client) => match client.stub() {
+                    Some(stub) => {
+                        stub.call::<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError>(
+                            OriginClient::DELIVER.js_name(),
+                            js_sys::Array::of1(&deliveries),
+                        )
+                        .await
+                    }
+                    None => Err(CallError::Rpc(crate::rpc::RpcError::new(
+                        crate::rpc::RpcErrorKind::Remote,
+                        OriginClient::DELIVER.js_name(),
+                        "the origin's client has no stub",
+                    ))),
+                },
+                None => Err(CallError::Rpc(crate::rpc::RpcError::new(
+                    crate::rpc::RpcErrorKind::Remote,
                     OriginClient::DELIVER.js_name(),
-                    js_sys::Array::of1(&deliveries),
-                )
-                .await;
+                    "the origin is not reachable",
+                ))),
+            };
             let ids: Vec<&str> = pending.iter().map(|(o, _)| o.id.as_str()).collect();
             let verdicts = verdicts(&ids, sent);
             let mut again = Vec::new();
