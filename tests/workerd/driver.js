@@ -2,12 +2,22 @@
 // (POST {binding, name, method, args}), start many requests at once from inside the runtime
 // (POST {op: "burst", binding, calls: [{name, method, args}]}), and plays a
 // FetchExecutorEntrypoint that acknowledges and then drops every job: an executor that dies
-// mid-request.
+// mid-request (and one that answers only after a second before it drops them: a slow one).
 // In args, {"$bytes": [..]} becomes a Uint8Array; in results, Uint8Arrays become {"$bytes": [..]}.
 import { WorkerEntrypoint } from "cloudflare:workers";
 
 export class DeadExecutor extends WorkerEntrypoint {
   executeFetches(_jobs) {}
+}
+
+// An executor that answers a call only SLOW_ACK_MS after it came, and then drops its jobs: whoever
+// dispatches to it waits that long (faults.test.mjs holds up an orchestrator's backstop round
+// with it, so that other entries fall due meanwhile). A slow component, not a wait for anything.
+const SLOW_ACK_MS = 1000;
+export class SlowExecutor extends WorkerEntrypoint {
+  async executeFetches(_jobs) {
+    await new Promise((r) => setTimeout(r, SLOW_ACK_MS));
+  }
 }
 
 // An executor that dies on the first dispatch of each request and works from the second on

@@ -1,0 +1,316 @@
+// The loss and duplicate paths of issue 19 (item 5), each driven in real workerd with the test
+// worker's storage faults (tests/proxy-worker/src/main.js: `injectStorageFault(op, prefix,
+// times)`; a failed write also resets the object, as workerd does, and `instances()` counts the
+// resets). Each test says above it what the code before the fix (148ff2a: system/origin.rs,
+// system/orchestrator.rs) did, and so why it fails there; run against the test worker built with
+// 148ff2a's library, each does fail where its comment says. Runs its own workerd, like
+// hostile.test.mjs; PF_DUMP=1 prints the workers' logs at the end.
+//
+// Timing: every request here uses `timeout_ms` and one attempt, so its backstop period is
+// `timeout_ms` + 3 000 ms (the delivery reserve) + `backstop_grace_ms`: the orchestrator's
+// backstop acts after one period, the origin's sweep after one (direct flow) or two
+// (orchestrated). No test waits for time to pass: the absence of a Backstop is shown by a
+// witness request whose Backstop can only come after the sweep looked at the request under test.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { jsWorker, settle, startWorker, waitFor } from "./harness.mjs";
+import { startUpstream } from "./upstream.mjs";
+
+/** The delivery reserve every backstop period includes (DELIVERY_RESERVE_MS in options.rs). */
+const RESERVE_MS = 3000;
+const LEDGER = "proxy-fetch:request:";
+
+let w, up;
+before(async () => {
+  up = await startUpstream();
+  const shared = { scriptName: "proxy-test-worker", useSQLite: true };
+  w = await startWorker("tests/proxy-worker", {
+    bindings: { PROXY_FETCH_ALLOW: `http://127.0.0.1:${new URL(up.url("/")).port}` },
+    peers: [jsWorker("driver", "driver.js", {
+      durableObjects: {
+        INBOX: { className: "Inbox", ...shared },
+        FETCH_ORCHESTRATOR: { className: "FetchOrchestrator", ...shared },
+      },
+    })],
+    serviceBindings: {
+      DEAD_EXECUTOR: { name: "driver", entrypoint: "DeadExecutor" },
+      SLOW_EXECUTOR: { name: "driver", entrypoint: "SlowExecutor" },
+    },
+  });
+});
+after(async () => {
+  if (process.env.PF_DUMP) console.log(w?.logs.join(""));
+  await w?.dispose();
+  await up?.close();
+});
+
+/** One RPC call through the driver: `{ ok: value }` or `{ error }`, as the callee answered. */
+async function call(binding, name, method, ...args) {
+  const res = await w.fetchPeer("driver", "http://driver/call", { method: "POST", body: JSON.stringify({ binding, name, method, args }) });
+  return res.json();
+}
+
+/** The value of a call that must succeed: a failed call throws, it never reads as empty. */
+function must(answer, what) {
+  if (answer.error !== undefined) throw new Error(`${what} failed: ${JSON.stringify(answer.error)}`);
+  return answer.ok;
+}
+
+let boxes = 0;
+/** A fresh origin (an Inbox) for one test. */
+function origin() {
+  const name = `faults-${process.pid}-${++boxes}`;
+  const rpc = (method) => async (...args) => must(await call("INBOX", name, method, ...args), `${name}.${method}`);
+  return {
+    name,
+    /** The start's answer as the Inbox gave it: `{ ok: Started }` or `{ error }`. */
+    start: (request, options, tag = "t") => call("INBOX", name, "start", request, options, tag),
+    results: rpc("results"),
+    pending: rpc("pending"),
+    cancel: rpc("cancel"),
+    instances: rpc("instances"),
+    inject: rpc("injectStorageFault"),
+    /** This origin's filed result of request `id`, if any. */
+    result: async (id) => (await rpc("results")()).find((r) => r.request_id === id),
+  };
+}
+
+/** The orchestrator instance `shard`. */
+function orchestrator(shard) {
+  const rpc = (method) => async (...args) => must(await call("FETCH_ORCHESTRATOR", shard, method, ...args), `${shard}.${method}`);
+  return {
+    shard,
+    stats: rpc("stats"),
+    /** The ids it has queued. */
+    queued: async () => (await rpc("stats")()).items.map((i) => i.id),
+    instances: rpc("instances"),
+    inject: rpc("injectStorageFault"),
+  };
+}
+
+async function startOk(box, request, options, tag = "t") {
+  const started = await box.start(request, options, tag);
+  assert.ok(started.ok, `start failed: ${JSON.stringify(started.error)}`);
+  return started.ok;
+}
+
+/** Waits for a log line containing every one of `parts`. */
+function logged(what, ...parts) {
+  return waitFor(() => w.logs.some((l) => parts.every((p) => l.includes(p))), { deadlineMs: 5000, what: `the log line ${what}` });
+}
+
+/**
+ * Starts a witness at `box`: a direct-flow POST to an executor that drops it, due at the origin's
+ * sweep `dueMs` after its start, whose row sorts after every row proxy-fetch names (`zz-...`
+ * after hex). The sweep reads rows in key order and acts on each overdue request in turn, so the
+ * witness's Backstop comes only after the sweep acted on every request of `box` due before it.
+ */
+async function startWitness(box, dueMs) {
+  const id = `zz-witness-${box.name}`;
+  const timeout = 200;
+  await startOk(box, { method: "POST", url: up.url("/witness") }, {
+    timeout_ms: timeout, backstop_grace_ms: dueMs - timeout - RESERVE_MS, retry: { max_attempts: 1 },
+    executor_binding: "DEAD_EXECUTOR", request_id: id,
+  }, "witness");
+  return id;
+}
+
+/**
+ * A library bug the first test found: the executor (fetch/send.rs, `send_to_origin`) makes every
+ * try of a delivery on the one stub it got for the first. Once the origin is reset (workerd
+ * resets an object after a failed write, as here; a handler that crashes its instance does the
+ * same) that stub is broken: every later try fails at once with the reset's error, though a fresh
+ * stub would reach the origin's new instance, and after 5 tries the executor gives up ("result
+ * not delivered after 5 tries (rpc `__proxyFetchDeliver` failed (Remote): injected storage fault:
+ * delete(...))"). Direct flow: the origin's backstop then takes over (a POST ends as Backstop, a
+ * GET is fetched again); orchestrated: the orchestrator delivers the result itself.
+ */
+const REDELIVERY_BUG = "library bug (fetch/send.rs): the executor retries a delivery on the stub the origin's reset broke, so a POST ends as Backstop";
+
+describe("no loss or duplicate path (issue 19, item 5)", () => {
+  // receive.rs. Before (148ff2a, origin.rs `deliver`): when the record could not be removed
+  // after the handler ran, the failure was logged and the delivery answered Delivered. The
+  // executor stopped and the record stayed: direct, the origin's alarm later gave this POST's
+  // handler a Backstop (a GET would have been fetched again); orchestrated, the executor
+  // completed the queue entry and the origin's sweep queued the POST again (it ignored
+  // may_resend), so the upstream got it twice and the handler's second run came only then.
+  // Either way the checks below fail: the second run is a Backstop, or it comes after the
+  // backstop's time with the upstream counting 2.
+  //
+  // Who delivers again: the executor's next try, or in the orchestrated flow the orchestrator,
+  // to which the executor hands a result it could not deliver. Today only the latter gets
+  // through (REDELIVERY_BUG): the direct-flow test is marked todo until fetch/send.rs is fixed.
+  for (const flow of ["direct", "orchestrated"]) {
+    test(`${flow}: a handler that ran but whose record could not be removed is answered "retry": the result comes again before the backstop's time, the handler runs again, the record goes, the POST reached the upstream once and no Backstop follows`, { todo: flow === "direct" && REDELIVERY_BUG }, async () => {
+      const box = origin();
+      const q = orchestrator(`faults-removal-${process.pid}`);
+      const key = `removal-${flow}-${box.name}`;
+      const timeout = 1000;
+      // When the origin's sweep would act on the request: one backstop period, two orchestrated.
+      const dueMs = (timeout + RESERVE_MS) * (flow === "orchestrated" ? 2 : 1);
+      const before = await box.instances();
+      // The upstream answers 600 ms after the request came: the fault is in place by then, and it
+      // hits the removal after the handler, not the start (which wrote with `put`).
+      const started = await startOk(box, { method: "POST", url: up.url("/removal", { delay: 600, key }) }, {
+        flow, orchestrator_instance: q.shard, timeout_ms: timeout, backstop_grace_ms: 0, retry: { max_attempts: 1 },
+      });
+      const id = started.request_id;
+      await box.inject("delete", LEDGER, 1);
+      const witness = await startWitness(box, dueMs);
+
+      const again = await waitFor(() => box.result(id), { until: (r) => r?.deliveries >= 2, deadlineMs: 20000, what: `the handler of ${id} to run a second time` });
+      assert.equal(again.outcome, "response", `the second run got the response, not a Backstop: ${JSON.stringify(again)}`);
+      assert.equal(again.status, 200);
+      assert.ok(again.arrived_at_ms < started.started_at_ms + dueMs,
+        `the result came again before the backstop's time (${again.arrived_at_ms - started.started_at_ms} ms after the start, due after ${dueMs} ms)`);
+      assert.equal(await box.instances(), before + 1, "the injected failure hit the removal (and reset the origin)");
+      await waitFor(() => box.pending(), { until: (p) => !p.includes(id), deadlineMs: 5000, what: `the record of ${id} to be removed` });
+
+      // No Backstop later: the witness's Backstop shows the sweep has looked past the request's due time.
+      await waitFor(() => box.result(witness), { until: (r) => r?.outcome === "Backstop", deadlineMs: dueMs + 15000, what: `the witness's Backstop at ${box.name}` });
+      await settle();
+      const last = await box.result(id);
+      assert.deepEqual([last.outcome, last.deliveries], ["response", 2], `no further run of the handler: ${JSON.stringify(last)}`);
+      assert.equal((await box.result(witness)).deliveries, 1);
+      assert.equal(up.count(key), 1, "the POST reached the upstream once");
+      assert.deepEqual(await box.pending(), [], "nothing pending");
+      if (flow === "orchestrated") assert.ok(!(await q.queued()).includes(id), "the orchestrator completed it");
+    });
+  }
+
+  // orchestrator.rs. Before (148ff2a, `backstop`): the entries of a round were handled in one
+  // loop whose storage writes ended in `?`: the first failure returned from the round, so the
+  // overdue entries after it were not handled and the alarm was not set again (workerd retries a
+  // failed alarm, about 2 s later, and the next round started with the failing entry again). So B
+  // was told only in a later round, after A's entry had gone (A comes first in every round);
+  // "B told while A is still queued" cannot happen there. Had A failed every time, B would never
+  // have been told.
+  test("orchestrator: an entry whose backstop step fails does not end the round: the next overdue entry is told in that same round, and the failing one is retried later", async () => {
+    const box = origin();
+    const held = origin();
+    const q = orchestrator(`faults-round-${process.pid}`);
+    const [a, b, x] = ["a", "b", "x"].map((p) => `${p}-${box.name}`);
+    // A and B: POSTs whose executor drops them, so the orchestrator's backstop tells their
+    // handler (A before B: the queue is read in key order). X: a GET whose executor answers only
+    // after 1 s (SlowExecutor): it falls due 500 ms before A and B, and the round that dispatches
+    // it again waits for that executor meanwhile, so the next round finds A and B both overdue.
+    // X's max age ends its second dispatch early (its handler then gets Backstop).
+    const lost = (id) => ({
+      flow: "orchestrated", orchestrator_instance: q.shard, request_id: id, executor_binding: "DEAD_EXECUTOR",
+      timeout_ms: 200, backstop_grace_ms: 500, retry: { max_attempts: 1 },
+    });
+    await Promise.all([
+      startOk(box, { method: "POST", url: up.url("/round", { key: a }) }, lost(a)),
+      startOk(box, { method: "POST", url: up.url("/round", { key: b }) }, lost(b)),
+      startOk(held, { url: up.url("/round", { key: x }) }, {
+        flow: "orchestrated", orchestrator_instance: q.shard, request_id: x, executor_binding: "SLOW_EXECUTOR",
+        timeout_ms: 200, backstop_grace_ms: 0, retry: { max_attempts: 1 }, max_age_ms: 9000,
+      }),
+    ]);
+    const due = Object.fromEntries((await q.stats()).items.map((i) => [i.id, i.due_ms]));
+    for (const id of [a, b]) {
+      const later = due[id] - due[x];
+      assert.ok(later > 0 && later < 1000, `${id} falls due ${later} ms after ${x}: while the round that dispatches ${x} again waits 1 s for its executor`);
+    }
+    const before = await q.instances();
+    await q.inject("delete", `q:${a}`, 1);
+
+    // B's handler is told while A is still queued: in the round where A's step failed.
+    const seen = await waitFor(async () => {
+      if (!(await box.result(b))) return null;
+      return { queued: await q.queued(), a: await box.result(a) };
+    }, { deadlineMs: 15000, what: `the Backstop of ${b}` });
+    assert.ok(seen.queued.includes(a), `when ${b} was told, ${a} was still queued (its failed step not yet tried again): queue ${JSON.stringify(seen.queued)}`);
+    assert.equal(seen.a?.outcome, "Backstop", `${a} was told before its entry's removal failed: ${JSON.stringify(seen.a)}`);
+    await logged(`of ${a}'s failed step`, `proxy-fetch ${a}: backstop failed, tried again`, `injected storage fault: delete(q:${a})`);
+    assert.equal(await q.instances(), before + 1, "the injected failure happened (and reset the orchestrator)");
+
+    // A is retried later, and its handler is not told twice.
+    await waitFor(() => q.queued(), { until: (ids) => !ids.includes(a) && !ids.includes(b), deadlineMs: 15000, what: `${a} and ${b} to leave the queue` });
+    await settle();
+    for (const id of [a, b]) {
+      const r = await box.result(id);
+      assert.deepEqual([r.outcome, r.deliveries], ["Backstop", 1], `${id}: one Backstop: ${JSON.stringify(r)}`);
+    }
+    assert.deepEqual(await box.pending(), []);
+    // X ends too, and the queue is empty.
+    await waitFor(() => held.result(x), { until: (r) => r?.outcome === "Backstop", deadlineMs: 20000, what: `the Backstop of ${x}` });
+    await waitFor(() => q.stats(), { until: (s) => s.pending === 0, deadlineMs: 5000, what: `${q.shard} to be empty` });
+    for (const id of [a, b, x]) assert.equal(up.count(id), 0, `${id} was never fetched`);
+  });
+
+  // writer.rs. Before (148ff2a, origin.rs `start_all`): a failed start's record was removed with
+  // `let _ = edit_row(..)`; when that failed too, the start still answered Err (Dispatch) while
+  // its record stayed, and the origin's sweep later queued the request again: a start that
+  // answered Err ran its handler.
+  //
+  // Not produced: a start whose job *went out* and whose storage then failed with its row
+  // written. That is only the alarm's write (`ledger::arm`) failing, and the hooks cannot fail
+  // it: they match a key prefix, and setAlarm/getAlarm take no key (a failed row write leaves no
+  // record to clean up). Here the job is refused instead (the orchestrator's write fails), which
+  // reaches the same branch: the start failed, its row was written, its removal failed.
+  test("a start that failed after its record was written, and whose record could not be removed, answers Ok: the record stays and the backstop takes the request over (a GET is queued again and fetched once)", async () => {
+    const box = origin();
+    const q = orchestrator(`faults-start-get-${process.pid}`);
+    const key = `kept-${box.name}`;
+    const [boxBefore, qBefore] = [await box.instances(), await q.instances()];
+    await q.inject("put", "q:", 1);
+    await box.inject("delete", LEDGER, 1);
+    const started = await box.start({ url: up.url("/kept", { key }) }, {
+      flow: "orchestrated", orchestrator_instance: q.shard, timeout_ms: 200, backstop_grace_ms: 0, retry: { max_attempts: 1 },
+    });
+    assert.ok(started.ok, `the start answered Ok: ${JSON.stringify(started)}`);
+    const id = started.ok.request_id;
+    await logged("of the kept record", "proxy-fetch: failed starts' records could not be removed", `injected storage fault: delete(${LEDGER}`, "the backstop takes their requests over");
+    assert.equal(await q.instances(), qBefore + 1, "the orchestrator's write failed (and reset it): the job was refused");
+    assert.equal(await box.instances(), boxBefore + 1, "the record's removal failed (and reset the origin)");
+    assert.deepEqual(await box.pending(), [id], "its record stayed");
+    assert.equal((await q.stats()).pending, 0, "the orchestrator does not have it");
+    assert.equal(up.count(key), 0);
+
+    // The origin's sweep asks the orchestrator (recover), which queues the GET again.
+    const r = await waitFor(() => box.result(id), { deadlineMs: 25000, what: `the result of ${id}` });
+    await settle();
+    assert.deepEqual([r.outcome, r.status], ["response", 200], JSON.stringify(r));
+    assert.equal((await box.result(id)).deliveries, 1, "its handler ran once");
+    assert.equal(up.count(key), 1, "fetched once");
+    await waitFor(() => box.pending(), { until: (p) => p.length === 0, deadlineMs: 5000, what: "no pending record" });
+    await waitFor(() => q.stats(), { until: (s) => s.pending === 0, deadlineMs: 5000, what: `${q.shard} to be empty` });
+  });
+
+  // sweep.rs and the orchestrator's `recover`. Before (148ff2a, origin.rs `overdue`): in the
+  // orchestrated flow the sweep sent every request within its max age to `enqueue` again,
+  // whatever its method; an orchestrator that did not have it stored it and sent it, so this
+  // POST went to the upstream from the sweep (a second time, had its first dispatch reached the
+  // upstream) and the handler got its response instead of Backstop. (With the old code this test
+  // already fails at the start, which answered Err: see the test above; with only the sweep
+  // reverted it fails on the outcome and the upstream count.)
+  //
+  // Lost, as a crash during `enqueue` loses it: the orchestrator's write fails before the
+  // executor is called, and the origin keeps its record (as above). "Sent, then lost" cannot be
+  // produced: `enqueue` writes the entry before it calls the executor (the output gate holds the
+  // call until the write is on disk), and after the call it writes only if the call failed (a
+  // delete, whose failure keeps the entry). So the upstream's "at most once" is "never" here.
+  test("orchestrated: a POST the orchestrator lost is not sent by the origin's sweep: its handler gets Backstop and the upstream never sees it", async () => {
+    const box = origin();
+    const q = orchestrator(`faults-start-post-${process.pid}`);
+    const key = `lost-${box.name}`;
+    const qBefore = await q.instances();
+    await q.inject("put", "q:", 1);
+    await box.inject("delete", LEDGER, 1);
+    const id = (await startOk(box, { method: "POST", url: up.url("/lost", { key }) }, {
+      flow: "orchestrated", orchestrator_instance: q.shard, timeout_ms: 200, backstop_grace_ms: 0, retry: { max_attempts: 1 },
+    })).request_id;
+    assert.equal(await q.instances(), qBefore + 1, "the orchestrator's write failed: it does not have the request");
+    assert.deepEqual(await box.pending(), [id], "the origin kept its record");
+
+    const r = await waitFor(() => box.result(id), { deadlineMs: 25000, what: `the result of ${id}` });
+    await settle();
+    assert.equal(r.outcome, "Backstop", `not the POST's response: ${JSON.stringify(r)}`);
+    assert.match(r.text, /the upstream may have received the request, which is not sent twice/);
+    assert.equal((await box.result(id)).deliveries, 1, "its handler ran once");
+    assert.equal(up.count(key), 0, "the upstream never saw it: the sweep did not send it");
+    assert.equal((await q.stats()).pending, 0, "the orchestrator did not queue it");
+    assert.deepEqual(await box.pending(), []);
+  });
+});
