@@ -115,18 +115,6 @@ async function startWitness(box, dueMs) {
   return id;
 }
 
-/**
- * A library bug the first test found: the executor (fetch/send.rs, `send_to_origin`) makes every
- * try of a delivery on the one stub it got for the first. Once the origin is reset (workerd
- * resets an object after a failed write, as here; a handler that crashes its instance does the
- * same) that stub is broken: every later try fails at once with the reset's error, though a fresh
- * stub would reach the origin's new instance, and after 5 tries the executor gives up ("result
- * not delivered after 5 tries (rpc `__proxyFetchDeliver` failed (Remote): injected storage fault:
- * delete(...))"). Direct flow: the origin's backstop then takes over (a POST ends as Backstop, a
- * GET is fetched again); orchestrated: the orchestrator delivers the result itself.
- */
-const REDELIVERY_BUG = "library bug (fetch/send.rs): the executor retries a delivery on the stub the origin's reset broke, so a POST ends as Backstop";
-
 describe("no loss or duplicate path (issue 19, item 5)", () => {
   // receive.rs. Before (148ff2a, origin.rs `deliver`): when the record could not be removed
   // after the handler ran, the failure was logged and the delivery answered Delivered. The
@@ -137,11 +125,11 @@ describe("no loss or duplicate path (issue 19, item 5)", () => {
   // Either way the checks below fail: the second run is a Backstop, or it comes after the
   // backstop's time with the upstream counting 2.
   //
-  // Who delivers again: the executor's next try, or in the orchestrated flow the orchestrator,
-  // to which the executor hands a result it could not deliver. Today only the latter gets
-  // through (REDELIVERY_BUG): the direct-flow test is marked todo until fetch/send.rs is fixed.
+  // Who delivers again: the executor's next try, on a new stub (the one that reached the reset
+  // instance fails every later call), or in the orchestrated flow the orchestrator, to which the
+  // executor hands a result it could not deliver.
   for (const flow of ["direct", "orchestrated"]) {
-    test(`${flow}: a handler that ran but whose record could not be removed is answered "retry": the result comes again before the backstop's time, the handler runs again, the record goes, the POST reached the upstream once and no Backstop follows`, { todo: flow === "direct" && REDELIVERY_BUG }, async () => {
+    test(`${flow}: a handler that ran but whose record could not be removed is answered "retry": the result comes again before the backstop's time, the handler runs again, the record goes, the POST reached the upstream once and no Backstop follows`, async () => {
       const box = origin();
       const q = orchestrator(`faults-removal-${process.pid}`);
       const key = `removal-${flow}-${box.name}`;
