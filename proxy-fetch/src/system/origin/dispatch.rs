@@ -133,37 +133,48 @@ thread_local! {
 
 /// Refuses now a URL that the executor behind `binding` would refuse: its policy is learned
 /// from it once a minute per isolate and checked here (the executor checks every job all the
-/// same). An executor that cannot say (unreachable, another version) leaves it to the executor.
+/// same). Only the start that finds the policy unknown or stale asks the executor; starts
+/// meanwhile go by what was known before (nothing, the first time: then only the executor
+/// checks), so a burst of starts does not wait for it. An executor that cannot say
+/// (unreachable, another version) leaves it to the executor.
 pub(super) async fn check_executor_policy(
     env: &Env,
     binding: &str,
     url: &Url,
 ) -> Result<(), ProxyFetchError> {
     let now = now_ms();
-    let known = POLICIES.with(|p| {
-        p.borrow()
-            .iter()
-            .find(|(b, at, _)| b == binding && now - at < POLICY_TTL_MS)
-            .map(|(_, _, policy)| policy.clone())
-    });
-    let policy = match known {
-        Some(policy) => policy,
-        None => {
-            let learned = match ExecutorClient::from_env(env, binding) {
-                Ok(executor) => match executor.policy().await {
-                    Ok(spec) => Some(ExecutorPolicy::parse(&spec)),
-                    Err(CallError::Handler(e)) if e.kind == NO_POLICY => Some(Err(e.message)),
-                    Err(_) => None,
-                },
-                Err(_) => None,
-            };
-            POLICIES.with(|p| {
-                let mut policies = p.borrow_mut();
-                policies.retain(|(b, _, _)| b != binding);
-                policies.push((binding.to_owned(), now, learned.clone()));
-            });
-            learned
+    // What is known, and whether this start is the one to ask (it marks the entry fresh).
+    let (known, ask) = POLICIES.with(|p| {
+        let mut policies = p.borrow_mut();
+        match policies.iter_mut().find(|(b, _, _)| b == binding) {
+            Some((_, at, policy)) if now - *at < POLICY_TTL_MS => (policy.clone(), false),
+            Some((_, at, policy)) => {
+                *at = now;
+                (policy.clone(), true)
+            }
+            None => {
+                policies.push((binding.to_owned(), now, None));
+                (None, true)
+            }
         }
+    });
+    let policy = if ask {
+        let learned = match ExecutorClient::from_env(env, binding) {
+            Ok(executor) => match executor.policy().await {
+                Ok(spec) => Some(ExecutorPolicy::parse(&spec)),
+                Err(CallError::Handler(e)) if e.kind == NO_POLICY => Some(Err(e.message)),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        POLICIES.with(|p| {
+            if let Some(entry) = p.borrow_mut().iter_mut().find(|(b, _, _)| b == binding) {
+                entry.2 = learned.clone();
+            }
+        });
+        learned
+    } else {
+        known
     };
     match policy {
         Some(Ok(policy)) => policy.check(url).map_err(ProxyFetchError::Rejected),
