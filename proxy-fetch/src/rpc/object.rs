@@ -50,11 +50,8 @@ impl<T> DurableObjectProbe<T> {
 }
 
 pub trait ViaDurableObject<T> {
-    fn borrow_object(
-        &self,
-        object: &JsValue,
-        method: &'static str,
-    ) -> Result<&'static T, RpcError>;
+    fn borrow_object(&self, object: &JsValue, method: &'static str)
+        -> Result<&'static T, RpcError>;
 }
 
 // wasm-bindgen's `convert` traits are its internal ABI; the exact version is pinned
@@ -87,8 +84,7 @@ where
         // if the instance was replaced), and a freed object's `__wbg_ptr` is 0, refused above.
         // The borrow is extended to `'static` on the module's invariant.
         unsafe {
-            let abi =
-                <T::Abi as ::wasm_bindgen::convert::WasmAbi>::join(ptr as u32, (), (), ());
+            let abi = <T::Abi as ::wasm_bindgen::convert::WasmAbi>::join(ptr as u32, (), (), ());
             let anchor = T::ref_from_abi(abi);
             Ok(durable_self(&*anchor))
         }
@@ -96,20 +92,13 @@ where
 }
 
 pub trait NotADurableObject<T> {
-    fn borrow_object(
-        &self,
-        object: &JsValue,
-        method: &'static str,
-    ) -> Result<&'static T, RpcError>;
+    fn borrow_object(&self, object: &JsValue, method: &'static str)
+        -> Result<&'static T, RpcError>;
 }
 
 /// Only reached in a crate that does not compile (`assert_durable_object` fails).
 impl<T> NotADurableObject<T> for &DurableObjectProbe<T> {
-    fn borrow_object(
-        &self,
-        _: &JsValue,
-        method: &'static str,
-    ) -> Result<&'static T, RpcError> {
+    fn borrow_object(&self, _: &JsValue, method: &'static str) -> Result<&'static T, RpcError> {
         Err(RpcError::new(
             RpcErrorKind::Remote,
             method,

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use worker::{Context, Env};
 
 use super::policy::{ExecutorLimits, ExecutorPolicy, POLICY_VAR};
-use super::protocol::NO_POLICY;
 use super::protocol::FetchJob;
+use super::protocol::NO_POLICY;
 use super::{fetch, now_ms, refusal};
 use crate::entrypoint;
 use crate::rpc::{HandlerError, WorkerEntrypoint};
@@ -59,7 +59,9 @@ impl FetchExecutor {
             Ok(spec) => Ok(spec.to_string()),
             Err(_) => Err(HandlerError::new(
                 NO_POLICY,
-                ExecutorPolicy::from_env(&self.env).err().unwrap_or_default(),
+                ExecutorPolicy::from_env(&self.env)
+                    .err()
+                    .unwrap_or_default(),
             )),
         }
     }

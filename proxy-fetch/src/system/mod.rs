@@ -59,8 +59,11 @@ pub(crate) fn now_ms() -> f64 {
 
 /// `bytes` random bytes from `crypto.getRandomValues`, as hex.
 pub(crate) fn random_hex(bytes: usize) -> Result<String, ProxyFetchError> {
-    let crypto = js_sys::Reflect::get(&js_sys::global(), &wasm_bindgen::JsValue::from_str("crypto"))
-        .map_err(|_| ProxyFetchError::Storage("no crypto global".into()))?;
+    let crypto = js_sys::Reflect::get(
+        &js_sys::global(),
+        &wasm_bindgen::JsValue::from_str("crypto"),
+    )
+    .map_err(|_| ProxyFetchError::Storage("no crypto global".into()))?;
     let buffer = js_sys::Uint8Array::new_with_length(bytes as u32);
     let filled = js_sys::Reflect::get(&crypto, &wasm_bindgen::JsValue::from_str("getRandomValues"))
         .ok()

@@ -192,7 +192,12 @@ impl ProxyFetchOptions {
     /// starts. After it passes, no arithmetic on these values can overflow.
     pub fn validate(&self) -> Result<(), InvalidOption> {
         within("timeout_ms", self.timeout_ms, 1, FETCH_BUDGET_MS)?;
-        within("retry.max_attempts", self.retry.max_attempts as u64, 1, MAX_ATTEMPTS as u64)?;
+        within(
+            "retry.max_attempts",
+            self.retry.max_attempts as u64,
+            1,
+            MAX_ATTEMPTS as u64,
+        )?;
         within(
             "retry.max_delay_ms",
             self.retry.max_delay_ms,

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
-use super::fetch::{verdicts, Verdict};
 use super::concurrent;
+use super::fetch::{verdicts, Verdict};
 use super::protocol::{
     into_calls, Delivery, ExecutorClient, FetchJob, OriginClient, Ticket, FORBIDDEN,
     MAX_DISPATCHES, MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE,
@@ -181,14 +181,21 @@ impl FetchOrchestrator {
             Some((job.options.executor_binding.clone(), MAX_JOBS_PER_CALL))
         });
         let sends = calls.into_iter().map(|jobs| async move {
-            let binding = jobs.first().map(|j| j.options.executor_binding.clone()).unwrap_or_default();
-            let executor = ExecutorClient::from_env(&self.env, &binding).map_err(|e| e.to_string())?;
+            let binding = jobs
+                .first()
+                .map(|j| j.options.executor_binding.clone())
+                .unwrap_or_default();
+            let executor =
+                ExecutorClient::from_env(&self.env, &binding).map_err(|e| e.to_string())?;
             executor
                 .execute_fetches(jobs)
                 .await
                 .map_err(|e| format!("executor `{binding}` not reached: {}", e.message))
         });
-        concurrent::all(sends, usize::MAX).await.into_iter().collect()
+        concurrent::all(sends, usize::MAX)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Delivers `result` to the entry's origin: `true` when the origin has its result now (or
@@ -245,7 +252,9 @@ impl FetchOrchestrator {
             let due = match self.overdue(entry, now).await {
                 Ok(due) => due,
                 Err(e) => {
-                    log_error(&format!("proxy-fetch {id}: backstop failed, tried again: {e}"));
+                    log_error(&format!(
+                        "proxy-fetch {id}: backstop failed, tried again: {e}"
+                    ));
                     Some(now + RETRY_BASE_MS)
                 }
             };
@@ -362,7 +371,11 @@ impl FetchOrchestrator {
 
 /// Refuses a call on a request: logged (within the rate) and counted, answered `forbidden`.
 fn forbidden(method: &str, id: &str, why: &str) -> HandlerError {
-    refusal::refused(&format!("FetchOrchestrator.{method}"), &format!("request {id}"), why);
+    refusal::refused(
+        &format!("FetchOrchestrator.{method}"),
+        &format!("request {id}"),
+        why,
+    );
     HandlerError::new(FORBIDDEN, format!("request {id}: {why}"))
 }
 
@@ -370,12 +383,25 @@ impl FetchOrchestrator {
     /// The entry `ticket` names, if it proves the right to act on it: `Ok(None)` when there is
     /// no such entry (settled already; nothing to do), a `forbidden` error when the token is
     /// not the request's.
-    async fn entry(&self, method: &str, ticket: &Ticket) -> Result<Option<QueueEntry>, HandlerError> {
-        let Some(entry) = self.state.storage().get::<QueueEntry>(&key(&ticket.id)).await? else {
+    async fn entry(
+        &self,
+        method: &str,
+        ticket: &Ticket,
+    ) -> Result<Option<QueueEntry>, HandlerError> {
+        let Some(entry) = self
+            .state
+            .storage()
+            .get::<QueueEntry>(&key(&ticket.id))
+            .await?
+        else {
             return Ok(None);
         };
         if !ticket.admits(&entry.job) {
-            return Err(forbidden(method, &ticket.id, "the ticket does not carry the request's token"));
+            return Err(forbidden(
+                method,
+                &ticket.id,
+                "the ticket does not carry the request's token",
+            ));
         }
         Ok(Some(entry))
     }
@@ -399,7 +425,10 @@ impl FetchOrchestrator {
     /// job already queued is left as it is (an origin whose start was cut short asks again).
     pub async fn enqueue(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError> {
         if jobs.len() > MAX_JOBS_PER_ENQUEUE {
-            let why = format!("{} jobs in one call; at most {MAX_JOBS_PER_ENQUEUE}", jobs.len());
+            let why = format!(
+                "{} jobs in one call; at most {MAX_JOBS_PER_ENQUEUE}",
+                jobs.len()
+            );
             refusal::refused("FetchOrchestrator.enqueue", "a call", &why);
             return Err(HandlerError::new("bad_job", why));
         }
@@ -453,7 +482,10 @@ impl FetchOrchestrator {
             .into_iter()
             .collect::<Result<(), _>>()?;
         self.arm(due).await?;
-        if let Err(e) = self.send(entries.into_iter().map(|e| e.job).collect()).await {
+        if let Err(e) = self
+            .send(entries.into_iter().map(|e| e.job).collect())
+            .await
+        {
             storage.delete_multiple(keys).await?;
             return Err(HandlerError::new("dispatch", e));
         }
@@ -512,7 +544,11 @@ impl FetchOrchestrator {
             Err(error) => &error.request_id,
         };
         if *result_id != ticket.id {
-            return Err(forbidden("undelivered", &ticket.id, "the result is another request's"));
+            return Err(forbidden(
+                "undelivered",
+                &ticket.id,
+                "the result is another request's",
+            ));
         }
         let Some(mut entry) = self.entry("undelivered", &ticket).await? else {
             return Ok(());

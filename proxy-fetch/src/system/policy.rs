@@ -73,7 +73,9 @@ impl ExecutorLimits {
             let value = value.to_string();
             match value.trim().parse::<u64>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(format!("the executor's `{name}` is `{value}`: a number from 1 to {max}")),
+                _ => Err(format!(
+                    "the executor's `{name}` is `{value}`: a number from 1 to {max}"
+                )),
             }
         };
         let defaults = ExecutorLimits::default();

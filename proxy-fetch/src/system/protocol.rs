@@ -179,7 +179,8 @@ pub(crate) fn into_calls<K: PartialEq>(
             None => None,
             Some((k, max)) => match open.iter_mut().find(|(o, _, _)| *o == k) {
                 Some((_, i, sum))
-                    if calls.get(*i).is_some_and(|c| c.len() < max) && *sum + bytes <= CALL_BYTES =>
+                    if calls.get(*i).is_some_and(|c| c.len() < max)
+                        && *sum + bytes <= CALL_BYTES =>
                 {
                     *sum += bytes;
                     Some(*i)
@@ -309,14 +310,23 @@ mod tests {
             job("big", "a", CALL_BYTES - 2048),
             job("a4", "a", 0),
         ];
-        let (calls, call_of) = into_calls(jobs, |j| (!j.token.is_empty()).then(|| (j.token.clone(), 2)));
+        let (calls, call_of) = into_calls(jobs, |j| {
+            (!j.token.is_empty()).then(|| (j.token.clone(), 2))
+        });
         let ids: Vec<Vec<&str>> = calls
             .iter()
             .map(|c| c.iter().map(|j| j.id.as_str()).collect())
             .collect();
         assert_eq!(
             ids,
-            vec![vec!["a1", "a2"], vec!["b1"], vec!["alone"], vec!["a3"], vec!["big"], vec!["a4"]]
+            vec![
+                vec!["a1", "a2"],
+                vec!["b1"],
+                vec!["alone"],
+                vec!["a3"],
+                vec!["big"],
+                vec!["a4"]
+            ]
         );
         assert_eq!(call_of, vec![0, 1, 0, 2, 3, 4, 5]);
     }

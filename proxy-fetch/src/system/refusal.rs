@@ -45,7 +45,9 @@ pub(crate) fn refused(who: &str, what: &str, why: &str) {
         log.logged += 1;
         let left_out = std::mem::take(&mut log.left_out);
         Some(if left_out > 0 {
-            format!("proxy-fetch refused {who} {what}: {why} ({left_out} earlier refusals not logged)")
+            format!(
+                "proxy-fetch refused {who} {what}: {why} ({left_out} earlier refusals not logged)"
+            )
         } else {
             format!("proxy-fetch refused {who} {what}: {why}")
         })

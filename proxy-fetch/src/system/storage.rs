@@ -29,7 +29,10 @@ impl Pages {
     }
 
     /// The next page, each entry's key and stored value; `None` once all were read.
-    pub async fn next(&mut self, storage: &Storage) -> worker::Result<Option<Vec<(String, JsValue)>>> {
+    pub async fn next(
+        &mut self,
+        storage: &Storage,
+    ) -> worker::Result<Option<Vec<(String, JsValue)>>> {
         if self.done {
             return Ok(None);
         }
@@ -49,7 +52,10 @@ impl Pages {
             }
         }
         self.done = page.len() < PAGE;
-        self.after = page.last().map(|(key, _)| key.clone()).or(self.after.take());
+        self.after = page
+            .last()
+            .map(|(key, _)| key.clone())
+            .or(self.after.take());
         Ok(Some(page))
     }
 }

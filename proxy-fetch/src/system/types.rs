@@ -120,14 +120,20 @@ impl ProxyRequest {
         let url = worker::Url::parse(&self.url)
             .map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("`{}`: only http and https can be fetched", self.url));
+            return Err(format!(
+                "`{}`: only http and https can be fetched",
+                self.url
+            ));
         }
         let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         if self.method.is_empty() || !self.method.chars().all(token) {
             return Err(format!("`{}` is not an HTTP method", self.method));
         }
         const NORMALIZED: [&str; 6] = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"];
-        if let Some(m) = NORMALIZED.iter().find(|m| m.eq_ignore_ascii_case(&self.method)) {
+        if let Some(m) = NORMALIZED
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(&self.method))
+        {
             self.method = (*m).to_owned();
         }
         self.url = url.to_string();

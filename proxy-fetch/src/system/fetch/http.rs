@@ -219,7 +219,8 @@ async fn fetch_following(
         }
         // Credentials go only to the origin they were written for: a hop to another origin
         // (scheme, host or port) drops them, as browsers do with `Authorization`.
-        let same_origin = worker::Url::parse(&hop.url).is_ok_and(|from| from.origin() == next.origin());
+        let same_origin =
+            worker::Url::parse(&hop.url).is_ok_and(|from| from.origin() == next.origin());
         if !same_origin {
             hop.headers.retain(|(name, _)| !is_credential(name));
         }

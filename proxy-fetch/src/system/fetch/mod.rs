@@ -13,12 +13,12 @@ use worker::Env;
 use self::http::{attempt, AttemptError};
 use self::send::{Handed, Outbox};
 use crate::rpc::{log_error, HandlerError};
+use crate::system::batch::{self, Batcher};
 use crate::system::concurrent;
 use crate::system::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS};
 use crate::system::policy::{ExecutorLimits, ExecutorPolicy};
-use crate::system::refusal;
-use crate::system::batch::{self, Batcher};
 use crate::system::protocol::{FetchJob, OrchestratorClient, QueueRef, Ticket, MAX_JOBS_PER_CALL};
+use crate::system::refusal;
 use crate::system::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
 
 pub(crate) use send::{verdicts, Verdict};
@@ -85,7 +85,10 @@ impl Completions<'_> {
         let calls = by_queue.into_iter().map(|(queue, group)| async move {
             let tickets = group.iter().map(|c| c.ticket.clone()).collect();
             let done = match OrchestratorClient::from_name(self.env, &queue.binding, &queue.shard) {
-                Ok(orchestrator) => orchestrator.complete(tickets).await.map_err(|e| e.to_string()),
+                Ok(orchestrator) => orchestrator
+                    .complete(tickets)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             for completion in group {
@@ -106,14 +109,24 @@ fn admitted(env: &Env, job: &mut FetchJob, in_call: usize) -> Result<ExecutorPol
         ));
     }
     let url = job.check().map_err(|why| {
-        refusal::refused("FetchExecutor.executeFetches", &format!("job {}", job.id), &why);
+        refusal::refused(
+            "FetchExecutor.executeFetches",
+            &format!("job {}", job.id),
+            &why,
+        );
         format!("not fetched: the job is malformed: {why}")
     })?;
     let refused = |why: String| {
-        refusal::refused("FetchExecutor.executeFetches", &format!("job {}", job.id), &why);
+        refusal::refused(
+            "FetchExecutor.executeFetches",
+            &format!("job {}", job.id),
+            &why,
+        );
         why
     };
-    ExecutorLimits::from_env(env).map_err(refused)?.clamp(&mut job.options);
+    ExecutorLimits::from_env(env)
+        .map_err(refused)?
+        .clamp(&mut job.options);
     let policy = ExecutorPolicy::from_env(env).map_err(refused)?;
     policy.check(&url).map_err(refused)?;
     Ok(policy)
@@ -145,7 +158,8 @@ async fn run_one(
         Handed::Failed => match &job.queue {
             // The orchestrator keeps the result and delivers it when the origin is back.
             Some(queue) => {
-                let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)?;
+                let orchestrator =
+                    OrchestratorClient::from_name(env, &queue.binding, &queue.shard)?;
                 let result = Rc::try_unwrap(result).unwrap_or_else(|shared| (*shared).clone());
                 orchestrator.undelivered(Ticket::of(job), result).await?
             }

@@ -259,7 +259,10 @@ impl<'a> Outbox<'a> {
                 match verdict {
                     Verdict::Done => answer(outgoing, Handed::Done),
                     Verdict::Forbidden => answer(outgoing, Handed::Forbidden),
-                    Verdict::Again { why: reason, answered } => {
+                    Verdict::Again {
+                        why: reason,
+                        answered,
+                    } => {
                         if !answered {
                             // The call got no answer: the handler may have run and crashed its
                             // instance. The next delivery says so, and the origin counts it.

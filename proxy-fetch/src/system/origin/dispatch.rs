@@ -35,9 +35,15 @@ pub(super) fn name_job(job: &mut FetchJob, id: &str) {
 /// (in order) the index of its call.
 pub(super) fn batches(jobs: Vec<FetchJob>) -> (Vec<Vec<FetchJob>>, Vec<usize>) {
     into_calls(jobs, |job| match &job.queue {
-        None => Some(((None, job.options.executor_binding.clone()), MAX_JOBS_PER_CALL)),
+        None => Some((
+            (None, job.options.executor_binding.clone()),
+            MAX_JOBS_PER_CALL,
+        )),
         Some(_) if job.options.request_id.is_some() => None,
-        Some(queue) => Some(((Some(queue.binding.clone()), queue.shard.clone()), MAX_JOBS_PER_ENQUEUE)),
+        Some(queue) => Some((
+            (Some(queue.binding.clone()), queue.shard.clone()),
+            MAX_JOBS_PER_ENQUEUE,
+        )),
     })
 }
 

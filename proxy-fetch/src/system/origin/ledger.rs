@@ -558,7 +558,10 @@ impl RowPages {
     }
 
     /// The next page of rows; `None` once all were read.
-    pub async fn next(&mut self, state: &State) -> worker::Result<Option<Vec<(String, Option<Row>)>>> {
+    pub async fn next(
+        &mut self,
+        state: &State,
+    ) -> worker::Result<Option<Vec<(String, Option<Row>)>>> {
         let Some(page) = self.0.next(&state.storage()).await? else {
             return Ok(None);
         };

@@ -31,8 +31,8 @@ use crate::rpc::Method;
 
 pub(crate) use receive::serve_delivery;
 pub use start::{cancel, pending, proxy_fetch};
-pub(crate) use sweep::serve_alarm;
 pub use sweep::alarm;
+pub(crate) use sweep::serve_alarm;
 
 /// A Durable Object that starts proxied fetches and receives their results.
 ///

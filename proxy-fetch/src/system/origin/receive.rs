@@ -182,7 +182,10 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
         // Another delivery of this result runs its handler now. A sender tries again later
         // (and then finds it settled); the origin's own deliveries (cancel, backstop) are moot.
         return match token {
-            Some(_) => Err(HandlerError::new(RETRY, format!("request {id} is being delivered"))),
+            Some(_) => Err(HandlerError::new(
+                RETRY,
+                format!("request {id} is being delivered"),
+            )),
             None => Ok(DeliveryOutcome::Duplicate),
         };
     };
@@ -210,7 +213,9 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
     // Until the record is gone the result is not delivered: the sender tries again, and the
     // handler runs again (at least once), rather than the record staying for the backstop.
     change(origin, id, None).await.map_err(|e| {
-        retry(format!("the handler ran, but the record could not be removed: {e}"))
+        retry(format!(
+            "the handler ran, but the record could not be removed: {e}"
+        ))
     })?;
     Ok(DeliveryOutcome::Delivered)
 }

@@ -77,7 +77,9 @@ fn require_binding(
             "a Durable Object namespace ([[durable_objects.bindings]])",
         ),
         BindingKind::Service => (
-            !namespace && js_sys::Reflect::get(&value, &JsValue::from_str("fetch")).is_ok_and(|f| f.is_function()),
+            !namespace
+                && js_sys::Reflect::get(&value, &JsValue::from_str("fetch"))
+                    .is_ok_and(|f| f.is_function()),
             "a service binding ([[services]] with entrypoint = \"FetchExecutorEntrypoint\")",
         ),
     };
@@ -86,7 +88,11 @@ fn require_binding(
     } else {
         Err(ProxyFetchError::MissingBinding(format!(
             "`{name}` ({option}) is not {wanted}, but a {}",
-            if class.is_empty() { "value of another kind" } else { &class }
+            if class.is_empty() {
+                "value of another kind"
+            } else {
+                &class
+            }
         )))
     }
 }
@@ -116,7 +122,11 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
                 Some(claim) => claim,
                 None => return Ok(id.clone()),
             };
-            if find(origin, id).await.map_err(ProxyFetchError::storage)?.is_some() {
+            if find(origin, id)
+                .await
+                .map_err(ProxyFetchError::storage)?
+                .is_some()
+            {
                 return Ok(id.clone());
             }
             Some(id.clone())
@@ -128,7 +138,12 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         .origin_binding
         .clone()
         .unwrap_or_else(|| O::INFERRED_BINDING.to_owned());
-    require_binding(env, &origin_binding, "origin_binding", BindingKind::DurableObject)?;
+    require_binding(
+        env,
+        &origin_binding,
+        "origin_binding",
+        BindingKind::DurableObject,
+    )?;
     let executor = &options.executor_binding;
     match options.flow {
         Flow::Direct => require_binding(env, executor, "executor_binding", BindingKind::Service)?,
@@ -147,8 +162,9 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     let data = serde_json::to_value(&continuation.data).map_err(ProxyFetchError::storage)?;
     // Refused here, not when its row is written with others' records (or when its handler
     // would be called): e.g. an integer beyond 2^53, which a JS number cannot hold.
-    crate::rpc::to_js_value(&data)
-        .map_err(|e| ProxyFetchError::storage(format!("the continuation data cannot be stored: {e}")))?;
+    crate::rpc::to_js_value(&data).map_err(|e| {
+        ProxyFetchError::storage(format!("the continuation data cannot be stored: {e}"))
+    })?;
 
     let now = now_ms();
     let record = PendingRecord {
@@ -192,7 +208,10 @@ pub async fn cancel<O: ProxyFetchOrigin>(
     origin: &O,
     request_id: &str,
 ) -> Result<bool, ProxyFetchError> {
-    let Some(record) = find(origin, request_id).await.map_err(ProxyFetchError::storage)? else {
+    let Some(record) = find(origin, request_id)
+        .await
+        .map_err(ProxyFetchError::storage)?
+    else {
         return Ok(false);
     };
     let delivered = deliver_error(
@@ -215,7 +234,11 @@ pub async fn cancel<O: ProxyFetchOrigin>(
 pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, ProxyFetchError> {
     let mut ids = Vec::new();
     let mut pages = RowPages::new();
-    while let Some(page) = pages.next(origin.state()).await.map_err(ProxyFetchError::storage)? {
+    while let Some(page) = pages
+        .next(origin.state())
+        .await
+        .map_err(ProxyFetchError::storage)?
+    {
         for (key, row) in page {
             match row {
                 Some(row) => ids.extend(row.into_keys()),

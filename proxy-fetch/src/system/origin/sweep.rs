@@ -70,7 +70,11 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
     let mut next: Option<f64> = None;
     let mut later = |t: f64| next = Some(next.map_or(t, |n: f64| n.min(t)));
     let mut pages = RowPages::new();
-    while let Some(page) = pages.next(origin.state()).await.map_err(ProxyFetchError::storage)? {
+    while let Some(page) = pages
+        .next(origin.state())
+        .await
+        .map_err(ProxyFetchError::storage)?
+    {
         for (key, row) in page {
             let Some(row) = row else {
                 log_error(&format!(
@@ -119,14 +123,23 @@ async fn overdue<O: ProxyFetchOrigin>(
         if record.body_apart {
             // The one place a body kept apart is read: the job goes out again with it.
             let key = body_key(id);
-            match origin.state().storage().get::<serde_bytes::ByteBuf>(&key).await {
+            match origin
+                .state()
+                .storage()
+                .get::<serde_bytes::ByteBuf>(&key)
+                .await
+            {
                 Ok(Some(body)) => job.request.body = Some(body),
                 Ok(None) => {
-                    log_error(&format!("proxy-fetch {id}: its body is missing; not sent again"));
+                    log_error(&format!(
+                        "proxy-fetch {id}: its body is missing; not sent again"
+                    ));
                     return Some(now + SWEEP_RETRY_MS);
                 }
                 Err(e) => {
-                    log_error(&format!("proxy-fetch {id}: its body was not read ({e}); not sent again yet"));
+                    log_error(&format!(
+                        "proxy-fetch {id}: its body was not read ({e}); not sent again yet"
+                    ));
                     return Some(now + SWEEP_RETRY_MS);
                 }
             }

@@ -22,7 +22,11 @@ pub(super) async fn find<O: ProxyFetchOrigin>(
 }
 
 /// Queues `op` for the origin's ledger writer (see [`super::ledger`]) and returns its answer.
-pub(super) async fn write<O: ProxyFetchOrigin, R>(origin: &O, op: Op, answer: Answer<R>) -> Option<R> {
+pub(super) async fn write<O: ProxyFetchOrigin, R>(
+    origin: &O,
+    op: Op,
+    answer: Answer<R>,
+) -> Option<R> {
     let object = ledger::instance(origin.state());
     ledger::submit(&object, op, answer, |ops| round(origin, ops)).await
 }
@@ -96,11 +100,14 @@ pub(super) async fn edit_row<O: ProxyFetchOrigin>(
         let mut changed = false;
         for (id, record) in edits {
             changed |= match record {
-                None => row.remove(id).inspect(|gone| {
-                    if gone.body_apart {
-                        bodies.borrow_mut().push(body_key(id));
-                    }
-                }).is_some(),
+                None => row
+                    .remove(id)
+                    .inspect(|gone| {
+                        if gone.body_apart {
+                            bodies.borrow_mut().push(body_key(id));
+                        }
+                    })
+                    .is_some(),
                 Some(record) => row
                     .get_mut(id)
                     .map(|slot| *slot = (*record).clone())
@@ -113,8 +120,15 @@ pub(super) async fn edit_row<O: ProxyFetchOrigin>(
     let bodies = bodies.into_inner();
     if !bodies.is_empty() {
         // A body left behind is storage kept for nothing, never a request: logged, not failed.
-        if let Err(e) = origin.state().storage().delete_multiple(bodies.clone()).await {
-            log_error(&format!("proxy-fetch: request bodies {bodies:?} not removed: {e}"));
+        if let Err(e) = origin
+            .state()
+            .storage()
+            .delete_multiple(bodies.clone())
+            .await
+        {
+            log_error(&format!(
+                "proxy-fetch: request bodies {bodies:?} not removed: {e}"
+            ));
         }
     }
     Ok(())
@@ -148,7 +162,11 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             let body = record.job.request.body.take();
             match body.as_ref().filter(|_| keep_body) {
                 Some(b) if b.len() > INLINE_BODY => {
-                    apart.push((stored.len(), body_key(&id), js_sys::Uint8Array::from(&b[..])));
+                    apart.push((
+                        stored.len(),
+                        body_key(&id),
+                        js_sys::Uint8Array::from(&b[..]),
+                    ));
                     record.body_apart = true;
                 }
                 Some(b) => record.job.request.body = Some(b.clone()),
@@ -204,7 +222,9 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
                 None => return Err(ProxyFetchError::storage("the job was not sent")),
             }
             if let Some((_, e)) = unstored.iter().find(|(r, _)| r == row) {
-                return Err(ProxyFetchError::storage(format!("a request's body was not stored: {e}")));
+                return Err(ProxyFetchError::storage(format!(
+                    "a request's body was not stored: {e}"
+                )));
             }
             // Its job went out and its record is stored: it is started, whether or not its
             // alarm could be set (logged below; the next start or sweep sets it).
@@ -216,7 +236,9 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
         })
         .collect();
     if let Err(e) = &armed {
-        log_error(&format!("proxy-fetch: the origin's alarm was not set for new requests: {e}"));
+        log_error(&format!(
+            "proxy-fetch: the origin's alarm was not set for new requests: {e}"
+        ));
     }
     let mut forgotten: Vec<(&str, Vec<Edit>)> = Vec::new();
     for ((id, row, _), outcome) in replies.iter().zip(&outcomes) {
