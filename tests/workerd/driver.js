@@ -2,9 +2,10 @@
 // (POST {binding, name, method, args}), start many requests at once from inside the runtime
 // (POST {op: "burst", binding, calls: [{name, method, args}]}), and plays a
 // FetchExecutorEntrypoint that acknowledges and then drops every job: an executor that dies
-// mid-request (and one that answers only after a second before it drops them: a slow one).
+// mid-request (and one that answers only after a second before it drops them: a slow one), a
+// flaky executor, and an origin that is slow to take deliveries.
 // In args, {"$bytes": [..]} becomes a Uint8Array; in results, Uint8Arrays become {"$bytes": [..]}.
-import { WorkerEntrypoint } from "cloudflare:workers";
+import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 
 export class DeadExecutor extends WorkerEntrypoint {
   executeFetches(_jobs) {}
@@ -28,6 +29,29 @@ export class DyingOnceExecutor extends WorkerEntrypoint {
     const again = jobs.filter((job) => dropped.has(job.id));
     for (const job of jobs) dropped.add(job.id);
     if (again.length) return this.env.REAL_EXECUTOR.executeFetches(again);
+  }
+}
+
+// An executor whose first dispatch of a request is acknowledged and then lost, whose next two
+// calls for it fail (it is down), and which works from the fourth on (it forwards to
+// REAL_EXECUTOR): redispatches that were never sent, between a lost one and one that works.
+const flaky = new Map();
+export class FlakyExecutor extends WorkerEntrypoint {
+  executeFetches(jobs) {
+    const n = (flaky.get(jobs[0].id) ?? 0) + 1;
+    for (const job of jobs) flaky.set(job.id, n);
+    if (n === 1) return undefined;
+    if (n <= 3) throw new Error("the executor is down");
+    return this.env.REAL_EXECUTOR.executeFetches(jobs);
+  }
+}
+
+// An origin whose deliveries answer only HANG_MS after they came: one slow origin among many.
+const HANG_MS = 40_000;
+export class HangingOrigin extends DurableObject {
+  async __proxyFetchDeliver(deliveries) {
+    await new Promise((r) => setTimeout(r, HANG_MS));
+    return deliveries.map(() => ({ Ok: "Delivered" }));
   }
 }
 

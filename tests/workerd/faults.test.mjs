@@ -30,12 +30,16 @@ before(async () => {
       durableObjects: {
         INBOX: { className: "Inbox", ...shared },
         FETCH_ORCHESTRATOR: { className: "FetchOrchestrator", ...shared },
+        HANGING_ORIGIN: { className: "HangingOrigin", useSQLite: true },
       },
+      serviceBindings: { REAL_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" } },
     })],
     serviceBindings: {
       DEAD_EXECUTOR: { name: "driver", entrypoint: "DeadExecutor" },
       SLOW_EXECUTOR: { name: "driver", entrypoint: "SlowExecutor" },
+      FLAKY_EXECUTOR: { name: "driver", entrypoint: "FlakyExecutor" },
     },
+    durableObjects: { HANGING_ORIGIN: { className: "HangingOrigin", scriptName: "driver", useSQLite: true } },
   });
 });
 after(async () => {
@@ -70,6 +74,7 @@ function origin() {
     cancel: rpc("cancel"),
     instances: rpc("instances"),
     inject: rpc("injectStorageFault"),
+    deleteKey: rpc("deleteStorageKey"),
     /** This origin's filed result of request `id`, if any. */
     result: async (id) => (await rpc("results")()).find((r) => r.request_id === id),
   };
@@ -210,7 +215,7 @@ describe("no loss or duplicate path (issue 19, item 5)", () => {
     }, { deadlineMs: 15000, what: `the Backstop of ${b}` });
     assert.ok(seen.queued.includes(a), `when ${b} was told, ${a} was still queued (its failed step not yet tried again): queue ${JSON.stringify(seen.queued)}`);
     assert.equal(seen.a?.outcome, "Backstop", `${a} was told before its entry's removal failed: ${JSON.stringify(seen.a)}`);
-    await logged(`of ${a}'s failed step`, `proxy-fetch ${a}: backstop failed, tried again`, `injected storage fault: delete(q:${a})`);
+    await logged(`of ${a}'s failed step`, `proxy-fetch ${a}: backstop failed, tried again`, `injected storage fault: delete(q:${a}`);
     assert.equal(await q.instances(), before + 1, "the injected failure happened (and reset the orchestrator)");
 
     // A is retried later, and its handler is not told twice.
@@ -300,5 +305,70 @@ describe("no loss or duplicate path (issue 19, item 5)", () => {
     assert.equal(up.count(key), 0, "the upstream never saw it: the sweep did not send it");
     assert.equal((await q.stats()).pending, 0, "the orchestrator did not queue it");
     assert.deepEqual(await box.pending(), []);
+  });
+
+  // sweep.rs. Before (80c183c, `overdue`): a redispatch that failed (the executor was down) was
+  // counted as a dispatch all the same, as the count was stored before the send; after the lost
+  // first dispatch and two failed ones the GET had used its 3 dispatches, and its handler got
+  // Backstop, though the upstream never saw it after the first.
+  test("direct: a redispatch that was not sent does not count against the 3 dispatches: a GET whose executor was lost, then down twice, is fetched by the dispatch after", async () => {
+    const box = origin();
+    const key = `flaky-${box.name}`;
+    const id = (await startOk(box, { url: up.url("/flaky", { key }) }, {
+      executor_binding: "FLAKY_EXECUTOR", timeout_ms: 200, backstop_grace_ms: 0, retry: { max_attempts: 1 },
+    })).request_id;
+    const r = await waitFor(() => box.result(id), { deadlineMs: 40000, what: `the result of ${id}` });
+    await settle();
+    assert.deepEqual([r.outcome, r.status], ["response", 200], `fetched, not a Backstop: ${JSON.stringify(r)}`);
+    await logged("of a redispatch that failed", `proxy-fetch ${id}: dispatch again failed`);
+    assert.equal((await box.result(id)).deliveries, 1);
+    assert.equal(up.count(key), 1, "fetched once");
+  });
+
+  // sweep.rs. Before (80c183c, `overdue`): a body kept apart that was gone was logged ("its
+  // body is missing; not sent again") and looked at again every 5 s until the request's max age
+  // (here an hour): its handler got nothing for that long.
+  test("direct: a PUT whose body kept apart is missing is answered Backstop at the sweep at once, saying why, not retried until its max age", async () => {
+    const box = origin();
+    const key = `nobody-${box.name}`;
+    const body = { $bytes: Array.from({ length: 20 * 1024 }, (_, i) => i % 251) };
+    const id = (await startOk(box, { method: "PUT", url: up.url("/nobody", { key }), body }, {
+      executor_binding: "DEAD_EXECUTOR", timeout_ms: 200, backstop_grace_ms: 0, retry: { max_attempts: 1 }, max_age_ms: 3_600_000,
+    })).request_id;
+    await box.deleteKey(`proxy-fetch:body:${id}`);
+    const r = await waitFor(() => box.result(id), { deadlineMs: 15000, what: `the Backstop of ${id}` });
+    assert.equal(r.outcome, "Backstop", JSON.stringify(r));
+    assert.match(r.text, /its request body is missing from storage, so it cannot be sent again/);
+    await logged("of the missing body", `proxy-fetch ${id}: its request body is missing from storage; its handler gets Backstop now`);
+    assert.equal(up.count(key), 0);
+    assert.deepEqual(await box.pending(), []);
+  });
+
+  // orchestrator.rs. Before (80c183c, `backstop`): overdue entries were acted on one after the
+  // other, each delivery awaited with no bound: an origin that takes 40 s to answer held the
+  // round, and every entry due after its start, for those 40 s. Now the round tells up to 8
+  // origins side by side and waits at most 10 s for one (then tries it again later), so an entry
+  // falling due meanwhile is told when that round ends, at most about 10 s late.
+  test("orchestrator: an origin that takes 40 s to answer a delivery holds the backstop's round for at most 10 s: another origin's Backstop comes long before it answers", async () => {
+    const box = origin();
+    const q = orchestrator(`faults-hang-${process.pid}`);
+    const options = { executor_binding: "DEAD_EXECUTOR", timeout_ms: 200, backstop_grace_ms: 0, retry: { max_attempts: 1 } };
+    // First in key order: a request whose origin hangs on delivery.
+    const hanging = (await w.env.HANGING_ORIGIN.idFromName(`hang-${box.name}`)).toString();
+    const slow = {
+      id: `a-hang-${box.name}`, token: "1".repeat(32),
+      request: { method: "POST", url: up.url("/hang"), headers: [], body: null, redirect: "follow" },
+      origin: { binding: "HANGING_ORIGIN", id: hanging },
+      queue: { binding: "FETCH_ORCHESTRATOR", shard: q.shard },
+      options: { ...options, flow: "orchestrated", orchestrator_instance: q.shard },
+    };
+    must(await call("FETCH_ORCHESTRATOR", q.shard, "enqueue", [slow]), "enqueue");
+    const id = `b-real-${box.name}`;
+    const started = await startOk(box, { method: "POST", url: up.url("/hang") }, { ...options, flow: "orchestrated", orchestrator_instance: q.shard, request_id: id });
+    const r = await waitFor(() => box.result(id), { deadlineMs: 20000, what: `the Backstop of ${id}` });
+    assert.equal(r.outcome, "Backstop", JSON.stringify(r));
+    const late = r.arrived_at_ms - started.started_at_ms;
+    assert.ok(late < 200 + RESERVE_MS + 10_000 + 4000, `told ${late} ms after its start (due after ${200 + RESERVE_MS} ms; the slow origin answers after 40 000 ms)`);
+    assert.ok((await q.queued()).includes(slow.id), "the hanging origin's entry is still being told");
   });
 });

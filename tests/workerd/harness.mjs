@@ -67,10 +67,11 @@ export function optionsFromWrangler(crateDir, overrides = {}) {
 
 /**
  * Starts the worker in `crateDir` (plus `peers`, extra Miniflare worker options, e.g. a JS
- * worker beside it); returns { mf, env, fetch(path), fetchPeer(name, path), logs, dispose }.
+ * worker beside it; `serviceBindings` and `durableObjects` are added to the worker's own);
+ * returns { mf, env, fetch(path), fetchPeer(name, path), logs, dispose }.
  * `logs` collects what the workers printed (console.log/error), for asserting on reported errors.
  */
-export async function startWorker(crateDir, { peers = [], serviceBindings = {}, shared = {}, ...overrides } = {}) {
+export async function startWorker(crateDir, { peers = [], serviceBindings = {}, durableObjects = {}, shared = {}, ...overrides } = {}) {
   const logs = [];
   class Capture extends Log {
     log(message) {
@@ -80,6 +81,7 @@ export async function startWorker(crateDir, { peers = [], serviceBindings = {}, 
   }
   const main = optionsFromWrangler(resolve(root, crateDir), overrides);
   main.serviceBindings = { ...main.serviceBindings, ...serviceBindings };
+  main.durableObjects = { ...main.durableObjects, ...durableObjects };
   const options = {
     ...shared,
     workers: [main, ...peers],

@@ -6,7 +6,7 @@
 // isolate on purpose.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { jsWorker, settle, startWorker, waitFor } from "./harness.mjs";
+import { jsWorker, optionsFromWrangler, root, settle, startWorker, waitFor } from "./harness.mjs";
 import { startUpstream } from "./upstream.mjs";
 
 const FORGED = "0".repeat(32);
@@ -16,20 +16,21 @@ before(async () => {
 });
 after(async () => up?.close());
 
-/** The proxy test worker in workerd of its own, with `vars` added to its own. */
-async function worker(vars = {}) {
+/** The proxy test worker in workerd of its own, with `vars` added to its own (and `peers` and
+ *  `serviceBindings` to the test's). */
+async function worker(vars = {}, { peers = [], serviceBindings = {} } = {}) {
   const port = new URL(up.url("/")).port;
   const shared = { scriptName: "proxy-test-worker", useSQLite: true };
   return startWorker("tests/proxy-worker", {
     bindings: { PROXY_FETCH_ALLOW: `http://127.0.0.1:${port}`, ...vars },
-    peers: [jsWorker("driver", "driver.js", {
+    peers: [...peers, jsWorker("driver", "driver.js", {
       durableObjects: {
         INBOX: { className: "Inbox", ...shared },
         FETCH_ORCHESTRATOR: { className: "FetchOrchestrator", ...shared },
       },
       serviceBindings: { REAL_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" } },
     })],
-    serviceBindings: { DYING_ONCE_EXECUTOR: { name: "driver", entrypoint: "DyingOnceExecutor" } },
+    serviceBindings: { DYING_ONCE_EXECUTOR: { name: "driver", entrypoint: "DyingOnceExecutor" }, ...serviceBindings },
   });
 }
 
@@ -234,7 +235,85 @@ describe("the executor's own limits", () => {
   });
 });
 
+describe("what a call to the executor may carry", () => {
+  let w;
+  before(async () => {
+    const port = new URL(up.url("/")).port;
+    // The same build as a worker of its own with no Durable Object bindings: an executor whose
+    // worker lacks the origin's and the orchestrator's bindings.
+    const bare = optionsFromWrangler(`${root}/tests/proxy-worker`, {
+      name: "bare-executor", durableObjects: {}, serviceBindings: {}, bindings: { PROXY_FETCH_ALLOW: `http://127.0.0.1:${port}` },
+    });
+    w = await worker({}, { peers: [bare], serviceBindings: { BARE_EXECUTOR: { name: "bare-executor", entrypoint: "FetchExecutorEntrypoint" } } });
+  });
+  after(async () => w?.dispose());
+
+  test("FetchExecutor: a call of more than 6 jobs is refused whole with a typed error, logged and counted; none of its jobs is fetched", async () => {
+    const key = `seven-${process.pid}`;
+    const jobs = Array.from({ length: 7 }, () => job({ request: { method: "GET", url: up.url("/seven", { key }), headers: [], body: null, redirect: "follow" } }));
+    const refusedBefore = (await w.env.FETCH_EXECUTOR.health()).refused;
+    await assert.rejects(async () => { await w.env.FETCH_EXECUTOR.executeFetches(jobs); }, /7 jobs in one call; at most 6: nothing fetched/);
+    await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch refused FetchExecutor.executeFetches a call of 7 jobs")), { what: "the log line of the refused call" });
+    assert.equal((await w.env.FETCH_EXECUTOR.health()).refused, refusedBefore + 1, "counted once");
+    // A call of 6 of them, after it, is fetched: the upstream counts only those.
+    await w.env.FETCH_EXECUTOR.executeFetches(jobs.slice(0, 6));
+    await waitFor(() => up.count(key), { until: (n) => n === 6, what: "the 6 jobs of the call that was taken" });
+    await settle();
+    assert.equal(up.count(key), 6, "none of the refused call's 7 jobs was fetched");
+  });
+
+  test("a start whose executor's worker lacks the origin's binding gets Err(MissingBinding) from proxy_fetch, in both flows, and the executor's health names the binding", async () => {
+    for (const flow of ["direct", "orchestrated"]) {
+      const box = origin(w);
+      const key = `bare-${flow}-${box.name}`;
+      const r = await box.start(up.url("/bare", { key }), { flow, executor_binding: "BARE_EXECUTOR" });
+      assert.equal(r.error?.handler?.kind, "missing_binding", `${flow}: ${JSON.stringify(r)}`);
+      assert.match(r.error.message, /the executor's worker has no binding `INBOX`/);
+      assert.deepEqual(await box.pending(), [], `${flow}: nothing stored`);
+      assert.equal(up.count(key), 0, `${flow}: nothing fetched`);
+    }
+    const health = await w.env.BARE_EXECUTOR.health();
+    assert.deepEqual(health.missing_bindings, ["INBOX"]);
+    await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch refused FetchExecutor.executeFetches a call of 1 jobs") && l.includes("no binding `INBOX`")), { what: "the log line of the refusal" });
+  });
+});
+
+describe("the executor's byte budget", () => {
+  test("a call that does not fit PROXY_FETCH_MAX_INFLIGHT_BYTES now is answered busy, and the origin sends it again later: both PUTs fetched once, neither failed", async () => {
+    const w = await worker({ PROXY_FETCH_MAX_INFLIGHT_BYTES: "300000" });
+    try {
+      const body = { $bytes: Array.from({ length: 200 * 1024 }, (_, i) => i % 251) };
+      const [a, b] = [origin(w), origin(w)];
+      const keys = [`budget-a-${a.name}`, `budget-b-${b.name}`];
+      // A holds its 200 KiB for the 1.2 s its upstream takes; B's 200 KiB does not fit beside it.
+      await startOk(a, { method: "PUT", url: up.url("/slow", { delay: 1200, key: keys[0] }), body }, { timeout_ms: 5000, max_body_bytes: 300000 });
+      const started = await b.start({ method: "PUT", url: up.url("/slow", { key: keys[1] }), body }, { timeout_ms: 5000, max_body_bytes: 300000 });
+      assert.ok(started.ok, `B was started, not failed: ${JSON.stringify(started)}`);
+      await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch refused FetchExecutor.executeFetches a call of 1 jobs") && l.includes("PROXY_FETCH_MAX_INFLIGHT_BYTES (300000)")), { what: "the log line of B's first call, refused as busy" });
+      for (const box of [a, b]) assert.equal((await onlyResult(box, `the result at ${box.name}`)).status, 200);
+      for (const k of keys) assert.equal(up.count(k), 1, `${k} fetched once`);
+      await waitFor(() => w.env.FETCH_EXECUTOR.health(), { until: (h) => h.in_flight_bytes === 0, what: "the budget given back" });
+    } finally {
+      await w.dispose();
+    }
+  });
+});
+
 describe("one crash policy for both flows", () => {
+  test("direct: a handler that crashes its instance every time is stopped after a bounded number of runs, with a log line naming the request", async () => {
+    const w = await worker();
+    try {
+      const box = origin(w);
+      const id = await startOk(box, up.url("/crash-loop"), { timeout_ms: 500, backstop_grace_ms: 0, retry: { max_attempts: 1 } }, "panic-always");
+      await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch ${id}: handler \`onResponse\` was started 5 times without finishing`)), { deadlineMs: 150000, what: "the log line that stops the handler" });
+      await waitFor(async () => (await box.pending()).length === 0, { what: "the request settled at the origin" });
+      const [r] = await box.results();
+      assert.ok(r.deliveries <= 8, `the handler ran ${r.deliveries} times: 3 dispatches at most, then 5 counted runs`);
+    } finally {
+      await w.dispose();
+    }
+  });
+
   test("orchestrated: a handler that crashes its instance every time is stopped after a bounded number of runs, with a log line naming the request", async () => {
     const w = await worker();
     try {

@@ -107,6 +107,22 @@ async fn run<T>(tasks: Vec<Task<'_, T>>, limit: usize) -> Vec<T> {
     slots.into_iter().filter_map(Result::ok).collect()
 }
 
+/// `future`'s output, or `None` when `ms` milliseconds passed first (it is then dropped).
+pub(super) async fn within<F: Future>(future: F, ms: u64) -> Option<F::Output> {
+    let mut future = Box::pin(future);
+    let mut timer = Box::pin(worker::Delay::from(std::time::Duration::from_millis(ms)));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::all;

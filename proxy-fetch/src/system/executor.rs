@@ -19,11 +19,12 @@ use crate::rpc::{HandlerError, WorkerEntrypoint};
 /// It fetches only what its worker's `PROXY_FETCH_ALLOW` var allows (see [`ExecutorPolicy`]).
 pub struct FetchExecutor {
     env: Env,
+    ctx: Context,
 }
 
 impl WorkerEntrypoint for FetchExecutor {
-    fn new(env: Env, _ctx: Context) -> Self {
-        FetchExecutor { env }
+    fn new(env: Env, ctx: Context) -> Self {
+        FetchExecutor { env, ctx }
     }
 }
 
@@ -38,18 +39,30 @@ pub struct ExecutorHealth {
     pub policy: Result<(), String>,
     /// Calls and jobs refused in this isolate since it started (each is also logged).
     pub refused: u32,
+    /// Origin or orchestrator bindings that refused calls named and this worker lacks (or has
+    /// of another kind), since the isolate started: bind them in the executor's worker.
+    pub missing_bindings: Vec<String>,
+    /// Bytes of bodies held in flight in this isolate now (`PROXY_FETCH_MAX_INFLIGHT_BYTES`
+    /// bounds it).
+    pub in_flight_bytes: u64,
 }
 
 #[entrypoint(name = "FetchExecutorEntrypoint")]
 impl FetchExecutor {
     /// Fetches each job's request (with retries), delivers its result to its origin, then
-    /// tells the orchestrator (orchestrated flow) the request is done. Acknowledged at once;
-    /// runs under `ctx.waitUntil`. The jobs run side by side: at most
-    /// [`MAX_JOBS_PER_CALL`](super::protocol::MAX_JOBS_PER_CALL) (the connections one
-    /// invocation may hold open); any beyond get a `Rejected` error.
-    #[wait_until]
+    /// tells the orchestrator (orchestrated flow) the request is done. Answered as soon as the
+    /// call is checked; the work runs under `ctx.waitUntil`, the jobs side by side. A call of
+    /// more than [`MAX_JOBS_PER_CALL`](super::protocol::MAX_JOBS_PER_CALL) jobs (the
+    /// connections one invocation may hold open), one naming a binding this worker lacks, or
+    /// one that does not fit the isolate's byte budget now is refused with a typed error
+    /// (`bad_job`, `missing_binding`, `busy`), logged and counted; nothing of it is fetched.
     pub async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError> {
-        fetch::run(&self.env, jobs, now_ms()).await;
+        let held = fetch::admit_call(&self.env, &jobs)?;
+        let env = self.env.clone();
+        let started = now_ms();
+        self.ctx.wait_until(async move {
+            fetch::run(&env, jobs, held, started).await;
+        });
         Ok(())
     }
 
@@ -75,6 +88,8 @@ impl FetchExecutor {
                 .and(ExecutorLimits::from_env(&self.env))
                 .map(|_| ()),
             refused: refusal::count(),
+            missing_bindings: fetch::missing_bindings(),
+            in_flight_bytes: fetch::in_flight_bytes(),
         })
     }
 }

@@ -16,16 +16,28 @@ use worker::{durable_object, DurableObject, Env, Request, Response, State};
 use super::concurrent;
 use super::fetch::{verdicts, Verdict};
 use super::protocol::{
-    into_calls, Delivery, ExecutorClient, FetchJob, OriginClient, Ticket, FORBIDDEN,
-    MAX_DISPATCHES, MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE,
+    into_calls, Delivery, ExecutorClient, FetchJob, OriginClient, Ticket, BAD_JOB, BUSY, FORBIDDEN,
+    MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE, MISSING_BINDING,
 };
 use super::refusal;
 use super::storage::{self, Pages};
 use super::{now_ms, FetchError, FetchErrorKind, FetchResult, RequestId};
 use crate::entrypoint;
-use crate::rpc::{log_error, HandlerError};
+use crate::rpc::{log_error, CallError, HandlerError};
 
 const QUEUE: &str = "q:";
+/// A request body over [`INLINE_BODY`] bytes is stored under this prefix, not in its entry,
+/// so that listing the queue (`stats`, the backstop) never loads it.
+const BODY: &str = "qb:";
+/// A result the executor could not deliver is kept under this prefix, not in its entry.
+const HELD: &str = "qr:";
+/// Request bodies up to this size stay in their entry.
+const INLINE_BODY: usize = 16 * 1024;
+/// Origins the backstop tells at once: one slow or unreachable origin holds one of these, not
+/// the round.
+const TELL_AT_ONCE: usize = 8;
+/// How long the backstop waits for an origin to answer a delivery before it tries again later.
+const TELL_WITHIN_MS: u64 = 10_000;
 /// `stats` lists at most this many entries (it counts them all).
 const STATS_ITEMS: usize = 100;
 /// First wait before a failed backstop delivery is tried again; it doubles up to the cap.
@@ -61,9 +73,70 @@ struct QueueEntry {
     dispatches: u32,
     /// Backstop deliveries that failed to reach the origin.
     delivery_tries: u32,
-    /// A result the executor could not deliver, kept to be delivered from here.
-    #[serde(default)]
+    /// A result kept in the entry (entries written before results were kept apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     result: Option<FetchResult>,
+    /// The job's body is stored under [`BODY`], not in `job`.
+    #[serde(default)]
+    body_apart: bool,
+    /// A result the executor could not deliver is kept under [`HELD`], to be delivered from here.
+    #[serde(default)]
+    held: bool,
+}
+
+impl QueueEntry {
+    /// A new entry for `job`, and the body to store apart from it, if it is kept apart.
+    fn new(
+        mut job: FetchJob,
+        now: f64,
+        dispatches: u32,
+    ) -> (QueueEntry, Option<serde_bytes::ByteBuf>) {
+        let apart = job
+            .request
+            .body
+            .as_ref()
+            .is_some_and(|b| b.len() > INLINE_BODY);
+        let body = if apart { job.request.body.take() } else { None };
+        let entry = QueueEntry {
+            enqueued_ms: now,
+            due_ms: now + job.options.backstop_after_ms() as f64,
+            dispatches,
+            delivery_tries: 0,
+            result: None,
+            body_apart: apart,
+            held: false,
+            job,
+        };
+        (entry, body)
+    }
+
+    /// Whether a result is kept for it.
+    fn has_result(&self) -> bool {
+        self.held || self.result.is_some()
+    }
+}
+
+/// Every key a request's entry uses.
+fn keys(id: &str) -> [String; 3] {
+    [key(id), format!("{BODY}{id}"), format!("{HELD}{id}")]
+}
+
+/// Why a job was not handed to its executor.
+enum NotSent {
+    /// The executor's isolate holds its byte budget: nothing was fetched; send it later.
+    Busy(String),
+    /// The executor's worker lacks a binding the job names: it never will be fetched there.
+    MissingBinding(String),
+    /// The executor was not reached, or refused the call.
+    Failed(String),
+}
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotSent::Busy(m) | NotSent::MissingBinding(m) | NotSent::Failed(m) => f.write_str(m),
+        }
+    }
 }
 
 /// One queued request as `stats` shows it.
@@ -86,7 +159,7 @@ pub struct QueueItem {
     /// epoch).
     pub due_ms: f64,
     /// Times it was handed to an executor, the first included (at most
-    /// [`MAX_DISPATCHES`]).
+    /// [`MAX_DISPATCHES`](super::protocol::MAX_DISPATCHES)).
     pub dispatches: u32,
     /// Backstop deliveries that failed to reach the origin (tried again with backoff, 1 s
     /// doubling up to 60 s).
@@ -140,6 +213,11 @@ impl DurableObject for FetchOrchestrator {
     }
 }
 
+/// [`keys`] as a `Vec`.
+fn keys_of(id: &str) -> Vec<String> {
+    keys(id).into()
+}
+
 fn key(id: &str) -> String {
     format!("{QUEUE}{id}")
 }
@@ -176,7 +254,7 @@ impl FetchOrchestrator {
 
     /// Hands `jobs` to their executors, in calls of up to [`MAX_JOBS_PER_CALL`] per executor
     /// binding; `Ok` once every call was acknowledged.
-    async fn send(&self, jobs: Vec<FetchJob>) -> Result<(), String> {
+    async fn send(&self, jobs: Vec<FetchJob>) -> Result<(), NotSent> {
         let (calls, _) = into_calls(jobs, |job| {
             Some((job.options.executor_binding.clone(), MAX_JOBS_PER_CALL))
         });
@@ -185,12 +263,15 @@ impl FetchOrchestrator {
                 .first()
                 .map(|j| j.options.executor_binding.clone())
                 .unwrap_or_default();
-            let executor =
-                ExecutorClient::from_env(&self.env, &binding).map_err(|e| e.to_string())?;
-            executor
-                .execute_fetches(jobs)
-                .await
-                .map_err(|e| format!("executor `{binding}` not reached: {}", e.message))
+            let executor = ExecutorClient::from_env(&self.env, &binding)
+                .map_err(|e| NotSent::Failed(e.to_string()))?;
+            executor.execute_fetches(jobs).await.map_err(|e| match e {
+                CallError::Handler(h) if h.kind == BUSY => NotSent::Busy(h.message),
+                CallError::Handler(h) if h.kind == MISSING_BINDING => {
+                    NotSent::MissingBinding(h.message)
+                }
+                e => NotSent::Failed(format!("executor `{binding}` not reached: {e}")),
+            })
         });
         concurrent::all(sends, usize::MAX)
             .await
@@ -218,7 +299,14 @@ impl FetchOrchestrator {
             token: job.token.clone(),
             again: true,
         };
-        let answer = origin.deliver(vec![delivery]).await;
+        let Some(answer) = concurrent::within(origin.deliver(vec![delivery]), TELL_WITHIN_MS).await
+        else {
+            log_error(&format!(
+                "proxy-fetch {}: the origin did not answer the delivery of {kind} within {TELL_WITHIN_MS} ms",
+                job.id
+            ));
+            return false;
+        };
         match verdicts(&[job.id.as_str()], answer).pop() {
             Some(Verdict::Done | Verdict::Forbidden) => true,
             Some(Verdict::Again { why, .. }) => {
@@ -245,11 +333,13 @@ impl FetchOrchestrator {
             }
         })
         .await?;
-        for entry in overdue {
+        // Up to TELL_AT_ONCE entries are acted on side by side: an origin that is slow to
+        // answer (or never does) holds one of them, not the round.
+        let steps = overdue.into_iter().map(|entry| async move {
             let id = entry.job.id.clone();
             // One entry's failure (its storage write) does not end the round: the others are
             // still acted on, and the alarm is still set for the next.
-            let due = match self.overdue(entry, now).await {
+            match self.overdue(entry, now).await {
                 Ok(due) => due,
                 Err(e) => {
                     log_error(&format!(
@@ -257,10 +347,14 @@ impl FetchOrchestrator {
                     ));
                     Some(now + RETRY_BASE_MS)
                 }
-            };
-            if let Some(due) = due {
-                next = Some(next.map_or(due, |n: f64| n.min(due)));
             }
+        });
+        for due in concurrent::all(steps, TELL_AT_ONCE)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            next = Some(next.map_or(due, |n: f64| n.min(due)));
         }
         Ok(next)
     }
@@ -268,58 +362,85 @@ impl FetchOrchestrator {
     /// Acts on one overdue entry; returns when to look at it again, if it stays.
     async fn overdue(&self, mut entry: QueueEntry, now: f64) -> worker::Result<Option<f64>> {
         let storage = self.state.storage();
+        let id = entry.job.id.clone();
         let options = &entry.job.options;
         let age = now - entry.enqueued_ms;
         let budget = options.backstop_after_ms() as f64;
         let max_age = options.max_age_ms as f64;
-        if entry.result.is_none()
+        let mut missing = None;
+        if !entry.has_result()
             && entry.delivery_tries == 0
-            && entry.job.may_resend()
-            && entry.dispatches < MAX_DISPATCHES
-            && age + budget < max_age
+            && entry.job.dispatch_again(entry.dispatches, age, budget)
         {
-            // Its executor was lost: send it again, with the same id and token. The entry is
-            // stored first, so a completion racing the send finds it.
-            entry.dispatches += 1;
-            entry.due_ms = now + budget;
-            storage.put(&key(&entry.job.id), &entry).await?;
-            if let Err(e) = self.send(vec![entry.job.clone()]).await {
-                log_error(&format!(
-                    "proxy-fetch {}: dispatch again failed: {e}",
-                    entry.job.id
-                ));
-                entry.due_ms = now + RETRY_BASE_MS;
-                storage.put(&key(&entry.job.id), &entry).await?;
+            // Its executor was lost (or was busy): send it again, with the same id and token.
+            // The entry is stored first, so a completion racing the send finds it.
+            let mut job = entry.job.clone();
+            if entry.body_apart {
+                // The one place a body kept apart is read: the job goes out again with it.
+                match storage
+                    .get::<serde_bytes::ByteBuf>(&format!("{BODY}{id}"))
+                    .await?
+                {
+                    Some(body) => job.request.body = Some(body),
+                    None => missing = Some("its request body is missing from storage"),
+                }
             }
-            return Ok(Some(entry.due_ms));
+            if missing.is_none() {
+                entry.dispatches += 1;
+                entry.due_ms = now + budget;
+                storage.put(&key(&id), &entry).await?;
+                if let Err(e) = self.send(vec![job]).await {
+                    // Only a dispatch the executor acknowledged counts.
+                    entry.dispatches -= 1;
+                    entry.due_ms = now + RETRY_BASE_MS;
+                    match e {
+                        NotSent::Busy(why) => log_error(&format!(
+                            "proxy-fetch {id}: executor busy, sent later: {why}"
+                        )),
+                        e => log_error(&format!("proxy-fetch {id}: dispatch again failed: {e}")),
+                    }
+                    storage.put(&key(&id), &entry).await?;
+                }
+                return Ok(Some(entry.due_ms));
+            }
         }
         // A result the executor handed over, else the backstop's error.
-        let result = entry.result.clone().unwrap_or_else(|| {
-            let message = entry.job.backstop_message(age, "it was queued");
-            Err(FetchError::new(
-                &entry.job.id,
-                FetchErrorKind::Backstop,
-                message,
-            ))
+        let held = if entry.held {
+            let kept = storage.get::<FetchResult>(&format!("{HELD}{id}")).await?;
+            if kept.is_none() {
+                missing = Some("the result kept for it is missing from storage");
+            }
+            kept
+        } else {
+            entry.result.clone()
+        };
+        let result = held.unwrap_or_else(|| {
+            let mut message = entry.job.backstop_message(age, "it was queued");
+            if let Some(why) = missing {
+                log_error(&format!(
+                    "proxy-fetch {id}: {why}; its handler gets Backstop"
+                ));
+                message = format!("{message}; {why}");
+            }
+            Err(FetchError::new(&id, FetchErrorKind::Backstop, message))
         });
         if self.tell_origin(&entry.job, result).await {
-            storage.delete(&key(&entry.job.id)).await?;
+            storage.delete_multiple(keys_of(&id)).await?;
             return Ok(None);
         }
         if age >= max_age + RETRY_CAP_MS {
             // The origin's own sweep delivers the final error when it can.
             log_error(&format!(
-                "proxy-fetch {}: origin unreachable past the max age; left to the origin's sweep",
-                entry.job.id
+                "proxy-fetch {id}: origin unreachable past the max age; left to the origin's sweep"
             ));
-            storage.delete(&key(&entry.job.id)).await?;
+            storage.delete_multiple(keys_of(&id)).await?;
             return Ok(None);
         }
         let wait =
             (RETRY_BASE_MS * 2f64.powi(entry.delivery_tries.min(16) as i32)).min(RETRY_CAP_MS);
         entry.delivery_tries += 1;
         entry.due_ms = now + wait;
-        storage.put(&key(&entry.job.id), &entry).await?;
+        storage.put(&key(&id), &entry).await?;
         Ok(Some(entry.due_ms))
     }
 
@@ -369,14 +490,19 @@ impl FetchOrchestrator {
     }
 }
 
-/// Refuses a call on a request: logged (within the rate) and counted, answered `forbidden`.
-fn forbidden(method: &str, id: &str, why: &str) -> HandlerError {
+/// Refuses a call on a request: logged (within the rate) and counted, answered with `kind`.
+fn refuse(kind: &str, method: &str, id: &str, why: &str) -> HandlerError {
     refusal::refused(
         &format!("FetchOrchestrator.{method}"),
         &format!("request {id}"),
         why,
     );
-    HandlerError::new(FORBIDDEN, format!("request {id}: {why}"))
+    HandlerError::new(kind, format!("request {id}: {why}"))
+}
+
+/// Refuses a call on a request: logged (within the rate) and counted, answered `forbidden`.
+fn forbidden(method: &str, id: &str, why: &str) -> HandlerError {
+    refuse(FORBIDDEN, method, id, why)
 }
 
 impl FetchOrchestrator {
@@ -408,13 +534,10 @@ impl FetchOrchestrator {
 
     /// Checks a job as the origin's start checked it: a job the start would refuse is refused.
     fn checked(method: &str, mut job: FetchJob) -> Result<FetchJob, HandlerError> {
-        if let Err(why) = job.check() {
-            return Err(HandlerError::new(
-                "bad_job",
-                format!("{}: {why}", forbidden(method, &job.id, &why).message),
-            ));
+        match job.check() {
+            Ok(_) => Ok(job),
+            Err(why) => Err(refuse(BAD_JOB, method, &job.id, &why)),
         }
-        Ok(job)
     }
 }
 
@@ -430,7 +553,7 @@ impl FetchOrchestrator {
                 jobs.len()
             );
             refusal::refused("FetchOrchestrator.enqueue", "a call", &why);
-            return Err(HandlerError::new("bad_job", why));
+            return Err(HandlerError::new(BAD_JOB, why));
         }
         let jobs = jobs
             .into_iter()
@@ -438,7 +561,7 @@ impl FetchOrchestrator {
             .collect::<Result<Vec<_>, _>>()?;
         let storage = self.state.storage();
         let now = now_ms();
-        let mut entries = Vec::with_capacity(jobs.len());
+        let mut fresh = Vec::with_capacity(jobs.len());
         for job in jobs {
             if let Some(known) = storage.get::<QueueEntry>(&key(&job.id)).await? {
                 // The same request queued again (its origin's sweep): nothing to do. Another
@@ -461,14 +584,17 @@ impl FetchOrchestrator {
                     ),
                 ));
             }
-            entries.push(QueueEntry {
-                enqueued_ms: now,
-                due_ms: now + job.options.backstop_after_ms() as f64,
-                dispatches: 1,
-                delivery_tries: 0,
-                result: None,
-                job,
-            });
+            fresh.push(job);
+        }
+        // Entries, and the bodies kept apart from them (the jobs keep theirs, to be sent now).
+        let mut entries = Vec::with_capacity(fresh.len());
+        let mut bodies = Vec::new();
+        for job in &fresh {
+            let (entry, body) = QueueEntry::new(job.clone(), now, 1);
+            if let Some(body) = body {
+                bodies.push((format!("{BODY}{}", job.id), body));
+            }
+            entries.push(entry);
         }
         let Some(due) = entries.iter().map(|e| e.due_ms).reduce(f64::min) else {
             return Ok(());
@@ -477,19 +603,49 @@ impl FetchOrchestrator {
         // an executor never works on a request the queue could lose.
         let keys: Vec<String> = entries.iter().map(|e| key(&e.job.id)).collect();
         let puts = keys.iter().zip(&entries).map(|(k, e)| storage.put(k, e));
-        concurrent::all(puts, usize::MAX)
-            .await
-            .into_iter()
+        let body_puts = bodies.iter().map(|(k, b)| storage.put(k, b));
+        let (puts, body_puts) = futures_util::future::join(
+            concurrent::all(puts, usize::MAX),
+            concurrent::all(body_puts, usize::MAX),
+        )
+        .await;
+        puts.into_iter()
+            .chain(body_puts)
             .collect::<Result<(), _>>()?;
         self.arm(due).await?;
-        if let Err(e) = self
-            .send(entries.into_iter().map(|e| e.job).collect())
-            .await
-        {
-            storage.delete_multiple(keys).await?;
-            return Err(HandlerError::new("dispatch", e));
+        match self.send(fresh).await {
+            Ok(()) => Ok(()),
+            Err(NotSent::Busy(why)) => {
+                // Not fetched: kept, with no dispatch counted, and sent again by the backstop
+                // soon (it may be sent whatever its method, as the upstream never saw it).
+                log_error(&format!(
+                    "proxy-fetch: executor busy, {} request(s) sent later: {why}",
+                    entries.len()
+                ));
+                let retry = now + RETRY_BASE_MS;
+                for mut entry in entries {
+                    entry.dispatches = 0;
+                    entry.due_ms = retry;
+                    storage.put(&key(&entry.job.id), &entry).await?;
+                }
+                self.arm(retry).await?;
+                Ok(())
+            }
+            Err(e) => {
+                let all: Vec<String> = entries.iter().flat_map(|e| keys_of(&e.job.id)).collect();
+                storage.delete_multiple(all).await?;
+                Err(match e {
+                    NotSent::MissingBinding(why) => HandlerError::new(MISSING_BINDING, why),
+                    e => HandlerError::new("dispatch", e.to_string()),
+                })
+            }
         }
-        Ok(())
+    }
+
+    /// Whether a request is queued here: the origin's sweep asks with its ticket before it
+    /// ships the job again. A ticket that is not its request's is refused.
+    pub async fn holds(&self, ticket: Ticket) -> Result<bool, HandlerError> {
+        Ok(self.entry("holds", &ticket).await?.is_some())
     }
 
     /// The origin's sweep asks after a request it has had no result for. `true`: queued here
@@ -513,7 +669,7 @@ impl FetchOrchestrator {
         let mut refused = None;
         for ticket in &tickets {
             match self.entry("complete", ticket).await {
-                Ok(Some(_)) => done.push(key(&ticket.id)),
+                Ok(Some(_)) => done.extend(keys(&ticket.id)),
                 Ok(None) => {}
                 Err(e) => refused = Some(e),
             }
@@ -529,7 +685,11 @@ impl FetchOrchestrator {
         if self.entry("forget", &ticket).await?.is_none() {
             return Ok(false);
         }
-        Ok(self.state.storage().delete(&key(&ticket.id)).await?)
+        self.state
+            .storage()
+            .delete_multiple(keys_of(&ticket.id))
+            .await?;
+        Ok(true)
     }
 
     /// The executor could not deliver `result`: keep it and deliver it from the backstop, with
@@ -554,9 +714,15 @@ impl FetchOrchestrator {
             return Ok(());
         };
         let now = now_ms();
-        entry.result = Some(result);
+        // Kept apart from the entry, so listing the queue never loads it.
+        let storage = self.state.storage();
+        storage
+            .put(&format!("{HELD}{}", ticket.id), &result)
+            .await?;
+        entry.held = true;
+        entry.result = None;
         entry.due_ms = now + RETRY_BASE_MS;
-        self.state.storage().put(&key(&ticket.id), &entry).await?;
+        storage.put(&key(&ticket.id), &entry).await?;
         self.arm(entry.due_ms).await?;
         Ok(())
     }

@@ -50,7 +50,16 @@ pub struct ExecutorLimits {
     pub max_attempts: u32,
     /// `PROXY_FETCH_MAX_TIMEOUT_MS`: per attempt (default and at most [`FETCH_BUDGET_MS`]).
     pub max_timeout_ms: u64,
+    /// `PROXY_FETCH_MAX_INFLIGHT_BYTES`: the bytes of bodies (requests of the jobs running,
+    /// and their responses once read) one executor isolate holds at most before it answers
+    /// new calls [`BUSY`](super::protocol::BUSY) (default [`INFLIGHT_BYTES`], at most 1 GiB).
+    /// A call is always taken when nothing is in flight.
+    pub max_inflight_bytes: u64,
 }
+
+/// The default of `PROXY_FETCH_MAX_INFLIGHT_BYTES`: 64 MiB, half of an isolate's 128 MB.
+pub const INFLIGHT_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_INFLIGHT_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl Default for ExecutorLimits {
     fn default() -> Self {
@@ -58,6 +67,7 @@ impl Default for ExecutorLimits {
             max_body_bytes: MAX_BODY_LIMIT,
             max_attempts: MAX_ATTEMPTS,
             max_timeout_ms: FETCH_BUDGET_MS,
+            max_inflight_bytes: INFLIGHT_BYTES,
         }
     }
 }
@@ -68,7 +78,11 @@ impl ExecutorLimits {
     pub fn from_env(env: &worker::Env) -> Result<ExecutorLimits, String> {
         let cap = |name: &str, max: u64| -> Result<u64, String> {
             let Ok(value) = env.var(name) else {
-                return Ok(max);
+                return Ok(if name == "PROXY_FETCH_MAX_INFLIGHT_BYTES" {
+                    INFLIGHT_BYTES
+                } else {
+                    max
+                });
             };
             let value = value.to_string();
             match value.trim().parse::<u64>() {
@@ -83,6 +97,7 @@ impl ExecutorLimits {
             max_body_bytes: cap("PROXY_FETCH_MAX_BODY_BYTES", defaults.max_body_bytes)?,
             max_attempts: cap("PROXY_FETCH_MAX_ATTEMPTS", defaults.max_attempts as u64)? as u32,
             max_timeout_ms: cap("PROXY_FETCH_MAX_TIMEOUT_MS", defaults.max_timeout_ms)?,
+            max_inflight_bytes: cap("PROXY_FETCH_MAX_INFLIGHT_BYTES", MAX_INFLIGHT_BYTES)?,
         })
     }
 

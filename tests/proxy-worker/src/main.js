@@ -9,7 +9,7 @@
 //   and the next call gets a fresh instance. The reset comes once the failing call has had its
 //   turn (aborting inside the call would unwind the Wasm code that made it, which a real
 //   failed write never does).
-// `storageFaultsLeft()` says how many injected faults this instance has not hit yet, and
+// `deleteStorageKey(key)` removes one key. `storageFaultsLeft()` says how many injected faults this instance has not hit yet, and
 // `instances()` how many instances this object has had in this workerd run (a reset makes one
 // more): a test checks that the failure it set up happened.
 import * as build from "../build/worker.js";
@@ -70,6 +70,11 @@ function withFaults(Base) {
     }
     instances() {
       return instances.get(this.realCtx.id.toString());
+    }
+    // Removes one stored key, as a lost write would leave it: faults.test.mjs takes away a
+    // request's body kept apart.
+    deleteStorageKey(key) {
+      return this.realCtx.storage.delete(key);
     }
   };
 }

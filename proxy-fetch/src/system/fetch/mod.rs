@@ -6,8 +6,10 @@
 mod http;
 mod send;
 
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
+use wasm_bindgen::JsValue;
 use worker::Env;
 
 use self::http::{attempt, AttemptError};
@@ -17,7 +19,10 @@ use crate::system::batch::{self, Batcher};
 use crate::system::concurrent;
 use crate::system::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS};
 use crate::system::policy::{ExecutorLimits, ExecutorPolicy};
-use crate::system::protocol::{FetchJob, OrchestratorClient, QueueRef, Ticket, MAX_JOBS_PER_CALL};
+use crate::system::protocol::{
+    FetchJob, OrchestratorClient, QueueRef, Ticket, BAD_JOB, BUSY, MAX_JOBS_PER_CALL,
+    MISSING_BINDING,
+};
 use crate::system::refusal;
 use crate::system::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
 
@@ -26,18 +31,146 @@ pub(crate) use send::{verdicts, Verdict};
 /// A retry of a fetch starts only if at least this much of the budget is left for it.
 const MIN_ATTEMPT_MS: f64 = 250.0;
 
-/// Runs `jobs` side by side, begun at `started` (ms): at most [`MAX_JOBS_PER_CALL`] (the
-/// connections one invocation may hold open); any beyond get a `Rejected` error.
-pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, started: f64) {
+/// Bindings named by refused calls that the executor's worker lacks, reported by `health` (at
+/// most this many).
+const MISSING_KEPT: usize = 16;
+
+thread_local! {
+    /// Bytes of bodies held by the jobs running in this isolate (see [`Held`]).
+    static IN_FLIGHT: Cell<u64> = const { Cell::new(0) };
+    /// Bindings that refused calls named and this worker lacks (or has of another kind).
+    static MISSING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The bytes of bodies held in flight in this isolate now.
+pub(crate) fn in_flight_bytes() -> u64 {
+    IN_FLIGHT.with(Cell::get)
+}
+
+/// Bindings that jobs named and this executor's worker lacks (or has of another kind), since
+/// the isolate started.
+pub(crate) fn missing_bindings() -> Vec<String> {
+    MISSING.with(|m| m.borrow().clone())
+}
+
+/// One job's share of the isolate's bytes in flight: its request body from the call on, its
+/// response body once read; given back when the job ends (delivered, or dropped).
+pub(crate) struct Held(u64);
+
+impl Held {
+    fn take(bytes: u64) -> Held {
+        IN_FLIGHT.with(|n| n.set(n.get().saturating_add(bytes)));
+        Held(bytes)
+    }
+
+    fn grow(&mut self, bytes: u64) {
+        IN_FLIGHT.with(|n| n.set(n.get().saturating_add(bytes)));
+        self.0 = self.0.saturating_add(bytes);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(self.0)));
+    }
+}
+
+/// Why `binding` cannot be a Durable Object namespace in `env`, if it cannot.
+fn not_a_namespace(env: &Env, binding: &str) -> Option<String> {
+    let value =
+        js_sys::Reflect::get(env, &JsValue::from_str(binding)).unwrap_or(JsValue::UNDEFINED);
+    if value.is_undefined() || value.is_null() {
+        return Some(format!("the executor's worker has no binding `{binding}`"));
+    }
+    let class = js_sys::Reflect::get(&value, &JsValue::from_str("constructor"))
+        .and_then(|c| js_sys::Reflect::get(&c, &JsValue::from_str("name")))
+        .ok()
+        .and_then(|n| n.as_string())
+        .unwrap_or_default();
+    (class != "DurableObjectNamespace").then(|| {
+        format!(
+            "the executor's worker has `{binding}` as a {}, not a Durable Object namespace",
+            if class.is_empty() {
+                "value of another kind"
+            } else {
+                &class
+            }
+        )
+    })
+}
+
+/// Checks a call before it is answered: at most [`MAX_JOBS_PER_CALL`] jobs ([`BAD_JOB`]), every
+/// origin and orchestrator binding they name a Durable Object namespace in the executor's
+/// worker ([`MISSING_BINDING`]), and their request bodies within the isolate's byte budget
+/// ([`BUSY`]; a call is taken whenever nothing is in flight). A refused call is logged and
+/// counted, and nothing of it is fetched. Returns each job's share of the budget.
+pub(crate) fn admit_call(env: &Env, jobs: &[FetchJob]) -> Result<Vec<Held>, HandlerError> {
+    const METHOD: &str = "FetchExecutor.executeFetches";
+    let refuse = |kind: &str, why: String| {
+        refusal::refused(METHOD, &format!("a call of {} jobs", jobs.len()), &why);
+        HandlerError::new(kind, why)
+    };
+    if jobs.len() > MAX_JOBS_PER_CALL {
+        // A job past the limit would wait for a connection, its budget running.
+        return Err(refuse(
+            BAD_JOB,
+            format!(
+                "{} jobs in one call; at most {MAX_JOBS_PER_CALL}: nothing fetched",
+                jobs.len()
+            ),
+        ));
+    }
+    for job in jobs {
+        let queue = job.queue.as_ref().map(|q| q.binding.as_str());
+        for binding in std::iter::once(job.origin.binding.as_str()).chain(queue) {
+            if let Some(why) = not_a_namespace(env, binding) {
+                MISSING.with(|m| {
+                    let mut m = m.borrow_mut();
+                    if !m.iter().any(|b| b == binding) && m.len() < MISSING_KEPT {
+                        m.push(binding.to_owned());
+                    }
+                });
+                return Err(refuse(
+                    MISSING_BINDING,
+                    format!(
+                        "job {}: {why}: its result could not be delivered; bind it in the \
+                         executor's worker (same name, same class): nothing fetched",
+                        job.id
+                    ),
+                ));
+            }
+        }
+    }
+    let budget = ExecutorLimits::from_env(env)
+        .unwrap_or_default()
+        .max_inflight_bytes;
+    let sizes: Vec<u64> = jobs.iter().map(|j| j.weight() as u64).collect();
+    let wanted: u64 = sizes.iter().sum();
+    let held = in_flight_bytes();
+    if held > 0 && held.saturating_add(wanted) > budget {
+        return Err(refuse(
+            BUSY,
+            format!(
+                "the executor holds {held} bytes in flight; {wanted} more would pass its \
+                 PROXY_FETCH_MAX_INFLIGHT_BYTES ({budget}): nothing fetched, send it again later"
+            ),
+        ));
+    }
+    Ok(sizes.into_iter().map(Held::take).collect())
+}
+
+/// Runs `jobs` side by side (a call [`admit_call`] took, with the shares it gave), begun at
+/// `started` (ms).
+pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, held: Vec<Held>, started: f64) {
     let outbox = Outbox::new(env, started);
     let completions = Completions {
         env,
         batcher: Batcher::new(),
     };
     let (outbox, completions) = (&outbox, &completions);
-    let each = jobs.into_iter().enumerate().map(|(i, job)| async move {
+    let each = jobs.into_iter().zip(held).map(|(job, held)| async move {
         let id = job.id.clone();
-        if let Err(e) = run_one(env, job, started, (outbox, completions), i).await {
+        if let Err(e) = run_one(env, job, held, started, (outbox, completions)).await {
             log_error(&format!("proxy-fetch {id}: {e}"));
         }
     });
@@ -100,14 +233,8 @@ impl Completions<'_> {
 }
 
 /// What the executor allows `job`: checked as the start checks it, held to the executor's own
-/// policy and limits (whatever the job asks for), and within the jobs one call may carry.
-fn admitted(env: &Env, job: &mut FetchJob, in_call: usize) -> Result<ExecutorPolicy, String> {
-    if in_call >= MAX_JOBS_PER_CALL {
-        // It would wait for a connection, its budget running: not fetched at all.
-        return Err(format!(
-            "not fetched: more than {MAX_JOBS_PER_CALL} jobs in one executeFetches call"
-        ));
-    }
+/// policy and limits (whatever the job asks for).
+fn admitted(env: &Env, job: &mut FetchJob) -> Result<ExecutorPolicy, String> {
     let url = job.check().map_err(|why| {
         refusal::refused(
             "FetchExecutor.executeFetches",
@@ -136,14 +263,18 @@ fn admitted(env: &Env, job: &mut FetchJob, in_call: usize) -> Result<ExecutorPol
 async fn run_one(
     env: &Env,
     mut job: FetchJob,
+    mut held: Held,
     started: f64,
     (outbox, completions): (&Outbox<'_>, &Completions<'_>),
-    in_call: usize,
 ) -> Result<(), HandlerError> {
-    let result = match admitted(env, &mut job, in_call) {
+    let result = match admitted(env, &mut job) {
         Ok(policy) => fetch_with_retries(&job, &policy, started).await,
         Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
     };
+    if let Ok(response) = &result {
+        // Held until the result is delivered (or handed over): when this job ends.
+        held.grow(response.body.len() as u64);
+    }
     let job = &job;
     let result = Rc::new(result);
     match outbox.deliver(job, &result).await {

@@ -7,8 +7,8 @@ use worker::{Env, Url};
 use super::ledger::PendingRecord;
 use crate::rpc::{log_error, CallError, HandlerError, RpcError, RpcErrorKind};
 use crate::system::protocol::{
-    into_calls, ExecutorClient, FetchJob, OrchestratorClient, QueueRef, Ticket, MAX_JOBS_PER_CALL,
-    MAX_JOBS_PER_ENQUEUE, NO_POLICY,
+    into_calls, ExecutorClient, FetchJob, OrchestratorClient, QueueRef, Ticket, BUSY,
+    MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE, MISSING_BINDING, NO_POLICY,
 };
 use crate::system::{now_ms, ExecutorPolicy, Flow, ProxyFetchError, ProxyFetchOptions};
 
@@ -78,8 +78,14 @@ pub(super) fn due_after(options: &ProxyFetchOptions) -> f64 {
     }
 }
 
+/// Waits before a call the executor answered `busy` is sent again, in turn (ms); after the
+/// last, the call's error stands (a start fails with it, the sweep tries again later).
+const BUSY_WAITS_MS: [u64; 4] = [250, 500, 1_000, 2_000];
+
 /// Hands jobs to the executor (direct flow: one call, all with the same executor binding) or
-/// a job to the orchestrator: `Ok` once acknowledged.
+/// a job to the orchestrator: `Ok` once acknowledged. An executor that is busy (its isolate
+/// holds its byte budget) is asked again a few times, after [`BUSY_WAITS_MS`]; one whose
+/// worker lacks a binding the jobs name answers [`ProxyFetchError::MissingBinding`].
 pub(super) async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), ProxyFetchError> {
     let Some(first) = jobs.first() else {
         return Ok(());
@@ -88,18 +94,48 @@ pub(super) async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), P
         None => {
             let executor = ExecutorClient::from_env(env, &first.options.executor_binding)
                 .map_err(ProxyFetchError::Dispatch)?;
-            executor.execute_fetches(jobs).await
+            let mut waits = BUSY_WAITS_MS.iter();
+            loop {
+                match executor.execute_fetches(jobs.clone()).await {
+                    Err(CallError::Handler(h)) if h.kind == BUSY => match waits.next() {
+                        Some(ms) => {
+                            worker::Delay::from(std::time::Duration::from_millis(*ms)).await
+                        }
+                        None => break Err(refused_by("executeFetches", CallError::Handler(h))),
+                    },
+                    Err(CallError::Handler(h)) if h.kind == MISSING_BINDING => {
+                        return Err(ProxyFetchError::MissingBinding(h.message))
+                    }
+                    sent => break sent.map_err(|e| refused_by("executeFetches", e)),
+                }
+            }
         }
         Some(queue) => {
             let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
                 .map_err(ProxyFetchError::Dispatch)?;
-            orchestrator
-                .enqueue(jobs)
-                .await
-                .map_err(|e| refused_by("enqueue", e))
+            match orchestrator.enqueue(jobs).await {
+                Err(CallError::Handler(h)) if h.kind == MISSING_BINDING => {
+                    return Err(ProxyFetchError::MissingBinding(h.message))
+                }
+                sent => sent.map_err(|e| refused_by("enqueue", e)),
+            }
         }
     };
     sent.map_err(ProxyFetchError::Dispatch)
+}
+
+/// Asks the orchestrator that tracks `job` whether it holds it, by its ticket alone (the job
+/// and its body are not shipped): `false` for a job of the direct flow.
+pub(super) async fn held_queued(env: &Env, job: &FetchJob) -> Result<bool, ProxyFetchError> {
+    let Some(queue) = &job.queue else {
+        return Ok(false);
+    };
+    let orchestrator = OrchestratorClient::from_name(env, &queue.binding, &queue.shard)
+        .map_err(ProxyFetchError::Dispatch)?;
+    orchestrator
+        .holds(Ticket::of(job))
+        .await
+        .map_err(|e| ProxyFetchError::Dispatch(refused_by("holds", e)))
 }
 
 /// Asks the orchestrator that tracks `job` after it (the sweep found no result): `true` if it

@@ -6,13 +6,13 @@
 use js_sys::Promise;
 use wasm_bindgen::JsValue;
 
-use super::dispatch::{dispatch_all, due_after, recover};
+use super::dispatch::{dispatch_all, due_after, held_queued, recover};
 use super::ledger::{self, body_key, PendingRecord, RowPages};
 use super::receive::deliver_error;
 use super::writer::change;
 use super::ProxyFetchOrigin;
 use crate::rpc::{log_error, RpcError};
-use crate::system::protocol::MAX_DISPATCHES;
+use crate::system::protocol::FetchJob;
 use crate::system::{now_ms, FetchErrorKind, ProxyFetchError};
 
 /// How long the sweep waits before trying again what it could not do now.
@@ -106,36 +106,72 @@ async fn overdue<O: ProxyFetchOrigin>(
     let options = &record.job.options;
     let age = now - record.created_ms;
     let budget = due_after(options);
-    let within_age = age + budget < options.max_age_ms as f64;
-    let redispatch = match record.job.queue {
-        // Its executor was lost.
-        None => record.job.may_resend() && record.dispatches < MAX_DISPATCHES && within_age,
-        // The orchestrator retries and re-dispatches; asking it costs nothing when it has the
-        // request, and recovers a start a crash cut short when the job may be sent again.
-        Some(_) => within_age,
+    let orchestrated = record.job.queue.is_some();
+    let redispatch = if orchestrated {
+        // The orchestrator retries and re-dispatches; it is asked by the request's ticket,
+        // and the job is shipped again only when it does not hold it (a start a crash cut
+        // short), and only if it may be sent again.
+        age + budget < options.max_age_ms as f64
+    } else {
+        // Its executor was lost: the backstop's one rule, which the orchestrator follows too.
+        record.job.dispatch_again(record.dispatches, age, budget)
     };
+    let mut missing = None;
     if redispatch {
-        // Send it again, with the same id and token.
-        record.dispatches += 1;
+        let sent_before = record.dispatches;
         record.due_ms = now + budget;
         let due = record.due_ms;
-        let mut job = record.job.clone();
-        if record.body_apart {
-            // The one place a body kept apart is read: the job goes out again with it.
-            let key = body_key(id);
-            match origin
-                .state()
-                .storage()
-                .get::<serde_bytes::ByteBuf>(&key)
-                .await
-            {
-                Ok(Some(body)) => job.request.body = Some(body),
-                Ok(None) => {
+        if orchestrated {
+            if let Err(e) = change(origin, id, Some(record.clone())).await {
+                log_error(&format!("proxy-fetch {id}: not asked after: {e}"));
+                return Some(now + SWEEP_RETRY_MS);
+            }
+            match held_queued(origin.env(), &record.job).await {
+                Ok(true) => return Some(due),
+                Ok(false) => {}
+                Err(e) => {
                     log_error(&format!(
-                        "proxy-fetch {id}: its body is missing; not sent again"
+                        "proxy-fetch {id}: the orchestrator was not asked after it: {e}"
                     ));
                     return Some(now + SWEEP_RETRY_MS);
                 }
+            }
+        }
+        if !orchestrated || record.job.may_resend() {
+            match job_with_body(origin, id, &record).await {
+                Ok(Some(job)) => {
+                    let sent = if orchestrated {
+                        recover(origin.env(), job).await
+                    } else {
+                        // Counted once the executor acknowledged it; stored first, so a
+                        // result racing the send finds the record.
+                        record.dispatches += 1;
+                        if let Err(e) = change(origin, id, Some(record.clone())).await {
+                            log_error(&format!("proxy-fetch {id}: not dispatched again: {e}"));
+                            return Some(now + SWEEP_RETRY_MS);
+                        }
+                        dispatch_all(origin.env(), vec![job]).await.map(|()| true)
+                    };
+                    match sent {
+                        Ok(true) => return Some(due),
+                        // The orchestrator does not have it, and it may not be sent again:
+                        // the handler gets `Backstop` below.
+                        Ok(false) => {}
+                        Err(e) => {
+                            log_error(&format!("proxy-fetch {id}: dispatch again failed: {e}"));
+                            // A dispatch that was not sent does not count.
+                            record.dispatches = sent_before;
+                            record.due_ms = now + SWEEP_RETRY_MS;
+                            if let Err(e) = change(origin, id, Some(record.clone())).await {
+                                log_error(&format!(
+                                    "proxy-fetch {id}: its dispatch count was not restored: {e}"
+                                ));
+                            }
+                            return Some(now + SWEEP_RETRY_MS);
+                        }
+                    }
+                }
+                Ok(None) => missing = Some("its request body is missing from storage"),
                 Err(e) => {
                     log_error(&format!(
                         "proxy-fetch {id}: its body was not read ({e}); not sent again yet"
@@ -144,26 +180,15 @@ async fn overdue<O: ProxyFetchOrigin>(
                 }
             }
         }
-        if let Err(e) = change(origin, id, Some(record.clone())).await {
-            log_error(&format!("proxy-fetch {id}: not dispatched again: {e}"));
-            return Some(now + SWEEP_RETRY_MS);
-        }
-        let sent = match &job.queue {
-            None => dispatch_all(origin.env(), vec![job]).await.map(|()| true),
-            Some(_) => recover(origin.env(), job).await,
-        };
-        match sent {
-            Ok(true) => return Some(due),
-            // The orchestrator does not have it, and it may not be sent again: the handler
-            // gets `Backstop` below.
-            Ok(false) => {}
-            Err(e) => {
-                log_error(&format!("proxy-fetch {id}: dispatch again failed: {e}"));
-                return Some(now + SWEEP_RETRY_MS);
-            }
-        }
     }
-    let message = record.job.backstop_message(age, "the start");
+    let mut message = record.job.backstop_message(age, "the start");
+    if let Some(why) = missing {
+        // It cannot be sent again: no use waiting for its max age.
+        log_error(&format!(
+            "proxy-fetch {id}: {why}; its handler gets Backstop now"
+        ));
+        message = format!("{message}; {why}, so it cannot be sent again");
+    }
     match deliver_error(origin, id, FetchErrorKind::Backstop, message, true).await {
         Ok(_) => None,
         Err(e) => {
@@ -171,4 +196,26 @@ async fn overdue<O: ProxyFetchOrigin>(
             Some(now + SWEEP_RETRY_MS)
         }
     }
+}
+
+/// The record's job with its body: read from its own key when it is kept apart (the one place
+/// such a body is read). `None` when that key is gone.
+async fn job_with_body<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+    record: &PendingRecord,
+) -> worker::Result<Option<FetchJob>> {
+    let mut job = record.job.clone();
+    if record.body_apart {
+        match origin
+            .state()
+            .storage()
+            .get::<serde_bytes::ByteBuf>(&body_key(id))
+            .await?
+        {
+            Some(body) => job.request.body = Some(body),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(job))
 }
