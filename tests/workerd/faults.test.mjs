@@ -75,6 +75,7 @@ function origin() {
     instances: rpc("instances"),
     inject: rpc("injectStorageFault"),
     deleteKey: rpc("deleteStorageKey"),
+    faultsLeft: rpc("storageFaultsLeft"),
     /** This origin's filed result of request `id`, if any. */
     result: async (id) => (await rpc("results")()).find((r) => r.request_id === id),
   };
@@ -370,5 +371,27 @@ describe("no loss or duplicate path (issue 19, item 5)", () => {
     const late = r.arrived_at_ms - started.started_at_ms;
     assert.ok(late < 200 + RESERVE_MS + 10_000 + 4000, `told ${late} ms after its start (due after ${200 + RESERVE_MS} ms; the slow origin answers after 40 000 ms)`);
     assert.ok((await q.queued()).includes(slow.id), "the hanging origin's entry is still being told");
+  });
+
+  // sweep.rs. Before (80c183c, `overdue`): the origin's sweep sent the orchestrator the whole job,
+  // its body read from storage, every two backstop periods, whether or not the orchestrator held
+  // the request. So the body's read hit the fault injected here, which stayed unused only if the
+  // body was not read.
+  test("orchestrated: the origin's sweep asks the orchestrator by ticket and does not read or ship a body kept apart while the orchestrator holds the request", async () => {
+    const box = origin();
+    const q = orchestrator(`faults-ticket-${process.pid}`);
+    const body = { $bytes: Array.from({ length: 20 * 1024 }, (_, i) => i % 251) };
+    const timeout = 200;
+    const id = (await startOk(box, { method: "PUT", url: up.url("/held"), body }, {
+      flow: "orchestrated", orchestrator_instance: q.shard, executor_binding: "DEAD_EXECUTOR",
+      timeout_ms: timeout, backstop_grace_ms: 0, retry: { max_attempts: 1 },
+    })).request_id;
+    await box.inject("get", "proxy-fetch:body:", 1);
+    // The origin's sweep looks at the PUT two periods after its start; the witness after that.
+    const witness = await startWitness(box, 2 * (timeout + RESERVE_MS) + 1000);
+    await waitFor(() => box.result(witness), { until: (r) => r?.outcome === "Backstop", deadlineMs: 20000, what: `the witness's Backstop at ${box.name}` });
+    assert.ok((await q.queued()).includes(id), "the orchestrator still holds the PUT");
+    assert.equal(await box.faultsLeft(), 1, "the body was never read at the origin");
+    assert.ok(!w.logs.some((l) => l.includes(`proxy-fetch ${id}: its body was not read`)));
   });
 });
