@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use worker::{Context, Env};
 
+use super::options::Budget;
 use super::policy::{ExecutorLimits, ExecutorPolicy, POLICY_VAR};
 use super::protocol::FetchJob;
 use super::protocol::NO_POLICY;
@@ -49,7 +50,7 @@ impl FetchExecutor {
     /// invocation may hold open); any beyond get a `Rejected` error.
     #[wait_until]
     pub async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError> {
-        fetch::run(&self.env, jobs, now_ms()).await;
+        fetch::run(&self.env, jobs, now_ms(), &Budget::WAIT_UNTIL).await;
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use self::send::{Handed, Outbox};
 use crate::rpc::{log_error, HandlerError};
 use crate::system::batch::{self, Batcher};
 use crate::system::concurrent;
-use crate::system::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS};
+use crate::system::options::{parse_retry_after, Attempt, Budget};
 use crate::system::policy::{ExecutorLimits, ExecutorPolicy};
 use crate::system::protocol::{FetchJob, OrchestratorClient, QueueRef, Ticket, MAX_JOBS_PER_CALL};
 use crate::system::refusal;
@@ -26,10 +26,12 @@ pub(crate) use send::{verdicts, Verdict};
 /// A retry of a fetch starts only if at least this much of the budget is left for it.
 const MIN_ATTEMPT_MS: f64 = 250.0;
 
-/// Runs `jobs` side by side, begun at `started` (ms): at most [`MAX_JOBS_PER_CALL`] (the
-/// connections one invocation may hold open); any beyond get a `Rejected` error.
-pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, started: f64) {
-    let outbox = Outbox::new(env, started);
+/// Runs `jobs` side by side, begun at `started` (ms), within its host's `budget` (the
+/// executor's [`Budget::WAIT_UNTIL`], the queue consumer's [`Budget::QUEUE`]): at most
+/// [`MAX_JOBS_PER_CALL`] (the connections one invocation may hold open); any beyond get a
+/// `Rejected` error.
+pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, started: f64, budget: &Budget) {
+    let outbox = Outbox::new(env, started, budget.total_ms());
     let completions = Completions {
         env,
         batcher: Batcher::new(),
@@ -37,7 +39,7 @@ pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, started: f64) {
     let (outbox, completions) = (&outbox, &completions);
     let each = jobs.into_iter().enumerate().map(|(i, job)| async move {
         let id = job.id.clone();
-        if let Err(e) = run_one(env, job, started, (outbox, completions), i).await {
+        if let Err(e) = run_one(env, job, (started, budget), (outbox, completions), i).await {
             log_error(&format!("proxy-fetch {id}: {e}"));
         }
     });
@@ -136,12 +138,12 @@ fn admitted(env: &Env, job: &mut FetchJob, in_call: usize) -> Result<ExecutorPol
 async fn run_one(
     env: &Env,
     mut job: FetchJob,
-    started: f64,
+    (started, budget): (f64, &Budget),
     (outbox, completions): (&Outbox<'_>, &Completions<'_>),
     in_call: usize,
 ) -> Result<(), HandlerError> {
     let result = match admitted(env, &mut job, in_call) {
-        Ok(policy) => fetch_with_retries(&job, &policy, started).await,
+        Ok(policy) => fetch_with_retries(&job, &policy, started, budget).await,
         Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
     };
     let job = &job;
@@ -176,10 +178,15 @@ async fn run_one(
     Ok(())
 }
 
-async fn fetch_with_retries(job: &FetchJob, policy: &ExecutorPolicy, started: f64) -> FetchResult {
+async fn fetch_with_retries(
+    job: &FetchJob,
+    policy: &ExecutorPolicy,
+    started: f64,
+    budget: &Budget,
+) -> FetchResult {
     let options = &job.options;
     let idempotent = job.request.is_idempotent();
-    let deadline = started + FETCH_BUDGET_MS as f64;
+    let deadline = started + budget.fetch_ms as f64;
     let mut attempts = 0;
     loop {
         attempts += 1;

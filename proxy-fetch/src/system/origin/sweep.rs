@@ -106,8 +106,15 @@ async fn overdue<O: ProxyFetchOrigin>(
     let options = &record.job.options;
     let age = now - record.created_ms;
     let budget = due_after(options);
-    let within_age = age + budget < options.max_age_ms as f64;
+    let within_age = age + budget < options.max_age() as f64;
     let redispatch = match record.job.queue {
+        // Long path: a job no consumer claimed was never fetched (lost in the queue), so any
+        // method goes again; a claimed one only if it may be sent twice.
+        None if options.is_long() => {
+            (record.claims == 0 || record.job.may_resend())
+                && record.dispatches < MAX_DISPATCHES
+                && within_age
+        }
         // Its executor was lost.
         None => record.job.may_resend() && record.dispatches < MAX_DISPATCHES && within_age,
         // The orchestrator retries and re-dispatches; asking it costs nothing when it has the
