@@ -41,8 +41,8 @@ function unreachableOrigins(env) {
   const stub = (real) => new Proxy(real, {
     get(target, prop) {
       if (prop === "__proxyFetchDeliver") return () => Promise.reject(new Error("injected: the origin is unreachable"));
-      const value = Reflect.get(target, prop);
-      return typeof value === "function" ? value.bind(target) : value;
+      // An RPC stub's members are remote methods: `.bind` would be one too, so call through.
+      return (...args) => target[prop](...args);
     },
   });
   const namespace = (real) => new Proxy(real, {
