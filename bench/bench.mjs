@@ -44,6 +44,8 @@ const price = {
   cpuMs: prices.workers_cpu_per_million_ms / PER,
   // GB-s -> ms at the object's memory size.
   durationMs: (prices.do_duration_per_million_gb_s / PER) * prices.do_memory_gb / 1000,
+  // The long path's queue: write, read, delete per message up to 64 KB (docs/long-fetches.md).
+  queueOp: (prices.queue_operations_per_million ?? NaN) / PER,
 };
 
 // ---- the worker, its counters and workerd's CPU ---------------------------------------------
@@ -376,6 +378,7 @@ try {
     const concurrency = delay >= 100 ? 20 : 1;
     const direct = await pool(n, concurrency, (i) => call(origins[i % origins.length], "direct", up.url(`/direct/${delay}/${i}`, { delay })));
     lat("-", `fetch awaited in the DO, upstream ${delay} ms (median)`, med(direct), "ms");
+    if (delay === 0) results.awaited0_ms = med(direct);
     lat("-", `fetch awaited in the DO, upstream ${delay} ms (p99)`, p99(direct), "ms");
     for (const flow of flows) {
       const label = `${flow}-d${delay}`;
@@ -428,6 +431,32 @@ try {
     const cost = costOf(m.counts, nAlone, m.cpuMs);
     checkCost(label, cost, true);
     results.cost[flow].alone = { ...cost, dollars: dollars(cost, awaitedSingle, awaitedSingle) };
+  }
+
+  // The long path (docs/long-fetches.md): single requests forced onto the queue consumer
+  // (`path: long`, direct flow), counted as the single requests above, plus the queue's
+  // operations (3 per message up to 64 KB, one more read per redelivery); and its added latency
+  // at a 0 ms upstream, one request at a time, against the awaited fetch's median above.
+  if (flows.includes("direct")) {
+    const label = "long-single";
+    const m = await measuredRun({ label, n: nSingle, wave: 1, origins: [label], url: up.url(`/${label}/{i}`, { delay: SINGLE_DELAY }), options: opts("direct", label, { path: "long" }), each: true });
+    checkDelivery("direct", label, m.out);
+    const cost = costOf(m.counts, nSingle, m.cpuMs);
+    checkCost(label, cost, true);
+    const q = m.counts.queue ?? { messages: 0, redelivered: 0, batches: 0 };
+    if (q.messages < nSingle) throw new Error(`${label}: ${q.messages} queue messages for ${nSingle} requests: the long path was not taken`);
+    cost.queue_operations = (3 * q.messages + q.redelivered) / nSingle;
+    cost.queue_batches = q.batches / nSingle;
+    const d = dollars(cost, awaitedSingle, awaitedSingle);
+    d.queue = cost.queue_operations * price.queueOp * PER;
+    d.total += d.queue;
+    d.break_even_ms += d.queue / (price.durationMs * PER);
+    results.cost.long = { single: { ...cost, dollars: d } };
+    const n0 = QUICK ? 5 : 50;
+    const l0 = await run({ label: "long-d0", n: n0, wave: 1, each: true, origins: ["long-d0"], url: up.url("/long-d0/{i}"), options: opts("direct", "long-d0", { path: "long" }) });
+    checkDelivery("direct", "long-d0", l0);
+    results.cost.long.e2e0_ms = med(l0.e2e_ms);
+    results.cost.long.added0_ms = med(l0.e2e_ms) - (results.awaited0_ms ?? NaN);
   }
 
   // The burst: n concurrent requests from 50 origins, against the same burst with each fetch
@@ -663,7 +692,27 @@ same on both sides):
 
 ${awaitedCost}
 
-## The burst: ${results.burst[flows[0]]?.n ?? ""} concurrent requests from 50 origins
+${results.cost.long ? `## The long path (queue consumer)
+
+Single requests forced onto the long path (\`path: long\`, direct flow; docs/long-fetches.md), one
+at a time against a ${SINGLE_DELAY} ms upstream, counted as above, plus the queue's operations
+(3 per message up to 64 KB: write, read, delete; one more read per redelivery) at
+$${f(prices.queue_operations_per_million, 2)} per million (\`bench/prices.json\`). Local workerd
+enforces neither the 30 s \`waitUntil\` limit nor the consumer's 15 minutes.
+
+${md(["measure", "per request"], [
+  ["DO requests", f(results.cost.long.single.do_requests, 2)],
+  ["rows written", f(results.cost.long.single.rows_written, 2)],
+  ["queue operations", f(results.cost.long.single.queue_operations, 2)],
+  ["consumer invocations (batches)", f(results.cost.long.single.queue_batches, 2)],
+  ["$ per million requests (queue included)", f(results.cost.long.single.dollars.total, 2)],
+  ["of which queue operations", f(results.cost.long.single.dollars.queue, 2)],
+  ["break-even upstream wait", `${f(results.cost.long.single.dollars.break_even_ms, 0)} ms`],
+  ["start -> handler, 0 ms upstream (median)", `${f(results.cost.long.e2e0_ms, 1)} ms`],
+  ["added latency, 0 ms upstream (median minus the awaited fetch's)", `${f(results.cost.long.added0_ms, 1)} ms`],
+])}
+
+` : ""}## The burst: ${results.burst[flows[0]]?.n ?? ""} concurrent requests from 50 origins
 
 Wall time from the first start to the last handler, against the same burst with each fetch awaited
 in its DO (the same HTTP starts, upstream fetches and handler work), measured in the same run.

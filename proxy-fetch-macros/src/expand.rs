@@ -868,6 +868,7 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
         });
         let origin_handlers = origin_handlers(ep, quote!(#(#arms)*));
         let deliver_attr = wasm_bindgen_attr(&format!("__pf__do__{this}____proxyFetchDeliver"));
+        let claim_attr = wasm_bindgen_attr(&format!("__pf__do__{this}____proxyFetchClaim"));
         let alarm_attr = wasm_bindgen_attr(&format!("__pf__alarm__{this}"));
 
         quote! {
@@ -886,6 +887,17 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             ) -> ::proxy_fetch::__private::Promise {
                 const __PF_METHOD: &str = "__proxyFetchDeliver";
                 ::proxy_fetch::__private::deliver::<#this>(#object, ctx, args)
+            }
+
+            /// The long path's claim (`__proxyFetchClaim`): the queue consumer asks before it fetches.
+            #claim_attr
+            pub fn __pf_claim(
+                __pf_self: ::proxy_fetch::__private::JsValue,
+                ctx: ::proxy_fetch::__private::JsValue,
+                args: ::proxy_fetch::__private::JsValue,
+            ) -> ::proxy_fetch::__private::Promise {
+                const __PF_METHOD: &str = "__proxyFetchClaim";
+                ::proxy_fetch::__private::claim::<#this>(#object, ctx, args)
             }
 
             /// The Durable Object's alarm (the JS wrapper calls this instead of `alarm`).

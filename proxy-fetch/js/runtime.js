@@ -16,6 +16,10 @@ const DEFAULT = "__pf__default__";
 const NAMED = "__pf__ep__";
 const DO_RPC = "__pf__do__";
 const ORIGIN_ALARM = "__pf__alarm__";
+// The long path's queue consumer, exported by serve_system!(): it takes the batches of the queue
+// the worker's PROXY_FETCH_QUEUE var names (and never rejects); other batches go to the worker's
+// own #[event(queue)].
+const LONG_QUEUE = "__pf__queue__long";
 
 // A Rust panic aborts the Wasm instance. workers-rs schedules a fresh instance for the next
 // call, but promises of calls that were in flight never settle. Track them so a crash rejects
@@ -96,6 +100,16 @@ export function defaultEntrypoint(wasm) {
     if (typeof wasm[handler] !== "function") continue;
     Entrypoint.prototype[handler] = function (arg) {
       return tracked(() => wasm[handler](arg, this.env, this.ctx));
+    };
+  }
+  if (typeof wasm[LONG_QUEUE] === "function") {
+    const own = typeof wasm.queue === "function" ? wasm.queue : null;
+    Entrypoint.prototype.queue = function (batch) {
+      if (batch.queue === this.env?.PROXY_FETCH_QUEUE) return tracked(() => wasm[LONG_QUEUE](batch, this.env));
+      if (own) return tracked(() => own(batch, this.env, this.ctx));
+      const why = `proxy-fetch: a batch of queue ${batch.queue}, which this worker does not consume (its PROXY_FETCH_QUEUE var is ${this.env?.PROXY_FETCH_QUEUE}, and it has no #[event(queue)])`;
+      console.error(why);
+      throw new Error(why);
     };
   }
   addMethods(Entrypoint.prototype, wasm, DEFAULT, (exportName) => function (...args) {

@@ -50,13 +50,14 @@ pub use proxy_fetch_macros::origin;
 #[cfg(feature = "system")]
 pub use system::{
     cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind,
-    FetchOrchestratorClient, FetchResult, Flow, ProxyFetchError, ProxyFetchOptions,
+    FetchOrchestratorClient, FetchPath, FetchResult, Flow, ProxyFetchError, ProxyFetchOptions,
     ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId, RetryPolicy,
 };
 
 /// Makes this worker serve proxy-fetch's own classes, `FetchOrchestrator` and
-/// `FetchExecutorEntrypoint`: the build exports them from the worker's main module only when
-/// the worker says so, once, anywhere in its crate. A worker whose origins use another
+/// `FetchExecutorEntrypoint`, and the long path's queue consumer (for the batches of the queue
+/// its `PROXY_FETCH_QUEUE` var names): the build exports them from the worker's main module only
+/// when the worker says so, once, anywhere in its crate. A worker whose origins use another
 /// worker's executor and orchestrator leaves it out. With `proxy-fetch-build --dts` it also
 /// declares the two classes' methods for TypeScript callers (docs/typescript.md).
 #[cfg(feature = "system")]
@@ -68,6 +69,15 @@ macro_rules! serve_system {
             pub fn __pf_serve_orchestrator() {}
             #[$crate::__private::wasm_bindgen(wasm_bindgen = $crate::__private::wasm_bindgen, js_name = "__pf__serve__FetchExecutorEntrypoint")]
             pub fn __pf_serve_executor() {}
+            /// The long path's queue consumer: the JS runtime's `queue` handler calls it for
+            /// batches of the queue named in the `PROXY_FETCH_QUEUE` var.
+            #[$crate::__private::wasm_bindgen(wasm_bindgen = $crate::__private::wasm_bindgen, js_name = "__pf__queue__long")]
+            pub fn __pf_queue_long(
+                batch: $crate::__private::JsValue,
+                env: $crate::__private::JsValue,
+            ) -> $crate::__private::Promise {
+                $crate::__private::consume_long(batch, env)
+            }
         };
 
         /// For `proxy-fetch-build --dts`: the TypeScript declarations of the classes served.
@@ -110,6 +120,22 @@ pub mod __private {
         args: JsValue,
     ) -> Promise {
         crate::system::serve_delivery(origin, ctx, args)
+    }
+
+    /// An origin's claim method for the long path's consumer: `__proxyFetchClaim(claims)`.
+    #[cfg(feature = "system")]
+    pub fn claim<O: crate::ProxyFetchOrigin>(
+        origin: Result<&'static O, crate::rpc::RpcError>,
+        ctx: JsValue,
+        args: JsValue,
+    ) -> Promise {
+        crate::system::serve_claim(origin, ctx, args)
+    }
+
+    /// The long path's queue consumer (`serve_system!()` exports it): never rejects.
+    #[cfg(feature = "system")]
+    pub fn consume_long(batch: JsValue, env: JsValue) -> Promise {
+        crate::system::serve_queue(batch, env)
     }
 
     /// An origin's alarm: proxy-fetch's backstop, then the origin's own alarm if it has one.

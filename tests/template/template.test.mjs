@@ -248,6 +248,10 @@ describe("a crate made from templates/worker outside the repository, run by wran
     assert.ok(existsSync(join(crate, "build/proxy-fetch-runtime.js")));
   });
 
+  test("wrangler dev serves the long path's queue binding from the template's wrangler.toml", () => {
+    assert.match(output(), /env\.PROXY_FETCH_LONG \(my-worker-pf-long\)/);
+  });
+
   test("a fetch proxied through the worker reaches the local upstream and its handler stores the response", async () => {
     const res = await fetch(`${base}/check/lisbon`, { method: "POST", signal: AbortSignal.timeout(30_000) });
     const requestId = await res.text();

@@ -46,6 +46,15 @@ export function optionsFromWrangler(crateDir, overrides = {}) {
   const serviceBindings = Object.fromEntries((config.services ?? []).map((s) => [
     s.binding, { name: s.service, ...(s.entrypoint ? { entrypoint: s.entrypoint } : {}) },
   ]));
+  // Queues (the long path): producers by binding, consumers by queue name with their batch
+  // settings, as wrangler.toml spells them.
+  const queueProducers = Object.fromEntries((config.queues?.producers ?? []).map((p) => [p.binding, { queueName: p.queue }]));
+  const queueConsumers = Object.fromEntries((config.queues?.consumers ?? []).map((c) => [c.queue, {
+    ...(c.max_batch_size !== undefined ? { maxBatchSize: c.max_batch_size } : {}),
+    ...(c.max_batch_timeout !== undefined ? { maxBatchTimeout: c.max_batch_timeout } : {}),
+    ...(c.max_retries !== undefined ? { maxRetries: c.max_retries } : {}),
+    ...(c.dead_letter_queue !== undefined ? { deadLetterQueue: c.dead_letter_queue } : {}),
+  }]));
   return {
     name: config.name,
     modules: true,
@@ -60,6 +69,8 @@ export function optionsFromWrangler(crateDir, overrides = {}) {
     durableObjects,
     serviceBindings,
     bindings: config.vars ?? {},
+    ...(Object.keys(queueProducers).length ? { queueProducers } : {}),
+    ...(Object.keys(queueConsumers).length ? { queueConsumers } : {}),
     cf: false,
     ...overrides,
   };

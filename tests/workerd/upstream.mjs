@@ -10,13 +10,16 @@
 //   ?fail=N&key=K      the first N requests with key K answer 503, or ?failStatus (then as asked)
 // The JSON echo is { method, path, headers, body (base64), count } where count is how many
 // requests this key has seen. `count(key)` and `times(key)` say when requests arrived;
-// `answered(key)` when the server finished answering them (a reset or a hang never is).
+// `answered(key)` when the server finished answering them (a reset or a hang never is);
+// `bodies(key)` the length and SHA-256 of each request body it received.
+import { createHash } from "node:crypto";
 import { createServer } from "node:http";
 
 export async function startUpstream() {
   const seen = new Map();
   const times = new Map();
   const answers = new Map();
+  const bodies = new Map();
   const sockets = new Set();
   const server = createServer((req, res) => {
     const url = new URL(req.url, "http://upstream");
@@ -29,6 +32,8 @@ export async function startUpstream() {
       const count = (seen.get(key) ?? 0) + 1;
       seen.set(key, count);
       times.set(key, [...(times.get(key) ?? []), Date.now()]);
+      const received = Buffer.concat(chunks);
+      bodies.set(key, [...(bodies.get(key) ?? []), { length: received.length, sha256: createHash("sha256").update(received).digest("hex") }]);
       if (q("delay")) await new Promise((r) => setTimeout(r, Number(q("delay"))));
       if (q("reset")) return req.socket.destroy();
       if (q("hang")) return;
@@ -74,6 +79,8 @@ export async function startUpstream() {
     times: (key) => times.get(key) ?? [],
     /** When the answers to requests with this key were fully written (ms since epoch). */
     answered: (key) => answers.get(key) ?? [],
+    /** The length and SHA-256 (hex) of each request body received with this key. */
+    bodies: (key) => bodies.get(key) ?? [],
     close: () => new Promise((r) => {
       for (const s of sockets) s.destroy();
       server.close(r);

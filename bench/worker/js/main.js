@@ -33,7 +33,7 @@ const DURABLE_OBJECTS = {
 
 let counters = fresh();
 function fresh() {
-  return { since: Date.now(), classes: {}, entrypoints: {}, dispatch_ms: {}, cursors: [], arrived: new Set(), touched: new Set(), stray_alarms: 0, created: new Set() };
+  return { since: Date.now(), classes: {}, entrypoints: {}, dispatch_ms: {}, cursors: [], arrived: new Set(), touched: new Set(), stray_alarms: 0, created: new Set(), queue: { batches: 0, messages: 0, redelivered: 0 } };
 }
 const waiters = new Set();
 
@@ -344,6 +344,9 @@ function snapshot() {
     dispatch_ms: counters.dispatch_ms,
     arrived: counters.arrived.size,
     stray_alarms: counters.stray_alarms,
+    // The long path's queue: batches and messages its consumer got (a redelivered one is
+    // another read operation).
+    queue: counters.queue,
   };
 }
 
@@ -366,6 +369,13 @@ async function awaitTags({ tags, timeout_ms = 60_000 }) {
 }
 
 export default class BenchMain extends built.default {
+  async queue(batch) {
+    counters.queue.batches++;
+    counters.queue.messages += batch.messages.length;
+    counters.queue.redelivered += batch.messages.filter((m) => m.attempts > 1).length;
+    return super.queue(batch);
+  }
+
   async fetch(request) {
     const url = new URL(request.url);
     if (!url.pathname.startsWith("/__bench/")) return super.fetch(request);

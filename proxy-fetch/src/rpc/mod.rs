@@ -32,6 +32,7 @@ pub use stub::{encode_args, Stub};
 use std::marker::PhantomData;
 use std::rc::Rc;
 
+pub(crate) use codec::from_js as from_js_value;
 #[cfg(feature = "system")]
 pub(crate) use codec::to_js as to_js_value;
 

@@ -24,6 +24,18 @@ pub enum ProxyFetchError {
     Dispatch(RpcError),
     /// The origin's storage failed, or the continuation data could not be serialized.
     Storage(String),
+    /// The request needs the long path (its `timeout_ms` is above what the executor's
+    /// `waitUntil` window can honour, or `path` is `Long`) and env has no queue producer
+    /// binding `binding`: nothing was stored, nothing sent.
+    LongPathUnavailable {
+        /// The request's `timeout_ms`.
+        timeout_ms: u64,
+        /// The most the short path can give one attempt
+        /// ([`FETCH_BUDGET_MS`](super::FETCH_BUDGET_MS)).
+        window_ms: u64,
+        /// The queue binding that is missing ([`ProxyFetchOptions::queue_binding`](super::ProxyFetchOptions::queue_binding)).
+        binding: String,
+    },
 }
 
 impl ProxyFetchError {
@@ -42,6 +54,17 @@ impl fmt::Display for ProxyFetchError {
             ProxyFetchError::MissingBinding(m) => write!(f, "missing binding: {m}"),
             ProxyFetchError::Dispatch(e) => write!(f, "could not dispatch: {e}"),
             ProxyFetchError::Storage(m) => write!(f, "origin storage: {m}"),
+            ProxyFetchError::LongPathUnavailable {
+                timeout_ms,
+                window_ms,
+                binding,
+            } => write!(
+                f,
+                "long path unavailable: timeout_ms {timeout_ms} needs the queue consumer (the \
+                 waitUntil path gives an attempt at most {window_ms} ms), but env has no queue \
+                 binding `{binding}`; add [[queues.producers]] binding = \"{binding}\" to \
+                 wrangler.toml or set ProxyFetchOptions::queue_binding"
+            ),
         }
     }
 }
@@ -63,6 +86,7 @@ impl From<ProxyFetchError> for HandlerError {
             ProxyFetchError::MissingBinding(_) => "missing_binding",
             ProxyFetchError::Dispatch(_) => "dispatch",
             ProxyFetchError::Storage(_) => "storage",
+            ProxyFetchError::LongPathUnavailable { .. } => "long_path_unavailable",
         };
         HandlerError::new(code, e.to_string())
     }

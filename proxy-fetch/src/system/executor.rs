@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use worker::{Context, Env};
 
+use super::options::Budget;
 use super::policy::{ExecutorLimits, ExecutorPolicy, POLICY_VAR};
 use super::protocol::FetchJob;
 use super::protocol::NO_POLICY;
@@ -61,7 +62,7 @@ impl FetchExecutor {
         let env = self.env.clone();
         let started = now_ms();
         self.ctx.wait_until(async move {
-            fetch::run(&env, jobs, held, started).await;
+            fetch::run(&env, jobs, held, started, &Budget::WAIT_UNTIL).await;
         });
         Ok(())
     }

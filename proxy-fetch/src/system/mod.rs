@@ -8,7 +8,8 @@
 //! - `origin/`: starting a request, the ledger of pending requests, receiving a delivery, the
 //!   sweep (the origin's alarm).
 //! - `fetch/`: the fetch itself (policy, retries, body limit, delivery batching), which any
-//!   host runs; `executor`: its `waitUntil` host, the `FetchExecutorEntrypoint`.
+//!   host runs; `executor`: its `waitUntil` host, the `FetchExecutorEntrypoint`; `consumer`:
+//!   its queue host, the long path (fetches longer than the `waitUntil` window).
 //! - `orchestrator`: the durable queue of the orchestrated flow.
 //! - [`protocol`]: the messages and the RPC methods each role serves.
 //! - Shared: `error`, `options`, `policy` (the executor's policy), `types` (requests, results),
@@ -16,6 +17,7 @@
 
 mod batch;
 mod concurrent;
+mod consumer;
 #[cfg(not(target_arch = "wasm32"))]
 mod dts;
 mod error;
@@ -31,11 +33,13 @@ mod storage;
 mod strict;
 mod types;
 
+pub use consumer::QUEUE_VAR;
 pub use error::ProxyFetchError;
 pub use executor::{ExecutorHealth, FetchExecutor, FetchExecutorClient};
 pub use options::{
-    parse_retry_after, Attempt, Flow, InvalidOption, ProxyFetchOptions, RetryPolicy,
-    DELIVERY_RESERVE_MS, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS, MAX_ATTEMPTS, MAX_BODY_LIMIT,
+    parse_retry_after, Attempt, Budget, FetchPath, Flow, InvalidOption, ProxyFetchOptions,
+    RetryPolicy, DELIVERY_RESERVE_MS, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS,
+    LONG_DELIVERY_RESERVE_MS, LONG_FETCH_BUDGET_MS, MAX_ATTEMPTS, MAX_BODY_LIMIT,
 };
 pub use orchestrator::{FetchOrchestrator, FetchOrchestratorClient, QueueItem, QueueStats};
 #[doc(hidden)]
@@ -47,9 +51,10 @@ pub use types::{
     FetchError, FetchErrorKind, FetchResult, ProxyRequest, ProxyResponse, Redirect, RequestId,
 };
 
+pub(crate) use consumer::serve_queue;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use dts::described;
-pub(crate) use origin::{serve_alarm, serve_delivery};
+pub(crate) use origin::{serve_alarm, serve_claim, serve_delivery};
 
 /// Milliseconds since the epoch. In workerd the clock advances only across I/O, which is
 /// what every duration here spans.

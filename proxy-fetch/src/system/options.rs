@@ -20,6 +20,15 @@ pub const FETCH_BUDGET_MS: u64 = INVOCATION_BUDGET_MS - DELIVERY_RESERVE_MS;
 /// delivery (headers, ids).
 pub const MAX_BODY_LIMIT: u64 = 31 * 1024 * 1024;
 
+/// The long path's fetch budget: what the attempts of one queue consumer invocation may use
+/// in all (13 minutes: with [`LONG_DELIVERY_RESERVE_MS`], well under the consumer's 15-minute
+/// wall clock). Also the largest `timeout_ms` a request may ask for.
+pub const LONG_FETCH_BUDGET_MS: u64 = 780_000;
+/// On the long path, what the delivery to the origin (and its retries) keeps for itself: five
+/// tries with 1.5 s of backoff in all, and the calls themselves. The origin's backstop waits
+/// for it after a claimed fetch's worst case, so it is no larger than it needs to be.
+pub const LONG_DELIVERY_RESERVE_MS: u64 = 15_000;
+
 /// The most attempts (the first and its retries) a request may ask for.
 pub const MAX_ATTEMPTS: u32 = 10;
 
@@ -39,6 +48,22 @@ pub enum Flow {
     Orchestrated,
 }
 
+/// Which host fetches a request: the executor under `waitUntil` (every attempt within
+/// [`FETCH_BUDGET_MS`]) or the queue consumer (within [`LONG_FETCH_BUDGET_MS`]).
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FetchPath {
+    /// The long path when `timeout_ms` is above [`FETCH_BUDGET_MS`] (what the `waitUntil`
+    /// window can honour), the short path otherwise.
+    #[default]
+    Auto,
+    /// Always the executor (`waitUntil`); a `timeout_ms` above [`FETCH_BUDGET_MS`] is refused.
+    Short,
+    /// Always the queue consumer (needs the queue binding [`ProxyFetchOptions::queue_binding`]).
+    Long,
+}
+
 /// Defaults: direct flow, 25 s per attempt within a 25 s fetch budget, 3 attempts, 24 MiB
 /// bodies, `FETCH_EXECUTOR`, `FETCH_ORCHESTRATOR`, instance `singleton`.
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
@@ -52,8 +77,10 @@ pub struct ProxyFetchOptions {
         ts(as = "Option<Flow>", optional)
     )]
     pub flow: Flow,
-    /// Per attempt: time allowed for the response and its whole body (1 ..= 25 000). All
-    /// attempts of a request share [`FETCH_BUDGET_MS`]: a retry starts only if time is left.
+    /// Per attempt: time allowed for the response and its whole body (1 ..= 780 000). All
+    /// attempts of a request share their path's budget ([`FETCH_BUDGET_MS`] on the short path,
+    /// [`LONG_FETCH_BUDGET_MS`] on the long one): a retry starts only if time is left. Above
+    /// [`FETCH_BUDGET_MS`], [`FetchPath::Auto`] takes the long path.
     #[cfg_attr(
         all(feature = "ts", not(target_arch = "wasm32")),
         ts(as = "Option<u64>", optional)
@@ -118,6 +145,27 @@ pub struct ProxyFetchOptions {
         ts(as = "Option<u64>", optional)
     )]
     pub max_age_ms: u64,
+    /// Which host fetches the request (default [`FetchPath::Auto`]: the long path exactly when
+    /// `timeout_ms` is above [`FETCH_BUDGET_MS`]).
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<FetchPath>", optional)
+    )]
+    pub path: FetchPath,
+    /// Queue producer binding of the long path (`[[queues.producers]]`); the worker that
+    /// consumes that queue names it in its `PROXY_FETCH_QUEUE` var.
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<String>", optional)
+    )]
+    pub queue_binding: String,
+    /// Long path: how long a job may wait in the queue before the origin's backstop counts it
+    /// lost (added to the backstop's time).
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<u64>", optional)
+    )]
+    pub queue_wait_ms: u64,
     /// The request's id, chosen by the caller: starting a request whose id is still pending
     /// starts nothing and returns that id (idempotent starts). When `None`, proxy-fetch names
     /// the request: `<random>~<n>`, the `n`th of the requests started alongside it.
@@ -141,7 +189,38 @@ impl Default for ProxyFetchOptions {
             backstop_grace_ms: 10_000,
             max_age_ms: 10 * 60_000,
             request_id: None,
+            path: FetchPath::Auto,
+            queue_binding: "PROXY_FETCH_LONG".into(),
+            queue_wait_ms: 60_000,
         }
+    }
+}
+
+/// What one host's invocation may spend: on fetching (attempts and backoff) and, after that,
+/// on delivering the results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The attempts of a job end within this many ms of the invocation's start.
+    pub fetch_ms: u64,
+    /// What the delivery keeps for itself after the fetch budget.
+    pub delivery_ms: u64,
+}
+
+impl Budget {
+    /// The executor, under `ctx.waitUntil` (production ends it 30 s after the call returned).
+    pub const WAIT_UNTIL: Budget = Budget {
+        fetch_ms: FETCH_BUDGET_MS,
+        delivery_ms: DELIVERY_RESERVE_MS,
+    };
+    /// The long path's queue consumer (production: 15 minutes of wall clock per invocation).
+    pub const QUEUE: Budget = Budget {
+        fetch_ms: LONG_FETCH_BUDGET_MS,
+        delivery_ms: LONG_DELIVERY_RESERVE_MS,
+    };
+
+    /// The whole invocation: fetch and delivery.
+    pub fn total_ms(&self) -> u64 {
+        self.fetch_ms + self.delivery_ms
     }
 }
 
@@ -191,7 +270,11 @@ impl ProxyFetchOptions {
     /// Checks every value: `proxy_fetch` refuses options that fail here, before anything
     /// starts. After it passes, no arithmetic on these values can overflow.
     pub fn validate(&self) -> Result<(), InvalidOption> {
-        within("timeout_ms", self.timeout_ms, 1, FETCH_BUDGET_MS)?;
+        let max_timeout = match self.path {
+            FetchPath::Short => FETCH_BUDGET_MS,
+            FetchPath::Auto | FetchPath::Long => LONG_FETCH_BUDGET_MS,
+        };
+        within("timeout_ms", self.timeout_ms, 1, max_timeout)?;
         within(
             "retry.max_attempts",
             self.retry.max_attempts as u64,
@@ -213,15 +296,25 @@ impl ProxyFetchOptions {
         within("max_body_bytes", self.max_body_bytes, 0, MAX_BODY_LIMIT)?;
         within("shards", self.shards as u64, 1, 1024)?;
         within("backstop_grace_ms", self.backstop_grace_ms, 0, 3_600_000)?;
+        within("queue_wait_ms", self.queue_wait_ms, 0, 3_600_000)?;
         within(
             "max_age_ms",
-            self.max_age_ms,
+            self.max_age(),
             self.backstop_after_ms(),
             7 * 24 * 3_600_000,
         )?;
         name("executor_binding", &self.executor_binding)?;
         name("orchestrator_binding", &self.orchestrator_binding)?;
         name("orchestrator_instance", &self.orchestrator_instance)?;
+        name("queue_binding", &self.queue_binding)?;
+        if self.flow == Flow::Orchestrated && self.is_long() {
+            return Err(InvalidOption {
+                option: "path".into(),
+                message: "the long path (a timeout_ms above 25 000, or path: long) takes the \
+                          direct flow only in this version"
+                    .into(),
+            });
+        }
         if let Some(binding) = &self.origin_binding {
             name("origin_binding", binding)?;
         }
@@ -246,23 +339,54 @@ impl ProxyFetchOptions {
         Ok(())
     }
 
-    /// Longest time the executor's attempts can take: every attempt timing out, plus every
-    /// backoff at its cap, within [`FETCH_BUDGET_MS`].
+    /// Whether the request takes the long path (the queue consumer): [`FetchPath::Long`], or
+    /// [`FetchPath::Auto`] with a `timeout_ms` above [`FETCH_BUDGET_MS`].
+    pub fn is_long(&self) -> bool {
+        match self.path {
+            FetchPath::Long => true,
+            FetchPath::Short => false,
+            FetchPath::Auto => self.timeout_ms > FETCH_BUDGET_MS,
+        }
+    }
+
+    /// The fetch budget and delivery reserve of the request's path.
+    pub fn budget(&self) -> Budget {
+        if self.is_long() {
+            Budget::QUEUE
+        } else {
+            Budget::WAIT_UNTIL
+        }
+    }
+
+    /// Longest time the fetch's attempts can take: every attempt timing out, plus every
+    /// backoff at its cap, within its path's fetch budget.
     pub fn worst_case_ms(&self) -> u64 {
         let attempts = self.retry.max_attempts.max(1) as u64;
         let all = self
             .timeout_ms
             .saturating_mul(attempts)
             .saturating_add(self.retry.max_delay_ms.saturating_mul(attempts - 1));
-        all.min(FETCH_BUDGET_MS)
+        all.min(self.budget().fetch_ms)
     }
 
     /// When the backstop acts on a request that has no result: every attempt, the delivery
     /// and the grace. Saturating, so no value can overflow it.
     pub fn backstop_after_ms(&self) -> u64 {
         self.worst_case_ms()
-            .saturating_add(DELIVERY_RESERVE_MS)
+            .saturating_add(self.budget().delivery_ms)
             .saturating_add(self.backstop_grace_ms)
+    }
+
+    /// The request's whole life as the backstop counts it: `max_age_ms`, and on the long path
+    /// at least [`MAX_DISPATCHES`](super::protocol::MAX_DISPATCHES) long windows (queue wait
+    /// and backstop time), so that a lost job can be sent again.
+    pub fn max_age(&self) -> u64 {
+        if !self.is_long() {
+            return self.max_age_ms;
+        }
+        let window = self.backstop_after_ms().saturating_add(self.queue_wait_ms);
+        self.max_age_ms
+            .max(window.saturating_mul(super::protocol::MAX_DISPATCHES as u64))
     }
 
     /// The orchestrator instance that tracks `request_id`.

@@ -12,7 +12,7 @@
 
 use worker::Url;
 
-use super::options::{host_matches, FETCH_BUDGET_MS, MAX_ATTEMPTS, MAX_BODY_LIMIT};
+use super::options::{host_matches, LONG_FETCH_BUDGET_MS, MAX_ATTEMPTS, MAX_BODY_LIMIT};
 use super::ProxyFetchOptions;
 
 /// The name of the var that holds the executor's policy.
@@ -48,7 +48,8 @@ pub struct ExecutorLimits {
     pub max_body_bytes: u64,
     /// `PROXY_FETCH_MAX_ATTEMPTS`: attempts per job, retries included (default and at most 10).
     pub max_attempts: u32,
-    /// `PROXY_FETCH_MAX_TIMEOUT_MS`: per attempt (default and at most [`FETCH_BUDGET_MS`]).
+    /// `PROXY_FETCH_MAX_TIMEOUT_MS`: per attempt (default and at most [`LONG_FETCH_BUDGET_MS`];
+    /// on the short path every attempt also ends within the `waitUntil` budget).
     pub max_timeout_ms: u64,
     /// `PROXY_FETCH_MAX_INFLIGHT_BYTES`: the bytes of bodies (requests of the jobs running,
     /// and their responses once read) one executor isolate holds at most before it answers
@@ -66,7 +67,7 @@ impl Default for ExecutorLimits {
         ExecutorLimits {
             max_body_bytes: MAX_BODY_LIMIT,
             max_attempts: MAX_ATTEMPTS,
-            max_timeout_ms: FETCH_BUDGET_MS,
+            max_timeout_ms: LONG_FETCH_BUDGET_MS,
             max_inflight_bytes: INFLIGHT_BYTES,
         }
     }

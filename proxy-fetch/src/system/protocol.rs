@@ -7,7 +7,15 @@ use super::{FetchResult, ProxyFetchOptions, ProxyRequest, RequestId};
 use crate::entrypoint;
 use crate::rpc::HandlerError;
 
-super::strict::strict_serde!(OriginRef, QueueRef, FetchJob, Delivery, Ticket);
+super::strict::strict_serde!(
+    OriginRef,
+    QueueRef,
+    FetchJob,
+    Delivery,
+    Ticket,
+    LongJob,
+    ClaimRequest
+);
 
 /// Where a result goes back to: the origin Durable Object's namespace binding and hex id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,7 +92,7 @@ impl FetchJob {
     /// [`MAX_DISPATCHES`].
     pub fn dispatch_again(&self, sent: u32, age_ms: f64, period_ms: f64) -> bool {
         (sent == 0 || (self.may_resend() && sent < MAX_DISPATCHES))
-            && age_ms + period_ms < self.options.max_age_ms as f64
+            && age_ms + period_ms < self.options.max_age() as f64
     }
 
     /// What the backstop tells the handler of a request with no result `age_ms` after `since`.
@@ -232,6 +240,110 @@ pub fn weight(body: usize, url: &str, headers: &[(String, String)]) -> usize {
 /// first), by the origin's sweep (direct flow) or the orchestrator's backstop.
 pub const MAX_DISPATCHES: u32 = 3;
 
+/// The version of [`LongJob`] this build writes and reads: queue messages outlive deploys
+/// (4 days' retention by default), so a consumer reads only the version it knows.
+pub const LONG_JOB_VERSION: u32 = 1;
+
+/// A long-path message carries its request body inline while the job's [`weight`] stays under
+/// this; a larger body stays in the origin's record and the consumer gets it with its claim.
+/// One 64 KB billing unit, far under the 128 KB message limit.
+pub const LONG_MESSAGE_BYTES: usize = 60_000;
+
+/// One long-path job as it travels through the queue (the long path's producer sends it, the
+/// consumer reads it; strict, like every hop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct LongJob {
+    /// [`LONG_JOB_VERSION`] of the producer.
+    pub v: u32,
+    /// The job as the executor would get it; its `request.body` is `None` when
+    /// `body_at_origin` is set.
+    pub job: FetchJob,
+    /// The length of a body left in the origin's record: the consumer gets it from its claim.
+    pub body_at_origin: Option<u64>,
+}
+
+impl LongJob {
+    /// The message for `job`: its body inline when the job fits [`LONG_MESSAGE_BYTES`], else
+    /// left at the origin.
+    pub fn of(mut job: FetchJob) -> LongJob {
+        let body_at_origin = if job.weight() > LONG_MESSAGE_BYTES {
+            job.request.body.take().map(|b| b.len() as u64)
+        } else {
+            None
+        };
+        LongJob {
+            v: LONG_JOB_VERSION,
+            job,
+            body_at_origin,
+        }
+    }
+}
+
+/// The long path's queue, as a producer sees it: it takes [`LongJob`]s only.
+pub struct LongQueue(worker::Queue);
+
+impl LongQueue {
+    /// The queue producer binding `binding` of `env`; `None` when env has none.
+    pub fn from_env(env: &worker::Env, binding: &str) -> Option<LongQueue> {
+        let value = js_sys::Reflect::get(env, &wasm_bindgen::JsValue::from_str(binding)).ok()?;
+        // A queue producer binding is the one binding with `send` and `sendBatch`.
+        let has = |name: &str| {
+            js_sys::Reflect::get(&value, &wasm_bindgen::JsValue::from_str(name))
+                .is_ok_and(|f| f.is_function())
+        };
+        if value.is_undefined() || !has("send") || !has("sendBatch") {
+            return None;
+        }
+        // Not `env.queue()`, which also wants the class's name to be `WorkerQueue`.
+        Some(LongQueue(wasm_bindgen::JsCast::unchecked_into(value)))
+    }
+
+    /// Sends one job (structured clone, `v8` content type: the body stays binary). `Ok` once
+    /// the queue has it.
+    pub async fn send(&self, job: &LongJob) -> Result<(), String> {
+        let encoded = crate::rpc::to_js_value(job)?;
+        let message = worker::RawMessageBuilder::new(encoded)
+            .build_with_content_type(worker::QueueContentType::V8);
+        self.0.send_raw(message).await.map_err(|e| e.to_string())
+    }
+}
+
+/// A consumer's claim on a long-path request before it fetches it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// The request's id.
+    pub id: RequestId,
+    /// The request's [`token`](FetchJob::token): a claim without it is refused.
+    pub token: String,
+    /// How often the queue delivered this message (1 the first time).
+    pub attempts: u32,
+    /// The message left the body at the origin: the answer carries it.
+    #[serde(default)]
+    pub want_body: bool,
+}
+
+/// What the origin answers a claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Claim {
+    /// Fetch it: with this body, when the body was left at the origin.
+    Fetch {
+        /// The request's body, when the message did not carry it.
+        body: Option<serde_bytes::ByteBuf>,
+    },
+    /// No record: delivered, cancelled, or never started here. Nothing to do.
+    Done,
+    /// A live claim holds it (a duplicate message): nothing to do.
+    InFlight,
+    /// A request that may not be sent twice, claimed before by a consumer that is gone: not
+    /// fetched again; the origin delivered `Backstop` to its handler.
+    Refused,
+}
+
+/// Claims per `__proxyFetchClaim` call: an origin refuses a call with more.
+pub const MAX_CLAIMS_PER_CALL: usize = 64;
+
 /// Handler error codes of a delivery the sender must not retry: the token did not match.
 pub const FORBIDDEN: &str = "forbidden";
 /// Handler error code of a delivery that failed on the origin's side (its storage): retry.
@@ -258,6 +370,15 @@ pub trait Origin {
         &self,
         deliveries: Vec<Delivery>,
     ) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError>;
+
+    /// The long path's consumer claims each request before it fetches it (at most
+    /// [`MAX_CLAIMS_PER_CALL`]); one answer per claim, in order. A claim with the wrong token
+    /// gets a [`FORBIDDEN`] error, one whose origin storage failed a [`RETRY`] one.
+    #[rpc(name = "__proxyFetchClaim")]
+    async fn claim(
+        &self,
+        claims: Vec<ClaimRequest>,
+    ) -> Result<Vec<Result<Claim, HandlerError>>, HandlerError>;
 }
 
 /// What `FetchOrchestrator` serves to origins and executors.

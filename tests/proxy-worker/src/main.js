@@ -12,10 +12,115 @@
 // `deleteStorageKey(key)` removes one key. `storageFaultsLeft()` says how many injected faults this instance has not hit yet, and
 // `instances()` how many instances this object has had in this workerd run (a reset makes one
 // more): a test checks that the failure it set up happened.
+//
+// Long path (queue) hooks, chosen by a marker in the request's URL (tests/workerd/long.test.mjs):
+// - `pf-dup`: the origin's producer sends the job's message twice; the Inbox's
+//   `resendLongJob(id)` sends it once more (a duplicate after the result).
+// - `pf-die-after-claim`: on a message's first delivery the consumer "dies" after its claim: the
+//   hook claims the job from its origin (`__proxyFetchClaim`, as the consumer does), sends the
+//   request to the upstream (a consumer that died mid-fetch did), and hands the message back to
+//   the queue unacknowledged (`retry()`), so the queue delivers it again with `attempts` 2.
+// - `pf-undeliverable`: the first consumer run of that request cannot deliver its result: every
+//   `__proxyFetchDeliver` call it makes fails as a call to an unreachable origin does.
+// The Inbox's `longMessages(id)` says how many messages of request `id` the consumer got.
 import * as build from "../build/worker.js";
 
 export * from "../build/worker.js";
-export default build.default;
+
+/** Request id -> messages of it the queue handed to the consumer (this isolate's count). */
+const longSeen = new Map();
+/** Request id -> [body, options] of its `pf-dup` message, for resendLongJob. */
+const longSent = new Map();
+/** Requests whose first consumer run already failed to deliver (`pf-undeliverable`). */
+const undeliverable = new Set();
+
+const urlOf = (body) => body?.job?.request?.url ?? "";
+
+/** env in which every origin Durable Object's `__proxyFetchDeliver` fails (unreachable). */
+function unreachableOrigins(env) {
+  const stub = (real) => new Proxy(real, {
+    get(target, prop) {
+      if (prop === "__proxyFetchDeliver") return () => Promise.reject(new Error("injected: the origin is unreachable"));
+      // An RPC stub's members are remote methods: `.bind` would be one too, so call through.
+      return (...args) => target[prop](...args);
+    },
+  });
+  const namespace = (real) => new Proxy(real, {
+    get(target, prop) {
+      if (prop === "get") return (id, ...rest) => stub(target.get(id, ...rest));
+      const value = Reflect.get(target, prop);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return new Proxy(env, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop);
+      return prop === "INBOX" ? namespace(value) : value;
+    },
+  });
+}
+
+/** The consumer dies after its claim: claim, send the request upstream, hand the message back. */
+async function dieAfterClaim(env, message) {
+  const { job } = message.body;
+  const ns = env[job.origin.binding];
+  const origin = ns.get(ns.idFromString(job.origin.id));
+  const [answer] = await origin.__proxyFetchClaim([{ id: job.id, token: job.token, attempts: message.attempts }]);
+  if (answer?.Ok?.Fetch !== undefined) {
+    const { method, headers, body } = job.request;
+    const res = await fetch(job.request.url, { method, headers, body: body ?? undefined });
+    await res.arrayBuffer();
+  }
+  message.retry();
+}
+
+export default class extends build.default {
+  async queue(batch) {
+    const normal = [];
+    const broken = [];
+    const dying = [];
+    for (const message of batch.messages) {
+      const id = message.body?.job?.id;
+      const url = urlOf(message.body);
+      if (id) longSeen.set(id, (longSeen.get(id) ?? 0) + 1);
+      if (url.includes("pf-die-after-claim") && message.attempts === 1) dying.push(message);
+      else if (url.includes("pf-undeliverable") && !undeliverable.has(id)) {
+        undeliverable.add(id);
+        broken.push(message);
+      } else normal.push(message);
+    }
+    const part = (messages) => ({ queue: batch.queue, messages });
+    const consume = super.queue;
+    await Promise.all([
+      normal.length ? consume.call(this, part(normal)) : null,
+      broken.length ? consume.call({ env: unreachableOrigins(this.env), ctx: this.ctx }, part(broken)) : null,
+      ...dying.map((m) => dieAfterClaim(this.env, m)),
+    ]);
+  }
+}
+
+/** env whose long-path queue sends `pf-dup` messages twice (and keeps them for resendLongJob). */
+function duplicatingQueue(env) {
+  return new Proxy(env, {
+    get(target, prop) {
+      const queue = Reflect.get(target, prop);
+      if (prop !== "PROXY_FETCH_LONG" || !queue) return queue;
+      return new Proxy(queue, {
+        get(q, method) {
+          const value = Reflect.get(q, method);
+          if (method !== "send") return typeof value === "function" ? value.bind(q) : value;
+          return async (body, options) => {
+            await q.send(body, options);
+            if (urlOf(body).includes("pf-dup")) {
+              longSent.set(body.job.id, [body, options]);
+              await q.send(body, options);
+            }
+          };
+        },
+      });
+    },
+  });
+}
 
 /** Object id -> instances constructed; kept by the isolate across the objects' resets. */
 const instances = new Map();
@@ -57,6 +162,16 @@ function withFaults(Base) {
       this.realCtx = ctx;
       // The runtime's base class wants the real state; the Rust object gets the faulty one.
       Object.defineProperty(this, "ctx", { value: faulty(ctx, this.faults) });
+      this.realEnv = env;
+      Object.defineProperty(this, "env", { value: duplicatingQueue(env) });
+    }
+    async resendLongJob(id) {
+      const sent = longSent.get(id);
+      if (!sent) throw new Error(`no pf-dup message of ${id} was sent`);
+      await this.realEnv.PROXY_FETCH_LONG.send(...sent);
+    }
+    longMessages(id) {
+      return longSeen.get(id) ?? 0;
     }
     injectStorageFault(op, prefix, times) {
       this.faults.push({ op, prefix, times });

@@ -17,7 +17,7 @@ use self::send::{Handed, Outbox};
 use crate::rpc::{log_error, HandlerError};
 use crate::system::batch::{self, Batcher};
 use crate::system::concurrent;
-use crate::system::options::{parse_retry_after, Attempt, FETCH_BUDGET_MS};
+use crate::system::options::{parse_retry_after, Attempt, Budget};
 use crate::system::policy::{ExecutorLimits, ExecutorPolicy};
 use crate::system::protocol::{
     FetchJob, OrchestratorClient, QueueRef, Ticket, BAD_JOB, BUSY, MAX_JOBS_PER_CALL,
@@ -144,8 +144,8 @@ pub(crate) fn admit_call(env: &Env, jobs: &[FetchJob]) -> Result<Vec<Held>, Hand
     let budget = ExecutorLimits::from_env(env)
         .unwrap_or_default()
         .max_inflight_bytes;
-    let sizes: Vec<u64> = jobs.iter().map(|j| j.weight() as u64).collect();
-    let wanted: u64 = sizes.iter().sum();
+    let wanted: u64 = jobs.iter().map(|j| j.weight() as u64).sum();
+
     let held = in_flight_bytes();
     if held > 0 && held.saturating_add(wanted) > budget {
         return Err(refuse(
@@ -156,13 +156,26 @@ pub(crate) fn admit_call(env: &Env, jobs: &[FetchJob]) -> Result<Vec<Held>, Hand
             ),
         ));
     }
-    Ok(sizes.into_iter().map(Held::take).collect())
+    Ok(shares(jobs))
 }
 
-/// Runs `jobs` side by side (a call [`admit_call`] took, with the shares it gave), begun at
-/// `started` (ms).
-pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, held: Vec<Held>, started: f64) {
-    let outbox = Outbox::new(env, started);
+/// Each job's share of the isolate's byte budget, taken whatever the budget holds (the queue
+/// consumer's jobs are claimed already: they run).
+pub(crate) fn shares(jobs: &[FetchJob]) -> Vec<Held> {
+    jobs.iter().map(|j| Held::take(j.weight() as u64)).collect()
+}
+
+/// Runs `jobs` side by side (a call [`admit_call`] took, with the shares it gave, or the queue
+/// consumer's), begun at `started` (ms), within its host's `budget` (the executor's
+/// [`Budget::WAIT_UNTIL`], the queue consumer's [`Budget::QUEUE`]).
+pub(crate) async fn run(
+    env: &Env,
+    jobs: Vec<FetchJob>,
+    held: Vec<Held>,
+    started: f64,
+    budget: &Budget,
+) {
+    let outbox = Outbox::new(env, started, budget.total_ms());
     let completions = Completions {
         env,
         batcher: Batcher::new(),
@@ -170,7 +183,7 @@ pub(crate) async fn run(env: &Env, jobs: Vec<FetchJob>, held: Vec<Held>, started
     let (outbox, completions) = (&outbox, &completions);
     let each = jobs.into_iter().zip(held).map(|(job, held)| async move {
         let id = job.id.clone();
-        if let Err(e) = run_one(env, job, held, started, (outbox, completions)).await {
+        if let Err(e) = run_one(env, job, held, (started, budget), (outbox, completions)).await {
             log_error(&format!("proxy-fetch {id}: {e}"));
         }
     });
@@ -264,11 +277,11 @@ async fn run_one(
     env: &Env,
     mut job: FetchJob,
     mut held: Held,
-    started: f64,
+    (started, budget): (f64, &Budget),
     (outbox, completions): (&Outbox<'_>, &Completions<'_>),
 ) -> Result<(), HandlerError> {
     let result = match admitted(env, &mut job) {
-        Ok(policy) => fetch_with_retries(&job, &policy, started).await,
+        Ok(policy) => fetch_with_retries(&job, &policy, started, budget).await,
         Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
     };
     if let Ok(response) = &result {
@@ -307,10 +320,15 @@ async fn run_one(
     Ok(())
 }
 
-async fn fetch_with_retries(job: &FetchJob, policy: &ExecutorPolicy, started: f64) -> FetchResult {
+async fn fetch_with_retries(
+    job: &FetchJob,
+    policy: &ExecutorPolicy,
+    started: f64,
+    budget: &Budget,
+) -> FetchResult {
     let options = &job.options;
     let idempotent = job.request.is_idempotent();
-    let deadline = started + FETCH_BUDGET_MS as f64;
+    let deadline = started + budget.fetch_ms as f64;
     let mut attempts = 0;
     loop {
         attempts += 1;

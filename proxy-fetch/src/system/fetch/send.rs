@@ -11,7 +11,6 @@ use worker::Env;
 use crate::rpc::{log_error, CallError, HandlerError};
 use crate::system::batch::{self, Batcher};
 use crate::system::concurrent;
-use crate::system::options::INVOCATION_BUDGET_MS;
 use crate::system::protocol::{
     weight, DeliveryOutcome, FetchJob, OriginClient, OriginRef, CALL_BYTES, FORBIDDEN,
     MAX_DELIVERIES_PER_CALL, RETRY,
@@ -127,14 +126,17 @@ pub(crate) struct Outbox<'a> {
     env: &'a Env,
     /// When the run started: deliveries stop trying at the end of its budget.
     started: f64,
+    /// The run's whole budget (ms), fetch and delivery.
+    budget_ms: u64,
     batcher: Batcher<Outgoing>,
 }
 
 impl<'a> Outbox<'a> {
-    pub fn new(env: &'a Env, started: f64) -> Self {
+    pub fn new(env: &'a Env, started: f64, budget_ms: u64) -> Self {
         Outbox {
             env,
             started,
+            budget_ms,
             batcher: Batcher::new(),
         }
     }
@@ -277,7 +279,7 @@ impl<'a> Outbox<'a> {
             if pending.is_empty() {
                 return;
             }
-            let left = self.started + INVOCATION_BUDGET_MS as f64 - now_ms();
+            let left = self.started + self.budget_ms as f64 - now_ms();
             if tries == DELIVERY_TRIES || left < backoff as f64 {
                 for (outgoing, _) in pending {
                     log_error(&format!(

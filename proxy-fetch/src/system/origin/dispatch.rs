@@ -7,8 +7,8 @@ use worker::{Env, Url};
 use super::ledger::PendingRecord;
 use crate::rpc::{log_error, CallError, HandlerError, RpcError, RpcErrorKind};
 use crate::system::protocol::{
-    into_calls, ExecutorClient, FetchJob, OrchestratorClient, QueueRef, Ticket, BUSY,
-    MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE, MISSING_BINDING, NO_POLICY,
+    into_calls, ExecutorClient, FetchJob, LongJob, LongQueue, OrchestratorClient, QueueRef, Ticket,
+    BUSY, MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE, MISSING_BINDING, NO_POLICY,
 };
 use crate::system::{now_ms, ExecutorPolicy, Flow, ProxyFetchError, ProxyFetchOptions};
 
@@ -35,6 +35,8 @@ pub(super) fn name_job(job: &mut FetchJob, id: &str) {
 /// (in order) the index of its call.
 pub(super) fn batches(jobs: Vec<FetchJob>) -> (Vec<Vec<FetchJob>>, Vec<usize>) {
     into_calls(jobs, |job| match &job.queue {
+        // A long-path job is one queue message.
+        None if job.options.is_long() => None,
         None => Some((
             (None, job.options.executor_binding.clone()),
             MAX_JOBS_PER_CALL,
@@ -69,10 +71,12 @@ pub(super) async fn forget_queued(env: &Env, record: &PendingRecord) {
     }
 }
 
-/// How long after a (re)dispatch the origin's sweep looks at a request that has no result.
+/// How long after a (re)dispatch the origin's sweep looks at a request that has no result (on
+/// the long path: after its time in the queue too; a claim moves it to the claimed window's end).
 pub(super) fn due_after(options: &ProxyFetchOptions) -> f64 {
     let backstop = options.backstop_after_ms() as f64;
     match options.flow {
+        Flow::Direct if options.is_long() => backstop + options.queue_wait_ms as f64,
         Flow::Direct => backstop,
         Flow::Orchestrated => backstop * ORCHESTRATED_DUE_FACTOR,
     }
@@ -91,6 +95,7 @@ pub(super) async fn dispatch_all(env: &Env, jobs: Vec<FetchJob>) -> Result<(), P
         return Ok(());
     };
     let sent = match first.queue.clone() {
+        None if first.options.is_long() => return send_long(env, jobs).await,
         None => {
             let executor = ExecutorClient::from_env(env, &first.options.executor_binding)
                 .map_err(ProxyFetchError::Dispatch)?;
@@ -136,6 +141,33 @@ pub(super) async fn held_queued(env: &Env, job: &FetchJob) -> Result<bool, Proxy
         .holds(Ticket::of(job))
         .await
         .map_err(|e| ProxyFetchError::Dispatch(refused_by("holds", e)))
+}
+
+/// Sends long-path jobs to their queue, one message each: `Ok` once the queue has them all.
+async fn send_long(env: &Env, jobs: Vec<FetchJob>) -> Result<(), ProxyFetchError> {
+    for job in jobs {
+        let binding = job.options.queue_binding.clone();
+        let Some(queue) = LongQueue::from_env(env, &binding) else {
+            return Err(long_path_unavailable(&job.options));
+        };
+        queue.send(&LongJob::of(job)).await.map_err(|e| {
+            ProxyFetchError::Dispatch(RpcError::new(
+                RpcErrorKind::Remote,
+                "Queue.send",
+                format!("queue `{binding}`: {e}"),
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// The error of a long-path request whose worker has no queue binding.
+pub(super) fn long_path_unavailable(options: &ProxyFetchOptions) -> ProxyFetchError {
+    ProxyFetchError::LongPathUnavailable {
+        timeout_ms: options.timeout_ms,
+        window_ms: crate::system::FETCH_BUDGET_MS,
+        binding: options.queue_binding.clone(),
+    }
 }
 
 /// Asks the orchestrator that tracks `job` after it (the sweep found no result): `true` if it

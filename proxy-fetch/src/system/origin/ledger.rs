@@ -65,6 +65,12 @@ pub(super) struct PendingRecord {
     /// ledger never loads a large body, only sending the job again does.
     #[serde(default)]
     pub body_apart: bool,
+    /// Long path: times a queue consumer claimed the request (`__proxyFetchClaim`).
+    #[serde(default)]
+    pub claims: u32,
+    /// Long path: when the last claim was made (ms).
+    #[serde(default)]
+    pub claimed_ms: Option<f64>,
 }
 
 impl PendingRecord {
@@ -601,6 +607,8 @@ mod tests {
             dispatches: 1,
             handler_runs: 0,
             body_apart: false,
+            claims: 0,
+            claimed_ms: None,
             job: FetchJob {
                 id: String::new(),
                 token: String::new(),
@@ -715,6 +723,8 @@ mod tests {
             dispatches: n,
             handler_runs: 0,
             body_apart: false,
+            claims: 0,
+            claimed_ms: None,
             job: FetchJob {
                 id: format!("r~{n}"),
                 token: "00".into(),

@@ -5,12 +5,14 @@
 //!   instance; [`writer`]: the writer's rounds (starts stored and sent, records changed).
 //! - [`dispatch`]: jobs on their way to the executor or the orchestrator.
 //! - [`receive`]: a delivery: token check, claim, the handler's run, the record's removal.
+//! - [`claim`]: the long path's claim: the queue consumer asks before it fetches.
 //! - [`sweep`]: the origin's alarm, the backstop of the direct flow and the last resort of both.
 //!
 //! Rows written per request: its share of the row it started in, and the write that removes
 //! it (shared with the results that arrive with it), plus an alarm when none is set early
 //! enough.
 
+mod claim;
 mod dispatch;
 mod ledger;
 mod receive;
@@ -29,6 +31,7 @@ use worker::{Env, State};
 use super::FetchResult;
 use crate::rpc::Method;
 
+pub(crate) use claim::serve_claim;
 pub(crate) use receive::serve_delivery;
 pub use start::{cancel, pending, proxy_fetch};
 pub use sweep::alarm;

@@ -7,14 +7,14 @@ use serde::Serialize;
 use wasm_bindgen::JsValue;
 use worker::{Env, Url};
 
-use super::dispatch::{check_executor_policy, due_after, forget_queued};
+use super::dispatch::{check_executor_policy, due_after, forget_queued, long_path_unavailable};
 use super::ledger::{Op, PendingRecord, RowPages, Start};
 use super::receive::deliver_error;
 use super::writer::{find, write};
 use super::{Continuation, Held, ProxyFetchOrigin, STARTING};
 use crate::rpc::log_error;
 use crate::system::batch;
-use crate::system::protocol::{DeliveryOutcome, FetchJob, OriginRef};
+use crate::system::protocol::{DeliveryOutcome, FetchJob, LongQueue, OriginRef};
 use crate::system::{
     now_ms, random_hex, FetchErrorKind, Flow, ProxyFetchError, ProxyFetchOptions, ProxyRequest,
     RequestId,
@@ -145,7 +145,14 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         BindingKind::DurableObject,
     )?;
     let executor = &options.executor_binding;
+    // The long path needs its queue: without it the request is refused now, never left to
+    // end as a `Timeout` the waitUntil window would cut short.
+    if options.is_long() && LongQueue::from_env(env, &options.queue_binding).is_none() {
+        return Err(long_path_unavailable(options));
+    }
     match options.flow {
+        // The long path's executor policy is checked below when the worker binds it too.
+        Flow::Direct if options.is_long() => {}
         Flow::Direct => require_binding(env, executor, "executor_binding", BindingKind::Service)?,
         Flow::Orchestrated => require_binding(
             env,
@@ -156,7 +163,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     }
     // The executor's policy, checked here where the origin can reach the executor (always in
     // the direct flow; in the orchestrated flow when the worker binds it too).
-    if options.flow == Flow::Direct || has_binding(env, executor) {
+    if (options.flow == Flow::Direct && !options.is_long()) || has_binding(env, executor) {
         check_executor_policy(env, executor, &url).await?;
     }
     let data = serde_json::to_value(&continuation.data).map_err(ProxyFetchError::storage)?;
@@ -175,6 +182,8 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         dispatches: 1,
         handler_runs: 0,
         body_apart: false,
+        claims: 0,
+        claimed_ms: None,
         job: FetchJob {
             // Given in the writer's round, with the orchestrator shard that follows from it.
             id: RequestId::new(),

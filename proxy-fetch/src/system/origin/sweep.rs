@@ -12,7 +12,7 @@ use super::receive::deliver_error;
 use super::writer::change;
 use super::ProxyFetchOrigin;
 use crate::rpc::{log_error, RpcError};
-use crate::system::protocol::FetchJob;
+use crate::system::protocol::{FetchJob, MAX_DISPATCHES};
 use crate::system::{now_ms, FetchErrorKind, ProxyFetchError};
 
 /// How long the sweep waits before trying again what it could not do now.
@@ -111,7 +111,13 @@ async fn overdue<O: ProxyFetchOrigin>(
         // The orchestrator retries and re-dispatches; it is asked by the request's ticket,
         // and the job is shipped again only when it does not hold it (a start a crash cut
         // short), and only if it may be sent again.
-        age + budget < options.max_age_ms as f64
+        age + budget < options.max_age() as f64
+    } else if options.is_long() {
+        // Long path: a job no consumer claimed was never fetched (lost in the queue), so any
+        // method goes again; a claimed one only if it may be sent twice.
+        (record.claims == 0 || record.job.may_resend())
+            && record.dispatches < MAX_DISPATCHES
+            && age + budget < options.max_age() as f64
     } else {
         // Its executor was lost: the backstop's one rule, which the orchestrator follows too.
         record.job.dispatch_again(record.dispatches, age, budget)

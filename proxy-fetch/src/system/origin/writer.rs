@@ -158,7 +158,9 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             // Neither flow sends a request twice that may not be resent (the orchestrator's
             // `recover` does not queue it again): its record need not keep the body, which goes
             // with the job uncopied.
-            let keep_body = record.job.may_resend();
+            // The long path keeps every body: a body too large for a message is claimed from
+            // the record, and a job never claimed is sent again whatever its method.
+            let keep_body = record.job.may_resend() || record.job.options.is_long();
             let body = record.job.request.body.take();
             match body.as_ref().filter(|_| keep_body) {
                 Some(b) if b.len() > INLINE_BODY => {
