@@ -98,55 +98,74 @@ fn json_len(value: &serde_json::Value) -> usize {
 /// a sorted `Vec`: a row holds at most [`ROW_RECORDS`] records, and a map type of its own
 /// costs several KiB of Wasm.
 #[derive(Clone, Default)]
-pub(super) struct Row(Vec<(RequestId, PendingRecord)>);
+pub(super) struct Row {
+    records: Vec<(RequestId, PendingRecord)>,
+    /// For a shared row this instance named: the number its next request gets (numbers are
+    /// never given twice, so a late result for a settled request never meets a new one). Not
+    /// stored: a row read from storage is not given new requests.
+    next: Option<usize>,
+}
 
 impl Row {
     pub fn new() -> Self {
-        Row(Vec::new())
+        Row::default()
     }
 
     fn position(&self, id: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(id))
+        self.records.binary_search_by(|(k, _)| k.as_str().cmp(id))
     }
 
     pub fn get(&self, id: &str) -> Option<&PendingRecord> {
         let i = self.position(id).ok()?;
-        self.0.get(i).map(|(_, record)| record)
+        self.records.get(i).map(|(_, record)| record)
     }
 
     pub fn get_mut(&mut self, id: &str) -> Option<&mut PendingRecord> {
         let i = self.position(id).ok()?;
-        self.0.get_mut(i).map(|(_, record)| record)
+        self.records.get_mut(i).map(|(_, record)| record)
     }
 
     /// Adds the record of `id`, or replaces it.
     pub fn insert(&mut self, id: RequestId, record: PendingRecord) {
         match self.position(&id) {
             Ok(i) => {
-                if let Some(slot) = self.0.get_mut(i) {
+                if let Some(slot) = self.records.get_mut(i) {
                     slot.1 = record;
                 }
             }
-            Err(i) => self.0.insert(i, (id, record)),
+            Err(i) => self.records.insert(i, (id, record)),
         }
     }
 
     pub fn remove(&mut self, id: &str) -> Option<PendingRecord> {
         let i = self.position(id).ok()?;
-        Some(self.0.remove(i).1)
+        Some(self.records.remove(i).1)
     }
 
     /// About how many bytes the row's records take.
     pub fn bytes(&self) -> usize {
-        self.0.iter().map(|(_, record)| record.bytes()).sum()
+        self.records.iter().map(|(_, record)| record.bytes()).sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.records.is_empty()
+    }
+
+    /// The number the next request put in this row gets, if it may take new requests.
+    pub fn next(&self) -> Option<usize> {
+        self.next
+    }
+
+    pub fn set_next(&mut self, next: usize) {
+        self.next = Some(next);
     }
 
     pub fn into_keys(self) -> impl Iterator<Item = RequestId> {
-        self.0.into_iter().map(|(id, _)| id)
+        self.records.into_iter().map(|(id, _)| id)
     }
 }
 
@@ -155,13 +174,13 @@ impl IntoIterator for Row {
     type IntoIter = std::vec::IntoIter<(RequestId, PendingRecord)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.records.into_iter()
     }
 }
 
 impl Serialize for Row {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(id, record)| (id, record)))
+        serializer.collect_map(self.records.iter().map(|(id, record)| (id, record)))
     }
 }
 
@@ -251,27 +270,73 @@ where
     answered
 }
 
+/// A shared row this instance named, which a round may add new requests to: its name
+/// (ending in `~`), the number its next request gets, and its records after the round's
+/// changes (count and bytes).
+pub(super) struct OpenRow {
+    pub name: String,
+    pub next: usize,
+    pub len: usize,
+    pub bytes: usize,
+}
+
+/// Requests going into one row: its key, for a shared row the number its next request will
+/// get, and the requests with their ids.
+pub(super) struct NewRow {
+    pub key: String,
+    pub next: Option<usize>,
+    pub members: Vec<(RequestId, Start)>,
+}
+
+/// For the round under way in `state`'s writer: waits until a start is queued, or `ms` have
+/// passed, and takes into the round every op queued by then.
+pub(super) async fn linger(state: &State, ms: u64) -> Vec<Op> {
+    let object = instance(state);
+    let Some(writer) = with_object(&object, |o| o.writer.clone()) else {
+        return Vec::new();
+    };
+    let timer = worker::Delay::from(std::time::Duration::from_millis(ms));
+    writer.linger(timer, |op| matches!(op, Op::Start(_))).await
+}
+
 /// Splits requests into rows and names them: a caller-named request alone, the others
-/// together while the row holds fewer than [`ROW_RECORDS`] and about [`ROW_BYTES`].
-/// `new_row` makes a random name for a shared row; a request that gets no row is answered
-/// with its error here. Returns each row's key and its requests with their ids.
+/// together while the row holds fewer than [`ROW_RECORDS`] and about [`ROW_BYTES`], filling
+/// `host` first when there is one (a row the round writes anyway). `new_row` makes a random
+/// name for a shared row; a request that gets no row is answered with its error here.
 pub(super) fn into_rows(
     starts: Vec<Start>,
+    host: Option<OpenRow>,
     mut new_row: impl FnMut() -> Result<String, ProxyFetchError>,
-) -> Vec<(String, Vec<(RequestId, Start)>)> {
-    let mut rows: Vec<(String, Vec<(RequestId, Start)>)> = Vec::new();
-    // The shared row being filled: its name, its index in `rows`, and its bytes so far.
-    let mut open: Option<(String, usize, usize)> = None;
+) -> Vec<NewRow> {
+    let mut rows: Vec<NewRow> = Vec::new();
+    // The shared row being filled, and its index in `rows`.
+    let mut open: Option<(OpenRow, usize)> = None;
+    let mut host = host;
     for start in starts {
         if let Some(id) = start.id.clone() {
-            rows.push((row_key(&id), vec![(id, start)]));
+            rows.push(NewRow {
+                key: row_key(&id),
+                next: None,
+                members: vec![(id, start)],
+            });
             continue;
         }
-        if let Some((name, i, bytes)) = &mut open {
-            if let Some((_, row)) = rows.get_mut(*i) {
-                if row.len() < ROW_RECORDS && *bytes + start.bytes <= ROW_BYTES {
-                    *bytes += start.bytes;
-                    row.push((shared_id(name, row.len()), start));
+        if let Some(host) = host.take() {
+            rows.push(NewRow {
+                key: format!("{LEDGER}{}", host.name),
+                next: Some(host.next),
+                members: Vec::new(),
+            });
+            open = Some((host, rows.len() - 1));
+        }
+        if let Some((row, i)) = &mut open {
+            if row.len < ROW_RECORDS && row.bytes + start.bytes <= ROW_BYTES {
+                if let Some(new) = rows.get_mut(*i) {
+                    row.len += 1;
+                    row.bytes += start.bytes;
+                    new.members.push((shared_id(&row.name, row.next), start));
+                    row.next += 1;
+                    new.next = Some(row.next);
                     continue;
                 }
             }
@@ -280,14 +345,28 @@ pub(super) fn into_rows(
             Ok(random) => {
                 let name = format!("{random}~");
                 let id = shared_id(&name, 0);
-                open = Some((name.clone(), rows.len(), start.bytes));
-                rows.push((format!("{LEDGER}{name}"), vec![(id, start)]));
+                let bytes = start.bytes;
+                rows.push(NewRow {
+                    key: format!("{LEDGER}{name}"),
+                    next: Some(1),
+                    members: vec![(id, start)],
+                });
+                open = Some((
+                    OpenRow {
+                        name,
+                        next: 1,
+                        len: 1,
+                        bytes,
+                    },
+                    rows.len() - 1,
+                ));
             }
             Err(e) => {
                 start.reply.send(Err(e));
             }
         }
     }
+    rows.retain(|row| !row.members.is_empty());
     rows
 }
 
@@ -473,6 +552,12 @@ pub(super) fn instance(state: &State) -> String {
     read().unwrap_or_else(|| format!("{}#", state.id()))
 }
 
+/// Calls `f` with row `key` if this instance has it cached.
+pub(super) fn cached<T>(state: &State, key: &str, f: impl FnOnce(&Row) -> T) -> Option<T> {
+    let object = instance(state);
+    with_object(&object, |o| o.cache.rows.get(key).map(f))
+}
+
 /// Calls `f` with row `key` (empty when there is none), read from storage unless cached.
 pub(super) async fn read<T>(
     state: &State,
@@ -630,9 +715,12 @@ mod tests {
         }
     }
 
-    fn shape(rows: &[(String, Vec<(RequestId, Start)>)]) -> Vec<(String, Vec<String>)> {
+    fn shape(rows: &[NewRow]) -> Vec<(String, Vec<String>)> {
         rows.iter()
-            .map(|(key, row)| (key.clone(), row.iter().map(|(id, _)| id.clone()).collect()))
+            .map(|row| {
+                let ids = row.members.iter().map(|(id, _)| id.clone()).collect();
+                (row.key.clone(), ids)
+            })
             .collect()
     }
 
@@ -650,7 +738,7 @@ mod tests {
     fn starts_fill_rows_up_to_the_record_limit_and_caller_ids_stay_alone() {
         let mut starts: Vec<Start> = (0..ROW_RECORDS + 2).map(|_| start(None, 100).0).collect();
         starts.insert(3, start(Some("mine"), 100).0);
-        let rows = into_rows(starts, names());
+        let rows = into_rows(starts, None, names());
         let shape = shape(&rows);
         assert_eq!(shape.len(), 3);
         assert_eq!(shape[0].0, format!("{LEDGER}r1~"));
@@ -680,13 +768,51 @@ mod tests {
     }
 
     #[test]
+    fn starts_fill_the_host_row_first_with_numbers_never_given_before() {
+        let host = OpenRow {
+            name: "h~".into(),
+            next: 7,
+            len: ROW_RECORDS - 2,
+            bytes: 100,
+        };
+        let starts = (0..3).map(|_| start(None, 10).0).collect();
+        let rows = into_rows(starts, Some(host), names());
+        assert_eq!(
+            shape(&rows),
+            vec![
+                (
+                    format!("{LEDGER}h~"),
+                    vec!["h~7".to_owned(), "h~8".to_owned()]
+                ),
+                (format!("{LEDGER}r1~"), vec!["r1~0".to_owned()]),
+            ]
+        );
+        assert_eq!(
+            rows.iter().map(|r| r.next).collect::<Vec<_>>(),
+            vec![Some(9), Some(1)]
+        );
+        // A host no start fits in is not written.
+        let host = OpenRow {
+            name: "h~".into(),
+            next: 0,
+            len: ROW_RECORDS,
+            bytes: 0,
+        };
+        let rows = into_rows(vec![start(None, 10).0], Some(host), names());
+        assert_eq!(
+            shape(&rows),
+            vec![(format!("{LEDGER}r1~"), vec!["r1~0".to_owned()])]
+        );
+    }
+
+    #[test]
     fn a_start_too_large_to_share_gets_a_row_of_its_own() {
         let starts = vec![
             start(None, 10).0,
             start(None, ROW_BYTES).0,
             start(None, 10).0,
         ];
-        let rows = shape(&into_rows(starts, names()));
+        let rows = shape(&into_rows(starts, None, names()));
         assert_eq!(
             rows.iter().map(|(_, ids)| ids.len()).collect::<Vec<_>>(),
             vec![1, 1, 1]
@@ -696,7 +822,7 @@ mod tests {
     #[test]
     fn a_start_that_gets_no_row_is_answered_with_the_error() {
         let (only, mut answer) = start(None, 10);
-        let rows = into_rows(vec![only], || {
+        let rows = into_rows(vec![only], None, || {
             Err(ProxyFetchError::Storage("no randomness".into()))
         });
         assert!(rows.is_empty());
