@@ -17,6 +17,7 @@ export async function startUpstream() {
   const seen = new Map();
   const times = new Map();
   const answers = new Map();
+  const closes = new Map();
   const sockets = new Set();
   const server = createServer((req, res) => {
     const url = new URL(req.url, "http://upstream");
@@ -26,6 +27,7 @@ export async function startUpstream() {
     req.on("end", async () => {
       const key = q("key") ?? url.pathname;
       res.on("finish", () => answers.set(key, [...(answers.get(key) ?? []), Date.now()]));
+      res.on("close", () => closes.set(key, [...(closes.get(key) ?? []), Date.now()]));
       const count = (seen.get(key) ?? 0) + 1;
       seen.set(key, count);
       times.set(key, [...(times.get(key) ?? []), Date.now()]);
@@ -74,6 +76,8 @@ export async function startUpstream() {
     times: (key) => times.get(key) ?? [],
     /** When the answers to requests with this key were fully written (ms since epoch). */
     answered: (key) => answers.get(key) ?? [],
+    /** When the exchanges with this key ended: answered, or cut by either side. */
+    closed: (key) => closes.get(key) ?? [],
     close: () => new Promise((r) => {
       for (const s of sockets) s.destroy();
       server.close(r);

@@ -34,7 +34,7 @@ mod types;
 pub use error::ProxyFetchError;
 pub use executor::{ExecutorHealth, FetchExecutor, FetchExecutorClient};
 pub use options::{
-    parse_retry_after, Attempt, Flow, InvalidOption, ProxyFetchOptions, RetryPolicy,
+    parse_retry_after, Attempt, Durability, Flow, InvalidOption, ProxyFetchOptions, RetryPolicy,
     DELIVERY_RESERVE_MS, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS, MAX_ATTEMPTS, MAX_BODY_LIMIT,
 };
 pub use orchestrator::{FetchOrchestrator, FetchOrchestratorClient, QueueItem, QueueStats};

@@ -217,6 +217,7 @@ impl FetchOrchestrator {
             result,
             token: job.token.clone(),
             again: true,
+            lost_on_crash: false,
         };
         let answer = origin.deliver(vec![delivery]).await;
         match verdicts(&[job.id.as_str()], answer).pop() {

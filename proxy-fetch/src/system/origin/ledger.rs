@@ -25,10 +25,11 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::State;
 
+use crate::rpc::log_error;
 use crate::system::batch::{Answer, Batcher, Reply};
-use crate::system::protocol::FetchJob;
+use crate::system::protocol::{same_secret, FetchJob};
 use crate::system::storage;
-use crate::system::{ProxyFetchError, RequestId};
+use crate::system::{now_ms, ProxyFetchError, RequestId};
 
 pub(super) const LEDGER: &str = "proxy-fetch:request:";
 /// Where a body kept apart from its record is stored (not under [`LEDGER`], so listing the
@@ -431,6 +432,8 @@ struct Object {
     cache: Cache,
     /// The alarm time the instance last set or read, so that most starts need not read it.
     alarm: Option<f64>,
+    /// Its requests started `LostOnCrash`, which only this memory holds.
+    unrecorded: Unrecorded,
 }
 
 impl Object {
@@ -440,6 +443,7 @@ impl Object {
             writer: None,
             cache: Cache::default(),
             alarm: None,
+            unrecorded: Unrecorded::default(),
         }
     }
 }
@@ -469,6 +473,8 @@ thread_local! {
     /// each for the writers, the caches and the alarm times, as each map type is more code in
     /// the Wasm.
     static OBJECTS: RefCell<HashMap<String, Object>> = RefCell::new(HashMap::new());
+    /// Requests started `LostOnCrash` that the isolate's instances hold, and their bytes.
+    static UNRECORDED_ALL: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
     /// Bytes the caches of all instances took in ([`Cache::taken`], summed).
     static CACHED_ALL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Instances marked in this Wasm instance so far.
@@ -490,7 +496,7 @@ fn with_object<T>(instance: &str, f: impl FnOnce(&mut Object) -> T) -> T {
     OBJECTS.with(|o| {
         let mut objects = o.borrow_mut();
         if objects.len() >= KEPT_OBJECTS && !objects.contains_key(id) {
-            objects.retain(|_, object| object.writer.is_some());
+            objects.retain(|_, object| object.writer.is_some() || !object.unrecorded.is_empty());
         }
         if CACHED_ALL.with(|all| all.get()) > ISOLATE_CACHED_BYTES {
             for (other, object) in objects.iter_mut() {
@@ -662,6 +668,140 @@ impl RowPages {
 pub(super) fn forget(state: &State) {
     let object = instance(state);
     with_object(&object, |o| o.cache.drop_all());
+}
+
+/// A request started [`Durability::LostOnCrash`](crate::system::Durability): what its
+/// delivery needs, kept in its instance's memory only (no row, no alarm).
+pub(super) struct Kept {
+    pub handler: String,
+    pub data: serde_json::Value,
+    pub token: String,
+    /// When a recorded request would be due for its backstop: with no result by then, the
+    /// request is given up as lost (its executor was lost).
+    pub due_ms: f64,
+}
+
+impl Kept {
+    fn bytes(&self) -> usize {
+        self.handler.len() + self.token.len() + json_len(&self.data) + 64
+    }
+}
+
+/// At most this many `LostOnCrash` requests, of about this many bytes, wait for their result
+/// in one isolate; a start beyond is refused.
+pub(super) const UNRECORDED_REQUESTS: usize = 4096;
+pub(super) const UNRECORDED_BYTES: usize = 8 * 1024 * 1024;
+
+/// An instance's `LostOnCrash` requests. Counted isolate-wide while held.
+#[derive(Default)]
+struct Unrecorded(Vec<(RequestId, Kept)>);
+
+impl Unrecorded {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Drops the requests past their due time, each with a log line: their results are lost.
+    fn prune(&mut self, now: f64) {
+        self.0.retain(|(id, kept)| {
+            let due = kept.due_ms > now;
+            if !due {
+                Unrecorded::count(kept, -1);
+                log_error(&format!(
+                    "proxy-fetch {id}: a LostOnCrash request had no result by its due time (its \
+                     executor was lost?); given up, no handler runs"
+                ));
+            }
+            due
+        });
+    }
+
+    fn count(kept: &Kept, sign: isize) {
+        UNRECORDED_ALL.with(|all| {
+            let (n, bytes) = all.get();
+            all.set((
+                n.saturating_add_signed(sign),
+                bytes.saturating_add_signed(sign * kept.bytes() as isize),
+            ))
+        });
+    }
+}
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        for (_, kept) in &self.0 {
+            Unrecorded::count(kept, -1);
+        }
+    }
+}
+
+/// Holds request `id` of this instance in memory until its result comes. Refused when the
+/// isolate holds as many as it may.
+pub(super) fn keep(state: &State, id: &str, kept: Kept) -> Result<(), ProxyFetchError> {
+    let (n, bytes) = UNRECORDED_ALL.with(|all| all.get());
+    if n >= UNRECORDED_REQUESTS || bytes + kept.bytes() > UNRECORDED_BYTES {
+        return Err(ProxyFetchError::Rejected(format!(
+            "{n} LostOnCrash requests ({bytes} bytes) already wait for their result in this \
+             isolate (at most {UNRECORDED_REQUESTS}, {UNRECORDED_BYTES} bytes): start it \
+             recorded, or later"
+        )));
+    }
+    let object = instance(state);
+    with_object(&object, |o| {
+        o.unrecorded.prune(now_ms());
+        Unrecorded::count(&kept, 1);
+        o.unrecorded.0.push((id.to_owned(), kept));
+    });
+    Ok(())
+}
+
+/// What this instance holds of request `id` started `LostOnCrash`.
+pub(super) enum Take {
+    /// It was held, and now is not: its result goes to its handler.
+    Taken(Kept),
+    /// The token does not match: nothing changed.
+    WrongToken,
+    /// Not held: never started so here, delivered already, or started by an instance that is
+    /// gone.
+    NotHeld,
+}
+
+/// Takes request `id` out of this instance's memory, if `token` is its own (`None`: the origin
+/// itself asks, as `cancel` does).
+pub(super) fn take_kept(state: &State, id: &str, token: Option<&str>) -> Take {
+    let object = instance(state);
+    with_object(&object, |o| {
+        o.unrecorded.prune(now_ms());
+        let held = &mut o.unrecorded.0;
+        let Some(i) = held.iter().position(|(held, _)| held == id) else {
+            return Take::NotHeld;
+        };
+        match (token, held.get(i)) {
+            (Some(token), Some((_, kept))) if !same_secret(token, &kept.token) => Take::WrongToken,
+            _ => {
+                let (_, kept) = held.swap_remove(i);
+                Unrecorded::count(&kept, -1);
+                Take::Taken(kept)
+            }
+        }
+    })
+}
+
+/// Whether this instance holds request `id` in memory.
+pub(super) fn is_kept(state: &State, id: &str) -> bool {
+    let object = instance(state);
+    with_object(&object, |o| {
+        o.unrecorded.0.iter().any(|(held, _)| held == id)
+    })
+}
+
+/// The ids of the requests this instance holds in memory.
+pub(super) fn kept_ids(state: &State) -> Vec<RequestId> {
+    let object = instance(state);
+    with_object(&object, |o| {
+        o.unrecorded.prune(now_ms());
+        o.unrecorded.0.iter().map(|(id, _)| id.clone()).collect()
+    })
 }
 
 #[cfg(test)]
