@@ -49,7 +49,7 @@ pub use proxy_fetch_macros::entrypoint;
 pub use proxy_fetch_macros::origin;
 #[cfg(feature = "system")]
 pub use system::{
-    cancel, pending, proxy_fetch, Continuation, FetchError, FetchErrorKind,
+    cancel, pending, proxy_fetch, Continuation, Durability, FetchError, FetchErrorKind,
     FetchOrchestratorClient, FetchPath, FetchResult, Flow, ProxyFetchError, ProxyFetchOptions,
     ProxyFetchOrigin, ProxyRequest, ProxyResponse, RequestId, RetryPolicy,
 };

@@ -20,6 +20,7 @@ export async function startUpstream() {
   const times = new Map();
   const answers = new Map();
   const bodies = new Map();
+  const closes = new Map();
   const sockets = new Set();
   const server = createServer((req, res) => {
     const url = new URL(req.url, "http://upstream");
@@ -29,6 +30,7 @@ export async function startUpstream() {
     req.on("end", async () => {
       const key = q("key") ?? url.pathname;
       res.on("finish", () => answers.set(key, [...(answers.get(key) ?? []), Date.now()]));
+      res.on("close", () => closes.set(key, [...(closes.get(key) ?? []), Date.now()]));
       const count = (seen.get(key) ?? 0) + 1;
       seen.set(key, count);
       times.set(key, [...(times.get(key) ?? []), Date.now()]);
@@ -81,6 +83,8 @@ export async function startUpstream() {
     answered: (key) => answers.get(key) ?? [],
     /** The length and SHA-256 (hex) of each request body received with this key. */
     bodies: (key) => bodies.get(key) ?? [],
+    /** When the exchanges with this key ended: answered, or cut by either side. */
+    closed: (key) => closes.get(key) ?? [],
     close: () => new Promise((r) => {
       for (const s of sockets) s.destroy();
       server.close(r);

@@ -15,6 +15,8 @@ pub(crate) struct Batcher<T> {
     /// Submitters waiting for their answer, woken when the batcher is free with work queued
     /// (one of them then runs the next round).
     waiting: RefCell<Vec<Waker>>,
+    /// A round that lingers ([`Batcher::linger`]), woken when an item is queued.
+    lingering: RefCell<Option<Waker>>,
 }
 
 /// Marks the batcher free when dropped, however its round ended (a dropped future included),
@@ -38,6 +40,7 @@ impl<T> Batcher<T> {
             queue: RefCell::new(Vec::new()),
             busy: Cell::new(false),
             waiting: RefCell::new(Vec::new()),
+            lingering: RefCell::new(None),
         }
     }
 
@@ -52,6 +55,9 @@ impl<T> Batcher<T> {
         Fut: Future<Output = ()>,
     {
         self.queue.borrow_mut().push(item);
+        if let Some(round) = self.lingering.take() {
+            round.wake();
+        }
         let mut answer = answer;
         loop {
             if !self.busy.replace(true) {
@@ -71,6 +77,27 @@ impl<T> Batcher<T> {
                 Step::Lead => continue,
             }
         }
+    }
+
+    /// For the round under way: waits until an item that `wanted` accepts is queued, or until
+    /// `timer` ends, and takes every item queued by then into the round. (Group commit's
+    /// linger: a round with little to do waits briefly for work it could share a write with.)
+    pub(crate) async fn linger(
+        &self,
+        timer: impl Future<Output = ()>,
+        wanted: impl Fn(&T) -> bool,
+    ) -> Vec<T> {
+        let mut timer = std::pin::pin!(timer);
+        std::future::poll_fn(|cx| {
+            if self.queue.borrow().iter().any(&wanted) || timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            *self.lingering.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        self.lingering.take();
+        std::mem::take(&mut *self.queue.borrow_mut())
     }
 
     /// Whether no round runs and nothing waits for one.
@@ -257,6 +284,25 @@ mod tests {
         assert_eq!(poll(second.as_mut()), Poll::Ready(Some(10)));
         assert_eq!(*rounds.borrow(), vec![vec![0], vec![1]]);
         assert!(batcher.is_idle());
+    }
+
+    #[test]
+    fn a_lingering_round_takes_in_what_is_queued_once_a_wanted_item_comes() {
+        let batcher: Batcher<i32> = Batcher::new();
+        let never = std::future::pending::<()>();
+        let mut lingering = pin!(batcher.linger(never, |n| *n > 10));
+        assert!(poll(lingering.as_mut()).is_pending());
+        batcher.queue.borrow_mut().push(1);
+        assert!(poll(lingering.as_mut()).is_pending(), "1 is not wanted");
+        batcher.queue.borrow_mut().push(11);
+        assert_eq!(poll(lingering.as_mut()), Poll::Ready(vec![1, 11]));
+        assert!(batcher.queue.borrow().is_empty());
+        // Its timer ends a linger with nothing wanted queued.
+        batcher.queue.borrow_mut().push(2);
+        assert_eq!(
+            poll(pin!(batcher.linger(std::future::ready(()), |n| *n > 10))),
+            Poll::Ready(vec![2])
+        );
     }
 
     /// Counts its wake-ups.

@@ -37,8 +37,8 @@ pub use consumer::QUEUE_VAR;
 pub use error::ProxyFetchError;
 pub use executor::{ExecutorHealth, FetchExecutor, FetchExecutorClient};
 pub use options::{
-    parse_retry_after, Attempt, Budget, FetchPath, Flow, InvalidOption, ProxyFetchOptions,
-    RetryPolicy, DELIVERY_RESERVE_MS, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS,
+    parse_retry_after, Attempt, Budget, Durability, FetchPath, Flow, InvalidOption,
+    ProxyFetchOptions, RetryPolicy, DELIVERY_RESERVE_MS, FETCH_BUDGET_MS, INVOCATION_BUDGET_MS,
     LONG_DELIVERY_RESERVE_MS, LONG_FETCH_BUDGET_MS, MAX_ATTEMPTS, MAX_BODY_LIMIT,
 };
 pub use orchestrator::{FetchOrchestrator, FetchOrchestratorClient, QueueItem, QueueStats};

@@ -64,6 +64,24 @@ pub enum FetchPath {
     Long,
 }
 
+/// What keeps a request until its result comes.
+#[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// A record in the origin's storage, and its alarm as the backstop: the result reaches the
+    /// handler (or the handler learns why not) whatever crashes. About one row written per
+    /// request.
+    #[default]
+    Recorded,
+    /// Only the origin's memory holds the request: no row written, no alarm set, only the
+    /// delivery call is billed. If the origin's instance is gone before the result comes (a
+    /// crash, a reset, an eviction from memory, a deploy), the result is dropped with a log line
+    /// and no handler runs; a result is never delivered twice, nor one without its token.
+    /// Direct flow, short path only.
+    LostOnCrash,
+}
+
 /// Defaults: direct flow, 25 s per attempt within a 25 s fetch budget, 3 attempts, 24 MiB
 /// bodies, `FETCH_EXECUTOR`, `FETCH_ORCHESTRATOR`, instance `singleton`.
 #[cfg_attr(all(feature = "ts", not(target_arch = "wasm32")), derive(ts_rs::TS))]
@@ -77,6 +95,12 @@ pub struct ProxyFetchOptions {
         ts(as = "Option<Flow>", optional)
     )]
     pub flow: Flow,
+    /// What keeps the request until its result comes (default [`Durability::Recorded`]).
+    #[cfg_attr(
+        all(feature = "ts", not(target_arch = "wasm32")),
+        ts(as = "Option<Durability>", optional)
+    )]
+    pub durability: Durability,
     /// Per attempt: time allowed for the response and its whole body (1 ..= 780 000). All
     /// attempts of a request share their path's budget ([`FETCH_BUDGET_MS`] on the short path,
     /// [`LONG_FETCH_BUDGET_MS`] on the long one): a retry starts only if time is left. Above
@@ -177,6 +201,7 @@ impl Default for ProxyFetchOptions {
     fn default() -> Self {
         ProxyFetchOptions {
             flow: Flow::default(),
+            durability: Durability::default(),
             timeout_ms: FETCH_BUDGET_MS,
             retry: RetryPolicy::default(),
             max_body_bytes: 24 * 1024 * 1024,
@@ -303,6 +328,16 @@ impl ProxyFetchOptions {
             self.backstop_after_ms(),
             7 * 24 * 3_600_000,
         )?;
+        if self.durability == Durability::LostOnCrash
+            && (self.flow != Flow::Direct || self.is_long())
+        {
+            return Err(InvalidOption {
+                option: "durability".into(),
+                message: "LostOnCrash is for the direct flow's short path only (the orchestrator \
+                          and the long path's claims need the request's record)"
+                    .into(),
+            });
+        }
         name("executor_binding", &self.executor_binding)?;
         name("orchestrator_binding", &self.orchestrator_binding)?;
         name("orchestrator_instance", &self.orchestrator_instance)?;

@@ -298,6 +298,7 @@ impl FetchOrchestrator {
             result,
             token: job.token.clone(),
             again: true,
+            lost_on_crash: false,
         };
         let Some(answer) = concurrent::within(origin.deliver(vec![delivery]), TELL_WITHIN_MS).await
         else {

@@ -123,6 +123,10 @@ pub struct Delivery {
     /// before it starts it, so a handler that keeps crashing its instance is stopped.
     #[serde(default)]
     pub again: bool,
+    /// The request was started [`Durability::LostOnCrash`](super::Durability): an origin that
+    /// does not hold it in memory logs the result as lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost_on_crash: bool,
 }
 
 /// A request named with the proof that its holder may act on it: the request's token, which

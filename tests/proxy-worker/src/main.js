@@ -9,7 +9,9 @@
 //   and the next call gets a fresh instance. The reset comes once the failing call has had its
 //   turn (aborting inside the call would unwind the Wasm code that made it, which a real
 //   failed write never does).
-// `deleteStorageKey(key)` removes one key. `storageFaultsLeft()` says how many injected faults this instance has not hit yet, and
+// `deleteStorageKey(key)` removes one key. `storageWrites()` counts the storage calls that
+// write, `resetInstance()` resets the object as a crash would. `storageFaultsLeft()` says how
+// many injected faults this instance has not hit yet, and
 // `instances()` how many instances this object has had in this workerd run (a reset makes one
 // more): a test checks that the failure it set up happened.
 //
@@ -125,12 +127,16 @@ function duplicatingQueue(env) {
 /** Object id -> instances constructed; kept by the isolate across the objects' resets. */
 const instances = new Map();
 
-function faulty(ctx, faults) {
+/** Storage calls that write (each counted once, whatever it writes). */
+const WRITES = new Set(["put", "delete", "deleteAll", "setAlarm", "deleteAlarm", "transaction"]);
+
+function faulty(ctx, faults, writes) {
   const storage = new Proxy(ctx.storage, {
     get(target, prop) {
       const value = Reflect.get(target, prop);
       if (typeof value !== "function") return value;
       return (...args) => {
+        if (WRITES.has(prop)) writes.count++;
         const keys = [args[0]].flat().filter((k) => typeof k === "string");
         const fault = faults.find((f) => f.op === prop && f.times > 0 && keys.some((k) => k.startsWith(f.prefix)));
         if (fault) {
@@ -159,9 +165,10 @@ function withFaults(Base) {
       const id = ctx.id.toString();
       instances.set(id, (instances.get(id) ?? 0) + 1);
       this.faults = [];
+      this.writes = { count: 0 };
       this.realCtx = ctx;
       // The runtime's base class wants the real state; the Rust object gets the faulty one.
-      Object.defineProperty(this, "ctx", { value: faulty(ctx, this.faults) });
+      Object.defineProperty(this, "ctx", { value: faulty(ctx, this.faults, this.writes) });
       this.realEnv = env;
       Object.defineProperty(this, "env", { value: duplicatingQueue(env) });
     }
@@ -179,6 +186,15 @@ function withFaults(Base) {
       // and keeps the rows it read or wrote: without that name the object starts afresh, as a
       // restarted instance does, and its next reads reach storage.
       if (op === "get") delete this.realCtx.__proxyFetchInstance;
+    }
+    /** Storage calls this instance made that write (put, delete, setAlarm, ...). */
+    storageWrites() {
+      return this.writes.count;
+    }
+    /** Resets this object once the call has had its turn, as a crash does: its memory is gone
+     *  and the next call gets a fresh instance. */
+    resetInstance() {
+      setTimeout(() => this.realCtx.abort("reset by the test"), 0);
     }
     storageFaultsLeft() {
       return this.faults.reduce((sum, f) => sum + f.times, 0);

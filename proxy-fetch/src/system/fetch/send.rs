@@ -15,7 +15,7 @@ use crate::system::protocol::{
     weight, DeliveryOutcome, FetchJob, OriginClient, OriginRef, CALL_BYTES, FORBIDDEN,
     MAX_DELIVERIES_PER_CALL, RETRY,
 };
-use crate::system::{now_ms, FetchResult, RequestId};
+use crate::system::{now_ms, Durability, FetchResult, RequestId};
 
 /// Deliveries to the origin: tries, and the first backoff (doubling).
 const DELIVERY_TRIES: u32 = 5;
@@ -99,6 +99,8 @@ struct Outgoing {
     id: RequestId,
     origin: OriginRef,
     token: String,
+    /// The request was started `LostOnCrash`.
+    lost_on_crash: bool,
     result: Rc<FetchResult>,
     reply: batch::Reply<Handed>,
 }
@@ -119,6 +121,8 @@ struct DeliveryRef<'a> {
     result: &'a FetchResult,
     token: &'a str,
     again: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    lost_on_crash: bool,
 }
 
 /// The results of one run of jobs on their way to their origins, within the run's budget.
@@ -149,6 +153,7 @@ impl<'a> Outbox<'a> {
             id: job.id.clone(),
             origin: job.origin.clone(),
             token: job.token.clone(),
+            lost_on_crash: job.options.durability == Durability::LostOnCrash,
             result: result.clone(),
             reply,
         };
@@ -214,6 +219,7 @@ impl<'a> Outbox<'a> {
                 result: &outgoing.result,
                 token: &outgoing.token,
                 again: false,
+                lost_on_crash: outgoing.lost_on_crash,
             };
             match crate::rpc::to_js_value(&delivery) {
                 Ok(encoded) => pending.push((outgoing, encoded)),

@@ -25,10 +25,11 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::State;
 
+use crate::rpc::log_error;
 use crate::system::batch::{Answer, Batcher, Reply};
-use crate::system::protocol::FetchJob;
+use crate::system::protocol::{same_secret, FetchJob};
 use crate::system::storage;
-use crate::system::{ProxyFetchError, RequestId};
+use crate::system::{now_ms, ProxyFetchError, RequestId};
 
 pub(super) const LEDGER: &str = "proxy-fetch:request:";
 /// Where a body kept apart from its record is stored (not under [`LEDGER`], so listing the
@@ -104,55 +105,74 @@ fn json_len(value: &serde_json::Value) -> usize {
 /// a sorted `Vec`: a row holds at most [`ROW_RECORDS`] records, and a map type of its own
 /// costs several KiB of Wasm.
 #[derive(Clone, Default)]
-pub(super) struct Row(Vec<(RequestId, PendingRecord)>);
+pub(super) struct Row {
+    records: Vec<(RequestId, PendingRecord)>,
+    /// For a shared row this instance named: the number its next request gets (numbers are
+    /// never given twice, so a late result for a settled request never meets a new one). Not
+    /// stored: a row read from storage is not given new requests.
+    next: Option<usize>,
+}
 
 impl Row {
     pub fn new() -> Self {
-        Row(Vec::new())
+        Row::default()
     }
 
     fn position(&self, id: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(id))
+        self.records.binary_search_by(|(k, _)| k.as_str().cmp(id))
     }
 
     pub fn get(&self, id: &str) -> Option<&PendingRecord> {
         let i = self.position(id).ok()?;
-        self.0.get(i).map(|(_, record)| record)
+        self.records.get(i).map(|(_, record)| record)
     }
 
     pub fn get_mut(&mut self, id: &str) -> Option<&mut PendingRecord> {
         let i = self.position(id).ok()?;
-        self.0.get_mut(i).map(|(_, record)| record)
+        self.records.get_mut(i).map(|(_, record)| record)
     }
 
     /// Adds the record of `id`, or replaces it.
     pub fn insert(&mut self, id: RequestId, record: PendingRecord) {
         match self.position(&id) {
             Ok(i) => {
-                if let Some(slot) = self.0.get_mut(i) {
+                if let Some(slot) = self.records.get_mut(i) {
                     slot.1 = record;
                 }
             }
-            Err(i) => self.0.insert(i, (id, record)),
+            Err(i) => self.records.insert(i, (id, record)),
         }
     }
 
     pub fn remove(&mut self, id: &str) -> Option<PendingRecord> {
         let i = self.position(id).ok()?;
-        Some(self.0.remove(i).1)
+        Some(self.records.remove(i).1)
     }
 
     /// About how many bytes the row's records take.
     pub fn bytes(&self) -> usize {
-        self.0.iter().map(|(_, record)| record.bytes()).sum()
+        self.records.iter().map(|(_, record)| record.bytes()).sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.records.is_empty()
+    }
+
+    /// The number the next request put in this row gets, if it may take new requests.
+    pub fn next(&self) -> Option<usize> {
+        self.next
+    }
+
+    pub fn set_next(&mut self, next: usize) {
+        self.next = Some(next);
     }
 
     pub fn into_keys(self) -> impl Iterator<Item = RequestId> {
-        self.0.into_iter().map(|(id, _)| id)
+        self.records.into_iter().map(|(id, _)| id)
     }
 }
 
@@ -161,13 +181,13 @@ impl IntoIterator for Row {
     type IntoIter = std::vec::IntoIter<(RequestId, PendingRecord)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.records.into_iter()
     }
 }
 
 impl Serialize for Row {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(id, record)| (id, record)))
+        serializer.collect_map(self.records.iter().map(|(id, record)| (id, record)))
     }
 }
 
@@ -257,27 +277,73 @@ where
     answered
 }
 
+/// A shared row this instance named, which a round may add new requests to: its name
+/// (ending in `~`), the number its next request gets, and its records after the round's
+/// changes (count and bytes).
+pub(super) struct OpenRow {
+    pub name: String,
+    pub next: usize,
+    pub len: usize,
+    pub bytes: usize,
+}
+
+/// Requests going into one row: its key, for a shared row the number its next request will
+/// get, and the requests with their ids.
+pub(super) struct NewRow {
+    pub key: String,
+    pub next: Option<usize>,
+    pub members: Vec<(RequestId, Start)>,
+}
+
+/// For the round under way in `state`'s writer: waits until a start is queued, or `ms` have
+/// passed, and takes into the round every op queued by then.
+pub(super) async fn linger(state: &State, ms: u64) -> Vec<Op> {
+    let object = instance(state);
+    let Some(writer) = with_object(&object, |o| o.writer.clone()) else {
+        return Vec::new();
+    };
+    let timer = worker::Delay::from(std::time::Duration::from_millis(ms));
+    writer.linger(timer, |op| matches!(op, Op::Start(_))).await
+}
+
 /// Splits requests into rows and names them: a caller-named request alone, the others
-/// together while the row holds fewer than [`ROW_RECORDS`] and about [`ROW_BYTES`].
-/// `new_row` makes a random name for a shared row; a request that gets no row is answered
-/// with its error here. Returns each row's key and its requests with their ids.
+/// together while the row holds fewer than [`ROW_RECORDS`] and about [`ROW_BYTES`], filling
+/// `host` first when there is one (a row the round writes anyway). `new_row` makes a random
+/// name for a shared row; a request that gets no row is answered with its error here.
 pub(super) fn into_rows(
     starts: Vec<Start>,
+    host: Option<OpenRow>,
     mut new_row: impl FnMut() -> Result<String, ProxyFetchError>,
-) -> Vec<(String, Vec<(RequestId, Start)>)> {
-    let mut rows: Vec<(String, Vec<(RequestId, Start)>)> = Vec::new();
-    // The shared row being filled: its name, its index in `rows`, and its bytes so far.
-    let mut open: Option<(String, usize, usize)> = None;
+) -> Vec<NewRow> {
+    let mut rows: Vec<NewRow> = Vec::new();
+    // The shared row being filled, and its index in `rows`.
+    let mut open: Option<(OpenRow, usize)> = None;
+    let mut host = host;
     for start in starts {
         if let Some(id) = start.id.clone() {
-            rows.push((row_key(&id), vec![(id, start)]));
+            rows.push(NewRow {
+                key: row_key(&id),
+                next: None,
+                members: vec![(id, start)],
+            });
             continue;
         }
-        if let Some((name, i, bytes)) = &mut open {
-            if let Some((_, row)) = rows.get_mut(*i) {
-                if row.len() < ROW_RECORDS && *bytes + start.bytes <= ROW_BYTES {
-                    *bytes += start.bytes;
-                    row.push((shared_id(name, row.len()), start));
+        if let Some(host) = host.take() {
+            rows.push(NewRow {
+                key: format!("{LEDGER}{}", host.name),
+                next: Some(host.next),
+                members: Vec::new(),
+            });
+            open = Some((host, rows.len() - 1));
+        }
+        if let Some((row, i)) = &mut open {
+            if row.len < ROW_RECORDS && row.bytes + start.bytes <= ROW_BYTES {
+                if let Some(new) = rows.get_mut(*i) {
+                    row.len += 1;
+                    row.bytes += start.bytes;
+                    new.members.push((shared_id(&row.name, row.next), start));
+                    row.next += 1;
+                    new.next = Some(row.next);
                     continue;
                 }
             }
@@ -286,14 +352,28 @@ pub(super) fn into_rows(
             Ok(random) => {
                 let name = format!("{random}~");
                 let id = shared_id(&name, 0);
-                open = Some((name.clone(), rows.len(), start.bytes));
-                rows.push((format!("{LEDGER}{name}"), vec![(id, start)]));
+                let bytes = start.bytes;
+                rows.push(NewRow {
+                    key: format!("{LEDGER}{name}"),
+                    next: Some(1),
+                    members: vec![(id, start)],
+                });
+                open = Some((
+                    OpenRow {
+                        name,
+                        next: 1,
+                        len: 1,
+                        bytes,
+                    },
+                    rows.len() - 1,
+                ));
             }
             Err(e) => {
                 start.reply.send(Err(e));
             }
         }
     }
+    rows.retain(|row| !row.members.is_empty());
     rows
 }
 
@@ -358,6 +438,8 @@ struct Object {
     cache: Cache,
     /// The alarm time the instance last set or read, so that most starts need not read it.
     alarm: Option<f64>,
+    /// Its requests started `LostOnCrash`, which only this memory holds.
+    unrecorded: Unrecorded,
 }
 
 impl Object {
@@ -367,6 +449,7 @@ impl Object {
             writer: None,
             cache: Cache::default(),
             alarm: None,
+            unrecorded: Unrecorded::default(),
         }
     }
 }
@@ -396,6 +479,8 @@ thread_local! {
     /// each for the writers, the caches and the alarm times, as each map type is more code in
     /// the Wasm.
     static OBJECTS: RefCell<HashMap<String, Object>> = RefCell::new(HashMap::new());
+    /// Requests started `LostOnCrash` that the isolate's instances hold, and their bytes.
+    static UNRECORDED_ALL: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
     /// Bytes the caches of all instances took in ([`Cache::taken`], summed).
     static CACHED_ALL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     /// Instances marked in this Wasm instance so far.
@@ -417,7 +502,7 @@ fn with_object<T>(instance: &str, f: impl FnOnce(&mut Object) -> T) -> T {
     OBJECTS.with(|o| {
         let mut objects = o.borrow_mut();
         if objects.len() >= KEPT_OBJECTS && !objects.contains_key(id) {
-            objects.retain(|_, object| object.writer.is_some());
+            objects.retain(|_, object| object.writer.is_some() || !object.unrecorded.is_empty());
         }
         if CACHED_ALL.with(|all| all.get()) > ISOLATE_CACHED_BYTES {
             for (other, object) in objects.iter_mut() {
@@ -477,6 +562,12 @@ pub(super) fn instance(state: &State) -> String {
     // A state that keeps no name gets one name for all its instances (never one per call:
     // each instance must have one writer).
     read().unwrap_or_else(|| format!("{}#", state.id()))
+}
+
+/// Calls `f` with row `key` if this instance has it cached.
+pub(super) fn cached<T>(state: &State, key: &str, f: impl FnOnce(&Row) -> T) -> Option<T> {
+    let object = instance(state);
+    with_object(&object, |o| o.cache.rows.get(key).map(f))
 }
 
 /// Calls `f` with row `key` (empty when there is none), read from storage unless cached.
@@ -585,6 +676,140 @@ pub(super) fn forget(state: &State) {
     with_object(&object, |o| o.cache.drop_all());
 }
 
+/// A request started [`Durability::LostOnCrash`](crate::system::Durability): what its
+/// delivery needs, kept in its instance's memory only (no row, no alarm).
+pub(super) struct Kept {
+    pub handler: String,
+    pub data: serde_json::Value,
+    pub token: String,
+    /// When a recorded request would be due for its backstop: with no result by then, the
+    /// request is given up as lost (its executor was lost).
+    pub due_ms: f64,
+}
+
+impl Kept {
+    fn bytes(&self) -> usize {
+        self.handler.len() + self.token.len() + json_len(&self.data) + 64
+    }
+}
+
+/// At most this many `LostOnCrash` requests, of about this many bytes, wait for their result
+/// in one isolate; a start beyond is refused.
+pub(super) const UNRECORDED_REQUESTS: usize = 4096;
+pub(super) const UNRECORDED_BYTES: usize = 8 * 1024 * 1024;
+
+/// An instance's `LostOnCrash` requests. Counted isolate-wide while held.
+#[derive(Default)]
+struct Unrecorded(Vec<(RequestId, Kept)>);
+
+impl Unrecorded {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Drops the requests past their due time, each with a log line: their results are lost.
+    fn prune(&mut self, now: f64) {
+        self.0.retain(|(id, kept)| {
+            let due = kept.due_ms > now;
+            if !due {
+                Unrecorded::count(kept, -1);
+                log_error(&format!(
+                    "proxy-fetch {id}: a LostOnCrash request had no result by its due time (its \
+                     executor was lost?); given up, no handler runs"
+                ));
+            }
+            due
+        });
+    }
+
+    fn count(kept: &Kept, sign: isize) {
+        UNRECORDED_ALL.with(|all| {
+            let (n, bytes) = all.get();
+            all.set((
+                n.saturating_add_signed(sign),
+                bytes.saturating_add_signed(sign * kept.bytes() as isize),
+            ))
+        });
+    }
+}
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        for (_, kept) in &self.0 {
+            Unrecorded::count(kept, -1);
+        }
+    }
+}
+
+/// Holds request `id` of this instance in memory until its result comes. Refused when the
+/// isolate holds as many as it may.
+pub(super) fn keep(state: &State, id: &str, kept: Kept) -> Result<(), ProxyFetchError> {
+    let (n, bytes) = UNRECORDED_ALL.with(|all| all.get());
+    if n >= UNRECORDED_REQUESTS || bytes + kept.bytes() > UNRECORDED_BYTES {
+        return Err(ProxyFetchError::Rejected(format!(
+            "{n} LostOnCrash requests ({bytes} bytes) already wait for their result in this \
+             isolate (at most {UNRECORDED_REQUESTS}, {UNRECORDED_BYTES} bytes): start it \
+             recorded, or later"
+        )));
+    }
+    let object = instance(state);
+    with_object(&object, |o| {
+        o.unrecorded.prune(now_ms());
+        Unrecorded::count(&kept, 1);
+        o.unrecorded.0.push((id.to_owned(), kept));
+    });
+    Ok(())
+}
+
+/// What this instance holds of request `id` started `LostOnCrash`.
+pub(super) enum Take {
+    /// It was held, and now is not: its result goes to its handler.
+    Taken(Kept),
+    /// The token does not match: nothing changed.
+    WrongToken,
+    /// Not held: never started so here, delivered already, or started by an instance that is
+    /// gone.
+    NotHeld,
+}
+
+/// Takes request `id` out of this instance's memory, if `token` is its own (`None`: the origin
+/// itself asks, as `cancel` does).
+pub(super) fn take_kept(state: &State, id: &str, token: Option<&str>) -> Take {
+    let object = instance(state);
+    with_object(&object, |o| {
+        o.unrecorded.prune(now_ms());
+        let held = &mut o.unrecorded.0;
+        let Some(i) = held.iter().position(|(held, _)| held == id) else {
+            return Take::NotHeld;
+        };
+        match (token, held.get(i)) {
+            (Some(token), Some((_, kept))) if !same_secret(token, &kept.token) => Take::WrongToken,
+            _ => {
+                let (_, kept) = held.swap_remove(i);
+                Unrecorded::count(&kept, -1);
+                Take::Taken(kept)
+            }
+        }
+    })
+}
+
+/// Whether this instance holds request `id` in memory.
+pub(super) fn is_kept(state: &State, id: &str) -> bool {
+    let object = instance(state);
+    with_object(&object, |o| {
+        o.unrecorded.0.iter().any(|(held, _)| held == id)
+    })
+}
+
+/// The ids of the requests this instance holds in memory.
+pub(super) fn kept_ids(state: &State) -> Vec<RequestId> {
+    let object = instance(state);
+    with_object(&object, |o| {
+        o.unrecorded.prune(now_ms());
+        o.unrecorded.0.iter().map(|(id, _)| id.clone()).collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,9 +863,12 @@ mod tests {
         }
     }
 
-    fn shape(rows: &[(String, Vec<(RequestId, Start)>)]) -> Vec<(String, Vec<String>)> {
+    fn shape(rows: &[NewRow]) -> Vec<(String, Vec<String>)> {
         rows.iter()
-            .map(|(key, row)| (key.clone(), row.iter().map(|(id, _)| id.clone()).collect()))
+            .map(|row| {
+                let ids = row.members.iter().map(|(id, _)| id.clone()).collect();
+                (row.key.clone(), ids)
+            })
             .collect()
     }
 
@@ -658,7 +886,7 @@ mod tests {
     fn starts_fill_rows_up_to_the_record_limit_and_caller_ids_stay_alone() {
         let mut starts: Vec<Start> = (0..ROW_RECORDS + 2).map(|_| start(None, 100).0).collect();
         starts.insert(3, start(Some("mine"), 100).0);
-        let rows = into_rows(starts, names());
+        let rows = into_rows(starts, None, names());
         let shape = shape(&rows);
         assert_eq!(shape.len(), 3);
         assert_eq!(shape[0].0, format!("{LEDGER}r1~"));
@@ -688,13 +916,51 @@ mod tests {
     }
 
     #[test]
+    fn starts_fill_the_host_row_first_with_numbers_never_given_before() {
+        let host = OpenRow {
+            name: "h~".into(),
+            next: 7,
+            len: ROW_RECORDS - 2,
+            bytes: 100,
+        };
+        let starts = (0..3).map(|_| start(None, 10).0).collect();
+        let rows = into_rows(starts, Some(host), names());
+        assert_eq!(
+            shape(&rows),
+            vec![
+                (
+                    format!("{LEDGER}h~"),
+                    vec!["h~7".to_owned(), "h~8".to_owned()]
+                ),
+                (format!("{LEDGER}r1~"), vec!["r1~0".to_owned()]),
+            ]
+        );
+        assert_eq!(
+            rows.iter().map(|r| r.next).collect::<Vec<_>>(),
+            vec![Some(9), Some(1)]
+        );
+        // A host no start fits in is not written.
+        let host = OpenRow {
+            name: "h~".into(),
+            next: 0,
+            len: ROW_RECORDS,
+            bytes: 0,
+        };
+        let rows = into_rows(vec![start(None, 10).0], Some(host), names());
+        assert_eq!(
+            shape(&rows),
+            vec![(format!("{LEDGER}r1~"), vec!["r1~0".to_owned()])]
+        );
+    }
+
+    #[test]
     fn a_start_too_large_to_share_gets_a_row_of_its_own() {
         let starts = vec![
             start(None, 10).0,
             start(None, ROW_BYTES).0,
             start(None, 10).0,
         ];
-        let rows = shape(&into_rows(starts, names()));
+        let rows = shape(&into_rows(starts, None, names()));
         assert_eq!(
             rows.iter().map(|(_, ids)| ids.len()).collect::<Vec<_>>(),
             vec![1, 1, 1]
@@ -704,7 +970,7 @@ mod tests {
     #[test]
     fn a_start_that_gets_no_row_is_answered_with_the_error() {
         let (only, mut answer) = start(None, 10);
-        let rows = into_rows(vec![only], || {
+        let rows = into_rows(vec![only], None, || {
             Err(ProxyFetchError::Storage("no randomness".into()))
         });
         assert!(rows.is_empty());

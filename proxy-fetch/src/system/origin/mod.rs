@@ -93,6 +93,9 @@ thread_local! {
     static CLAIMED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
     /// Caller-chosen ids being started right now, by instance and id.
     static STARTING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// Requests whose record a lingering round of the writer is about to remove: settled, so
+    /// not found any more, by instance and id.
+    static SETTLING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
 }
 
 /// A request id held in one of the sets above while its holder works on it.
@@ -109,9 +112,23 @@ impl Held {
         origin: &O,
         id: &str,
     ) -> Option<Held> {
-        let key = format!("{}\n{id}", ledger::instance(origin.state()));
+        let key = Self::key(origin, id);
         set.with(|s| s.borrow_mut().insert(key.clone()))
             .then(|| Held(set, key))
+    }
+
+    /// Whether request `id` of this instance of `origin` is held in `set`.
+    fn is_held<O: ProxyFetchOrigin>(
+        set: &'static std::thread::LocalKey<RefCell<HashSet<String>>>,
+        origin: &O,
+        id: &str,
+    ) -> bool {
+        let key = Self::key(origin, id);
+        set.with(|s| s.borrow().contains(&key))
+    }
+
+    fn key<O: ProxyFetchOrigin>(origin: &O, id: &str) -> String {
+        format!("{}\n{id}", ledger::instance(origin.state()))
     }
 }
 

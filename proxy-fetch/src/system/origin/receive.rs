@@ -11,7 +11,7 @@ use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use super::ledger::PendingRecord;
+use super::ledger::{self, Take};
 use super::writer::{change, find};
 use super::{Held, ProxyFetchOrigin, CLAIMED};
 use crate::rpc::{log_error, HandlerError, RpcError, RpcErrorKind};
@@ -64,6 +64,8 @@ struct DeliveryShape {
     token: String,
     #[serde(default)]
     again: bool,
+    #[serde(default)]
+    lost_on_crash: bool,
 }
 
 /// A delivery checked: its request id, token, whether it is sent again, and its result as it
@@ -72,6 +74,7 @@ struct Checked {
     id: RequestId,
     token: String,
     again: bool,
+    lost_on_crash: bool,
     result: JsValue,
 }
 
@@ -123,6 +126,7 @@ fn checked_deliveries(args: &crate::rpc::Args) -> Result<Vec<Checked>, RpcError>
             id,
             token: shape.token,
             again: shape.again,
+            lost_on_crash: shape.lost_on_crash,
             result,
         });
     }
@@ -137,7 +141,13 @@ async fn deliver_all<O: ProxyFetchOrigin>(
 ) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError> {
     let each = deliveries.into_iter().map(|d| {
         let ctx = ctx.clone();
-        async move { deliver(origin, ctx, &d.id, Some(&d.token), d.result, d.again).await }
+        async move {
+            if d.lost_on_crash {
+                deliver_kept(origin, ctx, &d.id, &d.token, d.result).await
+            } else {
+                deliver(origin, ctx, &d.id, Some(&d.token), d.result, d.again).await
+            }
+        }
     });
     Ok(concurrent::all(each, usize::MAX).await)
 }
@@ -209,7 +219,7 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
             .await
             .map_err(retry)?;
     }
-    run_handler(origin, ctx, id, &record, result).await;
+    run_handler(origin, ctx, id, &record.handler, &record.data, result).await;
     // Until the record is gone the result is not delivered: the sender tries again, and the
     // handler runs again (at least once), rather than the record staying for the backstop.
     change(origin, id, None).await.map_err(|e| {
@@ -220,25 +230,63 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
     Ok(DeliveryOutcome::Delivered)
 }
 
-async fn run_handler<O: ProxyFetchOrigin>(
+/// Runs the result of a request started `LostOnCrash` ([`ledger::Kept`]): it goes to its
+/// handler if this instance holds the request, once (taken before the handler runs); a result
+/// for a request this instance does not hold is logged as lost and dropped.
+async fn deliver_kept<O: ProxyFetchOrigin>(
     origin: &O,
     ctx: JsValue,
     id: &str,
-    record: &PendingRecord,
+    token: &str,
+    result: JsValue,
+) -> Result<DeliveryOutcome, HandlerError> {
+    match ledger::take_kept(origin.state(), id, Some(token)) {
+        Take::Taken(kept) => {
+            run_handler(origin, ctx, id, &kept.handler, &kept.data, result).await;
+            Ok(DeliveryOutcome::Delivered)
+        }
+        Take::WrongToken => {
+            refusal::refused(
+                "origin.__proxyFetchDeliver",
+                &format!("request {id}"),
+                "the delivery does not carry the request's token",
+            );
+            Err(HandlerError::new(
+                FORBIDDEN,
+                format!("the delivery for request {id} does not carry its token"),
+            ))
+        }
+        Take::NotHeld => {
+            refusal::refused(
+                "origin.__proxyFetchDeliver",
+                &format!("the LostOnCrash result of request {id}"),
+                "this instance does not hold the request: it was delivered already, or the \
+                 instance that started it is gone (crash, reset, eviction); the result is lost",
+            );
+            Ok(DeliveryOutcome::Duplicate)
+        }
+    }
+}
+
+/// Runs `handler` of the origin with the result of request `id` and its `data`; a failure is
+/// logged.
+pub(super) async fn run_handler<O: ProxyFetchOrigin>(
+    origin: &O,
+    ctx: JsValue,
+    id: &str,
+    handler: &str,
+    data: &serde_json::Value,
     result: JsValue,
 ) {
-    let Ok(data) = crate::rpc::to_js_value(&record.data) else {
+    let Ok(data) = crate::rpc::to_js_value(data) else {
         log_error(&format!(
-            "proxy-fetch {id}: the data for `{}` could not be encoded",
-            record.handler
+            "proxy-fetch {id}: the data for `{handler}` could not be encoded"
         ));
         return;
     };
-    let Some(promise) = origin.dispatch(&record.handler, ctx, Array::of2(&result, &data).into())
-    else {
+    let Some(promise) = origin.dispatch(handler, ctx, Array::of2(&result, &data).into()) else {
         log_error(&format!(
-            "proxy-fetch {id}: the origin has no handler `{}` (renamed since the request started?)",
-            record.handler
+            "proxy-fetch {id}: the origin has no handler `{handler}` (renamed since the request started?)"
         ));
         return;
     };
@@ -247,8 +295,7 @@ async fn run_handler<O: ProxyFetchOrigin>(
             .ok()
             .and_then(|m| m.as_string());
         log_error(&format!(
-            "proxy-fetch {id}: handler `{}` failed: {}",
-            record.handler,
+            "proxy-fetch {id}: handler `{handler}` failed: {}",
             message.unwrap_or_else(|| format!("{e:?}"))
         ));
     }

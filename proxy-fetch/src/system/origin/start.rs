@@ -7,17 +7,19 @@ use serde::Serialize;
 use wasm_bindgen::JsValue;
 use worker::{Env, Url};
 
-use super::dispatch::{check_executor_policy, due_after, forget_queued, long_path_unavailable};
-use super::ledger::{Op, PendingRecord, RowPages, Start};
-use super::receive::deliver_error;
+use super::dispatch::{
+    check_executor_policy, dispatch_all, due_after, forget_queued, long_path_unavailable,
+};
+use super::ledger::{self, Kept, Op, PendingRecord, RowPages, Start, Take};
+use super::receive::{deliver_error, run_handler};
 use super::writer::{find, write};
 use super::{Continuation, Held, ProxyFetchOrigin, STARTING};
 use crate::rpc::log_error;
 use crate::system::batch;
 use crate::system::protocol::{DeliveryOutcome, FetchJob, LongQueue, OriginRef};
 use crate::system::{
-    now_ms, random_hex, FetchErrorKind, Flow, ProxyFetchError, ProxyFetchOptions, ProxyRequest,
-    RequestId,
+    now_ms, random_hex, Durability, FetchError, FetchErrorKind, FetchResult, Flow, ProxyFetchError,
+    ProxyFetchOptions, ProxyRequest, RequestId,
 };
 
 /// Checks the request and returns it with its URL in the one form both the origin's and the
@@ -122,11 +124,14 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
                 Some(claim) => claim,
                 None => return Ok(id.clone()),
             };
-            if find(origin, id)
-                .await
-                .map_err(ProxyFetchError::storage)?
-                .is_some()
-            {
+            let pending = match options.durability {
+                Durability::LostOnCrash => ledger::is_kept(origin.state(), id),
+                Durability::Recorded => find(origin, id)
+                    .await
+                    .map_err(ProxyFetchError::storage)?
+                    .is_some(),
+            };
+            if pending {
                 return Ok(id.clone());
             }
             Some(id.clone())
@@ -173,6 +178,23 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         ProxyFetchError::storage(format!("the continuation data cannot be stored: {e}"))
     })?;
 
+    if options.durability == Durability::LostOnCrash {
+        let job = FetchJob {
+            id: match id {
+                Some(id) => id,
+                None => random_hex(16)?,
+            },
+            token: random_hex(16)?,
+            request,
+            origin: OriginRef {
+                binding: origin_binding,
+                id: origin.state().id().to_string(),
+            },
+            queue: None,
+            options: options.clone(),
+        };
+        return start_unrecorded(origin, job, continuation.handler, data).await;
+    }
     let now = now_ms();
     let record = PendingRecord {
         handler: continuation.handler.to_owned(),
@@ -210,6 +232,32 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         .unwrap_or_else(|| Err(ProxyFetchError::storage("the ledger's writer stopped")))
 }
 
+/// Starts a request that only this instance's memory holds ([`Durability::LostOnCrash`]): no
+/// row, no alarm, one executor call of its own (nothing to wait for a round of the writer).
+async fn start_unrecorded<O: ProxyFetchOrigin>(
+    origin: &O,
+    job: FetchJob,
+    handler: &str,
+    data: serde_json::Value,
+) -> Result<RequestId, ProxyFetchError> {
+    let id = job.id.clone();
+    let kept = Kept {
+        handler: handler.to_owned(),
+        data,
+        token: job.token.clone(),
+        due_ms: now_ms() + due_after(&job.options),
+    };
+    // Held before the job goes: its result may come before the executor's answer.
+    ledger::keep(origin.state(), &id, kept)?;
+    match dispatch_all(origin.env(), vec![job]).await {
+        Ok(()) => Ok(id),
+        Err(e) => {
+            ledger::take_kept(origin.state(), &id, None);
+            Err(e)
+        }
+    }
+}
+
 /// Cancels a pending request: its handler receives `FetchErrorKind::Cancelled` now, and a
 /// response that arrives later is dropped. Returns `false` if the request already had its
 /// result (or never existed here).
@@ -217,6 +265,25 @@ pub async fn cancel<O: ProxyFetchOrigin>(
     origin: &O,
     request_id: &str,
 ) -> Result<bool, ProxyFetchError> {
+    if let Take::Taken(kept) = ledger::take_kept(origin.state(), request_id, None) {
+        let error = FetchError::new(
+            request_id,
+            FetchErrorKind::Cancelled,
+            "cancelled by the origin",
+        );
+        let error =
+            crate::rpc::to_js_value(&FetchResult::Err(error)).map_err(ProxyFetchError::storage)?;
+        run_handler(
+            origin,
+            JsValue::UNDEFINED,
+            request_id,
+            &kept.handler,
+            &kept.data,
+            error,
+        )
+        .await;
+        return Ok(true);
+    }
     let Some(record) = find(origin, request_id)
         .await
         .map_err(ProxyFetchError::storage)?
@@ -241,7 +308,7 @@ pub async fn cancel<O: ProxyFetchOrigin>(
 
 /// Requests of this origin still waiting for their result.
 pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, ProxyFetchError> {
-    let mut ids = Vec::new();
+    let mut ids = ledger::kept_ids(origin.state());
     let mut pages = RowPages::new();
     while let Some(page) = pages
         .next(origin.state())

@@ -6,7 +6,7 @@ use futures_util::future::join;
 
 use super::dispatch::{batches, dispatch_all, forget_queued, name_job};
 use super::ledger::{self, body_key, row_key, Change, Op, PendingRecord, Row, Start, INLINE_BODY};
-use super::ProxyFetchOrigin;
+use super::{Held, ProxyFetchOrigin, SETTLING};
 use crate::rpc::log_error;
 use crate::system::batch::{self, Answer};
 use crate::system::concurrent;
@@ -18,6 +18,9 @@ pub(super) async fn find<O: ProxyFetchOrigin>(
     origin: &O,
     id: &str,
 ) -> Result<Option<PendingRecord>, worker::Error> {
+    if Held::is_held(&SETTLING, origin, id) {
+        return Ok(None);
+    }
     ledger::read(origin.state(), &row_key(id), |row| row.get(id).cloned()).await
 }
 
@@ -48,8 +51,25 @@ pub(super) async fn change<O: ProxyFetchOrigin>(
         .unwrap_or_else(|| Err("the ledger's writer stopped".into()))
 }
 
+/// How long a round that would only delete a row waits for a start to write that row
+/// instead ([`Host`]): an origin that starts its next request as soon as a result came (from
+/// the handler, say) writes one row per request, not two. The delivery waiting meanwhile keeps
+/// the origin in memory (billed as duration) for at most this long, and is answered only once
+/// the record is gone, as always.
+pub(super) const LINGER_MS: u64 = 100;
+
 /// One round of the ledger's writer: the changes, then the starts, each row written once.
 async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
+    let mut ops = ops;
+    let mut _settling = Vec::new();
+    if empties_own_row(origin, &ops) {
+        // Settled meanwhile: the records are not found, though still in storage.
+        _settling.extend(ops.iter().filter_map(|op| match op {
+            Op::Change(change) => Held::take(&SETTLING, origin, &change.id),
+            Op::Start(_) => None,
+        }));
+        ops.extend(ledger::linger(origin.state(), LINGER_MS).await);
+    }
     let mut starts = Vec::new();
     let mut changes: Vec<(String, Vec<Change>)> = Vec::new();
     for op in ops {
@@ -58,18 +78,112 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
             Op::Change(change) => add_to_group(&mut changes, row_key(&change.id), *change),
         }
     }
-    let changes = changes.into_iter().map(|(key, changes)| async move {
-        let edits = changes
-            .iter()
-            .map(|c| (c.id.as_str(), c.record.as_ref()))
-            .collect::<Vec<_>>();
-        let done = edit_row(origin, &key, &edits).await;
-        for change in changes {
-            change.reply.send(done.clone());
+    let host = if starts.is_empty() {
+        None
+    } else {
+        take_host(origin, &mut changes)
+    };
+    let changed = concurrent::all(
+        changes
+            .into_iter()
+            .map(|(key, changes)| apply(origin, key, changes)),
+        usize::MAX,
+    );
+    join(changed, start_all(origin, starts, host)).await;
+}
+
+/// Applies `changes` to row `key` and answers them.
+async fn apply<O: ProxyFetchOrigin>(origin: &O, key: String, changes: Vec<Change>) {
+    let edits = changes
+        .iter()
+        .map(|c| (c.id.as_str(), c.record.as_ref()))
+        .collect::<Vec<_>>();
+    let done = edit_row(origin, &key, &edits).await;
+    for change in changes {
+        change.reply.send(done.clone());
+    }
+}
+
+/// Whether `ops` only delete records, and empty a row this instance named with it (one new
+/// requests may be written into).
+fn empties_own_row<O: ProxyFetchOrigin>(origin: &O, ops: &[Op]) -> bool {
+    let mut removed: Vec<(String, Vec<&str>)> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Change(change) if change.record.is_none() => {
+                add_to_group(&mut removed, row_key(&change.id), change.id.as_str())
+            }
+            _ => return false,
         }
-    });
-    let changed = concurrent::all(changes, usize::MAX);
-    join(changed, start_all(origin, starts)).await;
+    }
+    removed.iter().any(|(key, ids)| {
+        ledger::cached(origin.state(), key, |row| {
+            row.next().is_some()
+                && ids.iter().filter(|id| row.get(id).is_some()).count() == row.len()
+        })
+        .unwrap_or(false)
+    })
+}
+
+/// A row that this round's changes only delete records from, and that the round's starts are
+/// written into: one write for both.
+pub(super) struct Host {
+    key: String,
+    /// The row as the changes leave it.
+    row: Row,
+    changes: Vec<Change>,
+    /// Bodies kept apart from the records the changes delete.
+    bodies: Vec<String>,
+}
+
+impl Host {
+    fn open(&self) -> ledger::OpenRow {
+        ledger::OpenRow {
+            name: self
+                .key
+                .strip_prefix(ledger::LEDGER)
+                .unwrap_or(&self.key)
+                .to_owned(),
+            next: self.row.next().unwrap_or(0),
+            len: self.row.len(),
+            bytes: self.row.bytes(),
+        }
+    }
+}
+
+/// Takes out of `changes` a row they only delete from, named by this instance and cached,
+/// as the host of the round's starts (the one the most records leave).
+fn take_host<O: ProxyFetchOrigin>(
+    origin: &O,
+    changes: &mut Vec<(String, Vec<Change>)>,
+) -> Option<Host> {
+    let (i, row) = changes
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, group))| group.iter().all(|c| c.record.is_none()))
+        .filter_map(|(i, (key, group))| {
+            let row = ledger::cached(origin.state(), key, |row| {
+                let mut row = row.clone();
+                row.next()?;
+                let mut bodies = Vec::new();
+                for change in group {
+                    if row.remove(&change.id).is_some_and(|gone| gone.body_apart) {
+                        bodies.push(body_key(&change.id));
+                    }
+                }
+                Some((row, bodies))
+            })??;
+            Some((i, row))
+        })
+        .min_by_key(|(_, (row, _))| row.len())?;
+    let (key, changes_of_row) = changes.remove(i);
+    let (row, bodies) = row;
+    Some(Host {
+        key,
+        row,
+        changes: changes_of_row,
+        bodies,
+    })
 }
 
 /// Adds `item` to the group of `key` in `groups`, which stay sorted by key. (A map would do,
@@ -117,38 +231,57 @@ pub(super) async fn edit_row<O: ProxyFetchOrigin>(
         changed
     })
     .await?;
-    let bodies = bodies.into_inner();
-    if !bodies.is_empty() {
-        // A body left behind is storage kept for nothing, never a request: logged, not failed.
-        if let Err(e) = origin
-            .state()
-            .storage()
-            .delete_multiple(bodies.clone())
-            .await
-        {
-            log_error(&format!(
-                "proxy-fetch: request bodies {bodies:?} not removed: {e}"
-            ));
-        }
-    }
+    delete_bodies(origin, bodies.into_inner()).await;
     Ok(())
+}
+
+/// Deletes the bodies kept apart from records that are gone. A body left behind is storage
+/// kept for nothing, never a request: logged, not failed.
+async fn delete_bodies<O: ProxyFetchOrigin>(origin: &O, bodies: Vec<String>) {
+    if bodies.is_empty() {
+        return;
+    }
+    if let Err(e) = origin
+        .state()
+        .storage()
+        .delete_multiple(bodies.clone())
+        .await
+    {
+        log_error(&format!(
+            "proxy-fetch: request bodies {bodies:?} not removed: {e}"
+        ));
+    }
 }
 
 /// Stores new requests, their rows written side by side, and sends their jobs out, the
 /// executor's in calls of up to [`MAX_JOBS_PER_CALL`]; then answers each start.
-async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
+async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Option<Host>) {
     if starts.is_empty() {
         return;
     }
-    let rows = ledger::into_rows(starts, || random_hex(16));
+    let rows = ledger::into_rows(starts, host.as_ref().map(Host::open), || random_hex(16));
+    // A host no start fitted in is changed on its own.
+    let host = match host {
+        Some(host) if !rows.iter().any(|r| r.key == host.key) => {
+            apply(origin, host.key, host.changes).await;
+            None
+        }
+        host => host,
+    };
     let mut stored: Vec<(String, Row)> = Vec::new();
     let mut jobs: Vec<FetchJob> = Vec::new();
     let mut replies = Vec::new();
     // Bodies kept apart from their records: the index of their row in `stored`, key, bytes.
     let mut apart: Vec<(usize, String, js_sys::Uint8Array)> = Vec::new();
     let mut due = f64::INFINITY;
-    for (key, members) in rows {
-        let mut row = Row::new();
+    for ledger::NewRow { key, next, members } in rows {
+        let mut row = match &host {
+            Some(host) if host.key == key => host.row.clone(),
+            _ => Row::new(),
+        };
+        if let Some(next) = next {
+            row.set_next(next);
+        }
         for (id, start) in members {
             let Start {
                 mut record, reply, ..
@@ -186,6 +319,7 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
     // it until it is on disk (the output gate), and the executor need not wait for that. The
     // rows are in storage before any result can arrive: their writes are issued first, in
     // this same turn, before the Durable Object takes another event.
+    let mut deleted = host;
     let written = async {
         let bodies = apart.iter().map(|(row, key, body)| async move {
             let put = origin.state().storage().put_raw(key, body.clone()).await;
@@ -199,6 +333,20 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>) {
             concurrent::all(rows, usize::MAX),
         )
         .await;
+        // The host's changes are done when its row is written.
+        if let Some(host) = deleted.take() {
+            let put = stored
+                .iter()
+                .position(|(key, _)| *key == host.key)
+                .and_then(|i| puts.get(i).cloned())
+                .unwrap_or_else(|| Err("the row was not written".into()));
+            if put.is_ok() {
+                delete_bodies(origin, host.bodies).await;
+            }
+            for change in host.changes {
+                change.reply.send(put.clone());
+            }
+        }
         // The rows whose starts' bodies were not stored: those starts failed too.
         let unstored: Vec<(usize, String)> = bodies
             .into_iter()
