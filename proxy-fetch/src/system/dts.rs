@@ -48,6 +48,9 @@ mod executor_health {
         #[ts(type = "{ Ok: undefined } | { Err: string }")]
         policy: Result<(), String>,
         refused: u32,
+        missing_bindings: Vec<String>,
+        #[ts(type = "number")]
+        in_flight_bytes: u64,
     }
 
     /// Fails to compile when `ExecutorHealth` gains, loses or retypes a field.
@@ -58,12 +61,16 @@ mod executor_health {
             version,
             policy,
             refused,
+            missing_bindings,
+            in_flight_bytes,
         } = h;
         Mirror {
             ok,
             version,
             policy,
             refused,
+            missing_bindings,
+            in_flight_bytes,
         }
     }
 
