@@ -75,6 +75,8 @@ function origin() {
     instances: rpc("instances"),
     inject: rpc("injectStorageFault"),
     deleteKey: rpc("deleteStorageKey"),
+    putValue: rpc("putStorageValue"),
+    keys: rpc("storageKeys"),
     faultsLeft: rpc("storageFaultsLeft"),
     /** This origin's filed result of request `id`, if any. */
     result: async (id) => (await rpc("results")()).find((r) => r.request_id === id),
@@ -342,6 +344,29 @@ describe("no loss or duplicate path (issue 19, item 5)", () => {
     assert.match(r.text, /its request body is missing from storage, so it cannot be sent again/);
     await logged("of the missing body", `proxy-fetch ${id}: its request body is missing from storage; its handler gets Backstop now`);
     assert.equal(up.count(key), 0);
+    assert.deepEqual(await box.pending(), []);
+  });
+
+  // sweep.rs. Before (80c183c): a row that could not be decoded was logged "left alone" by
+  // every sweep, and stayed in the ledger for ever.
+  test("direct: a ledger row that cannot be decoded is moved aside by the sweep with one log line, and no later sweep meets it", async () => {
+    const box = origin();
+    const junk = `proxy-fetch:request:zz-junk-${box.name}`;
+    await box.putValue(junk, "not a row");
+    const id = (await startOk(box, { method: "POST", url: up.url("/junk") }, {
+      executor_binding: "DEAD_EXECUTOR", timeout_ms: 200, backstop_grace_ms: 0, retry: { max_attempts: 1 },
+    })).request_id;
+    await waitFor(() => box.result(id), { deadlineMs: 15000, what: `the Backstop of ${id}` });
+    const aside = `proxy-fetch:unreadable:zz-junk-${box.name}`;
+    await waitFor(() => box.keys("proxy-fetch:"), { until: (k) => k.includes(aside) && !k.includes(junk), what: `${junk} moved to ${aside}` });
+    await logged("of the row set aside", `ledger row ${junk} cannot be decoded`, `moved to ${aside}`);
+    // A second request and its sweep: the row is not met again.
+    const again = (await startOk(box, { method: "POST", url: up.url("/junk") }, {
+      executor_binding: "DEAD_EXECUTOR", timeout_ms: 200, backstop_grace_ms: 0, retry: { max_attempts: 1 },
+    })).request_id;
+    await waitFor(() => box.result(again), { deadlineMs: 15000, what: `the Backstop of ${again}` });
+    await settle();
+    assert.equal(w.logs.filter((l) => l.includes(`ledger row ${junk} cannot be decoded`)).length, 1, "logged once");
     assert.deepEqual(await box.pending(), []);
   });
 

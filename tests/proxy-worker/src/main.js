@@ -9,7 +9,8 @@
 //   and the next call gets a fresh instance. The reset comes once the failing call has had its
 //   turn (aborting inside the call would unwind the Wasm code that made it, which a real
 //   failed write never does).
-// `deleteStorageKey(key)` removes one key. `storageWrites()` counts the storage calls that
+// `deleteStorageKey(key)` removes one key, `putStorageValue(key, value)` stores one,
+// `storageKeys(prefix)` lists them. `storageWrites()` counts the storage calls that
 // write, `resetInstance()` resets the object as a crash would. `storageFaultsLeft()` says how
 // many injected faults this instance has not hit yet, and
 // `instances()` how many instances this object has had in this workerd run (a reset makes one
@@ -206,6 +207,14 @@ function withFaults(Base) {
     // request's body kept apart.
     deleteStorageKey(key) {
       return this.realCtx.storage.delete(key);
+    }
+    // Stores `value` under `key` as a corrupted write would leave it, and lists the keys under
+    // `prefix`: faults.test.mjs puts a ledger row proxy-fetch cannot decode.
+    putStorageValue(key, value) {
+      return this.realCtx.storage.put(key, value);
+    }
+    async storageKeys(prefix) {
+      return [...(await this.realCtx.storage.list({ prefix })).keys()];
     }
   };
 }

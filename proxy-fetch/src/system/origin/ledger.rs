@@ -645,8 +645,28 @@ pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), Str
     })
 }
 
-/// The ledger's rows, a page at a time: each row's key and its records (`None`: the row could
-/// not be decoded).
+/// Where a ledger row that cannot be decoded is set aside (by the sweep), under the rest of its
+/// key: out of the ledger, so no sweep reads it again, and kept for whoever can repair it.
+pub(super) const UNREADABLE: &str = "proxy-fetch:unreadable:";
+
+/// A ledger row as read: its records, or, when it cannot be decoded, the stored value.
+pub(super) type ReadRow = Result<Row, JsValue>;
+
+/// Moves the undecodable row `key` (stored as `value`) aside to [`UNREADABLE`]; returns its new
+/// key. Its requests' handlers cannot run: nothing in it can be read.
+pub(super) async fn set_aside(state: &State, key: &str, value: JsValue) -> Result<String, String> {
+    let aside = format!("{UNREADABLE}{}", key.strip_prefix(LEDGER).unwrap_or(key));
+    let storage = state.storage();
+    storage
+        .put_raw(&aside, value)
+        .await
+        .map_err(|e| e.to_string())?;
+    storage.delete(key).await.map_err(|e| e.to_string())?;
+    Ok(aside)
+}
+
+/// The ledger's rows, a page at a time: each row's key and its records (`Err`: the row could
+/// not be decoded, with its stored value).
 pub(super) struct RowPages(storage::Pages);
 
 impl RowPages {
@@ -655,17 +675,17 @@ impl RowPages {
     }
 
     /// The next page of rows; `None` once all were read.
-    pub async fn next(
-        &mut self,
-        state: &State,
-    ) -> worker::Result<Option<Vec<(String, Option<Row>)>>> {
+    pub async fn next(&mut self, state: &State) -> worker::Result<Option<Vec<(String, ReadRow)>>> {
         let Some(page) = self.0.next(&state.storage()).await? else {
             return Ok(None);
         };
         let rows = page.into_iter();
         Ok(Some(
-            rows.map(|(key, value)| (key, serde_wasm_bindgen::from_value(value).ok()))
-                .collect(),
+            rows.map(|(key, value)| {
+                let row = serde_wasm_bindgen::from_value(value.clone()).map_err(|_| value);
+                (key, row)
+            })
+            .collect(),
         ))
     }
 }

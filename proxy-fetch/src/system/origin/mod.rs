@@ -9,8 +9,10 @@
 //! - [`sweep`]: the origin's alarm, the backstop of the direct flow and the last resort of both.
 //!
 //! Rows written per request: its share of the row it started in, and the write that removes
-//! it (shared with the results that arrive with it), plus an alarm when none is set early
-//! enough.
+//! it (shared with the results that arrive with it, or with the next start, which is written
+//! into the row it empties: [`writer`]'s linger), plus an alarm when none is set early enough.
+//! A request started `LostOnCrash` writes none: only the instance's memory holds it
+//! ([`ledger`]'s `keep`).
 
 mod claim;
 mod dispatch;

@@ -76,11 +76,22 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
         .map_err(ProxyFetchError::storage)?
     {
         for (key, row) in page {
-            let Some(row) = row else {
-                log_error(&format!(
-                    "proxy-fetch: unreadable ledger row {key} left alone"
-                ));
-                continue;
+            let row = match row {
+                Ok(row) => row,
+                Err(value) => {
+                    // Said once: the row leaves the ledger, so no later sweep meets it.
+                    match ledger::set_aside(origin.state(), &key, value).await {
+                        Ok(aside) => log_error(&format!(
+                            "proxy-fetch: ledger row {key} cannot be decoded: its requests get \
+                             no result; moved to {aside}"
+                        )),
+                        Err(e) => log_error(&format!(
+                            "proxy-fetch: ledger row {key} cannot be decoded, and was not moved \
+                             aside ({e}); the next sweep tries again"
+                        )),
+                    }
+                    continue;
+                }
             };
             for (id, record) in row {
                 if record.due_ms > now {
