@@ -672,7 +672,7 @@ const versions = {
 results.versions = versions;
 results.duration_s = round((Date.now() - began) / 1000);
 
-const report = `## Targets (issue 8)
+const report = `## Targets (issue 21)
 
 ${targetsTable}
 

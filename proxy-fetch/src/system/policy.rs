@@ -53,7 +53,7 @@ pub struct ExecutorLimits {
     pub max_timeout_ms: u64,
     /// `PROXY_FETCH_MAX_INFLIGHT_BYTES`: the bytes of bodies (requests of the jobs running,
     /// and their responses once read) one executor isolate holds at most before it answers
-    /// new calls [`BUSY`](super::protocol::BUSY) (default [`INFLIGHT_BYTES`], at most 1 GiB).
+    /// new calls [`BUSY`](super::protocol::BUSY) (default 64 MiB, at most 1 GiB).
     /// A call is always taken when nothing is in flight.
     pub max_inflight_bytes: u64,
 }
