@@ -239,10 +239,12 @@ describe("what a call to the executor may carry", () => {
   let w;
   before(async () => {
     const port = new URL(up.url("/")).port;
-    // The same build as a worker of its own with no Durable Object bindings: an executor whose
-    // worker lacks the origin's and the orchestrator's bindings.
+    // The same build as a worker of its own with no Durable Object bindings (and no queue: the
+    // long path's queue has one consumer, the test worker): an executor whose worker lacks the
+    // origin's and the orchestrator's bindings.
     const bare = optionsFromWrangler(`${root}/tests/proxy-worker`, {
-      name: "bare-executor", durableObjects: {}, serviceBindings: {}, bindings: { PROXY_FETCH_ALLOW: `http://127.0.0.1:${port}` },
+      name: "bare-executor", durableObjects: {}, serviceBindings: {}, queueProducers: {}, queueConsumers: {},
+      bindings: { PROXY_FETCH_ALLOW: `http://127.0.0.1:${port}` },
     });
     w = await worker({}, { peers: [bare], serviceBindings: { BARE_EXECUTOR: { name: "bare-executor", entrypoint: "FetchExecutorEntrypoint" } } });
   });

@@ -13,7 +13,7 @@ use super::dispatch::{
 use super::ledger::{self, Kept, Op, PendingRecord, RowPages, Start, Take};
 use super::receive::{deliver_error, run_handler};
 use super::writer::{find, write};
-use super::{Continuation, Held, ProxyFetchOrigin, STARTING};
+use super::{Continuation, Held, ProxyFetchOrigin, SETTLING, STARTING};
 use crate::rpc::log_error;
 use crate::system::batch;
 use crate::system::protocol::{DeliveryOutcome, FetchJob, LongQueue, OriginRef};
@@ -317,7 +317,11 @@ pub async fn pending<O: ProxyFetchOrigin>(origin: &O) -> Result<Vec<RequestId>, 
     {
         for (key, row) in page {
             match row {
-                Ok(row) => ids.extend(row.into_keys()),
+                // Not a request settled meanwhile, whose row a lingering round still holds.
+                Ok(row) => ids.extend(
+                    row.into_keys()
+                        .filter(|id| !Held::is_held(&SETTLING, origin, id)),
+                ),
                 // The sweep sets it aside, with a log line.
                 Err(_) => log_error(&format!(
                     "proxy-fetch: ledger row {key} cannot be decoded; its requests are not listed"
