@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
+use super::batch::{self, Batcher, Reply};
 use super::concurrent;
 use super::fetch::{verdicts, Verdict};
 use super::protocol::{
@@ -56,11 +57,15 @@ pub struct FetchOrchestrator {
     env: Env,
     /// The alarm time this instance last set (ms), so most enqueues need not read it.
     alarm_at: Cell<Option<f64>>,
+    /// Every change to the queue's rows goes through it: changes asked for while a round
+    /// writes wait for the next, which writes each row they touch once.
+    writer: Batcher<EditBatch>,
 }
 
 // Built with `panic = "unwind"` (docs/panics.md), wasm-bindgen requires every exported class to
-// be `RefUnwindSafe`. The orchestrator's only interior mutability is `alarm_at`, a
-// `Cell<Option<f64>>` caching the alarm it last set: a caught panic cannot leave it half-written.
+// be `RefUnwindSafe`. The orchestrator's interior mutability is `alarm_at`, a
+// `Cell<Option<f64>>` caching the alarm it last set, which a caught panic cannot leave
+// half-written, and `writer`, whose round marks itself done when dropped, however it ended.
 #[cfg(all(target_arch = "wasm32", panic = "unwind"))]
 impl std::panic::RefUnwindSafe for FetchOrchestrator {}
 
@@ -116,9 +121,53 @@ impl QueueEntry {
     }
 }
 
-/// Every key a request's entry uses.
-fn keys(id: &str) -> [String; 3] {
-    [key(id), format!("{BODY}{id}"), format!("{HELD}{id}")]
+/// The keys an entry keeps apart from its row: its body and its held result, if it has them.
+fn apart_keys(entry: &QueueEntry) -> Vec<String> {
+    let id = &entry.job.id;
+    let body = entry.body_apart.then(|| format!("{BODY}{id}"));
+    let held = entry.held.then(|| format!("{HELD}{id}"));
+    body.into_iter().chain(held).collect()
+}
+
+/// The row that holds request `id`'s entry: the requests one round of an origin started
+/// together have ids `<random>~<n>` and share row `q:<random>~` (so a burst costs a row write
+/// per round, not per request); a request with an id of the caller's has a row of its own.
+fn row_key(id: &str) -> String {
+    let name = match id.rfind('~') {
+        Some(i) => id.get(..=i).unwrap_or(id),
+        None => id,
+    };
+    format!("{QUEUE}{name}")
+}
+
+/// What an edit does to the entry it names.
+enum Action {
+    /// Leaves the row as it is.
+    Keep,
+    /// Stores this entry in place of the one there (or adds it).
+    Put(Box<QueueEntry>),
+    /// Removes the entry, and what it keeps apart.
+    Remove,
+}
+
+/// The entry as an edit found it (`None`: not queued), or why the edit was refused.
+type Found = Result<Option<QueueEntry>, HandlerError>;
+
+/// Edits asked for together, applied in one round of the writer.
+struct EditBatch {
+    edits: Vec<RowEdit>,
+    done: Reply<()>,
+}
+
+/// Decides what to do with an entry, from the entry as it is when the writer applies it.
+type Decide = Box<dyn FnOnce(Option<&QueueEntry>) -> Result<Action, HandlerError>>;
+
+/// A change to the entry of request `id`, decided from the entry as it is when the writer
+/// applies it (never from a copy read before, which another change may have overtaken).
+struct RowEdit {
+    id: RequestId,
+    edit: Decide,
+    reply: Reply<Found>,
 }
 
 /// Why a job was not handed to its executor.
@@ -191,6 +240,7 @@ impl DurableObject for FetchOrchestrator {
             state,
             env,
             alarm_at: Cell::new(None),
+            writer: Batcher::new(),
         }
     }
 
@@ -213,15 +263,6 @@ impl DurableObject for FetchOrchestrator {
     }
 }
 
-/// [`keys`] as a `Vec`.
-fn keys_of(id: &str) -> Vec<String> {
-    keys(id).into()
-}
-
-fn key(id: &str) -> String {
-    format!("{QUEUE}{id}")
-}
-
 fn redact(url: &str) -> String {
     match url.split_once('?') {
         Some((base, _)) => format!("{base}?…"),
@@ -230,19 +271,196 @@ fn redact(url: &str) -> String {
 }
 
 impl FetchOrchestrator {
-    /// Calls `f` on every entry, a page at a time.
+    /// Calls `f` on every entry, a page of rows at a time.
     async fn each(&self, mut f: impl FnMut(QueueEntry)) -> worker::Result<()> {
         let storage = self.state.storage();
         let mut pages = Pages::new(QUEUE);
         while let Some(page) = pages.next(&storage).await? {
-            for (_, value) in page {
-                match serde_wasm_bindgen::from_value::<QueueEntry>(value) {
-                    Ok(e) => f(e),
-                    Err(e) => log_error(&format!("proxy-fetch: unreadable queue entry: {e}")),
+            for (key, value) in page {
+                match serde_wasm_bindgen::from_value::<Vec<QueueEntry>>(value) {
+                    Ok(row) => row.into_iter().for_each(&mut f),
+                    Err(e) => log_error(&format!("proxy-fetch: unreadable queue row {key}: {e}")),
                 }
             }
         }
         Ok(())
+    }
+
+    /// The entries of row `key` as stored.
+    async fn read_row(&self, key: &str) -> worker::Result<Vec<QueueEntry>> {
+        Ok(self.state.storage().get(key).await?.unwrap_or_default())
+    }
+
+    /// The entry of request `id` as stored, if it is queued.
+    async fn read_entry(&self, id: &str) -> worker::Result<Option<QueueEntry>> {
+        let row = self.read_row(&row_key(id)).await?;
+        Ok(row.into_iter().find(|e| e.job.id == id))
+    }
+
+    /// Applies `edit` to the entry of request `id` in the writer's next round; returns the entry
+    /// as it was found.
+    async fn edit(
+        &self,
+        id: RequestId,
+        edit: impl FnOnce(Option<&QueueEntry>) -> Result<Action, HandlerError> + 'static,
+    ) -> Found {
+        let mut found = self.edit_all(vec![(id, Box::new(edit) as Decide)]).await;
+        found
+            .pop()
+            .unwrap_or_else(|| Err(HandlerError::new("storage", "the queue's writer stopped")))
+    }
+
+    /// Applies `edits` together, in one round of the writer (a row they share is written
+    /// once); returns the entries as they were found, in order.
+    async fn edit_all(&self, edits: Vec<(RequestId, Decide)>) -> Vec<Found> {
+        let mut answers = Vec::with_capacity(edits.len());
+        let mut queued = Vec::with_capacity(edits.len());
+        for (id, edit) in edits {
+            let (reply, answer) = batch::reply();
+            queued.push(RowEdit { id, edit, reply });
+            answers.push(answer);
+        }
+        let (done, round) = batch::reply();
+        // The round answers each edit, and the batch once it ran.
+        let batch = EditBatch {
+            edits: queued,
+            done,
+        };
+        self.writer
+            .submit(batch, round, |batches| async move {
+                let mut edits = Vec::new();
+                let mut done = Vec::with_capacity(batches.len());
+                for batch in batches {
+                    edits.extend(batch.edits);
+                    done.push(batch.done);
+                }
+                self.write_rows(edits).await;
+                done.into_iter().for_each(|d| d.send(()));
+            })
+            .await;
+        let mut found = Vec::with_capacity(answers.len());
+        for answer in answers {
+            found.push(answer.await.unwrap_or_else(|| {
+                Err(HandlerError::new("storage", "the queue's writer stopped"))
+            }));
+        }
+        found
+    }
+
+    /// Stores `entry` in place of the entry of its request, if that is still queued (a request
+    /// completed meanwhile stays done); `None` if it is not.
+    async fn update(&self, entry: QueueEntry) -> Found {
+        let id = entry.job.id.clone();
+        self.edit(id, updating(entry)).await
+    }
+
+    /// Removes the entries of `entries`' requests (a start that failed).
+    async fn forget_all(&self, entries: &[QueueEntry]) {
+        let removes = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.job.id.clone(),
+                    Box::new(|_: Option<&QueueEntry>| Ok(Action::Remove)) as Decide,
+                )
+            })
+            .collect();
+        for removed in self.edit_all(removes).await {
+            if let Err(e) = removed {
+                log_error(&format!(
+                    "proxy-fetch: a failed enqueue's entry not removed: {e}"
+                ));
+            }
+        }
+    }
+
+    /// Removes the entry of request `id` (and what it keeps apart); `None` if it was not queued.
+    async fn remove(&self, id: &str) -> Found {
+        self.edit(id.to_owned(), |_| Ok(Action::Remove)).await
+    }
+
+    /// One round of the writer: each row `edits` touch is read, edited and written once; what
+    /// removed entries kept apart goes after.
+    async fn write_rows(&self, edits: Vec<RowEdit>) {
+        let mut rows: Vec<(String, Vec<RowEdit>)> = Vec::new();
+        for edit in edits {
+            let key = row_key(&edit.id);
+            match rows.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(edit),
+                None => rows.push((key, vec![edit])),
+            }
+        }
+        let writes = rows
+            .into_iter()
+            .map(|(key, edits)| self.write_row(key, edits));
+        concurrent::all(writes, usize::MAX).await;
+    }
+
+    async fn write_row(&self, key: String, edits: Vec<RowEdit>) {
+        let mut row = match self.read_row(&key).await {
+            Ok(row) => row,
+            Err(e) => {
+                let e = HandlerError::from(e);
+                edits
+                    .into_iter()
+                    .for_each(|edit| edit.reply.send(Err(e.clone())));
+                return;
+            }
+        };
+        let mut changed = false;
+        let mut apart = Vec::new();
+        let mut answers = Vec::with_capacity(edits.len());
+        for RowEdit { id, edit, reply } in edits {
+            let at = row.iter().position(|e| e.job.id == id);
+            let found = at.and_then(|i| row.get(i)).cloned();
+            match edit(found.as_ref()) {
+                Err(e) => answers.push((reply, Err(e))),
+                Ok(action) => {
+                    match (action, at) {
+                        (Action::Keep, _) | (Action::Remove, None) => {}
+                        (Action::Put(entry), Some(i)) => {
+                            if let Some(slot) = row.get_mut(i) {
+                                *slot = *entry;
+                            }
+                            changed = true;
+                        }
+                        (Action::Put(entry), None) => {
+                            row.push(*entry);
+                            changed = true;
+                        }
+                        (Action::Remove, Some(i)) => {
+                            apart.extend(apart_keys(&row.remove(i)));
+                            changed = true;
+                        }
+                    }
+                    answers.push((reply, Ok(found)));
+                }
+            }
+        }
+        let storage = self.state.storage();
+        let written = match (changed, row.is_empty()) {
+            (false, _) => Ok(()),
+            (true, true) => storage.delete(&key).await.map(|_| ()),
+            (true, false) => storage.put(&key, &row).await,
+        };
+        if let Err(e) = written {
+            let e = HandlerError::from(e);
+            answers
+                .into_iter()
+                .for_each(|(reply, _)| reply.send(Err(e.clone())));
+            return;
+        }
+        if !apart.is_empty() {
+            // Left behind, it is storage kept for nothing, never a request: logged.
+            if let Err(e) = storage.delete_multiple(apart.clone()).await {
+                log_error(&format!(
+                    "proxy-fetch: queue keys {apart:?} not removed: {e}"
+                ));
+            }
+        }
+        answers
+            .into_iter()
+            .for_each(|(reply, answer)| reply.send(answer));
     }
 
     /// Makes sure the alarm fires no later than `at`.
@@ -361,7 +579,7 @@ impl FetchOrchestrator {
     }
 
     /// Acts on one overdue entry; returns when to look at it again, if it stays.
-    async fn overdue(&self, mut entry: QueueEntry, now: f64) -> worker::Result<Option<f64>> {
+    async fn overdue(&self, entry: QueueEntry, now: f64) -> worker::Result<Option<f64>> {
         let storage = self.state.storage();
         let id = entry.job.id.clone();
         let options = &entry.job.options;
@@ -387,22 +605,29 @@ impl FetchOrchestrator {
                 }
             }
             if missing.is_none() {
-                entry.dispatches += 1;
-                entry.due_ms = now + budget;
-                storage.put(&key(&id), &entry).await?;
+                let mut sent = entry.clone();
+                sent.dispatches += 1;
+                sent.due_ms = now + budget;
+                let due = sent.due_ms;
+                if self.update(sent).await.map_err(to_worker)?.is_none() {
+                    // Completed meanwhile.
+                    return Ok(None);
+                }
                 if let Err(e) = self.send(vec![job]).await {
-                    // Only a dispatch the executor acknowledged counts.
-                    entry.dispatches -= 1;
-                    entry.due_ms = now + RETRY_BASE_MS;
                     match e {
                         NotSent::Busy(why) => log_error(&format!(
                             "proxy-fetch {id}: executor busy, sent later: {why}"
                         )),
                         e => log_error(&format!("proxy-fetch {id}: dispatch again failed: {e}")),
                     }
-                    storage.put(&key(&id), &entry).await?;
+                    // Only a dispatch the executor acknowledged counts.
+                    let mut unsent = entry;
+                    unsent.due_ms = now + RETRY_BASE_MS;
+                    let due = unsent.due_ms;
+                    self.update(unsent).await.map_err(to_worker)?;
+                    return Ok(Some(due));
                 }
-                return Ok(Some(entry.due_ms));
+                return Ok(Some(due));
             }
         }
         // A result the executor handed over, else the backstop's error.
@@ -426,7 +651,7 @@ impl FetchOrchestrator {
             Err(FetchError::new(&id, FetchErrorKind::Backstop, message))
         });
         if self.tell_origin(&entry.job, result).await {
-            storage.delete_multiple(keys_of(&id)).await?;
+            self.remove(&id).await.map_err(to_worker)?;
             return Ok(None);
         }
         if age >= max_age + RETRY_CAP_MS {
@@ -434,15 +659,16 @@ impl FetchOrchestrator {
             log_error(&format!(
                 "proxy-fetch {id}: origin unreachable past the max age; left to the origin's sweep"
             ));
-            storage.delete_multiple(keys_of(&id)).await?;
+            self.remove(&id).await.map_err(to_worker)?;
             return Ok(None);
         }
         let wait =
             (RETRY_BASE_MS * 2f64.powi(entry.delivery_tries.min(16) as i32)).min(RETRY_CAP_MS);
-        entry.delivery_tries += 1;
-        entry.due_ms = now + wait;
-        storage.put(&key(&id), &entry).await?;
-        Ok(Some(entry.due_ms))
+        let mut later = entry;
+        later.delivery_tries += 1;
+        later.due_ms = now + wait;
+        let due = later.due_ms;
+        Ok(self.update(later).await.map_err(to_worker)?.map(|_| due))
     }
 
     async fn collect_stats(&self, queries: bool) -> worker::Result<QueueStats> {
@@ -506,6 +732,45 @@ fn forbidden(method: &str, id: &str, why: &str) -> HandlerError {
     refuse(FORBIDDEN, method, id, why)
 }
 
+/// Stores `entry` in place of the entry of its request if that is still queued.
+fn updating(entry: QueueEntry) -> impl FnOnce(Option<&QueueEntry>) -> Result<Action, HandlerError> {
+    move |found| {
+        Ok(match found {
+            Some(_) => Action::Put(Box::new(entry)),
+            None => Action::Keep,
+        })
+    }
+}
+
+/// Removes the entry `ticket` names, if the ticket proves the right to (`method` refuses it).
+fn removing(
+    method: &'static str,
+    ticket: Ticket,
+) -> impl FnOnce(Option<&QueueEntry>) -> Result<Action, HandlerError> {
+    move |found| match found {
+        Some(entry) => admitted(method, &ticket, entry).map(|()| Action::Remove),
+        None => Ok(Action::Keep),
+    }
+}
+
+/// Whether `ticket` proves the right to act on `entry`: refused `forbidden` if not.
+fn admitted(method: &str, ticket: &Ticket, entry: &QueueEntry) -> Result<(), HandlerError> {
+    if ticket.admits(&entry.job) {
+        Ok(())
+    } else {
+        Err(forbidden(
+            method,
+            &ticket.id,
+            "the ticket does not carry the request's token",
+        ))
+    }
+}
+
+/// A refused edit's error as a storage error of the backstop's.
+fn to_worker(e: HandlerError) -> worker::Error {
+    worker::Error::RustError(e.to_string())
+}
+
 impl FetchOrchestrator {
     /// The entry `ticket` names, if it proves the right to act on it: `Ok(None)` when there is
     /// no such entry (settled already; nothing to do), a `forbidden` error when the token is
@@ -515,21 +780,10 @@ impl FetchOrchestrator {
         method: &str,
         ticket: &Ticket,
     ) -> Result<Option<QueueEntry>, HandlerError> {
-        let Some(entry) = self
-            .state
-            .storage()
-            .get::<QueueEntry>(&key(&ticket.id))
-            .await?
-        else {
+        let Some(entry) = self.read_entry(&ticket.id).await? else {
             return Ok(None);
         };
-        if !ticket.admits(&entry.job) {
-            return Err(forbidden(
-                method,
-                &ticket.id,
-                "the ticket does not carry the request's token",
-            ));
-        }
+        admitted(method, ticket, &entry)?;
         Ok(Some(entry))
     }
 
@@ -562,79 +816,109 @@ impl FetchOrchestrator {
             .collect::<Result<Vec<_>, _>>()?;
         let storage = self.state.storage();
         let now = now_ms();
-        let mut fresh = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if let Some(known) = storage.get::<QueueEntry>(&key(&job.id)).await? {
-                // The same request queued again (its origin's sweep): nothing to do. Another
-                // origin's request under the same id: refused, as this queue knows requests
-                // by id.
-                if Ticket::of(&job).admits(&known.job) && known.job.origin == job.origin {
-                    continue;
-                }
-                refusal::refused(
-                    "FetchOrchestrator.enqueue",
-                    &format!("request {}", job.id),
-                    "already queued for another origin or with another token",
-                );
-                return Err(HandlerError::new(
-                    "conflict",
-                    format!(
-                        "request id `{}` is already queued here for another origin: an id must \
-                         be unique among the origins that share an orchestrator instance",
-                        job.id
-                    ),
-                ));
-            }
-            fresh.push(job);
-        }
         // Entries, and the bodies kept apart from them (the jobs keep theirs, to be sent now).
-        let mut entries = Vec::with_capacity(fresh.len());
+        let mut entries = Vec::with_capacity(jobs.len());
         let mut bodies = Vec::new();
-        for job in &fresh {
+        for job in &jobs {
             let (entry, body) = QueueEntry::new(job.clone(), now, 1);
             if let Some(body) = body {
                 bodies.push((format!("{BODY}{}", job.id), body));
             }
             entries.push(entry);
         }
-        let Some(due) = entries.iter().map(|e| e.due_ms).reduce(f64::min) else {
+        // The bodies first: an entry stored is one that can be sent again.
+        let body_puts = bodies.iter().map(|(k, b)| storage.put(k, b));
+        concurrent::all(body_puts, usize::MAX)
+            .await
+            .into_iter()
+            .collect::<Result<(), _>>()?;
+        // Each entry added unless its request is queued: the same request queued again (its
+        // origin's sweep) is left as it is; another origin's request under the same id is
+        // refused, as this queue knows requests by id. The entries of one row are written
+        // together, once.
+        let adds = entries
+            .iter()
+            .map(|entry| {
+                let new = entry.clone();
+                let add = move |known: Option<&QueueEntry>| match known {
+                    None => Ok(Action::Put(Box::new(new))),
+                    Some(known)
+                        if Ticket::of(&new.job).admits(&known.job)
+                            && known.job.origin == new.job.origin =>
+                    {
+                        Ok(Action::Keep)
+                    }
+                    Some(_) => Err(refuse(
+                        "conflict",
+                        "enqueue",
+                        &new.job.id,
+                        "already queued here for another origin or with another token: an id \
+                         must be unique among the origins that share an orchestrator instance",
+                    )),
+                };
+                (entry.job.id.clone(), Box::new(add) as Decide)
+            })
+            .collect();
+        let added = self.edit_all(adds).await;
+        let mut fresh = Vec::with_capacity(entries.len());
+        let mut refused = None;
+        for (entry, added) in entries.into_iter().zip(added) {
+            match added {
+                Ok(None) => fresh.push(entry),
+                Ok(Some(_)) => {}
+                Err(e) => refused = Some(e),
+            }
+        }
+        if let Some(e) = refused {
+            // None of the call is queued: what this call added goes again.
+            self.forget_all(&fresh).await;
+            let unused: Vec<String> = bodies
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| !fresh.iter().any(|e| *k == format!("{BODY}{}", e.job.id)))
+                .collect();
+            if !unused.is_empty() {
+                storage.delete_multiple(unused).await?;
+            }
+            return Err(e);
+        }
+        let Some(due) = fresh.iter().map(|e| e.due_ms).reduce(f64::min) else {
             return Ok(());
         };
+        self.arm(due).await?;
         // The executor's call leaves only once these writes are on disk (the output gate), so
         // an executor never works on a request the queue could lose.
-        let keys: Vec<String> = entries.iter().map(|e| key(&e.job.id)).collect();
-        let puts = keys.iter().zip(&entries).map(|(k, e)| storage.put(k, e));
-        let body_puts = bodies.iter().map(|(k, b)| storage.put(k, b));
-        let (puts, body_puts) = futures_util::future::join(
-            concurrent::all(puts, usize::MAX),
-            concurrent::all(body_puts, usize::MAX),
-        )
-        .await;
-        puts.into_iter()
-            .chain(body_puts)
-            .collect::<Result<(), _>>()?;
-        self.arm(due).await?;
-        match self.send(fresh).await {
+        let send: Vec<FetchJob> = jobs
+            .into_iter()
+            .filter(|j| fresh.iter().any(|e| e.job.id == j.id))
+            .collect();
+        match self.send(send).await {
             Ok(()) => Ok(()),
             Err(NotSent::Busy(why)) => {
                 // Not fetched: kept, with no dispatch counted, and sent again by the backstop
                 // soon (it may be sent whatever its method, as the upstream never saw it).
                 log_error(&format!(
                     "proxy-fetch: executor busy, {} request(s) sent later: {why}",
-                    entries.len()
+                    fresh.len()
                 ));
                 let retry = now + RETRY_BASE_MS;
-                for mut entry in entries {
-                    entry.dispatches = 0;
-                    entry.due_ms = retry;
-                    storage.put(&key(&entry.job.id), &entry).await?;
-                }
+                let later = fresh
+                    .into_iter()
+                    .map(|mut entry| {
+                        entry.dispatches = 0;
+                        entry.due_ms = retry;
+                        (entry.job.id.clone(), Box::new(updating(entry)) as Decide)
+                    })
+                    .collect();
+                self.edit_all(later)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.arm(retry).await?;
                 Ok(())
             }
             Err(e) => {
-                let all: Vec<String> = entries.iter().flat_map(|e| keys_of(&e.job.id)).collect();
-                storage.delete_multiple(all).await?;
+                self.forget_all(&fresh).await;
                 Err(match e {
                     NotSent::MissingBinding(why) => HandlerError::new(MISSING_BINDING, why),
                     e => HandlerError::new("dispatch", e.to_string()),
@@ -666,31 +950,31 @@ impl FetchOrchestrator {
     /// The results reached their origins: the requests are done. A ticket that is not its
     /// request's is refused (the call answers `forbidden`), the others are still done.
     pub async fn complete(&self, tickets: Vec<Ticket>) -> Result<(), HandlerError> {
-        let mut done = Vec::with_capacity(tickets.len());
-        let mut refused = None;
-        for ticket in &tickets {
-            match self.entry("complete", ticket).await {
-                Ok(Some(_)) => done.extend(keys(&ticket.id)),
-                Ok(None) => {}
-                Err(e) => refused = Some(e),
+        // In one round of the writer: a row they share is written once.
+        let removes = tickets
+            .into_iter()
+            .map(|ticket| {
+                (
+                    ticket.id.clone(),
+                    Box::new(removing("complete", ticket)) as Decide,
+                )
+            })
+            .collect();
+        let mut refused = Ok(());
+        for done in self.edit_all(removes).await {
+            if let Err(e) = done {
+                refused = Err(e);
             }
         }
-        if !done.is_empty() {
-            self.state.storage().delete_multiple(done).await?;
-        }
-        refused.map_or(Ok(()), Err)
+        refused
     }
 
     /// Stops watching a request (the origin cancelled it). Returns whether it was queued.
     pub async fn forget(&self, ticket: Ticket) -> Result<bool, HandlerError> {
-        if self.entry("forget", &ticket).await?.is_none() {
-            return Ok(false);
-        }
-        self.state
-            .storage()
-            .delete_multiple(keys_of(&ticket.id))
+        let found = self
+            .edit(ticket.id.clone(), removing("forget", ticket))
             .await?;
-        Ok(true)
+        Ok(found.is_some())
     }
 
     /// The executor could not deliver `result`: keep it and deliver it from the backstop, with
@@ -711,20 +995,35 @@ impl FetchOrchestrator {
                 "the result is another request's",
             ));
         }
-        let Some(mut entry) = self.entry("undelivered", &ticket).await? else {
+        // Checked before the result is stored: a forged ticket stores nothing.
+        if self.entry("undelivered", &ticket).await?.is_none() {
             return Ok(());
-        };
+        }
         let now = now_ms();
         // Kept apart from the entry, so listing the queue never loads it.
+        let held_key = format!("{HELD}{}", ticket.id);
         let storage = self.state.storage();
-        storage
-            .put(&format!("{HELD}{}", ticket.id), &result)
+        storage.put(&held_key, &result).await?;
+        let due = now + RETRY_BASE_MS;
+        let kept = self
+            .edit(ticket.id.clone(), move |found| match found {
+                Some(entry) => {
+                    admitted("undelivered", &ticket, entry)?;
+                    let mut entry = entry.clone();
+                    entry.held = true;
+                    entry.result = None;
+                    entry.due_ms = due;
+                    Ok(Action::Put(Box::new(entry)))
+                }
+                None => Ok(Action::Keep),
+            })
             .await?;
-        entry.held = true;
-        entry.result = None;
-        entry.due_ms = now + RETRY_BASE_MS;
-        storage.put(&key(&ticket.id), &entry).await?;
-        self.arm(entry.due_ms).await?;
+        if kept.is_none() {
+            // Completed meanwhile: the result is not needed.
+            storage.delete(&held_key).await?;
+            return Ok(());
+        }
+        self.arm(due).await?;
         Ok(())
     }
 
