@@ -4,7 +4,8 @@
 // upstream. What it builds is what a user would download: the crates as `cargo package` makes
 // them (tools/package.mjs), the CLI installed from its .crate, the template's dependency taken
 // from them through [patch.crates-io]. Also: examples/demo served by `wrangler dev` the same
-// way, the README's snippets are the template's files, and the CLI refuses a crate built
+// way (a short-path fetch, and a long-path one through its local queue and proxy-fetch's queue
+// consumer), the README's snippets are the template's files, and the CLI refuses a crate built
 // against another proxy-fetch version.
 //
 // Package names come from the crates' own Cargo.toml (a renamed package needs no change here).
@@ -22,7 +23,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { waitFor } from "../workerd/harness.mjs";
+import { settle, waitFor } from "../workerd/harness.mjs";
 import { startUpstream } from "../workerd/upstream.mjs";
 import { buildCli, wasmBuildEnv } from "../../tools/build-worker.mjs";
 import { packageCrates } from "../../tools/package.mjs";
@@ -303,6 +304,28 @@ describe("examples/demo run by wrangler dev", () => {
     assert.equal(filed.outcome, "response");
     assert.equal(filed.status, 200);
     assert.equal(JSON.parse(filed.text).path, "/weather/porto");
+  });
+
+  test("a long-path fetch (timeout_ms 30000, above the executor's 25 s) goes through the demo's local queue under wrangler dev and its handler files the response, once", async () => {
+    assert.match(dev.output(), /env\.PROXY_FETCH_LONG \(proxy-fetch-demo-pf-long\)/, "wrangler dev serves the demo's queue binding");
+    const key = "wrangler-long";
+    const url = upstream.url("/weather/braga", { key, delay: 500 });
+    const res = await fetch(`${dev.base}/inbox/wrangler-long/fetch`, {
+      method: "POST", body: JSON.stringify({ url, tag: "wrangler-dev-long", timeout_ms: 30_000 }), signal: AbortSignal.timeout(30_000),
+    });
+    const started = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(started));
+    const results = async () => (await fetch(`${dev.base}/inbox/wrangler-long/results`, { signal: AbortSignal.timeout(10_000) })).json();
+    const filed = await waitFor(async () => (await results()).find((r) => r.request_id === started.request_id),
+      { deadlineMs: 60_000, everyMs: 50, what: "the long-path handler to file the response" });
+    assert.equal(filed.outcome, "response", filed.text);
+    assert.equal(filed.status, 200);
+    await settle();
+    const all = (await results()).filter((r) => r.request_id === started.request_id);
+    assert.equal(all.length, 1);
+    assert.equal(all[0].deliveries, 1, "the handler ran once");
+    assert.equal(JSON.parse(filed.text).path, new URL(url).pathname + new URL(url).search);
+    assert.equal(upstream.count(key), 1, "fetched once");
   });
 });
 

@@ -25,6 +25,14 @@
 //   the queue unacknowledged (`retry()`), so the queue delivers it again with `attempts` 2.
 // - `pf-undeliverable`: the first consumer run of that request cannot deliver its result: every
 //   `__proxyFetchDeliver` call it makes fails as a call to an unreachable origin does.
+// - `pf-drop`: the first message of that request is lost in the queue: acknowledged, never run
+//   (no claim, no fetch), as a message the queue dropped.
+// - `pf-send-fails`: the origin's producer `send()` of that request's message rejects, as a
+//   failing queue does.
+// - `pf-throw`: the consumer's invocation throws mid-fetch: on a batch's first delivery that
+//   holds such a message, the real consumer runs, and once its fetch of that request has its
+//   response headers from the upstream (so the upstream has the request) the invocation's
+//   `queue()` throws, as a crashed consumer invocation does: the queue delivers the batch again.
 // The Inbox's `longMessages(id)` says how many messages of request `id` the consumer got.
 import * as build from "../build/worker.js";
 
@@ -36,6 +44,26 @@ const longSeen = new Map();
 const longSent = new Map();
 /** Requests whose first consumer run already failed to deliver (`pf-undeliverable`). */
 const undeliverable = new Set();
+/** Requests whose first message was dropped (`pf-drop`). */
+const dropped = new Set();
+/** Waiters for the consumer's fetch of a `pf-throw` URL to get its response headers. */
+const throwWaiters = new Set();
+
+// Watches the isolate's fetches for `pf-throw` URLs (the consumer's Rust code calls the global
+// fetch): once such a fetch has its response, the waiting `queue()` throws. Every fetch is
+// passed through unchanged.
+const realFetch = globalThis.fetch;
+globalThis.fetch = function (input, init) {
+  const response = realFetch.call(this, input, init);
+  const url = typeof input === "string" ? input : input?.url ?? "";
+  if (url.includes("pf-throw")) {
+    response.then(() => {
+      for (const wake of throwWaiters) wake();
+      throwWaiters.clear();
+    }, () => {});
+  }
+  return response;
+};
 
 const urlOf = (body) => body?.job?.request?.url ?? "";
 
@@ -82,10 +110,17 @@ export default class extends build.default {
     const normal = [];
     const broken = [];
     const dying = [];
+    let throws = false;
     for (const message of batch.messages) {
       const id = message.body?.job?.id;
       const url = urlOf(message.body);
       if (id) longSeen.set(id, (longSeen.get(id) ?? 0) + 1);
+      if (url.includes("pf-drop") && !dropped.has(id)) {
+        dropped.add(id);
+        message.ack();
+        continue;
+      }
+      if (url.includes("pf-throw") && message.attempts === 1) throws = true;
       if (url.includes("pf-die-after-claim") && message.attempts === 1) dying.push(message);
       else if (url.includes("pf-undeliverable") && !undeliverable.has(id)) {
         undeliverable.add(id);
@@ -94,6 +129,15 @@ export default class extends build.default {
     }
     const part = (messages) => ({ queue: batch.queue, messages });
     const consume = super.queue;
+    if (throws) {
+      // (A consumer that ends without that fetch, having claimed nothing, ends the wait too.)
+      await new Promise((wake) => {
+        throwWaiters.add(wake);
+        consume.call(this, part(normal)).then(wake, wake);
+      });
+      console.log("injected: the consumer's invocation throws mid-fetch (pf-throw)");
+      throw new Error("injected: the consumer's invocation throws mid-fetch");
+    }
     await Promise.all([
       normal.length ? consume.call(this, part(normal)) : null,
       broken.length ? consume.call({ env: unreachableOrigins(this.env), ctx: this.ctx }, part(broken)) : null,
@@ -113,6 +157,7 @@ function duplicatingQueue(env) {
           const value = Reflect.get(q, method);
           if (method !== "send") return typeof value === "function" ? value.bind(q) : value;
           return async (body, options) => {
+            if (urlOf(body).includes("pf-send-fails")) throw new Error("injected: the queue's send() fails");
             await q.send(body, options);
             if (urlOf(body).includes("pf-dup")) {
               longSent.set(body.job.id, [body, options]);
