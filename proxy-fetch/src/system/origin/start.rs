@@ -178,20 +178,23 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         ProxyFetchError::storage(format!("the continuation data cannot be stored: {e}"))
     })?;
 
+    let mut job = FetchJob {
+        // A recorded request's id is given in the writer's round, with the orchestrator shard
+        // that follows from it.
+        id: RequestId::new(),
+        token: random_hex(16)?,
+        request,
+        origin: OriginRef {
+            binding: origin_binding,
+            id: origin.state().id().to_string(),
+        },
+        queue: None,
+        options: options.clone(),
+    };
     if options.durability == Durability::LostOnCrash {
-        let job = FetchJob {
-            id: match id {
-                Some(id) => id,
-                None => random_hex(16)?,
-            },
-            token: random_hex(16)?,
-            request,
-            origin: OriginRef {
-                binding: origin_binding,
-                id: origin.state().id().to_string(),
-            },
-            queue: None,
-            options: options.clone(),
+        job.id = match id {
+            Some(id) => id,
+            None => random_hex(16)?,
         };
         return start_unrecorded(origin, job, continuation.handler, data).await;
     }
@@ -206,18 +209,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         body_apart: false,
         claims: 0,
         claimed_ms: None,
-        job: FetchJob {
-            // Given in the writer's round, with the orchestrator shard that follows from it.
-            id: RequestId::new(),
-            token: random_hex(16)?,
-            request,
-            origin: OriginRef {
-                binding: origin_binding,
-                id: origin.state().id().to_string(),
-            },
-            queue: None,
-            options: options.clone(),
-        },
+        job,
     };
     let bytes = record.bytes();
     let (reply, answer) = batch::reply();
