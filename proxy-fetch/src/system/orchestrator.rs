@@ -347,11 +347,15 @@ impl FetchOrchestrator {
         found
     }
 
-    /// Stores `entry` in place of the entry of its request, if that is still queued (a request
-    /// completed meanwhile stays done); `None` if it is not.
-    async fn update(&self, entry: QueueEntry) -> Found {
-        let id = entry.job.id.clone();
-        self.edit(id, updating(entry)).await
+    /// Stores `entry` in place of `read`, the entry of its request as the caller read it, if
+    /// that is still the one stored: `false` when another change overtook it (or the request is
+    /// done), which the caller must not undo.
+    async fn replace(&self, read: &QueueEntry, entry: QueueEntry) -> worker::Result<bool> {
+        let found = self
+            .edit(entry.job.id.clone(), replacing(read.clone(), entry))
+            .await
+            .map_err(to_worker)?;
+        Ok(found.as_ref() == Some(read))
     }
 
     /// Removes the entries of `entries`' requests (a start that failed).
@@ -473,28 +477,36 @@ impl FetchOrchestrator {
     /// Hands `jobs` to their executors, in calls of up to [`MAX_JOBS_PER_CALL`] per executor
     /// binding; `Ok` once every call was acknowledged.
     async fn send(&self, jobs: Vec<FetchJob>) -> Result<(), NotSent> {
+        self.send_each(jobs)
+            .await
+            .into_iter()
+            .try_for_each(|(_, sent)| sent)
+    }
+
+    /// [`send`](Self::send), saying how each call went: the ids of its jobs, and its outcome.
+    async fn send_each(&self, jobs: Vec<FetchJob>) -> Vec<(Vec<RequestId>, Result<(), NotSent>)> {
         let (calls, _) = into_calls(jobs, |job| {
             Some((job.options.executor_binding.clone(), MAX_JOBS_PER_CALL))
         });
         let sends = calls.into_iter().map(|jobs| async move {
+            let ids: Vec<RequestId> = jobs.iter().map(|j| j.id.clone()).collect();
             let binding = jobs
                 .first()
                 .map(|j| j.options.executor_binding.clone())
                 .unwrap_or_default();
-            let executor = ExecutorClient::from_env(&self.env, &binding)
-                .map_err(|e| NotSent::Failed(e.to_string()))?;
-            executor.execute_fetches(jobs).await.map_err(|e| match e {
-                CallError::Handler(h) if h.kind == BUSY => NotSent::Busy(h.message),
-                CallError::Handler(h) if h.kind == MISSING_BINDING => {
-                    NotSent::MissingBinding(h.message)
-                }
-                e => NotSent::Failed(format!("executor `{binding}` not reached: {e}")),
-            })
+            let sent = match ExecutorClient::from_env(&self.env, &binding) {
+                Err(e) => Err(NotSent::Failed(e.to_string())),
+                Ok(executor) => executor.execute_fetches(jobs).await.map_err(|e| match e {
+                    CallError::Handler(h) if h.kind == BUSY => NotSent::Busy(h.message),
+                    CallError::Handler(h) if h.kind == MISSING_BINDING => {
+                        NotSent::MissingBinding(h.message)
+                    }
+                    e => NotSent::Failed(format!("executor `{binding}` not reached: {e}")),
+                }),
+            };
+            (ids, sent)
         });
-        concurrent::all(sends, usize::MAX)
-            .await
-            .into_iter()
-            .collect()
+        concurrent::all(sends, usize::MAX).await
     }
 
     /// Delivers `result` to the entry's origin: `true` when the origin has its result now (or
@@ -609,9 +621,9 @@ impl FetchOrchestrator {
                 sent.dispatches += 1;
                 sent.due_ms = now + budget;
                 let due = sent.due_ms;
-                if self.update(sent).await.map_err(to_worker)?.is_none() {
-                    // Completed meanwhile.
-                    return Ok(None);
+                if !self.replace(&entry, sent.clone()).await? {
+                    // Changed meanwhile (done, or a result handed over): looked at again.
+                    return Ok(Some(now + RETRY_BASE_MS));
                 }
                 if let Err(e) = self.send(vec![job]).await {
                     match e {
@@ -624,7 +636,7 @@ impl FetchOrchestrator {
                     let mut unsent = entry;
                     unsent.due_ms = now + RETRY_BASE_MS;
                     let due = unsent.due_ms;
-                    self.update(unsent).await.map_err(to_worker)?;
+                    self.replace(&sent, unsent).await?;
                     return Ok(Some(due));
                 }
                 return Ok(Some(due));
@@ -664,11 +676,16 @@ impl FetchOrchestrator {
         }
         let wait =
             (RETRY_BASE_MS * 2f64.powi(entry.delivery_tries.min(16) as i32)).min(RETRY_CAP_MS);
-        let mut later = entry;
+        let mut later = entry.clone();
         later.delivery_tries += 1;
         later.due_ms = now + wait;
         let due = later.due_ms;
-        Ok(self.update(later).await.map_err(to_worker)?.map(|_| due))
+        // A change that came meanwhile (a result handed over) is kept: looked at again soon.
+        Ok(Some(if self.replace(&entry, later).await? {
+            due
+        } else {
+            now + RETRY_BASE_MS
+        }))
     }
 
     async fn collect_stats(&self, queries: bool) -> worker::Result<QueueStats> {
@@ -732,12 +749,15 @@ fn forbidden(method: &str, id: &str, why: &str) -> HandlerError {
     refuse(FORBIDDEN, method, id, why)
 }
 
-/// Stores `entry` in place of the entry of its request if that is still queued.
-fn updating(entry: QueueEntry) -> impl FnOnce(Option<&QueueEntry>) -> Result<Action, HandlerError> {
+/// Stores `entry` in place of `read` if that is still the entry stored.
+fn replacing(
+    read: QueueEntry,
+    entry: QueueEntry,
+) -> impl FnOnce(Option<&QueueEntry>) -> Result<Action, HandlerError> {
     move |found| {
         Ok(match found {
-            Some(_) => Action::Put(Box::new(entry)),
-            None => Action::Keep,
+            Some(found) if *found == read => Action::Put(Box::new(entry)),
+            _ => Action::Keep,
         })
     }
 }
@@ -826,12 +846,6 @@ impl FetchOrchestrator {
             }
             entries.push(entry);
         }
-        // The bodies first: an entry stored is one that can be sent again.
-        let body_puts = bodies.iter().map(|(k, b)| storage.put(k, b));
-        concurrent::all(body_puts, usize::MAX)
-            .await
-            .into_iter()
-            .collect::<Result<(), _>>()?;
         // Each entry added unless its request is queued: the same request queued again (its
         // origin's sweep) is left as it is; another origin's request under the same id is
         // refused, as this queue knows requests by id. The entries of one row are written
@@ -872,15 +886,21 @@ impl FetchOrchestrator {
         if let Some(e) = refused {
             // None of the call is queued: what this call added goes again.
             self.forget_all(&fresh).await;
-            let unused: Vec<String> = bodies
-                .into_iter()
-                .map(|(k, _)| k)
-                .filter(|k| !fresh.iter().any(|e| *k == format!("{BODY}{}", e.job.id)))
-                .collect();
-            if !unused.is_empty() {
-                storage.delete_multiple(unused).await?;
-            }
             return Err(e);
+        }
+        // The bodies of the entries this call added (never another's: an id queued already
+        // keeps its body), before the jobs go out.
+        let body_puts = bodies
+            .iter()
+            .filter(|(k, _)| fresh.iter().any(|e| *k == format!("{BODY}{}", e.job.id)))
+            .map(|(k, b)| storage.put(k, b));
+        let stored: Result<(), _> = concurrent::all(body_puts, usize::MAX)
+            .await
+            .into_iter()
+            .collect();
+        if let Err(e) = stored {
+            self.forget_all(&fresh).await;
+            return Err(e.into());
         }
         let Some(due) = fresh.iter().map(|e| e.due_ms).reduce(f64::min) else {
             return Ok(());
@@ -892,39 +912,60 @@ impl FetchOrchestrator {
             .into_iter()
             .filter(|j| fresh.iter().any(|e| e.job.id == j.id))
             .collect();
-        match self.send(send).await {
-            Ok(()) => Ok(()),
-            Err(NotSent::Busy(why)) => {
-                // Not fetched: kept, with no dispatch counted, and sent again by the backstop
-                // soon (it may be sent whatever its method, as the upstream never saw it).
-                log_error(&format!(
-                    "proxy-fetch: executor busy, {} request(s) sent later: {why}",
-                    fresh.len()
-                ));
-                let retry = now + RETRY_BASE_MS;
-                let later = fresh
-                    .into_iter()
-                    .map(|mut entry| {
-                        entry.dispatches = 0;
-                        entry.due_ms = retry;
-                        (entry.job.id.clone(), Box::new(updating(entry)) as Decide)
-                    })
-                    .collect();
-                self.edit_all(later)
-                    .await
-                    .into_iter()
-                    .collect::<Result<Vec<_>, _>>()?;
-                self.arm(retry).await?;
-                Ok(())
-            }
-            Err(e) => {
+        let outcomes = self.send_each(send).await;
+        if outcomes.iter().all(|(_, sent)| sent.is_err()) {
+            let failed = outcomes.iter().find_map(|(_, sent)| match sent {
+                Err(NotSent::MissingBinding(why)) => {
+                    Some(HandlerError::new(MISSING_BINDING, why.clone()))
+                }
+                Err(NotSent::Failed(why)) => Some(HandlerError::new("dispatch", why.clone())),
+                _ => None,
+            });
+            if let Some(e) = failed {
+                // Nothing of the call went out: none of it is queued.
                 self.forget_all(&fresh).await;
-                Err(match e {
-                    NotSent::MissingBinding(why) => HandlerError::new(MISSING_BINDING, why),
-                    e => HandlerError::new("dispatch", e.to_string()),
-                })
+                return Err(e);
             }
         }
+        // The jobs of a call that did not go out (busy, or failed while others went) are kept,
+        // with no dispatch counted, and sent again by the backstop soon (whatever their method,
+        // as the upstream never saw them); the jobs of the others are being fetched.
+        let unsent: Vec<RequestId> = outcomes
+            .into_iter()
+            .filter_map(|(ids, sent)| {
+                sent.err().map(|e| {
+                    log_error(&format!(
+                        "proxy-fetch: {} request(s) not sent now, sent again soon: {e}",
+                        ids.len()
+                    ));
+                    ids
+                })
+            })
+            .flatten()
+            .collect();
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        let retry = now + RETRY_BASE_MS;
+        let later = fresh
+            .into_iter()
+            .filter(|e| unsent.contains(&e.job.id))
+            .map(|entry| {
+                let mut later = entry.clone();
+                later.dispatches = 0;
+                later.due_ms = retry;
+                (
+                    entry.job.id.clone(),
+                    Box::new(replacing(entry, later)) as Decide,
+                )
+            })
+            .collect();
+        self.edit_all(later)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        self.arm(retry).await?;
+        Ok(())
     }
 
     /// Whether a request is queued here: the origin's sweep asks with its ticket before it

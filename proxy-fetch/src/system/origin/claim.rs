@@ -18,7 +18,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::ledger::{self, body_key};
 use super::receive::deliver_error;
-use super::writer::{change, find};
+use super::writer::{change_from, find};
 use super::{Held, ProxyFetchOrigin, CLAIMED};
 use crate::rpc::{log_error, HandlerError, RpcError, RpcErrorKind};
 use crate::system::concurrent;
@@ -138,11 +138,18 @@ async fn claim<O: ProxyFetchOrigin>(origin: &O, c: &ClaimRequest) -> Result<Clai
     } else {
         None
     };
+    let read = record.clone();
     record.claims += 1;
     record.claimed_ms = Some(now);
     record.due_ms = now + window + options.backstop_grace_ms as f64;
     let due = record.due_ms;
-    change(origin, id, Some(record)).await.map_err(retry)?;
+    // Only over the record it read: a sweep that changed it meanwhile is not undone.
+    if !change_from(origin, id, &read, record)
+        .await
+        .map_err(retry)?
+    {
+        return Err(retry(format!("request {id} changed while it was claimed")));
+    }
     if let Err(e) = ledger::arm(origin.state(), O::OWN_ALARM, due).await {
         log_error(&format!(
             "proxy-fetch {id}: the origin's alarm was not set for its claim: {e}"

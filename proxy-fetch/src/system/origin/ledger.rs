@@ -48,7 +48,7 @@ pub(super) const ROW_RECORDS: usize = 32;
 pub(super) const ROW_BYTES: usize = 64 * 1024;
 
 /// A request waiting for its result.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct PendingRecord {
     pub handler: String,
     pub data: serde_json::Value,
@@ -240,7 +240,10 @@ pub(super) struct Start {
 pub(super) struct Change {
     pub id: RequestId,
     pub record: Option<PendingRecord>,
-    pub reply: Reply<Result<(), String>>,
+    /// Only if the record stored is this one (what its maker read): a change made from a copy
+    /// that another change overtook meanwhile is not made (the reply says `Ok(false)`).
+    pub expect: Option<PendingRecord>,
+    pub reply: Reply<Result<bool, String>>,
 }
 
 /// What the writer of an origin does in a round.
@@ -764,8 +767,21 @@ impl Drop for Unrecorded {
 /// Holds request `id` of this instance in memory until its result comes. Refused when the
 /// isolate holds as many as it may.
 pub(super) fn keep(state: &State, id: &str, kept: Kept) -> Result<(), ProxyFetchError> {
-    let (n, bytes) = UNRECORDED_ALL.with(|all| all.get());
-    if n >= UNRECORDED_REQUESTS || bytes + kept.bytes() > UNRECORDED_BYTES {
+    let now = now_ms();
+    let full = || {
+        let (n, bytes) = UNRECORDED_ALL.with(|all| all.get());
+        (n >= UNRECORDED_REQUESTS || bytes + kept.bytes() > UNRECORDED_BYTES).then_some((n, bytes))
+    };
+    if full().is_some() {
+        // What every instance holds past its due time is given up first (an idle instance
+        // does not look at its own).
+        OBJECTS.with(|o| {
+            for object in o.borrow_mut().values_mut() {
+                object.unrecorded.prune(now);
+            }
+        });
+    }
+    if let Some((n, bytes)) = full() {
         return Err(ProxyFetchError::Rejected(format!(
             "{n} LostOnCrash requests ({bytes} bytes) already wait for their result in this \
              isolate (at most {UNRECORDED_REQUESTS}, {UNRECORDED_BYTES} bytes): start it \
@@ -817,6 +833,7 @@ pub(super) fn take_kept(state: &State, id: &str, token: Option<&str>) -> Take {
 pub(super) fn is_kept(state: &State, id: &str) -> bool {
     let object = instance(state);
     with_object(&object, |o| {
+        o.unrecorded.prune(now_ms());
         o.unrecorded.0.iter().any(|(held, _)| held == id)
     })
 }

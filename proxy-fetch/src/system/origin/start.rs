@@ -124,13 +124,12 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
                 Some(claim) => claim,
                 None => return Ok(id.clone()),
             };
-            let pending = match options.durability {
-                Durability::LostOnCrash => ledger::is_kept(origin.state(), id),
-                Durability::Recorded => find(origin, id)
+            // Pending under either durability: one id, one request.
+            let pending = ledger::is_kept(origin.state(), id)
+                || find(origin, id)
                     .await
                     .map_err(ProxyFetchError::storage)?
-                    .is_some(),
-            };
+                    .is_some();
             if pending {
                 return Ok(id.clone());
             }
@@ -243,10 +242,11 @@ async fn start_unrecorded<O: ProxyFetchOrigin>(
     ledger::keep(origin.state(), &id, kept)?;
     match dispatch_all(origin.env(), vec![job]).await {
         Ok(()) => Ok(id),
-        Err(e) => {
-            ledger::take_kept(origin.state(), &id, None);
-            Err(e)
-        }
+        Err(e) => match ledger::take_kept(origin.state(), &id, None) {
+            Take::Taken(_) => Err(e),
+            // Its result came (the executor had it after all): it is started, and done.
+            Take::NotHeld | Take::WrongToken => Ok(id),
+        },
     }
 }
 

@@ -9,7 +9,7 @@ use wasm_bindgen::JsValue;
 use super::dispatch::{dispatch_all, due_after, held_queued, recover};
 use super::ledger::{self, body_key, PendingRecord, RowPages};
 use super::receive::deliver_error;
-use super::writer::change;
+use super::writer::{change_from, find};
 use super::ProxyFetchOrigin;
 use crate::rpc::{log_error, RpcError};
 use crate::system::protocol::{FetchJob, MAX_DISPATCHES};
@@ -107,13 +107,44 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
     Ok(next)
 }
 
+/// Stores `record` if the record stored is still `known` (then `known` becomes it).
+async fn store<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+    known: &mut PendingRecord,
+    record: &PendingRecord,
+) -> Result<bool, String> {
+    let made = change_from(origin, id, known, record.clone()).await?;
+    if made {
+        *known = record.clone();
+    }
+    Ok(made)
+}
+
 /// Acts on one overdue request; returns when to look at it again, if it stays.
 async fn overdue<O: ProxyFetchOrigin>(
     origin: &O,
     id: &str,
-    mut record: PendingRecord,
+    listed: PendingRecord,
     now: f64,
 ) -> Option<f64> {
+    // The record as it is now, not as the page listed it: a delivery, a claim or another
+    // change may have come while the sweep acted on the requests before it.
+    let mut record = match find(origin, id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return None,
+        Err(e) => {
+            log_error(&format!("proxy-fetch {id}: not read by the sweep: {e}"));
+            return Some(now + SWEEP_RETRY_MS);
+        }
+    };
+    if record.due_ms > now {
+        return Some(record.due_ms);
+    }
+    drop(listed);
+    // What is stored, as far as the sweep knows: each change it makes is made only if no other
+    // change overtook it (then the request is looked at again by a later sweep).
+    let mut known = record.clone();
     let options = &record.job.options;
     let age = now - record.created_ms;
     let budget = due_after(options);
@@ -139,9 +170,13 @@ async fn overdue<O: ProxyFetchOrigin>(
         record.due_ms = now + budget;
         let due = record.due_ms;
         if orchestrated {
-            if let Err(e) = change(origin, id, Some(record.clone())).await {
-                log_error(&format!("proxy-fetch {id}: not asked after: {e}"));
-                return Some(now + SWEEP_RETRY_MS);
+            match store(origin, id, &mut known, &record).await {
+                Ok(true) => {}
+                Ok(false) => return Some(now + SWEEP_RETRY_MS),
+                Err(e) => {
+                    log_error(&format!("proxy-fetch {id}: not asked after: {e}"));
+                    return Some(now + SWEEP_RETRY_MS);
+                }
             }
             match held_queued(origin.env(), &record.job).await {
                 Ok(true) => return Some(due),
@@ -163,9 +198,13 @@ async fn overdue<O: ProxyFetchOrigin>(
                         // Counted once the executor acknowledged it; stored first, so a
                         // result racing the send finds the record.
                         record.dispatches += 1;
-                        if let Err(e) = change(origin, id, Some(record.clone())).await {
-                            log_error(&format!("proxy-fetch {id}: not dispatched again: {e}"));
-                            return Some(now + SWEEP_RETRY_MS);
+                        match store(origin, id, &mut known, &record).await {
+                            Ok(true) => {}
+                            Ok(false) => return Some(now + SWEEP_RETRY_MS),
+                            Err(e) => {
+                                log_error(&format!("proxy-fetch {id}: not dispatched again: {e}"));
+                                return Some(now + SWEEP_RETRY_MS);
+                            }
                         }
                         dispatch_all(origin.env(), vec![job]).await.map(|()| true)
                     };
@@ -179,7 +218,7 @@ async fn overdue<O: ProxyFetchOrigin>(
                             // A dispatch that was not sent does not count.
                             record.dispatches = sent_before;
                             record.due_ms = now + SWEEP_RETRY_MS;
-                            if let Err(e) = change(origin, id, Some(record.clone())).await {
+                            if let Err(e) = store(origin, id, &mut known, &record).await {
                                 log_error(&format!(
                                     "proxy-fetch {id}: its dispatch count was not restored: {e}"
                                 ));

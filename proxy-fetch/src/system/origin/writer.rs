@@ -40,10 +40,32 @@ pub(super) async fn change<O: ProxyFetchOrigin>(
     id: &str,
     record: Option<PendingRecord>,
 ) -> Result<(), String> {
+    submit_change(origin, id, record, None).await.map(|_| ())
+}
+
+/// Replaces the record of request `id` with `record` only if it is still `read` (what the
+/// caller read before it awaited anything): `Ok(false)` when another change overtook it, which
+/// the caller must not undo.
+pub(super) async fn change_from<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+    read: &PendingRecord,
+    record: PendingRecord,
+) -> Result<bool, String> {
+    submit_change(origin, id, Some(record), Some(read.clone())).await
+}
+
+async fn submit_change<O: ProxyFetchOrigin>(
+    origin: &O,
+    id: &str,
+    record: Option<PendingRecord>,
+    expect: Option<PendingRecord>,
+) -> Result<bool, String> {
     let (reply, answer) = batch::reply();
     let change = Change {
         id: id.to_owned(),
         record,
+        expect,
         reply,
     };
     write(origin, Op::Change(Box::new(change)), answer)
@@ -61,14 +83,22 @@ pub(super) const LINGER_MS: u64 = 100;
 /// One round of the ledger's writer: the changes, then the starts, each row written once.
 async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
     let mut ops = ops;
-    let mut _settling = Vec::new();
     if empties_own_row(origin, &ops) {
-        // Settled meanwhile: the records are not found, though still in storage.
-        _settling.extend(ops.iter().filter_map(|op| match op {
-            Op::Change(change) => Held::take(&SETTLING, origin, &change.id),
-            Op::Start(_) => None,
-        }));
+        // Settled while the round lingers: not found, though still in storage. Only requests
+        // of shared rows, whose ids are never given again (a caller's id may be started again
+        // meanwhile: it must be found until its record is gone).
+        let settling: Vec<Held> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Change(change) if row_key(&change.id).ends_with('~') => {
+                    Held::take(&SETTLING, origin, &change.id)
+                }
+                _ => None,
+            })
+            .collect();
         ops.extend(ledger::linger(origin.state(), LINGER_MS).await);
+        // From here the round writes at once: found again until it has.
+        drop(settling);
     }
     let mut starts = Vec::new();
     let mut changes: Vec<(String, Vec<Change>)> = Vec::new();
@@ -96,11 +126,11 @@ async fn round<O: ProxyFetchOrigin>(origin: &O, ops: Vec<Op>) {
 async fn apply<O: ProxyFetchOrigin>(origin: &O, key: String, changes: Vec<Change>) {
     let edits = changes
         .iter()
-        .map(|c| (c.id.as_str(), c.record.as_ref()))
+        .map(|c| (c.id.as_str(), c.record.as_ref(), c.expect.as_ref()))
         .collect::<Vec<_>>();
     let done = edit_row(origin, &key, &edits).await;
-    for change in changes {
-        change.reply.send(done.clone());
+    for (change, made) in changes.into_iter().zip(done.made) {
+        change.reply.send(done.written.clone().map(|()| made));
     }
 }
 
@@ -152,7 +182,7 @@ impl Host {
 }
 
 /// Takes out of `changes` a row they only delete from, named by this instance and cached,
-/// as the host of the round's starts (the one the most records leave).
+/// as the host of the round's starts (the one with the fewest records left).
 fn take_host<O: ProxyFetchOrigin>(
     origin: &O,
     changes: &mut Vec<(String, Vec<Change>)>,
@@ -160,7 +190,11 @@ fn take_host<O: ProxyFetchOrigin>(
     let (i, row) = changes
         .iter()
         .enumerate()
-        .filter(|(_, (_, group))| group.iter().all(|c| c.record.is_none()))
+        .filter(|(_, (_, group))| {
+            group
+                .iter()
+                .all(|c| c.record.is_none() && c.expect.is_none())
+        })
         .filter_map(|(i, (key, group))| {
             let row = ledger::cached(origin.state(), key, |row| {
                 let mut row = row.clone();
@@ -199,21 +233,39 @@ pub(super) fn add_to_group<K: Ord, T>(groups: &mut Vec<(K, Vec<T>)>, key: K, ite
     }
 }
 
-/// A change to the record of a request: `Some` replaces it, `None` deletes it.
-pub(super) type Edit<'a> = (&'a str, Option<&'a PendingRecord>);
+/// A change to the record of a request: `Some` replaces it, `None` deletes it; the third, when
+/// set, is the record the change was made from (made only if that is still the one stored).
+pub(super) type Edit<'a> = (
+    &'a str,
+    Option<&'a PendingRecord>,
+    Option<&'a PendingRecord>,
+);
+
+/// What [`edit_row`] did: whether the row was written, and for each edit whether it was made.
+pub(super) struct Edited {
+    pub written: Result<(), String>,
+    pub made: Vec<bool>,
+}
 
 /// Applies `edits` to row `key`: `Some` replaces a record still there, `None` deletes it.
 pub(super) async fn edit_row<O: ProxyFetchOrigin>(
     origin: &O,
     key: &str,
     edits: &[Edit<'_>],
-) -> Result<(), String> {
+) -> Edited {
     // Bodies kept apart from the records removed here go after the row is written.
     let bodies = std::cell::RefCell::new(Vec::new());
-    ledger::edit(origin.state(), key, |row| {
+    let made = std::cell::RefCell::new(vec![false; edits.len()]);
+    let written = ledger::edit(origin.state(), key, |row| {
         let mut changed = false;
-        for (id, record) in edits {
-            changed |= match record {
+        let mut made = made.borrow_mut();
+        for (i, (id, record, expect)) in edits.iter().enumerate() {
+            if let Some(expect) = expect {
+                if row.get(id) != Some(*expect) {
+                    continue;
+                }
+            }
+            let done = match record {
                 None => row
                     .remove(id)
                     .inspect(|gone| {
@@ -227,12 +279,21 @@ pub(super) async fn edit_row<O: ProxyFetchOrigin>(
                     .map(|slot| *slot = (*record).clone())
                     .is_some(),
             };
+            if let Some(slot) = made.get_mut(i) {
+                *slot = done;
+            }
+            changed |= done;
         }
         changed
     })
-    .await?;
-    delete_bodies(origin, bodies.into_inner()).await;
-    Ok(())
+    .await;
+    if written.is_ok() {
+        delete_bodies(origin, bodies.into_inner()).await;
+    }
+    Edited {
+        written,
+        made: made.into_inner(),
+    }
 }
 
 /// Deletes the bodies kept apart from records that are gone. A body left behind is storage
@@ -344,7 +405,7 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
                 delete_bodies(origin, host.bodies).await;
             }
             for change in host.changes {
-                change.reply.send(put.clone());
+                change.reply.send(put.clone().map(|()| true));
             }
         }
         // The rows whose starts' bodies were not stored: those starts failed too.
@@ -395,7 +456,7 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
         let written = matches!(puts.get(*row), Some(Ok(())));
         if outcome.is_err() && written {
             if let Some((key, _)) = stored.get(*row) {
-                add_to_group(&mut forgotten, key.as_str(), (id.as_str(), None));
+                add_to_group(&mut forgotten, key.as_str(), (id.as_str(), None, None));
             }
         }
     }
@@ -404,12 +465,12 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
     // `Ok`, and `Err` keeps meaning that no handler will run.
     let mut kept: Vec<&str> = Vec::new();
     for (key, edits) in forgotten {
-        if let Err(e) = edit_row(origin, key, &edits).await {
+        if let Err(e) = edit_row(origin, key, &edits).await.written {
             log_error(&format!(
                 "proxy-fetch: failed starts' records could not be removed ({e}); the backstop \
                  takes their requests over"
             ));
-            kept.extend(edits.iter().map(|(id, _)| *id));
+            kept.extend(edits.iter().map(|(id, _, _)| *id));
         }
     }
     let kept: Vec<String> = kept.into_iter().map(str::to_owned).collect();
