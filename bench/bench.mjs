@@ -462,6 +462,15 @@ try {
     checkDelivery("direct", "long-d0", l0);
     results.cost.long.e2e0_ms = med(l0.e2e_ms);
     results.cost.long.added0_ms = med(l0.e2e_ms) - (results.awaited0_ms ?? NaN);
+    if (!QUICK) {
+      // An upstream slower than the executor's window: 3 requests side by side against a 30 s
+      // upstream, with a 35 s timeout (the Auto path takes the long path), as one awaits it.
+      const LONG_DELAY = 30_000;
+      const l30 = await run({ label: "long-d30", n: 3, origins: ["long-d30"], url: up.url("/long-d30/{i}", { delay: LONG_DELAY }), options: opts("direct", "long-d30", { timeout_ms: 35_000 }) });
+      checkDelivery("direct", "long-d30", l30);
+      results.cost.long.e2e30_ms = med(l30.e2e_ms);
+      results.cost.long.added30_ms = med(l30.e2e_ms) - LONG_DELAY;
+    }
   }
 
   // The burst: n concurrent requests from 50 origins, against the same burst with each fetch
@@ -727,6 +736,10 @@ ${md(["measure", "per request"], [
   ["break-even upstream wait", `${f(results.cost.long.single.dollars.break_even_ms, 0)} ms`],
   ["start -> handler, 0 ms upstream (median)", `${f(results.cost.long.e2e0_ms, 1)} ms`],
   ["added latency, 0 ms upstream (median minus the awaited fetch's)", `${f(results.cost.long.added0_ms, 1)} ms`],
+  ...(results.cost.long.e2e30_ms === undefined ? [] : [
+    ["start -> handler, 30 s upstream, Auto path (median of 3)", `${f(results.cost.long.e2e30_ms, 0)} ms`],
+    ["added latency, 30 s upstream (median minus the upstream's 30 s)", `${f(results.cost.long.added30_ms, 0)} ms`],
+  ]),
 ])}
 
 ` : ""}## The burst: ${results.burst[flows[0]]?.n ?? ""} concurrent requests from 50 origins
