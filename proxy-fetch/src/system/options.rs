@@ -38,13 +38,14 @@ pub const MAX_ATTEMPTS: u32 = 10;
 #[serde(rename_all = "lowercase")]
 pub enum Flow {
     /// origin -> executor -> origin. The origin's own alarm is the backstop. Fewest billed
-    /// operations: one Durable Object request and two row writes per request.
+    /// operations: one Durable Object request and one or two row writes per request (README,
+    /// "Costs").
     #[default]
     Direct,
     /// origin -> `FetchOrchestrator` (a Durable Object queue) -> executor -> origin, and the
     /// orchestrator is told the request is done. The queue is observable in one place
-    /// (`stats`) and keeps the backstop; costs two more Durable Object requests and two more
-    /// row writes per request.
+    /// (`stats`) and keeps the backstop; costs two more Durable Object requests and one or two
+    /// more row writes per request (fewer for requests started together).
     Orchestrated,
 }
 
