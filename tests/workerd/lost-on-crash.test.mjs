@@ -167,7 +167,7 @@ describe("LostOnCrash", () => {
     assert.deepEqual(await box.pending(), []);
   });
 
-  // Last: it restarts the runtime under every other test.
+  // It restarts the runtime under the other tests: after them.
   test("the runtime restarted mid-fetch: nothing is delivered and nothing is left", async () => {
     const box = origin();
     const path = `/lost-restart/${box.name}`;
@@ -178,6 +178,26 @@ describe("LostOnCrash", () => {
     await waitFor(() => up.closed(path).length, { until: (n) => n === 1, what: "the upstream exchange ended" });
     await settle();
     assert.deepEqual(await box.results(), []);
+    assert.deepEqual(await box.pending(), []);
+  });
+
+  // Last: it fills the isolate's memory for LostOnCrash requests until their due time.
+  test("an isolate holds at most 4,096 LostOnCrash requests across its origins: the next start is refused with Rejected, nothing started", async () => {
+    const opts = { ...LOST, timeout_ms: 1000, retry: { max_attempts: 1 }, backstop_grace_ms: 300_000, executor_binding: "DEAD_EXECUTOR" };
+    const names = [...Array(64)].map((_, i) => `lost-cap-${process.pid}-${i}`);
+    let started = 0;
+    for (let wave = 0; wave < 8; wave++) {
+      const calls = [...Array(512)].map((_, i) => ({ name: names[i % names.length], method: "start", args: [{ url: up.url(`/cap/${wave}/${i}`) }, opts, "cap"] }));
+      const res = await w.fetchPeer("driver", "http://driver/call", { method: "POST", body: JSON.stringify({ op: "burst", binding: "INBOX", calls }) });
+      const answers = await res.json();
+      const failed = answers.filter((a) => a.error);
+      assert.deepEqual(failed, [], `wave ${wave}: every start within the cap starts`);
+      started += answers.length;
+    }
+    assert.equal(started, 4096);
+    const box = origin();
+    const refused = await box.start(up.url("/cap/one-more"), opts);
+    assert.match(JSON.stringify(refused.error), /4096 LostOnCrash requests .* already wait for their result in this isolate/);
     assert.deepEqual(await box.pending(), []);
   });
 });
