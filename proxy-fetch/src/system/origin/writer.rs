@@ -446,6 +446,13 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
             }
         })
         .collect();
+    // Bodies stored for rows that were not: no record names them, so nothing else removes them.
+    let orphans: Vec<String> = apart
+        .iter()
+        .filter(|(row, _, _)| !matches!(puts.get(*row), Some(Ok(()))))
+        .map(|(_, key, _)| key.clone())
+        .collect();
+    delete_bodies(origin, orphans).await;
     if let Err(e) = &armed {
         log_error(&format!(
             "proxy-fetch: the origin's alarm was not set for new requests: {e}"
