@@ -194,6 +194,19 @@ impl<T> Future for Answer<T> {
     }
 }
 
+/// Adds `item` to the group of `key` in `groups`, which stay sorted by key. (A map would do,
+/// but these groups are few and small, and each map type is more code in the Wasm.)
+pub(crate) fn add_to_group<K: Ord, T>(groups: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
+    match groups.binary_search_by(|(k, _)| k.cmp(&key)) {
+        Ok(i) => {
+            if let Some((_, items)) = groups.get_mut(i) {
+                items.push(item);
+            }
+        }
+        Err(i) => groups.insert(i, (key, vec![item])),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use worker::{durable_object, DurableObject, Env, Request, Response, State};
 
-use super::batch::{self, Batcher, Reply};
+use super::batch::{self, add_to_group, Batcher, Reply};
 use super::concurrent;
 use super::fetch::{verdicts, Verdict};
 use super::protocol::{
-    into_calls, Delivery, ExecutorClient, FetchJob, OriginClient, Ticket, BAD_JOB, BUSY, FORBIDDEN,
-    MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE, MISSING_BINDING,
+    into_calls, row_name, Delivery, ExecutorClient, FetchJob, OriginClient, Ticket, BAD_JOB, BUSY,
+    FORBIDDEN, MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE, MISSING_BINDING,
 };
 use super::refusal;
 use super::storage::{self, Pages};
@@ -133,11 +133,7 @@ fn apart_keys(entry: &QueueEntry) -> Vec<String> {
 /// together have ids `<random>~<n>` and share row `q:<random>~` (so a burst costs a row write
 /// per round, not per request); a request with an id of the caller's has a row of its own.
 fn row_key(id: &str) -> String {
-    let name = match id.rfind('~') {
-        Some(i) => id.get(..=i).unwrap_or(id),
-        None => id,
-    };
-    format!("{QUEUE}{name}")
+    format!("{QUEUE}{}", row_name(id))
 }
 
 /// What an edit does to the entry it names.
@@ -388,11 +384,7 @@ impl FetchOrchestrator {
     async fn write_rows(&self, edits: Vec<RowEdit>) {
         let mut rows: Vec<(String, Vec<RowEdit>)> = Vec::new();
         for edit in edits {
-            let key = row_key(&edit.id);
-            match rows.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, group)) => group.push(edit),
-                None => rows.push((key, vec![edit])),
-            }
+            add_to_group(&mut rows, row_key(&edit.id), edit);
         }
         let writes = rows
             .into_iter()

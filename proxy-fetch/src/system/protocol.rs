@@ -109,6 +109,17 @@ impl FetchJob {
     }
 }
 
+/// The row a request's record (at its origin) and entry (at its orchestrator) are kept in: for
+/// an id proxy-fetch gives, `<random>~<n>` (the `n`th request one round of an origin started),
+/// the `<random>~` it shares with the others of that round; for a caller's id, which cannot hold
+/// `~`, the id itself.
+pub(crate) fn row_name(id: &str) -> &str {
+    match id.rfind('~') {
+        Some(i) => id.get(..=i).unwrap_or(id),
+        None => id,
+    }
+}
+
 /// A result on its way back to its origin, with the token of its request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]

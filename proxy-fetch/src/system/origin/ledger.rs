@@ -27,7 +27,7 @@ use worker::State;
 
 use crate::rpc::log_error;
 use crate::system::batch::{Answer, Batcher, Reply};
-use crate::system::protocol::{same_secret, FetchJob};
+use crate::system::protocol::{row_name, same_secret, FetchJob};
 use crate::system::storage;
 use crate::system::{now_ms, ProxyFetchError, RequestId};
 
@@ -215,11 +215,7 @@ impl<'de> Deserialize<'de> for Row {
 
 /// The key of the row that holds request `id`.
 pub(super) fn row_key(id: &str) -> String {
-    let name = match id.rfind('~') {
-        Some(i) => id.get(..=i).unwrap_or(id),
-        None => id,
-    };
-    format!("{LEDGER}{name}")
+    format!("{LEDGER}{}", row_name(id))
 }
 
 /// The id of request `n` of the shared row named `row` (`row` ends in `~`).

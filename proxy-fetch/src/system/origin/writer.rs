@@ -8,7 +8,7 @@ use super::dispatch::{batches, dispatch_all, forget_queued, name_job};
 use super::ledger::{self, body_key, row_key, Change, Op, PendingRecord, Row, Start, INLINE_BODY};
 use super::{Held, ProxyFetchOrigin, SETTLING};
 use crate::rpc::log_error;
-use crate::system::batch::{self, Answer};
+use crate::system::batch::{self, add_to_group, Answer};
 use crate::system::concurrent;
 use crate::system::protocol::FetchJob;
 use crate::system::{random_hex, ProxyFetchError};
@@ -218,19 +218,6 @@ fn take_host<O: ProxyFetchOrigin>(
         changes: changes_of_row,
         bodies,
     })
-}
-
-/// Adds `item` to the group of `key` in `groups`, which stay sorted by key. (A map would do,
-/// but these groups are few and small, and each map type is more code in the Wasm.)
-pub(super) fn add_to_group<K: Ord, T>(groups: &mut Vec<(K, Vec<T>)>, key: K, item: T) {
-    match groups.binary_search_by(|(k, _)| k.cmp(&key)) {
-        Ok(i) => {
-            if let Some((_, items)) = groups.get_mut(i) {
-                items.push(item);
-            }
-        }
-        Err(i) => groups.insert(i, (key, vec![item])),
-    }
 }
 
 /// A change to the record of a request: `Some` replaces it, `None` deletes it; the third, when
