@@ -25,7 +25,7 @@ try {
   const res = await worker.fetch("/inbox/demo/fetch", { method: "POST", body: JSON.stringify(body) });
   const started = await res.json();
   if (!res.ok) throw new Error(`start failed: ${JSON.stringify(started)}`);
-  console.log(`-> ${res.status} request_id=${started.request_id}, Inbox held ${ms(started.hold_ms)} (until the ${long ? "queue took the message" : "executor acknowledged"})`);
+  console.log(`-> ${res.status} request_id=${started.request_id}, Inbox held ${ms(started.hold_ms)} (until ${long ? "the queue took its message" : "its record was stored"})`);
 
   const filed = await waitFor(async () => {
     const results = await (await worker.fetch("/inbox/demo/results")).json();

@@ -3,11 +3,20 @@
 // (POST {op: "burst", binding, calls: [{name, method, args}]}), and plays a
 // FetchExecutorEntrypoint that acknowledges and then drops every job: an executor that dies
 // mid-request (and one that answers only after a second before it drops them: a slow one), a
-// flaky executor, and an origin that is slow to take deliveries.
+// flaky executor, one down for a request's first call, one that answers only when released,
+// an unreachable one, and an origin that is slow to take deliveries.
 // In args, {"$bytes": [..]} becomes a Uint8Array; in results, Uint8Arrays become {"$bytes": [..]}.
 import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 
-export class DeadExecutor extends WorkerEntrypoint {
+// The fake executors below are real executors that fail in one way: asked for their terms (what
+// they take), they give the real executor's, as a working executor would.
+class FakeExecutor extends WorkerEntrypoint {
+  terms() {
+    return this.env.REAL_EXECUTOR.terms();
+  }
+}
+
+export class DeadExecutor extends FakeExecutor {
   executeFetches(_jobs) {}
 }
 
@@ -15,7 +24,7 @@ export class DeadExecutor extends WorkerEntrypoint {
 // dispatches to it waits that long (faults.test.mjs holds up an orchestrator's backstop round
 // with it, so that other entries fall due meanwhile). A slow component, not a wait for anything.
 const SLOW_ACK_MS = 1000;
-export class SlowExecutor extends WorkerEntrypoint {
+export class SlowExecutor extends FakeExecutor {
   async executeFetches(_jobs) {
     await new Promise((r) => setTimeout(r, SLOW_ACK_MS));
   }
@@ -24,7 +33,7 @@ export class SlowExecutor extends WorkerEntrypoint {
 // An executor that dies on the first dispatch of each request and works from the second on
 // (it forwards to REAL_EXECUTOR): a request lost with its executor, then recovered.
 const dropped = new Set();
-export class DyingOnceExecutor extends WorkerEntrypoint {
+export class DyingOnceExecutor extends FakeExecutor {
   executeFetches(jobs) {
     const again = jobs.filter((job) => dropped.has(job.id));
     for (const job of jobs) dropped.add(job.id);
@@ -36,13 +45,60 @@ export class DyingOnceExecutor extends WorkerEntrypoint {
 // calls for it fail (it is down), and which works from the fourth on (it forwards to
 // REAL_EXECUTOR): redispatches that were never sent, between a lost one and one that works.
 const flaky = new Map();
-export class FlakyExecutor extends WorkerEntrypoint {
+export class FlakyExecutor extends FakeExecutor {
   executeFetches(jobs) {
     const n = (flaky.get(jobs[0].id) ?? 0) + 1;
     for (const job of jobs) flaky.set(job.id, n);
     if (n === 1) return undefined;
     if (n <= 3) throw new Error("the executor is down");
     return this.env.REAL_EXECUTOR.executeFetches(jobs);
+  }
+}
+
+// An executor that is down for the first call of each request (the call fails) and works from
+// the second on (it forwards to REAL_EXECUTOR): a job its start's call did not hand over.
+const downOnce = new Set();
+export class DownOnceExecutor extends FakeExecutor {
+  executeFetches(jobs) {
+    const first = jobs.filter((job) => !downOnce.has(job.id));
+    for (const job of jobs) downOnce.add(job.id);
+    if (first.length) throw new Error("the executor is down");
+    return this.env.REAL_EXECUTOR.executeFetches(jobs);
+  }
+}
+
+// An executor that holds each call unanswered until the driver is asked to `release` them
+// (POST {op: "release"}), then forwards it to REAL_EXECUTOR: a start made meanwhile shows what
+// it waits for. (A call looks every 20 ms, for at most 30 s: a promise resolved by the release's
+// request would be one workerd cancels as hung.)
+let heldCalls = 0;
+let releasedCalls = 0;
+export class HeldExecutor extends FakeExecutor {
+  async executeFetches(jobs) {
+    const call = ++heldCalls;
+    for (const deadline = Date.now() + 30_000; releasedCalls < call; ) {
+      if (Date.now() > deadline) throw new Error("HeldExecutor: never released");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return this.env.REAL_EXECUTOR.executeFetches(jobs);
+  }
+}
+
+// An executor whose terms are the real executor's but whose calls go to BARE_EXECUTOR, a worker
+// without the origin's binding: terms an origin learned before the executor's worker changed.
+export class StaleTermsExecutor extends FakeExecutor {
+  executeFetches(jobs) {
+    return this.env.BARE_EXECUTOR.executeFetches(jobs);
+  }
+}
+
+// An executor that cannot be reached: every call to it fails, its terms too.
+export class UnreachableExecutor extends WorkerEntrypoint {
+  terms() {
+    throw new Error("the executor cannot be reached");
+  }
+  executeFetches(_jobs) {
+    throw new Error("the executor cannot be reached");
   }
 }
 
@@ -69,6 +125,11 @@ export default {
   async fetch(request, env) {
     const body = await request.json();
     if (body.op === "burst") return burst(env, body);
+    if (body.op === "release") {
+      const released = heldCalls - releasedCalls;
+      releasedCalls = heldCalls;
+      return Response.json({ released });
+    }
     const { binding, name, method, args = [] } = body;
     const ns = env[binding];
     const stub = ns.get(ns.idFromName(name));

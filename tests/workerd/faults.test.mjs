@@ -38,6 +38,9 @@ before(async () => {
       DEAD_EXECUTOR: { name: "driver", entrypoint: "DeadExecutor" },
       SLOW_EXECUTOR: { name: "driver", entrypoint: "SlowExecutor" },
       FLAKY_EXECUTOR: { name: "driver", entrypoint: "FlakyExecutor" },
+      DOWN_ONCE_EXECUTOR: { name: "driver", entrypoint: "DownOnceExecutor" },
+      HELD_EXECUTOR: { name: "driver", entrypoint: "HeldExecutor" },
+      UNREACHABLE_EXECUTOR: { name: "driver", entrypoint: "UnreachableExecutor" },
     },
     durableObjects: { HANGING_ORIGIN: { className: "HangingOrigin", scriptName: "driver", useSQLite: true } },
   });
@@ -418,5 +421,50 @@ describe("no loss or duplicate path (issue 19, item 5)", () => {
     assert.ok((await q.queued()).includes(id), "the orchestrator still holds the PUT");
     assert.equal(await box.faultsLeft(), 1, "the body was never read at the origin");
     assert.ok(!w.logs.some((l) => l.includes(`proxy-fetch ${id}: its body was not read`)));
+  });
+});
+
+describe("a start that does not wait for the executor (issue 21)", () => {
+  /** Releases the calls HeldExecutor holds: how many it released. */
+  const release = async () => (await (await w.fetchPeer("driver", "http://driver/", { method: "POST", body: JSON.stringify({ op: "release" }) })).json()).released;
+
+  test("direct: a start is answered once its record is stored, while the executor still holds its call unanswered; the job is fetched once the executor takes it", async () => {
+    const box = origin();
+    const key = `held-${box.name}`;
+    const { request_id: id } = await startOk(box, { method: "POST", url: up.url("/held", { key }) }, { executor_binding: "HELD_EXECUTOR" });
+    assert.deepEqual(await box.pending(), [id], "recorded at the origin");
+    assert.equal(up.count(key), 0, "not fetched: the executor holds the call");
+    await waitFor(release, { until: (n) => n === 1, what: "the executor's held call, released" });
+    const r = await waitFor(() => box.result(id), { deadlineMs: 15000, what: `the result of ${id}` });
+    assert.deepEqual([r.outcome, r.status, r.deliveries], ["response", 200, 1]);
+    assert.equal(up.count(key), 1, "fetched once");
+  });
+
+  test("direct: a job the executor did not take after its start was answered is sent again by the origin's alarm at once, not at its due time, whatever its method: a POST fetched once, its handler run once", async () => {
+    const box = origin();
+    const key = `down-once-${box.name}`;
+    // Due at the sweep 40 s or more after the start: a result within 15 s is the alarm's resend.
+    const options = { executor_binding: "DOWN_ONCE_EXECUTOR", timeout_ms: 5000, retry: { max_attempts: 1 }, backstop_grace_ms: 40000 };
+    const { request_id: id } = await startOk(box, { method: "POST", url: up.url("/down-once", { key }) }, options);
+    await logged("of the call the executor did not take", `proxy-fetch ${id}: the executor \`DOWN_ONCE_EXECUTOR\` did not take it`, "the executor is down");
+    const r = await waitFor(() => box.result(id), { deadlineMs: 15000, what: `the result of ${id}` });
+    await settle();
+    assert.deepEqual([r.outcome, r.status], ["response", 200], JSON.stringify(r));
+    assert.equal((await box.result(id)).deliveries, 1, "its handler ran once");
+    assert.equal(up.count(key), 1, "fetched once");
+    assert.deepEqual(await box.pending(), []);
+  });
+
+  test("direct: an executor that cannot be reached when the origin asks its terms fails the start with Dispatch: nothing stored, nothing fetched, no handler runs", async () => {
+    const box = origin();
+    const key = `unreachable-${box.name}`;
+    const r = await box.start({ url: up.url("/unreachable", { key }) }, { executor_binding: "UNREACHABLE_EXECUTOR" });
+    assert.equal(r.error?.handler?.kind, "dispatch", JSON.stringify(r));
+    assert.match(r.error.message, /the executor cannot be reached/);
+    assert.deepEqual(await box.pending(), [], "no record");
+    assert.deepEqual(await box.keys("proxy-fetch:"), [], "nothing of it stored");
+    await settle();
+    assert.equal(up.count(key), 0, "nothing fetched");
+    assert.deepEqual(await box.results(), [], "no handler ran");
   });
 });

@@ -18,7 +18,7 @@ after(async () => up?.close());
 
 /** The proxy test worker in workerd of its own, with `vars` added to its own (and `peers` and
  *  `serviceBindings` to the test's). */
-async function worker(vars = {}, { peers = [], serviceBindings = {} } = {}) {
+async function worker(vars = {}, { peers = [], serviceBindings = {}, driverBindings = {} } = {}) {
   const port = new URL(up.url("/")).port;
   const shared = { scriptName: "proxy-test-worker", useSQLite: true };
   return startWorker("tests/proxy-worker", {
@@ -28,7 +28,7 @@ async function worker(vars = {}, { peers = [], serviceBindings = {} } = {}) {
         INBOX: { className: "Inbox", ...shared },
         FETCH_ORCHESTRATOR: { className: "FetchOrchestrator", ...shared },
       },
-      serviceBindings: { REAL_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" } },
+      serviceBindings: { REAL_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" }, ...driverBindings },
     })],
     serviceBindings: { DYING_ONCE_EXECUTOR: { name: "driver", entrypoint: "DyingOnceExecutor" }, ...serviceBindings },
   });
@@ -246,7 +246,12 @@ describe("what a call to the executor may carry", () => {
       name: "bare-executor", durableObjects: {}, serviceBindings: {}, queueProducers: {}, queueConsumers: {},
       bindings: { PROXY_FETCH_ALLOW: `http://127.0.0.1:${port}` },
     });
-    w = await worker({}, { peers: [bare], serviceBindings: { BARE_EXECUTOR: { name: "bare-executor", entrypoint: "FetchExecutorEntrypoint" } } });
+    const bareExecutor = { name: "bare-executor", entrypoint: "FetchExecutorEntrypoint" };
+    w = await worker({}, {
+      peers: [bare],
+      serviceBindings: { BARE_EXECUTOR: bareExecutor, STALE_EXECUTOR: { name: "driver", entrypoint: "StaleTermsExecutor" } },
+      driverBindings: { BARE_EXECUTOR: bareExecutor },
+    });
   });
   after(async () => w?.dispose());
 
@@ -264,7 +269,7 @@ describe("what a call to the executor may carry", () => {
     assert.equal(up.count(key), 6, "none of the refused call's 7 jobs was fetched");
   });
 
-  test("a start whose executor's worker lacks the origin's binding gets Err(MissingBinding) from proxy_fetch, in both flows, and the executor's health names the binding", async () => {
+  test("a start whose executor's worker lacks the origin's binding gets Err(MissingBinding) from proxy_fetch, in both flows, from the executor's terms: nothing stored, nothing fetched", async () => {
     for (const flow of ["direct", "orchestrated"]) {
       const box = origin(w);
       const key = `bare-${flow}-${box.name}`;
@@ -274,9 +279,30 @@ describe("what a call to the executor may carry", () => {
       assert.deepEqual(await box.pending(), [], `${flow}: nothing stored`);
       assert.equal(up.count(key), 0, `${flow}: nothing fetched`);
     }
-    const health = await w.env.BARE_EXECUTOR.health();
-    assert.deepEqual(health.missing_bindings, ["INBOX"]);
+    assert.deepEqual((await w.env.BARE_EXECUTOR.terms()).namespaces, [], "its terms name no Durable Object binding");
+  });
+
+  test("a call refused as missing_binding after its start was answered (the executor's worker changed since its terms were learned): the handler gets Rejected with the refusal, nothing fetched", async () => {
+    const box = origin(w);
+    const key = `stale-${box.name}`;
+    const started = await box.start({ method: "POST", url: up.url("/stale", { key }) }, { executor_binding: "STALE_EXECUTOR" });
+    assert.ok(started.ok, JSON.stringify(started));
+    const r = await onlyResult(box, "the refusal at the handler");
+    assert.equal(r.outcome, "Rejected", JSON.stringify(r));
+    assert.match(r.text, /the executor refused it: .*the executor's worker has no binding `INBOX`/);
+    assert.deepEqual(await box.pending(), []);
+    await settle();
+    assert.equal(up.count(key), 0, "nothing fetched");
+  });
+
+  test("FetchExecutor: a call whose job names an origin binding the executor's worker lacks is refused (missing_binding), logged, and listed by health; nothing fetched", async () => {
+    const key = `bare-call-${process.pid}`;
+    const bare = job({ request: { method: "GET", url: up.url("/bare", { key }), headers: [], body: null, redirect: "follow" } });
+    await assert.rejects(async () => { await w.env.BARE_EXECUTOR.executeFetches([bare]); }, /the executor's worker has no binding `INBOX`/);
+    assert.deepEqual((await w.env.BARE_EXECUTOR.health()).missing_bindings, ["INBOX"]);
     await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch refused FetchExecutor.executeFetches a call of 1 jobs") && l.includes("no binding `INBOX`")), { what: "the log line of the refusal" });
+    await settle();
+    assert.equal(up.count(key), 0, "nothing fetched");
   });
 });
 

@@ -20,6 +20,7 @@ before(async () => {
         INBOX: { className: "Inbox", ...worker },
         FETCH_ORCHESTRATOR: { className: "FetchOrchestrator", ...worker },
       },
+      serviceBindings: { REAL_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" } },
     })],
     serviceBindings: { DEAD_EXECUTOR: { name: "driver", entrypoint: "DeadExecutor" } },
   });

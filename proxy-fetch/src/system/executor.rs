@@ -9,8 +9,7 @@ use worker::{Context, Env};
 
 use super::options::Budget;
 use super::policy::{ExecutorLimits, ExecutorPolicy, POLICY_VAR};
-use super::protocol::FetchJob;
-use super::protocol::NO_POLICY;
+use super::protocol::{ExecutorTerms, FetchJob, NO_POLICY};
 use super::{fetch, now_ms, refusal};
 use crate::entrypoint;
 use crate::rpc::{HandlerError, WorkerEntrypoint};
@@ -67,10 +66,14 @@ impl FetchExecutor {
         Ok(())
     }
 
-    /// The worker's `PROXY_FETCH_ALLOW`, for origins to check URLs at the start.
-    pub async fn policy(&self) -> Result<String, HandlerError> {
+    /// What this executor takes (its worker's `PROXY_FETCH_ALLOW` and Durable Object
+    /// bindings), for origins to refuse at the start what it would refuse.
+    pub async fn terms(&self) -> Result<ExecutorTerms, HandlerError> {
         match self.env.var(POLICY_VAR) {
-            Ok(spec) => Ok(spec.to_string()),
+            Ok(spec) => Ok(ExecutorTerms {
+                allow: spec.to_string(),
+                namespaces: fetch::namespaces(&self.env),
+            }),
             Err(_) => Err(HandlerError::new(
                 NO_POLICY,
                 ExecutorPolicy::from_env(&self.env)

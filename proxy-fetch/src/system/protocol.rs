@@ -14,7 +14,8 @@ super::strict::strict_serde!(
     Delivery,
     Ticket,
     LongJob,
-    ClaimRequest
+    ClaimRequest,
+    ExecutorTerms
 );
 
 /// Where a result goes back to: the origin Durable Object's namespace binding and hex id.
@@ -429,14 +430,42 @@ pub trait Executor {
     /// executor's worker lacks too ([`MISSING_BINDING`]), and one that does not fit the
     /// isolate's byte budget now gets [`BUSY`]: nothing of a refused call is fetched.
     async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError>;
-    /// The executor's `PROXY_FETCH_ALLOW`, as its worker has it, so that an origin can refuse
-    /// at the start what the executor would refuse (the executor checks every job all the
-    /// same). A [`NO_POLICY`] error when the var is missing.
-    async fn policy(&self) -> Result<String, HandlerError>;
+    /// What the executor takes ([`ExecutorTerms`]), so that an origin can refuse at the start
+    /// what the executor would refuse, without waiting for the executor (which checks every
+    /// job all the same). A [`NO_POLICY`] error when its `PROXY_FETCH_ALLOW` is missing.
+    async fn terms(&self) -> Result<ExecutorTerms, HandlerError>;
 }
 
-/// Handler error code of `policy` when the executor has no policy (it fetches nothing).
+/// Handler error code of `terms` when the executor has no policy (it fetches nothing).
 pub const NO_POLICY: &str = "no_policy";
+
+/// What an executor takes, as its worker's configuration says: the URLs its policy allows and
+/// the Durable Object bindings it can deliver to (a job's origin and orchestrator bindings
+/// must be among them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct ExecutorTerms {
+    /// Its worker's `PROXY_FETCH_ALLOW`.
+    pub allow: String,
+    /// The names of its worker's Durable Object namespace bindings.
+    pub namespaces: Vec<String>,
+}
+
+impl ExecutorTerms {
+    /// The first of `bindings` the executor could not deliver to, as its refusal says it.
+    pub(crate) fn lacking(&self, bindings: &[&str]) -> Option<String> {
+        bindings
+            .iter()
+            .find(|b| !self.namespaces.iter().any(|n| n == *b))
+            .map(|b| {
+                format!(
+                    "the executor's worker has no binding `{b}` to a Durable Object namespace: \
+                     no result could be delivered; bind it in the executor's worker (same name, \
+                     same class)"
+                )
+            })
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ mod send;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::Env;
 
 use self::http::{attempt, AttemptError};
@@ -75,18 +75,35 @@ impl Drop for Held {
     }
 }
 
-/// Why `binding` cannot be a Durable Object namespace in `env`, if it cannot.
-fn not_a_namespace(env: &Env, binding: &str) -> Option<String> {
-    let value =
-        js_sys::Reflect::get(env, &JsValue::from_str(binding)).unwrap_or(JsValue::UNDEFINED);
-    if value.is_undefined() || value.is_null() {
-        return Some(format!("the executor's worker has no binding `{binding}`"));
-    }
-    let class = js_sys::Reflect::get(&value, &JsValue::from_str("constructor"))
+/// The names of `env`'s Durable Object namespace bindings.
+pub(crate) fn namespaces(env: &Env) -> Vec<String> {
+    let env: &JsValue = env.as_ref();
+    js_sys::Object::keys(env.unchecked_ref::<js_sys::Object>())
+        .iter()
+        .filter_map(|name| name.as_string())
+        .filter(|name| binding_class(env, name) == "DurableObjectNamespace")
+        .collect()
+}
+
+/// The class of binding `name` of `env` ("" when there is none or it has no class name).
+fn binding_class(env: &JsValue, name: &str) -> String {
+    js_sys::Reflect::get(env, &JsValue::from_str(name))
+        .and_then(|v| js_sys::Reflect::get(&v, &JsValue::from_str("constructor")))
         .and_then(|c| js_sys::Reflect::get(&c, &JsValue::from_str("name")))
         .ok()
         .and_then(|n| n.as_string())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Why `binding` cannot be a Durable Object namespace in `env`, if it cannot.
+fn not_a_namespace(env: &Env, binding: &str) -> Option<String> {
+    let env: &JsValue = env.as_ref();
+    let bound = js_sys::Reflect::get(env, &JsValue::from_str(binding))
+        .is_ok_and(|v| !v.is_undefined() && !v.is_null());
+    if !bound {
+        return Some(format!("the executor's worker has no binding `{binding}`"));
+    }
+    let class = binding_class(env, binding);
     (class != "DurableObjectNamespace").then(|| {
         format!(
             "the executor's worker has `{binding}` as a {}, not a Durable Object namespace",

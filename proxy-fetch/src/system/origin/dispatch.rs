@@ -1,16 +1,15 @@
 //! Jobs on their way out: to the executor (direct flow), in calls of up to
 //! [`MAX_JOBS_PER_CALL`], or to the orchestrator shard that tracks each (orchestrated flow).
 
-use std::cell::RefCell;
-use worker::{Env, Url};
+use worker::Env;
 
 use super::ledger::PendingRecord;
 use crate::rpc::{log_error, CallError, HandlerError, RpcError, RpcErrorKind};
 use crate::system::protocol::{
     into_calls, ExecutorClient, FetchJob, LongJob, LongQueue, OrchestratorClient, QueueRef, Ticket,
-    BUSY, MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE, MISSING_BINDING, NO_POLICY,
+    BUSY, MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE, MISSING_BINDING,
 };
-use crate::system::{now_ms, ExecutorPolicy, Flow, ProxyFetchError, ProxyFetchOptions};
+use crate::system::{Flow, ProxyFetchError, ProxyFetchOptions};
 
 /// In the orchestrated flow the origin's sweep acts this many backstop periods after a start
 /// (the orchestrator's backstop acts after one): it queues the request again, which the
@@ -83,7 +82,8 @@ pub(super) fn due_after(options: &ProxyFetchOptions) -> f64 {
 }
 
 /// Waits before a call the executor answered `busy` is sent again, in turn (ms); after the
-/// last, the call's error stands (a start fails with it, the sweep tries again later).
+/// last, the call's error stands (the origin's alarm sends the jobs again; a `LostOnCrash`
+/// start fails with it).
 const BUSY_WAITS_MS: [u64; 4] = [250, 500, 1_000, 2_000];
 
 /// Hands jobs to the executor (direct flow: one call, all with the same executor binding) or
@@ -190,69 +190,5 @@ fn refused_by(method: &'static str, e: CallError<HandlerError>) -> RpcError {
     match e {
         CallError::Rpc(e) => e,
         CallError::Handler(h) => RpcError::new(RpcErrorKind::Remote, method, h.to_string()),
-    }
-}
-
-/// How long an isolate goes by the executor policy it learned before it asks again.
-const POLICY_TTL_MS: f64 = 60_000.0;
-
-/// An executor's policy as an origin learned it: `Err` when it has none (and refuses every
-/// job), `None` when it could not say (so only the executor checks).
-type Learned = Option<Result<ExecutorPolicy, String>>;
-
-thread_local! {
-    /// By executor binding: when its policy was learned, and what was learned.
-    static POLICIES: RefCell<Vec<(String, f64, Learned)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Refuses now a URL that the executor behind `binding` would refuse: its policy is learned
-/// from it once a minute per isolate and checked here (the executor checks every job all the
-/// same). Only the start that finds the policy unknown or stale asks the executor; starts
-/// meanwhile go by what was known before (nothing, the first time: then only the executor
-/// checks), so a burst of starts does not wait for it. An executor that cannot say
-/// (unreachable, another version) leaves it to the executor.
-pub(super) async fn check_executor_policy(
-    env: &Env,
-    binding: &str,
-    url: &Url,
-) -> Result<(), ProxyFetchError> {
-    let now = now_ms();
-    // What is known, and whether this start is the one to ask (it marks the entry fresh).
-    let (known, ask) = POLICIES.with(|p| {
-        let mut policies = p.borrow_mut();
-        match policies.iter_mut().find(|(b, _, _)| b == binding) {
-            Some((_, at, policy)) if now - *at < POLICY_TTL_MS => (policy.clone(), false),
-            Some((_, at, policy)) => {
-                *at = now;
-                (policy.clone(), true)
-            }
-            None => {
-                policies.push((binding.to_owned(), now, None));
-                (None, true)
-            }
-        }
-    });
-    let policy = if ask {
-        let learned = match ExecutorClient::from_env(env, binding) {
-            Ok(executor) => match executor.policy().await {
-                Ok(spec) => Some(ExecutorPolicy::parse(&spec)),
-                Err(CallError::Handler(e)) if e.kind == NO_POLICY => Some(Err(e.message)),
-                Err(_) => None,
-            },
-            Err(_) => None,
-        };
-        POLICIES.with(|p| {
-            if let Some(entry) = p.borrow_mut().iter_mut().find(|(b, _, _)| b == binding) {
-                entry.2 = learned.clone();
-            }
-        });
-        learned
-    } else {
-        known
-    };
-    match policy {
-        Some(Ok(policy)) => policy.check(url).map_err(ProxyFetchError::Rejected),
-        Some(Err(why)) => Err(ProxyFetchError::Rejected(why)),
-        None => Ok(()),
     }
 }

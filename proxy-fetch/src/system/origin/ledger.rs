@@ -439,6 +439,9 @@ struct Object {
     alarm: Option<f64>,
     /// Its requests started `LostOnCrash`, which only this memory holds.
     unrecorded: Unrecorded,
+    /// Requests whose job the executor did not take after their start was answered, for the
+    /// alarm ([`unsent`]).
+    unsent: Vec<Unsent>,
 }
 
 impl Object {
@@ -449,6 +452,7 @@ impl Object {
             cache: Cache::default(),
             alarm: None,
             unrecorded: Unrecorded::default(),
+            unsent: Vec::new(),
         }
     }
 }
@@ -471,6 +475,22 @@ pub(super) async fn arm(state: &State, own_alarm: bool, at: f64) -> worker::Resu
     let set = storage::arm(&state.storage(), known, at).await?;
     set_alarm(&object, Some(set));
     Ok(())
+}
+
+/// A request whose job the executor did not take: its id, and the executor's refusal when it
+/// refused the call (which sending it again would not change).
+pub(super) type Unsent = (String, Option<String>);
+
+/// Notes requests of this instance whose job the executor did not take (their starts were
+/// answered already), for its alarm to act on ([`take_unsent`]). Forgotten with the instance:
+/// then the backstop finds them at their due time, as if their executor was lost.
+pub(super) fn unsent(state: &State, requests: Vec<Unsent>) {
+    with_object(&instance(state), |o| o.unsent.extend(requests));
+}
+
+/// The requests [`unsent`] noted, taken.
+pub(super) fn take_unsent(state: &State) -> Vec<Unsent> {
+    with_object(&instance(state), |o| std::mem::take(&mut o.unsent))
 }
 
 thread_local! {
@@ -501,7 +521,11 @@ fn with_object<T>(instance: &str, f: impl FnOnce(&mut Object) -> T) -> T {
     OBJECTS.with(|o| {
         let mut objects = o.borrow_mut();
         if objects.len() >= KEPT_OBJECTS && !objects.contains_key(id) {
-            objects.retain(|_, object| object.writer.is_some() || !object.unrecorded.is_empty());
+            objects.retain(|_, object| {
+                object.writer.is_some()
+                    || !object.unrecorded.is_empty()
+                    || !object.unsent.is_empty()
+            });
         }
         if CACHED_ALL.with(|all| all.get()) > ISOLATE_CACHED_BYTES {
             for (other, object) in objects.iter_mut() {

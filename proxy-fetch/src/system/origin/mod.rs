@@ -3,7 +3,8 @@
 //! - [`start`]: `proxy_fetch`, `cancel`, `pending`, the API a user calls.
 //! - [`ledger`]: the records of pending requests, in shared rows, with one writer per
 //!   instance; [`writer`]: the writer's rounds (starts stored and sent, records changed).
-//! - [`dispatch`]: jobs on their way to the executor or the orchestrator.
+//! - [`dispatch`]: jobs on their way to the executor or the orchestrator; [`terms`]: what
+//!   the origin knows of its executors, so that a start refuses at once what they would.
 //! - [`receive`]: a delivery: token check, claim, the handler's run, the record's removal.
 //! - [`claim`]: the long path's claim: the queue consumer asks before it fetches.
 //! - [`sweep`]: the origin's alarm, the backstop of the direct flow and the last resort of both.
@@ -20,6 +21,7 @@ mod ledger;
 mod receive;
 mod start;
 mod sweep;
+mod terms;
 mod writer;
 
 use js_sys::Promise;

@@ -7,11 +7,10 @@ use serde::Serialize;
 use wasm_bindgen::JsValue;
 use worker::{Env, Url};
 
-use super::dispatch::{
-    check_executor_policy, dispatch_all, due_after, forget_queued, long_path_unavailable,
-};
+use super::dispatch::{dispatch_all, due_after, forget_queued, long_path_unavailable};
 use super::ledger::{self, Kept, Op, PendingRecord, RowPages, Start, Take};
 use super::receive::{deliver_error, run_handler};
+use super::terms;
 use super::writer::{find, write};
 use super::{Continuation, Held, ProxyFetchOrigin, SETTLING, STARTING};
 use crate::rpc::log_error;
@@ -100,9 +99,12 @@ fn require_binding(
 }
 
 /// Starts a proxied fetch: the executor fetches it while this Durable Object is free to do
-/// other work. Returns the request id once the request is on its way (direct flow: the
-/// executor acknowledged it; orchestrated: the orchestrator stored it); the result arrives
-/// later at the continuation's handler.
+/// other work. Returns the request id once the request is recorded (direct flow: its job is
+/// sent meanwhile, and one the executor does not take is sent again by the origin's alarm;
+/// orchestrated: once the orchestrator stored it too; long path: once the queue has it); the
+/// result arrives later at the continuation's handler. What the executor would refuse (a URL
+/// outside its policy, an origin binding its worker lacks) is refused now, from the terms it
+/// gave this isolate: only a start that finds them unknown waits for the executor.
 ///
 /// Starts made while an earlier one of this Durable Object is being written wait for it, and
 /// then share one ledger row and one executor call.
@@ -155,7 +157,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         return Err(long_path_unavailable(options));
     }
     match options.flow {
-        // The long path's executor policy is checked below when the worker binds it too.
+        // The long path's executor terms are checked below when the worker binds it too.
         Flow::Direct if options.is_long() => {}
         Flow::Direct => require_binding(env, executor, "executor_binding", BindingKind::Service)?,
         Flow::Orchestrated => require_binding(
@@ -165,10 +167,24 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
             BindingKind::DurableObject,
         )?,
     }
-    // The executor's policy, checked here where the origin can reach the executor (always in
-    // the direct flow; in the orchestrated flow when the worker binds it too).
-    if (options.flow == Flow::Direct && !options.is_long()) || has_binding(env, executor) {
-        check_executor_policy(env, executor, &url).await?;
+    // What the executor would refuse, refused now from the terms it gave (a start waits for
+    // them only when this isolate does not know them yet). The direct flow's executor must be
+    // reached: its start is answered before its job is acknowledged. The others' executor is
+    // reached by the orchestrator or the queue consumer, so an unreachable one is theirs to
+    // find; the long path's results are delivered by the consumer, whose bindings are this
+    // worker's.
+    let direct = options.flow == Flow::Direct && !options.is_long();
+    if direct || has_binding(env, executor) {
+        let bindings: &[&str] = match options.flow {
+            Flow::Direct if options.is_long() => &[],
+            Flow::Direct => &[&origin_binding],
+            Flow::Orchestrated => &[&origin_binding, &options.orchestrator_binding],
+        };
+        match terms::learn(env, executor).await {
+            Ok(learned) => terms::check(&learned, &url, bindings)?,
+            Err(e) if direct => return Err(ProxyFetchError::Dispatch(e)),
+            Err(_) => {}
+        }
     }
     let data = serde_json::to_value(&continuation.data).map_err(ProxyFetchError::storage)?;
     // Refused here, not when its row is written with others' records (or when its handler

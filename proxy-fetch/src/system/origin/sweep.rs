@@ -67,6 +67,9 @@ pub async fn alarm<O: ProxyFetchOrigin>(origin: &O) -> worker::Result<()> {
 /// Acts on every overdue request; returns the next due time, if any request is left.
 async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetchError> {
     let now = now_ms();
+    for (id, refused) in ledger::take_unsent(origin.state()) {
+        unsent(origin, &id, refused, now).await;
+    }
     let mut next: Option<f64> = None;
     let mut later = |t: f64| next = Some(next.map_or(t, |n: f64| n.min(t)));
     let mut pages = RowPages::new();
@@ -105,6 +108,41 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
         }
     }
     Ok(next)
+}
+
+/// A request whose job the executor did not take after its start was answered: refused, its
+/// handler gets the refusal; otherwise its dispatch does not count, and it is due now (the
+/// sweep that follows sends it again, whatever its method: it was never acknowledged).
+async fn unsent<O: ProxyFetchOrigin>(origin: &O, id: &str, refused: Option<String>, now: f64) {
+    let record = match find(origin, id).await {
+        Ok(Some(record)) => record,
+        // Its result came after all, or its start failed.
+        Ok(None) => return,
+        Err(e) => {
+            log_error(&format!(
+                "proxy-fetch {id}: not read by the sweep ({e}); it is sent again at its due time"
+            ));
+            return;
+        }
+    };
+    let done = match refused {
+        Some(why) => deliver_error(origin, id, FetchErrorKind::Rejected, why, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => {
+            let mut again = record.clone();
+            again.dispatches = again.dispatches.saturating_sub(1);
+            again.due_ms = now;
+            change_from(origin, id, &record, again).await.map(|_| ())
+        }
+    };
+    if let Err(e) = done {
+        log_error(&format!(
+            "proxy-fetch {id}: the executor did not take it, and the sweep could not act on it \
+             now ({e}); the backstop does at its due time"
+        ));
+    }
 }
 
 /// Stores `record` if the record stored is still `known` (then `known` becomes it).
