@@ -3,7 +3,8 @@
 // (POST {op: "burst", binding, calls: [{name, method, args}]}), and plays a
 // FetchExecutorEntrypoint that acknowledges and then drops every job: an executor that dies
 // mid-request (and one that answers only after a second before it drops them: a slow one), a
-// flaky executor, one down for a request's first call, one that answers only when released,
+// flaky executor, one that fails a request's first call, one busy for its first 5, one that
+// answers only when released,
 // an unreachable one, and an origin that is slow to take deliveries.
 // In args, {"$bytes": [..]} becomes a Uint8Array; in results, Uint8Arrays become {"$bytes": [..]}.
 import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
@@ -55,14 +56,30 @@ export class FlakyExecutor extends FakeExecutor {
   }
 }
 
-// An executor that is down for the first call of each request (the call fails) and works from
-// the second on (it forwards to REAL_EXECUTOR): a job its start's call did not hand over.
-const downOnce = new Set();
-export class DownOnceExecutor extends FakeExecutor {
+// An executor whose first call for each request fails without an answer (it throws), and which
+// works from the second on (it forwards to REAL_EXECUTOR): the origin cannot tell whether it
+// took the job.
+const failedOnce = new Set();
+export class FailingOnceExecutor extends FakeExecutor {
   executeFetches(jobs) {
-    const first = jobs.filter((job) => !downOnce.has(job.id));
-    for (const job of jobs) downOnce.add(job.id);
-    if (first.length) throw new Error("the executor is down");
+    const first = jobs.filter((job) => !failedOnce.has(job.id));
+    for (const job of jobs) failedOnce.add(job.id);
+    if (first.length) throw new Error("the executor failed mid-call");
+    return this.env.REAL_EXECUTOR.executeFetches(jobs);
+  }
+}
+
+// An executor that answers the first 5 calls for each request `busy` (proxy-fetch's typed
+// refusal: nothing taken), more than the origin's own tries, and works from the sixth on.
+const busyCalls = new Map();
+export class BusyExecutor extends FakeExecutor {
+  executeFetches(jobs) {
+    const n = Math.max(...jobs.map((job) => (busyCalls.get(job.id) ?? 0) + 1));
+    for (const job of jobs) busyCalls.set(job.id, n);
+    if (n <= 5) {
+      const message = "the executor holds its byte budget: nothing fetched";
+      throw Object.assign(new Error(`busy: ${message}`), { proxyFetchHandlerError: { kind: "busy", message } });
+    }
     return this.env.REAL_EXECUTOR.executeFetches(jobs);
   }
 }
@@ -143,6 +160,11 @@ export default {
 
 async function burst(env, { binding, calls }) {
   const ns = env[binding];
-  const settled = await Promise.allSettled(calls.map(({ name, method, args }) => ns.get(ns.idFromName(name))[method](...revive(args))));
-  return Response.json(settled.map((s) => (s.status === "fulfilled" ? { ok: plain(s.value) } : { error: String(s.reason?.message ?? s.reason) })));
+  // Each call's time until its answer reached the driver (output gate included).
+  const settled = await Promise.allSettled(calls.map(async ({ name, method, args }) => {
+    const t0 = Date.now();
+    const value = await ns.get(ns.idFromName(name))[method](...revive(args));
+    return { value, answered_ms: Date.now() - t0 };
+  }));
+  return Response.json(settled.map((s) => (s.status === "fulfilled" ? { ok: plain(s.value.value), answered_ms: s.value.answered_ms } : { error: String(s.reason?.message ?? s.reason) })));
 }

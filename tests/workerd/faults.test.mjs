@@ -38,9 +38,12 @@ before(async () => {
       DEAD_EXECUTOR: { name: "driver", entrypoint: "DeadExecutor" },
       SLOW_EXECUTOR: { name: "driver", entrypoint: "SlowExecutor" },
       FLAKY_EXECUTOR: { name: "driver", entrypoint: "FlakyExecutor" },
-      DOWN_ONCE_EXECUTOR: { name: "driver", entrypoint: "DownOnceExecutor" },
+      FAILING_ONCE_EXECUTOR: { name: "driver", entrypoint: "FailingOnceExecutor" },
+      BUSY_EXECUTOR: { name: "driver", entrypoint: "BusyExecutor" },
       HELD_EXECUTOR: { name: "driver", entrypoint: "HeldExecutor" },
       UNREACHABLE_EXECUTOR: { name: "driver", entrypoint: "UnreachableExecutor" },
+      // The real executor under a name no other test uses: its terms are unknown to the isolate.
+      FRESH_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" },
     },
     durableObjects: { HANGING_ORIGIN: { className: "HangingOrigin", scriptName: "driver", useSQLite: true } },
   });
@@ -440,19 +443,56 @@ describe("a start that does not wait for the executor (issue 21)", () => {
     assert.equal(up.count(key), 1, "fetched once");
   });
 
-  test("direct: a job the executor did not take after its start was answered is sent again by the origin's alarm at once, not at its due time, whatever its method: a POST fetched once, its handler run once", async () => {
+  test("direct: a job the executor refused (busy through the origin's tries) after its start was answered is sent again by the origin's alarm at once, not at its due time, whatever its method: a POST fetched once, its handler run once", async () => {
     const box = origin();
-    const key = `down-once-${box.name}`;
-    // Due at the sweep 40 s or more after the start: a result within 15 s is the alarm's resend.
-    const options = { executor_binding: "DOWN_ONCE_EXECUTOR", timeout_ms: 5000, retry: { max_attempts: 1 }, backstop_grace_ms: 40000 };
-    const { request_id: id } = await startOk(box, { method: "POST", url: up.url("/down-once", { key }) }, options);
-    await logged("of the call the executor did not take", `proxy-fetch ${id}: the executor \`DOWN_ONCE_EXECUTOR\` did not take it`, "the executor is down");
-    const r = await waitFor(() => box.result(id), { deadlineMs: 15000, what: `the result of ${id}` });
+    const key = `busy-${box.name}`;
+    // Due at the sweep 40 s or more after the start: a result within 20 s is the alarm's resend.
+    const options = { executor_binding: "BUSY_EXECUTOR", timeout_ms: 5000, retry: { max_attempts: 1 }, backstop_grace_ms: 40000 };
+    const { request_id: id } = await startOk(box, { method: "POST", url: up.url("/busy", { key }) }, options);
+    await logged("of the call the executor did not take", `proxy-fetch ${id}: the executor \`BUSY_EXECUTOR\` did not take it`, "busy");
+    const r = await waitFor(() => box.result(id), { deadlineMs: 20000, what: `the result of ${id}` });
     await settle();
     assert.deepEqual([r.outcome, r.status], ["response", 200], JSON.stringify(r));
     assert.equal((await box.result(id)).deliveries, 1, "its handler ran once");
     assert.equal(up.count(key), 1, "fetched once");
     assert.deepEqual(await box.pending(), []);
+  });
+
+  test("direct: a call that failed without the executor's answer after the starts were answered: the GET is sent again at once and fetched once; the POST, which the executor may have taken, is not sent again and its handler gets Backstop at its due time", async () => {
+    const box = origin();
+    const [getKey, postKey] = [`failing-get-${box.name}`, `failing-post-${box.name}`];
+    const options = { executor_binding: "FAILING_ONCE_EXECUTOR", timeout_ms: 300, retry: { max_attempts: 1 }, backstop_grace_ms: 0 };
+    const { request_id: getId } = await startOk(box, { url: up.url("/failing", { key: getKey }) }, options, "get");
+    const { request_id: postId } = await startOk(box, { method: "POST", url: up.url("/failing", { key: postKey }) }, options, "post");
+    await logged("of the GET's failed call", `proxy-fetch ${getId}: the executor \`FAILING_ONCE_EXECUTOR\` did not take it`, "failed mid-call");
+    const get = await waitFor(() => box.result(getId), { deadlineMs: 15000, what: `the result of ${getId}` });
+    const post = await waitFor(() => box.result(postId), { deadlineMs: 20000, what: `the Backstop of ${postId}` });
+    await settle();
+    assert.deepEqual([get.outcome, get.status, get.deliveries], ["response", 200, 1], JSON.stringify(get));
+    assert.equal(post.outcome, "Backstop", JSON.stringify(post));
+    assert.match(post.text, /the upstream may have received the request/);
+    assert.equal(up.count(getKey), 1, "the GET fetched once");
+    assert.equal(up.count(postKey), 0, "the POST never sent again");
+  });
+
+  test("direct: 60 starts side by side from 6 origins while the isolate does not know their executor's terms: all started, each fetched and delivered once", async () => {
+    const boxes = Array.from({ length: 6 }, () => origin());
+    const calls = Array.from({ length: 60 }, (_, i) => ({
+      name: boxes[i % 6].name, method: "start",
+      args: [{ url: up.url("/fresh", { key: `fresh-${boxes[0].name}-${i}` }) }, { executor_binding: "FRESH_EXECUTOR" }, `fresh-${i}`],
+    }));
+    const res = await w.fetchPeer("driver", "http://driver/", { method: "POST", body: JSON.stringify({ op: "burst", binding: "INBOX", calls }) });
+    const started = await res.json();
+    assert.deepEqual(started.filter((s) => s.error), [], "every start succeeded");
+    for (const box of boxes) {
+      await waitFor(() => box.results(), { until: (r) => r.length === 10, deadlineMs: 20000, what: `the 10 results at ${box.name}` });
+    }
+    await settle();
+    for (const box of boxes) {
+      const results = await box.results();
+      assert.deepEqual(results.map((r) => [r.outcome, r.status, r.deliveries]), Array(10).fill(["response", 200, 1]), box.name);
+    }
+    for (let i = 0; i < 60; i++) assert.equal(up.count(`fresh-${boxes[0].name}-${i}`), 1, `request ${i} fetched once`);
   });
 
   test("direct: an executor that cannot be reached when the origin asks its terms fails the start with Dispatch: nothing stored, nothing fetched, no handler runs", async () => {

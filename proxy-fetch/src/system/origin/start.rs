@@ -13,7 +13,7 @@ use super::receive::{deliver_error, run_handler};
 use super::terms;
 use super::writer::{find, write};
 use super::{Continuation, Held, ProxyFetchOrigin, SETTLING, STARTING};
-use crate::rpc::log_error;
+use crate::rpc::{log_error, RpcErrorKind};
 use crate::system::batch;
 use crate::system::protocol::{DeliveryOutcome, FetchJob, LongQueue, OriginRef};
 use crate::system::{
@@ -99,15 +99,16 @@ fn require_binding(
 }
 
 /// Starts a proxied fetch: the executor fetches it while this Durable Object is free to do
-/// other work. Returns the request id once the request is recorded (direct flow: its job is
-/// sent meanwhile, and one the executor does not take is sent again by the origin's alarm;
+/// other work. Returns the request id once the request is recorded on disk (direct flow: its
+/// job is sent meanwhile, and one the executor does not take is sent again by the origin's alarm;
 /// orchestrated: once the orchestrator stored it too; long path: once the queue has it); the
 /// result arrives later at the continuation's handler. What the executor would refuse (a URL
 /// outside its policy, an origin binding its worker lacks) is refused now, from the terms it
 /// gave this isolate: only a start that finds them unknown waits for the executor.
 ///
-/// Starts made while an earlier one of this Durable Object is being written wait for it, and
-/// then share one ledger row and one executor call.
+/// Starts made while an earlier one of this Durable Object is being written wait for it (until
+/// its row is on disk, which the output gate makes its caller wait for anyway), and then share
+/// one ledger row and fuller executor calls.
 pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     origin: &O,
     request: impl Into<ProxyRequest>,
@@ -182,6 +183,8 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
         };
         match terms::learn(env, executor).await {
             Ok(learned) => terms::check(&learned, &url, bindings)?,
+            // An executor of a version before `terms` checks every job itself.
+            Err(e) if e.kind == RpcErrorKind::NoSuchMethod => {}
             Err(e) if direct => return Err(ProxyFetchError::Dispatch(e)),
             Err(_) => {}
         }

@@ -110,9 +110,10 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
     Ok(next)
 }
 
-/// A request whose job the executor did not take after its start was answered: refused, its
-/// handler gets the refusal; otherwise its dispatch does not count, and it is due now (the
-/// sweep that follows sends it again, whatever its method: it was never acknowledged).
+/// A request whose job the executor did not take after its start was answered
+/// (`dispatch::send_unawaited`): refused for a binding its worker lacks, its handler gets the
+/// refusal; otherwise its dispatch does not count, and it is due now (the sweep that follows
+/// sends it again: the executor took nothing, or it may be sent twice).
 async fn unsent<O: ProxyFetchOrigin>(origin: &O, id: &str, refused: Option<String>, now: f64) {
     let record = match find(origin, id).await {
         Ok(Some(record)) => record,
@@ -134,6 +135,8 @@ async fn unsent<O: ProxyFetchOrigin>(origin: &O, id: &str, refused: Option<Strin
             let mut again = record.clone();
             again.dispatches = again.dispatches.saturating_sub(1);
             again.due_ms = now;
+            // Not made when the record changed meanwhile: only a delivery changes it, so the
+            // executor had the job after all.
             change_from(origin, id, &record, again).await.map(|_| ())
         }
     };

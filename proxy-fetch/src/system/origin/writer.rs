@@ -3,18 +3,15 @@
 //! once. Everything that writes the ledger goes through [`write`].
 
 use futures_util::future::join;
-use wasm_bindgen::JsCast;
-use worker::worker_sys::DurableObjectState;
 
-use super::dispatch::{batches, dispatch_all, forget_queued, name_job};
+use super::dispatch::{batches, dispatch_all, forget_queued, name_job, send_unawaited};
 use super::ledger::{self, body_key, row_key, Change, Op, PendingRecord, Row, Start, INLINE_BODY};
-use super::terms;
 use super::{Held, ProxyFetchOrigin, SETTLING};
 use crate::rpc::log_error;
 use crate::system::batch::{self, add_to_group, Answer};
 use crate::system::concurrent;
 use crate::system::protocol::FetchJob;
-use crate::system::{now_ms, random_hex, ProxyFetchError};
+use crate::system::{random_hex, ProxyFetchError};
 
 /// The record of request `id`, if it is pending here.
 pub(super) async fn find<O: ProxyFetchOrigin>(
@@ -404,20 +401,42 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
             .filter_map(|(row, put)| put.err().map(|e| (row, e)))
             .collect();
         let armed = ledger::arm(origin.state(), O::OWN_ALARM, due).await;
+        // The starts are answered once their rows are on disk, which the output gate makes
+        // their callers wait for anyway; the starts that come meanwhile wait for the next round,
+        // and share its rows and calls (group commit).
+        if let Err(e) = origin.state().storage().sync().await {
+            log_error(&format!(
+                "proxy-fetch: the origin's writes were not synced: {e}"
+            ));
+        }
         (puts, unstored, armed)
     };
     let env = origin.env();
     let (calls, call_of) = batches(jobs);
-    // The executor's calls go on their own (`send_unawaited`, spawned now, run once this turn
-    // has issued the writes): a start is answered once its record is stored, the backstop of a
-    // job the executor then does not take. The orchestrator's and the queue's are awaited: a
-    // start fails when they fail, with nothing left behind.
-    let sent = calls.into_iter().map(|jobs| async move {
-        if answered_before_sent(&jobs) {
-            send_unawaited(origin, jobs);
-            Ok(())
-        } else {
-            dispatch_all(env, jobs).await
+    // The executor's jobs go once their records are on disk, on their own (`send_unawaited`):
+    // a start is answered then, and the origin's alarm is the backstop of a job the executor
+    // does not take. The orchestrator's and the queue's calls go while the rows are written
+    // (the output gate holds them until they are on disk) and are awaited: a start fails when
+    // they fail, with nothing left behind.
+    let mut unawaited = Vec::new();
+    let calls: Vec<Option<Vec<FetchJob>>> = calls
+        .into_iter()
+        .map(|jobs| {
+            let executor = jobs
+                .first()
+                .is_some_and(|job| job.queue.is_none() && !job.options.is_long());
+            if executor {
+                unawaited.extend(jobs);
+                None
+            } else {
+                Some(jobs)
+            }
+        })
+        .collect();
+    let sent = calls.into_iter().map(|call| async move {
+        match call {
+            Some(jobs) => dispatch_all(env, jobs).await,
+            None => Ok(()),
         }
     });
     let sent = concurrent::all(sent, usize::MAX);
@@ -447,6 +466,17 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
             }
         })
         .collect();
+    // Only the jobs of requests started: a start that fails sends nothing.
+    let started: Vec<&str> = replies
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|((id, _, _), _)| id.as_str())
+        .collect();
+    unawaited.retain(|job| started.contains(&job.id.as_str()));
+    if !unawaited.is_empty() {
+        send_unawaited(origin, unawaited);
+    }
     // Bodies stored for rows that were not: no record names them, so nothing else removes them.
     let orphans: Vec<String> = apart
         .iter()
@@ -498,56 +528,4 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
         };
         reply.send(answer);
     }
-}
-
-/// Whether a call's starts are answered before the call is: the executor's (direct flow, short
-/// path), whose jobs the origin's alarm sends again when the call fails.
-fn answered_before_sent(jobs: &[FetchJob]) -> bool {
-    jobs.first()
-        .is_some_and(|job| job.queue.is_none() && !job.options.is_long())
-}
-
-/// Sends a call of jobs to the executor without holding their starts. If the executor does not
-/// take it, its terms are forgotten (the next start asks again), and the origin's alarm, set
-/// to fire now, sends the jobs again (they were never acknowledged, so whatever their method)
-/// or, when the executor refused the call, gives their handlers its refusal as `Rejected`.
-fn send_unawaited<O: ProxyFetchOrigin>(origin: &O, jobs: Vec<FetchJob>) {
-    let env = origin.env().clone();
-    let raw: &wasm_bindgen::JsValue = origin.state().as_raw().as_ref();
-    let state = worker::State::from(raw.clone().unchecked_into::<DurableObjectState>());
-    origin.state().wait_until(async move {
-        let binding = match jobs.first() {
-            Some(job) => job.options.executor_binding.clone(),
-            None => return,
-        };
-        let ids: Vec<String> = jobs.iter().map(|job| job.id.clone()).collect();
-        let Err(e) = dispatch_all(&env, jobs).await else {
-            return;
-        };
-        terms::forget(&binding);
-        let refused = match &e {
-            ProxyFetchError::MissingBinding(why) => Some(format!("the executor refused it: {why}")),
-            _ => None,
-        };
-        let them = if ids.len() == 1 { "it" } else { "them" };
-        let then = match refused {
-            Some(_) => "gives the handlers its refusal".to_owned(),
-            None => format!("sends {them} again"),
-        };
-        log_error(&format!(
-            "proxy-fetch {}: the executor `{binding}` did not take {them} ({e}); the origin's \
-             alarm {then}",
-            ids.join(", "),
-        ));
-        ledger::unsent(
-            &state,
-            ids.into_iter().map(|id| (id, refused.clone())).collect(),
-        );
-        if let Err(e) = ledger::arm(&state, O::OWN_ALARM, now_ms()).await {
-            log_error(&format!(
-                "proxy-fetch: the origin's alarm was not set for requests the executor did not \
-                 take ({e}); their due time sets it"
-            ));
-        }
-    });
 }
