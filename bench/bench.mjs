@@ -753,8 +753,10 @@ ${results.burst.direct?.rpc_during ? `
 While a copy of the direct burst ran (origin hold median ${f(results.burst.direct.rpc_during.hold_median_ms)} ms in that copy), two other Durable
 Objects timed ${results.burst.direct.rpc_during.n} no-op RPC round trips to the executor each, one after another: sent alone, median
 ${f(results.burst.direct.rpc_during.median_ms)} ms (p99 ${f(results.burst.direct.rpc_during.p99_ms)} ms); sent just after a storage write, as a job is (the output gate holds
-it until the write is on disk), median ${f(results.burst.direct.rpc_during.gated_median_ms)} ms (p99 ${f(results.burst.direct.rpc_during.gated_p99_ms)} ms). A start waits for its job's
-call ("origin's dispatch call" above), after the call of its origin's writer already under way.
+it until the write is on disk), median ${f(results.burst.direct.rpc_during.gated_median_ms)} ms (p99 ${f(results.burst.direct.rpc_during.gated_p99_ms)} ms). A direct start waits for its
+record to be on disk, after the round of its origin's writer already under way, not for its job's call ("origin's dispatch
+call" above: its origin sends it afterwards); "start answered to its caller" is that time seen by the caller, the output
+gate included. A LostOnCrash start, which has no record, waits for its job's call.
 ` : ""}
 ## Latency
 
