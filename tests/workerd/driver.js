@@ -70,7 +70,8 @@ export class FailingOnceExecutor extends FakeExecutor {
 }
 
 // An executor that answers the first 5 calls for each request `busy` (proxy-fetch's typed
-// refusal: nothing taken), more than the origin's own tries, and works from the sixth on.
+// refusal: nothing taken), more than the origin's own tries, and works from the sixth on; the
+// sixth call for a request whose URL holds `then-fail` fails without an answer (it throws).
 const busyCalls = new Map();
 export class BusyExecutor extends FakeExecutor {
   executeFetches(jobs) {
@@ -80,6 +81,7 @@ export class BusyExecutor extends FakeExecutor {
       const message = "the executor holds its byte budget: nothing fetched";
       throw Object.assign(new Error(`busy: ${message}`), { proxyFetchHandlerError: { kind: "busy", message } });
     }
+    if (n === 6 && jobs.some((job) => job.request.url.includes("then-fail"))) throw new Error("the executor failed mid-call");
     return this.env.REAL_EXECUTOR.executeFetches(jobs);
   }
 }

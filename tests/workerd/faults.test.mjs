@@ -475,6 +475,23 @@ describe("a start that does not wait for the executor (issue 21)", () => {
     assert.equal(up.count(postKey), 0, "the POST never sent again");
   });
 
+  test("direct: a POST the executor refused at the start, whose resend by the alarm then fails without the executor's answer, is not sent a third time: its handler gets Backstop at its due time, and the upstream never saw it", async () => {
+    const box = origin();
+    const key = `busy-then-fail-${box.name}`;
+    // Due 5 s or more after the start, past the start's busy tries (3.75 s): the alarm that
+    // resends it is the one the refusal set, not its due time's.
+    const options = { executor_binding: "BUSY_EXECUTOR", timeout_ms: 300, retry: { max_attempts: 1 }, backstop_grace_ms: 5000 };
+    const { request_id: id } = await startOk(box, { method: "POST", url: up.url("/then-fail", { key }) }, options);
+    // After the start's 5 busy calls (3.75 s of the origin's tries), the alarm's resend.
+    await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch ${id}: dispatch again failed without the executor's answer`)), { deadlineMs: 15000, what: "the log line of the alarm's resend that failed" });
+    const r = await waitFor(() => box.result(id), { deadlineMs: 30000, what: `the Backstop of ${id}` });
+    await settle();
+    assert.equal(r.outcome, "Backstop", JSON.stringify(r));
+    assert.match(r.text, /the upstream may have received the request/);
+    assert.equal((await box.result(id)).deliveries, 1);
+    assert.equal(up.count(key), 0, "never fetched");
+  });
+
   test("direct: 60 starts side by side from 6 origins while the isolate does not know their executor's terms: all started, each fetched and delivered once", async () => {
     const boxes = Array.from({ length: 6 }, () => origin());
     const calls = Array.from({ length: 60 }, (_, i) => ({

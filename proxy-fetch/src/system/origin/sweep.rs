@@ -6,7 +6,7 @@
 use js_sys::Promise;
 use wasm_bindgen::JsValue;
 
-use super::dispatch::{dispatch_all, due_after, held_queued, recover};
+use super::dispatch::{dispatch_all, due_after, execute, held_queued, recover, NotTaken};
 use super::ledger::{self, body_key, PendingRecord, RowPages};
 use super::receive::deliver_error;
 use super::writer::{change_from, find};
@@ -247,7 +247,24 @@ async fn overdue<O: ProxyFetchOrigin>(
                                 return Some(now + SWEEP_RETRY_MS);
                             }
                         }
-                        dispatch_all(origin.env(), vec![job]).await.map(|()| true)
+                        if options.is_long() {
+                            dispatch_all(origin.env(), vec![job]).await.map(|()| true)
+                        } else {
+                            match execute(origin.env(), vec![job]).await {
+                                Ok(()) => Ok(true),
+                                // It may have reached the executor, and may not be sent twice:
+                                // counted, as the executor's loss would be.
+                                Err(NotTaken::Unknown(e)) if !record.job.may_resend() => {
+                                    log_error(&format!(
+                                        "proxy-fetch {id}: dispatch again failed without the \
+                                         executor's answer ({e}); it may have been sent, so it \
+                                         is not sent again"
+                                    ));
+                                    return Some(due);
+                                }
+                                Err(not_taken) => Err(not_taken.into_error()),
+                            }
+                        }
                     };
                     match sent {
                         Ok(true) => return Some(due),
@@ -256,7 +273,8 @@ async fn overdue<O: ProxyFetchOrigin>(
                         Ok(false) => {}
                         Err(e) => {
                             log_error(&format!("proxy-fetch {id}: dispatch again failed: {e}"));
-                            // A dispatch that was not sent does not count.
+                            // A dispatch the executor did not take (or one of a request that
+                            // may be sent twice) does not count.
                             record.dispatches = sent_before;
                             record.due_ms = now + SWEEP_RETRY_MS;
                             if let Err(e) = store(origin, id, &mut known, &record).await {
