@@ -36,7 +36,7 @@ try {
   console.log(`  body: ${filed.text.slice(0, 160)}${filed.text.length > 160 ? "..." : ""}`);
   console.log("\nhops:");
   const hop = (what, n) => console.log(`  ${what.padEnd(39)}${ms(n)}`);
-  hop(`origin hold (until ${long ? "queued" : "executor ack"})`, started.hold_ms);
+  hop(`origin hold (until ${long ? "queued" : "recorded"})`, started.hold_ms);
   hop(`${host} fetch (upstream, whole body)`, filed.fetch_ms);
   hop("start -> handler ran", total);
   hop("added by proxy-fetch", total - filed.fetch_ms);
