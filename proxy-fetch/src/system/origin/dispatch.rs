@@ -207,7 +207,8 @@ thread_local! {
 /// its executor's worker lacks its origin's binding, for the alarm to give its handler the
 /// refusal as `Rejected`. A job whose call failed without the executor's answer may have reached
 /// it: it is left to the backstop at its due time, as if its executor was lost, unless it may be
-/// sent twice. Either way the executor's terms are forgotten, so the next start asks again.
+/// sent twice. Unless the executor was only busy, its terms are forgotten, so the next start
+/// asks again (and fails at once if it cannot be reached).
 pub(super) fn send_unawaited<O: ProxyFetchOrigin>(origin: &O, jobs: Vec<FetchJob>) {
     let env = origin.env().clone();
     let object = ledger::instance(origin.state());
@@ -227,6 +228,7 @@ pub(super) fn send_unawaited<O: ProxyFetchOrigin>(origin: &O, jobs: Vec<FetchJob
         let mut unsent = Vec::new();
         for ((id, binding, resend), outcome) in named.into_iter().zip(outcomes) {
             let Err(not_taken) = outcome else { continue };
+            // Noted for the alarm (`Some`), with the refusal its handler gets, if any.
             let again = match &not_taken {
                 NotTaken::MissingBinding(why) => {
                     Some(Some(format!("the executor refused it: {why}")))
