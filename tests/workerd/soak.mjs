@@ -53,6 +53,8 @@ export async function soak({ n = 1000, restarts = 2, batch = 250, maxInFlight = 
     shared: { durableObjectsPersist: persist },
     peers: [jsWorker("driver", "driver.js", {
       durableObjects: { INBOX: { className: "Inbox", ...worker }, FETCH_ORCHESTRATOR: { className: "FetchOrchestrator", ...worker } },
+      // The dying executor gives the real one's terms.
+      serviceBindings: { REAL_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" } },
     })],
     serviceBindings: { DEAD_EXECUTOR: { name: "driver", entrypoint: "DeadExecutor" } },
   });
