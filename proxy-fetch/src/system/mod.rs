@@ -82,3 +82,15 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, ProxyFetchError> {
     }
     Ok(buffer.to_vec().iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// The class of binding `name` of `env` (`DurableObjectNamespace`, `Fetcher`, ...; "" when
+/// there is none or it has no class name).
+pub(crate) fn binding_class(env: &wasm_bindgen::JsValue, name: &str) -> String {
+    use wasm_bindgen::JsValue;
+    js_sys::Reflect::get(env, &JsValue::from_str(name))
+        .and_then(|v| js_sys::Reflect::get(&v, &JsValue::from_str("constructor")))
+        .and_then(|c| js_sys::Reflect::get(&c, &JsValue::from_str("name")))
+        .ok()
+        .and_then(|n| n.as_string())
+        .unwrap_or_default()
+}

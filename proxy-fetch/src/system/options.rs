@@ -329,9 +329,7 @@ impl ProxyFetchOptions {
             self.backstop_after_ms(),
             7 * 24 * 3_600_000,
         )?;
-        if self.durability == Durability::LostOnCrash
-            && (self.flow != Flow::Direct || self.is_long())
-        {
+        if self.durability == Durability::LostOnCrash && !self.to_executor() {
             return Err(InvalidOption {
                 option: "durability".into(),
                 message: "LostOnCrash is for the direct flow's short path only (the orchestrator \
@@ -383,6 +381,13 @@ impl ProxyFetchOptions {
             FetchPath::Short => false,
             FetchPath::Auto => self.timeout_ms > FETCH_BUDGET_MS,
         }
+    }
+
+    /// Whether the origin hands the job to the executor itself: the direct flow's short path
+    /// (the orchestrator calls the executor in the orchestrated flow; the long path's job goes
+    /// to the queue).
+    pub(crate) fn to_executor(&self) -> bool {
+        self.flow == Flow::Direct && !self.is_long()
     }
 
     /// The fetch budget and delivery reserve of the request's path.

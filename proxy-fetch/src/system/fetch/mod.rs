@@ -24,7 +24,9 @@ use crate::system::protocol::{
     MISSING_BINDING,
 };
 use crate::system::refusal;
-use crate::system::{now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse};
+use crate::system::{
+    binding_class, now_ms, FetchError, FetchErrorKind, FetchResult, ProxyResponse,
+};
 
 pub(crate) use send::{verdicts, Verdict};
 
@@ -83,16 +85,6 @@ pub(crate) fn namespaces(env: &Env) -> Vec<String> {
         .filter_map(|name| name.as_string())
         .filter(|name| binding_class(env, name) == "DurableObjectNamespace")
         .collect()
-}
-
-/// The class of binding `name` of `env` ("" when there is none or it has no class name).
-fn binding_class(env: &JsValue, name: &str) -> String {
-    js_sys::Reflect::get(env, &JsValue::from_str(name))
-        .and_then(|v| js_sys::Reflect::get(&v, &JsValue::from_str("constructor")))
-        .and_then(|c| js_sys::Reflect::get(&c, &JsValue::from_str("name")))
-        .ok()
-        .and_then(|n| n.as_string())
-        .unwrap_or_default()
 }
 
 /// Why `binding` cannot be a Durable Object namespace in `env`, if it cannot.

@@ -17,8 +17,8 @@ use crate::rpc::{log_error, RpcErrorKind};
 use crate::system::batch;
 use crate::system::protocol::{DeliveryOutcome, FetchJob, LongQueue, OriginRef};
 use crate::system::{
-    now_ms, random_hex, Durability, FetchError, FetchErrorKind, FetchResult, Flow, ProxyFetchError,
-    ProxyFetchOptions, ProxyRequest, RequestId,
+    binding_class, now_ms, random_hex, Durability, FetchError, FetchErrorKind, FetchResult, Flow,
+    ProxyFetchError, ProxyFetchOptions, ProxyRequest, RequestId,
 };
 
 /// Checks the request and returns it with its URL in the one form both the origin's and the
@@ -66,11 +66,7 @@ fn require_binding(
     }
     // A service binding answers any property (each is an RPC method), so the kinds are told
     // apart by the binding's class.
-    let class = js_sys::Reflect::get(&value, &JsValue::from_str("constructor"))
-        .and_then(|c| js_sys::Reflect::get(&c, &JsValue::from_str("name")))
-        .ok()
-        .and_then(|n| n.as_string())
-        .unwrap_or_default();
+    let class = binding_class(env, name);
     let namespace = class == "DurableObjectNamespace";
     let (fits, wanted) = match kind {
         BindingKind::DurableObject => (
@@ -174,7 +170,7 @@ pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     // reached by the orchestrator or the queue consumer, so an unreachable one is theirs to
     // find; the long path's results are delivered by the consumer, whose bindings are this
     // worker's.
-    let direct = options.flow == Flow::Direct && !options.is_long();
+    let direct = options.to_executor();
     if direct || has_binding(env, executor) {
         let bindings: &[&str] = match options.flow {
             Flow::Direct if options.is_long() => &[],

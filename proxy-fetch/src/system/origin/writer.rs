@@ -422,10 +422,7 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
     let calls: Vec<Option<Vec<FetchJob>>> = calls
         .into_iter()
         .map(|jobs| {
-            let executor = jobs
-                .first()
-                .is_some_and(|job| job.queue.is_none() && !job.options.is_long());
-            if executor {
+            if jobs.first().is_some_and(|job| job.options.to_executor()) {
                 unawaited.extend(jobs);
                 None
             } else {
