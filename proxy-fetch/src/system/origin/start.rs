@@ -95,16 +95,17 @@ fn require_binding(
 }
 
 /// Starts a proxied fetch: the executor fetches it while this Durable Object is free to do
-/// other work. Returns the request id once the request is recorded on disk (direct flow: its
+/// other work. Returns the request id once the request's record is written (direct flow: its
 /// job is sent meanwhile, and one the executor does not take is sent again by the origin's alarm;
-/// orchestrated: once the orchestrator stored it too; long path: once the queue has it); the
+/// orchestrated: once the orchestrator stored it too; long path: once the queue has it). Nothing
+/// leaves this Durable Object until that write is on disk, the answer of the call that started
+/// it included (the output gate): a caller told of the id is told of a recorded request. The
 /// result arrives later at the continuation's handler. What the executor would refuse (a URL
 /// outside its policy, an origin binding its worker lacks) is refused now, from the terms it
 /// gave this isolate: only a start that finds them unknown waits for the executor.
 ///
 /// Starts made while an earlier one of this Durable Object is being written wait for it (until
-/// its row is on disk, which the output gate makes its caller wait for anyway), and then share
-/// one ledger row and fuller executor calls.
+/// its row is on disk), and then share one ledger row and fuller executor calls.
 pub async fn proxy_fetch<O: ProxyFetchOrigin, D: Serialize>(
     origin: &O,
     request: impl Into<ProxyRequest>,

@@ -401,14 +401,6 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
             .filter_map(|(row, put)| put.err().map(|e| (row, e)))
             .collect();
         let armed = ledger::arm(origin.state(), O::OWN_ALARM, due).await;
-        // The starts are answered once their rows are on disk, which the output gate makes
-        // their callers wait for anyway; the starts that come meanwhile wait for the next round,
-        // and share its rows and calls (group commit).
-        if let Err(e) = origin.state().storage().sync().await {
-            log_error(&format!(
-                "proxy-fetch: the origin's writes were not synced: {e}"
-            ));
-        }
         (puts, unstored, armed)
     };
     let env = origin.env();
@@ -524,5 +516,14 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
             }
         };
         reply.send(answer);
+    }
+    // The starts are answered once their rows are written, before they are on disk: the output
+    // gate holds each answer, and every job sent, until they are. The round ends when they are
+    // on disk, so the starts that come meanwhile wait for the next round and share its rows
+    // and calls (group commit) without holding their origin for this round's flush.
+    if let Err(e) = origin.state().storage().sync().await {
+        log_error(&format!(
+            "proxy-fetch: the origin's writes were not synced: {e}"
+        ));
     }
 }
