@@ -3,6 +3,8 @@
 // where the runtime's time goes, by function (Rust functions by name: build the bench worker
 // with `proxy-fetch-build bench/worker --no-opt` first, so the wasm keeps its name section).
 // Usage: node bench/profile.mjs [flow=direct] [n=1000] [origins=50]
+// PROFILE_OUT=file.cpuprofile also writes the whole profile (Chrome DevTools opens it).
+import { writeFileSync } from "node:fs";
 import WebSocket from "ws";
 import { jsWorker, startWorker } from "../tests/workerd/harness.mjs";
 import { startUpstream } from "../tests/workerd/upstream.mjs";
@@ -51,6 +53,7 @@ await drive({ op: "burst", binding: "PROBE", calls: calls("prof") });
 await settle("prof");
 const { result } = await send("Profiler.stop");
 console.log(`${flow}: ${n} requests from ${origins} origins in ${Date.now() - t0} ms (profiled)`);
+if (process.env.PROFILE_OUT) writeFileSync(process.env.PROFILE_OUT, JSON.stringify(result.profile));
 const { nodes, samples, timeDeltas } = result.profile;
 const byId = new Map(nodes.map((node) => [node.id, node]));
 const self = new Map();

@@ -292,10 +292,15 @@ fn build(args: &Args) -> Result<()> {
         }
     }
     // workerd imports a .wasm as a compiled module through a plain import.
-    write(
-        &index_path,
-        &index_js.replacen("import source ", "import ", 1),
-    )?;
+    let mut index_js = index_js.replacen("import source ", "import ", 1);
+    match output::microtasks_on_promises(&index_js) {
+        Some(rewritten) => index_js = rewritten,
+        None => println!(
+            "proxy-fetch-build: note: wasm-bindgen's output calls no `queueMicrotask` import to \
+             rewrite; Rust futures keep workerd's slower `queueMicrotask`"
+        ),
+    }
+    write(&index_path, &index_js)?;
 
     let wasm_out = staging.join("index_bg.wasm");
     // Without one, tools::wasm_opt said why.

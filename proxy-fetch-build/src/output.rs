@@ -105,6 +105,48 @@ pub fn marker_version(version: &str) -> String {
     version.replace(['.', '-', '+'], "_")
 }
 
+/// Rust's futures (`js_sys::futures`, under `wasm_bindgen_futures`) run their woken tasks in a
+/// microtask, scheduled through wasm-bindgen's import of `queueMicrotask`. workerd's
+/// `queueMicrotask` wraps each callback in a new function (to report its errors and keep its
+/// async context), about 3.5 us a call on these machines against 0.1 us for a resolved promise's
+/// `then`, which queues the same microtask: 9.5% of the CPU of a 1,000-request burst went there.
+/// The import is rewritten to schedule with `then`, as `js_sys` itself does where there is no
+/// `queueMicrotask`; an error the callback throws is then reported as an unhandled rejection.
+/// `None` when wasm-bindgen's output has no such import (another version's glue): the build is
+/// still right, only slower.
+pub fn microtasks_on_promises(index_js: &str) -> Option<String> {
+    const IMPORT: &str = "__wbg_queueMicrotask_";
+    const CALL: &str = "queueMicrotask(arg0);";
+    let mut out = String::with_capacity(index_js.len());
+    let mut rest = index_js;
+    let mut rewritten = false;
+    while let Some(at) = rest.find(IMPORT) {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        // `__wbg_queueMicrotask_<hash>: function(arg0) {` then the call as the body's only line.
+        let head_end = from.find('{').map_or(0, |i| i + 1);
+        let head = &from[..head_end];
+        let body = &from[head_end..];
+        let is_call_import = head.ends_with(": function(arg0) {")
+            && !head.contains('\n')
+            && body.trim_start().starts_with(CALL)
+            && body.trim_start()[CALL.len()..].trim_start().starts_with('}');
+        if is_call_import {
+            let indent = &body[..body.len() - body.trim_start().len()];
+            out.push_str(head);
+            out.push_str(indent);
+            out.push_str("Promise.resolve().then(arg0);");
+            rest = &body.trim_start()[CALL.len()..];
+            rewritten = true;
+        } else {
+            out.push_str(&from[..IMPORT.len()]);
+            rest = &from[IMPORT.len()..];
+        }
+    }
+    out.push_str(rest);
+    rewritten.then_some(out)
+}
+
 /// `worker.js`: `export default` (fetch/queue/... handlers and default-entrypoint methods),
 /// one `WorkerEntrypoint` class per named entrypoint, one `DurableObject` class per Durable
 /// Object.
@@ -133,6 +175,38 @@ pub fn main_module(classes: &Classes) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// wasm-bindgen 0.2.129's two imports of `queueMicrotask`: js_sys's check for it (a getter,
+    /// left alone) and its call (rewritten).
+    const MICROTASK_IMPORTS: &str = "\
+        __wbg_queueMicrotask_9833f9a49df95a49: function(arg0) {
+            const ret = arg0.queueMicrotask;
+            return ret;
+        },
+        __wbg_queueMicrotask_a72f977e97f23c5f: function(arg0) {
+            queueMicrotask(arg0);
+        },
+        __wbg_random_5a4cafd2f02395ff: function() {";
+
+    #[test]
+    fn microtasks_are_scheduled_with_a_resolved_promise_not_queue_microtask() {
+        let out = microtasks_on_promises(MICROTASK_IMPORTS).expect("the call import is found");
+        assert_eq!(
+            out,
+            MICROTASK_IMPORTS.replace(
+                "            queueMicrotask(arg0);",
+                "            Promise.resolve().then(arg0);"
+            )
+        );
+        assert!(out.contains("const ret = arg0.queueMicrotask;"));
+    }
+
+    #[test]
+    fn glue_without_the_microtask_call_import_is_left_alone() {
+        let getter_only = MICROTASK_IMPORTS.replace("queueMicrotask(arg0);", "other(arg0);");
+        assert_eq!(microtasks_on_promises(&getter_only), None);
+        assert_eq!(microtasks_on_promises(INDEX_JS), None);
+    }
 
     const INDEX_JS: &str = "\
 export function __pf__entrypoint__FetchExecutorEntrypoint() {
