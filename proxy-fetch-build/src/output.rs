@@ -108,8 +108,9 @@ pub fn marker_version(version: &str) -> String {
 /// Rust's futures (`js_sys::futures`, under `wasm_bindgen_futures`) run their woken tasks in a
 /// microtask, scheduled through wasm-bindgen's import of `queueMicrotask`. workerd's
 /// `queueMicrotask` wraps each callback in a new function (to report its errors and keep its
-/// async context), about 3.5 us a call on these machines against 0.1 us for a resolved promise's
-/// `then`, which queues the same microtask: 9.5% of the CPU of a 1,000-request burst went there.
+/// async context): 2.6-3.5 us a call against 0.1-0.2 us for a resolved promise's `then`, which
+/// queues the same microtask (`bench/microtask.mjs`); 9.5% of the CPU of the bench's
+/// 1,000-request burst went there.
 /// The import is rewritten to schedule with `then`, as `js_sys` itself does where there is no
 /// `queueMicrotask`; an error the callback throws is then reported as an unhandled rejection.
 /// `None` when wasm-bindgen's output has no such import (another version's glue): the build is
