@@ -453,6 +453,8 @@ function suite(flow) {
       assert.match(notBytes.error.rpc.message, /field `\[0\].result.Ok.body`/);
       const deep = await box.deliver(JSON.parse("[".repeat(2000) + "]".repeat(2000)), "x");
       assert.match(deep.error.rpc.message, /nested deeper than 128 levels/);
+      const lone = await box.deliver({ Ok: { request_id: id, status: 200, status_text: JSON.parse('"\\ud800"'), headers: [], body: 42, url: "", attempts: 1, duration_ms: 1 } }, "x");
+      assert.match(lone.error.rpc.message, /a string is not valid Unicode \(lone surrogate\)/);
       assert.equal((await results(box)).real.status, 200, "the malformed results did not consume the request");
       await startOk(box, up.url("/after-garbage"), FAST);
       assert.equal((await resultsOnce(box, 2)).t.status, 200);
