@@ -17,6 +17,8 @@ pub(crate) struct Batcher<T> {
     waiting: RefCell<Vec<Waker>>,
     /// A round that lingers ([`Batcher::linger`]), woken when an item is queued.
     lingering: RefCell<Option<Waker>>,
+    /// Holds a finished round left ([`Batcher::hold`]): no round starts while there are any.
+    holds: Cell<u32>,
 }
 
 /// Marks the batcher free when dropped, however its round ended (a dropped future included),
@@ -26,11 +28,17 @@ struct Busy<'a, T>(&'a Batcher<T>);
 impl<T> Drop for Busy<'_, T> {
     fn drop(&mut self) {
         self.0.busy.set(false);
-        if !self.0.queue.borrow().is_empty() {
-            for waker in self.0.waiting.take() {
-                waker.wake();
-            }
-        }
+        self.0.wake_if_ready();
+    }
+}
+
+/// Keeps the next round from starting until dropped ([`Batcher::hold`]).
+pub(crate) struct Hold<T>(Rc<Batcher<T>>);
+
+impl<T> Drop for Hold<T> {
+    fn drop(&mut self) {
+        self.0.holds.set(self.0.holds.get().saturating_sub(1));
+        self.0.wake_if_ready();
     }
 }
 
@@ -41,6 +49,30 @@ impl<T> Batcher<T> {
             busy: Cell::new(false),
             waiting: RefCell::new(Vec::new()),
             lingering: RefCell::new(None),
+            holds: Cell::new(0),
+        }
+    }
+
+    /// For a round about to end: the next round waits until the returned `Hold` is dropped,
+    /// while the submitters of this one are answered and go on. (The ledger's writer holds
+    /// the next round until this one's writes are on disk: the starts that come meanwhile
+    /// share it, without their predecessors waiting for that flush.)
+    pub(crate) fn hold(self: &Rc<Self>) -> Hold<T> {
+        self.holds.set(self.holds.get() + 1);
+        Hold(Rc::clone(self))
+    }
+
+    /// Whether a round may start: none under way, none held.
+    fn free(&self) -> bool {
+        !self.busy.get() && self.holds.get() == 0
+    }
+
+    /// Wakes the waiting submitters when a round may start on queued work (one of them runs it).
+    fn wake_if_ready(&self) {
+        if self.free() && !self.queue.borrow().is_empty() {
+            for waker in self.waiting.take() {
+                waker.wake();
+            }
         }
     }
 
@@ -60,7 +92,7 @@ impl<T> Batcher<T> {
         }
         let mut answer = answer;
         loop {
-            if !self.busy.replace(true) {
+            if self.holds.get() == 0 && !self.busy.replace(true) {
                 let _busy = Busy(self);
                 let items = std::mem::take(&mut *self.queue.borrow_mut());
                 if !items.is_empty() {
@@ -100,9 +132,9 @@ impl<T> Batcher<T> {
         std::mem::take(&mut *self.queue.borrow_mut())
     }
 
-    /// Whether no round runs and nothing waits for one.
+    /// Whether no round runs or is held, and nothing waits for one.
     pub(crate) fn is_idle(&self) -> bool {
-        !self.busy.get() && self.queue.borrow().is_empty()
+        self.free() && self.queue.borrow().is_empty()
     }
 }
 
@@ -126,7 +158,7 @@ impl<T, R> Future for Next<'_, T, R> {
             return Poll::Ready(Step::Answered(value));
         }
         let batcher = self.batcher;
-        if !batcher.busy.get() && !batcher.queue.borrow().is_empty() {
+        if batcher.free() && !batcher.queue.borrow().is_empty() {
             return Poll::Ready(Step::Lead);
         }
         batcher.waiting.borrow_mut().push(cx.waker().clone());
@@ -280,6 +312,45 @@ mod tests {
         assert_eq!(poll(later[1].as_mut()), Poll::Ready(Some(20)));
         assert_eq!(poll(later[2].as_mut()), Poll::Ready(Some(30)));
         assert_eq!(*rounds.borrow(), vec![vec![0], vec![1, 2, 3]]);
+        assert!(batcher.is_idle());
+    }
+
+    #[test]
+    fn a_held_batcher_answers_its_round_and_starts_the_next_only_once_the_hold_ends() {
+        let batcher: Rc<Batcher<Item>> = Rc::new(Batcher::new());
+        let rounds: RefCell<Vec<Vec<i32>>> = RefCell::new(Vec::new());
+        let hold: RefCell<Option<Hold<Item>>> = RefCell::new(None);
+        let submit = |n: i32| {
+            let (reply, answer) = reply();
+            let (batcher, rounds, hold) = (&batcher, &rounds, &hold);
+            batcher.submit((n, reply), answer, move |items: Vec<Item>| async move {
+                rounds
+                    .borrow_mut()
+                    .push(items.iter().map(|(n, _)| *n).collect());
+                for (n, reply) in items {
+                    reply.send(10 * n);
+                }
+                *hold.borrow_mut() = Some(batcher.hold());
+            })
+        };
+        let mut first = Box::pin(submit(0));
+        assert_eq!(
+            poll(first.as_mut()),
+            Poll::Ready(Some(0)),
+            "its submitter is answered, though the round holds the next"
+        );
+        assert!(!batcher.is_idle(), "held");
+        let mut second = Box::pin(submit(1));
+        let mut third = Box::pin(submit(2));
+        assert!(poll(second.as_mut()).is_pending(), "no round while held");
+        assert!(poll(third.as_mut()).is_pending());
+        assert_eq!(rounds.borrow().len(), 1);
+        let ended = hold.borrow_mut().take();
+        drop(ended);
+        assert_eq!(poll(second.as_mut()), Poll::Ready(Some(10)));
+        assert_eq!(poll(third.as_mut()), Poll::Ready(Some(20)));
+        assert_eq!(*rounds.borrow(), vec![vec![0], vec![1, 2]]);
+        drop(hold.borrow_mut().take());
         assert!(batcher.is_idle());
     }
 

@@ -26,7 +26,7 @@ use wasm_bindgen::JsValue;
 use worker::State;
 
 use crate::rpc::log_error;
-use crate::system::batch::{Answer, Batcher, Reply};
+use crate::system::batch::{Answer, Batcher, Hold, Reply};
 use crate::system::protocol::{row_name, same_secret, FetchJob};
 use crate::system::storage;
 use crate::system::{now_ms, ProxyFetchError, RequestId};
@@ -276,6 +276,13 @@ where
     answered
 }
 
+/// For a round of `state`'s writer about to end: its next round waits until the returned hold
+/// is dropped ([`Batcher::hold`]).
+pub(super) fn hold_writer(state: &State) -> Option<Hold<Op>> {
+    let object = instance(state);
+    with_object(&object, |o| o.writer.as_ref().map(|w| w.hold()))
+}
+
 /// A shared row this instance named, which a round may add new requests to: its name
 /// (ending in `~`), the number its next request gets, and its records after the round's
 /// changes (count and bytes).
@@ -522,7 +529,7 @@ fn with_object<T>(instance: &str, f: impl FnOnce(&mut Object) -> T) -> T {
         let mut objects = o.borrow_mut();
         if objects.len() >= KEPT_OBJECTS && !objects.contains_key(id) {
             objects.retain(|_, object| {
-                object.writer.is_some()
+                object.writer.as_ref().is_some_and(|w| !w.is_idle())
                     || !object.unrecorded.is_empty()
                     || !object.unsent.is_empty()
             });

@@ -518,12 +518,17 @@ async fn start_all<O: ProxyFetchOrigin>(origin: &O, starts: Vec<Start>, host: Op
         reply.send(answer);
     }
     // The starts are answered once their rows are written, before they are on disk: the output
-    // gate holds each answer, and every job sent, until they are. The round ends when they are
-    // on disk, so the starts that come meanwhile wait for the next round and share its rows
-    // and calls (group commit) without holding their origin for this round's flush.
-    if let Err(e) = origin.state().storage().sync().await {
-        log_error(&format!(
-            "proxy-fetch: the origin's writes were not synced: {e}"
-        ));
-    }
+    // gate holds each answer, and every job sent, until they are. The writer takes no new
+    // round until they are on disk, so the starts that come meanwhile share the next round's
+    // rows and calls (group commit); no start, this round's leader included, waits for that.
+    let hold = ledger::hold_writer(origin.state());
+    let storage = origin.state().storage();
+    origin.state().wait_until(async move {
+        if let Err(e) = storage.sync().await {
+            log_error(&format!(
+                "proxy-fetch: the origin's writes were not synced: {e}"
+            ));
+        }
+        drop(hold);
+    });
 }
