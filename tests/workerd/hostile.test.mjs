@@ -282,6 +282,14 @@ describe("what a call to the executor may carry", () => {
     assert.deepEqual((await w.env.BARE_EXECUTOR.terms()).namespaces, [], "its terms name no Durable Object binding");
   });
 
+  test("FetchExecutor.terms tells a binding holder its PROXY_FETCH_ALLOW and the names of its worker's Durable Object bindings, and nothing else of its configuration", async () => {
+    const port = new URL(up.url("/")).port;
+    const terms = await w.env.FETCH_EXECUTOR.terms();
+    assert.deepEqual(Object.keys(terms).sort(), ["allow", "namespaces"]);
+    assert.equal(terms.allow, `http://127.0.0.1:${port}`);
+    assert.deepEqual([...terms.namespaces].sort(), ["CLOCK", "FETCH_ORCHESTRATOR", "INBOX"]);
+  });
+
   test("a call refused as missing_binding after its start was answered (the executor's worker changed since its terms were learned): the handler gets Rejected with the refusal, nothing fetched", async () => {
     const box = origin(w);
     const key = `stale-${box.name}`;
