@@ -77,6 +77,7 @@ export class BusyExecutor extends FakeExecutor {
   executeFetches(jobs) {
     const n = Math.max(...jobs.map((job) => (busyCalls.get(job.id) ?? 0) + 1));
     for (const job of jobs) busyCalls.set(job.id, n);
+    console.log(`BusyExecutor: try ${n} of ${jobs.map((job) => job.id).join(",")}`);
     if (n <= 5) {
       const message = "the executor holds its byte budget: nothing fetched";
       throw Object.assign(new Error(`busy: ${message}`), { proxyFetchHandlerError: { kind: "busy", message } });

@@ -458,6 +458,31 @@ describe("a start that does not wait for the executor (issue 21)", () => {
     assert.deepEqual(await box.pending(), []);
   });
 
+  test("direct: jobs the executor refused (busy) are sent again by the origin's alarm together, in calls of up to 6, not one call per job; each fetched and delivered once", async () => {
+    const box = origin();
+    const options = { executor_binding: "BUSY_EXECUTOR", timeout_ms: 5000, retry: { max_attempts: 1 }, backstop_grace_ms: 40000 };
+    const calls = Array.from({ length: 8 }, (_, i) => ({
+      name: box.name, method: "start", args: [{ url: up.url("/busy-many", { key: `busy-many-${box.name}-${i}` }) }, options, `many-${i}`],
+    }));
+    const res = await w.fetchPeer("driver", "http://driver/", { method: "POST", body: JSON.stringify({ op: "burst", binding: "INBOX", calls }) });
+    const started = await res.json();
+    assert.deepEqual(started.filter((s) => s.error), [], "every start succeeded");
+    const ids = started.map((s) => s.ok.request_id);
+    await waitFor(() => box.results(), { until: (r) => r.length === 8, deadlineMs: 30000, what: `the 8 results at ${box.name}` });
+    await settle();
+    // Each job's sixth call (the first after the start's five busy tries) is the alarm's resend.
+    const lines = w.logs.join("\n").split("\n");
+    const resends = lines.filter((l) => l.includes("BusyExecutor: try 6 of") && ids.some((id) => l.includes(id)));
+    const resent = resends.flatMap((l) => l.split("try 6 of ")[1].trim().split(","));
+    assert.deepEqual([...resent].sort(), [...ids].sort(), "each job sent again once");
+    // The 8 starts share two rounds of the origin's writer (the first start, then the 7 that
+    // came during its flush): at most one call for the first and two for the others.
+    assert.ok(resends.length <= 3, `${resends.length} calls sent the 8 jobs again: ${resends.join(" | ")}`);
+    const results = await box.results();
+    assert.deepEqual(results.map((r) => [r.outcome, r.status, r.deliveries]), Array(8).fill(["response", 200, 1]));
+    for (let i = 0; i < 8; i++) assert.equal(up.count(`busy-many-${box.name}-${i}`), 1, `request ${i} fetched once`);
+  });
+
   test("direct: a call that failed without the executor's answer after the starts were answered: the GET is sent again at once and fetched once; the POST, which the executor may have taken, is not sent again and its handler gets Backstop at its due time", async () => {
     const box = origin();
     const [getKey, postKey] = [`failing-get-${box.name}`, `failing-post-${box.name}`];

@@ -6,12 +6,13 @@
 use js_sys::Promise;
 use wasm_bindgen::JsValue;
 
-use super::dispatch::{dispatch_all, due_after, execute, held_queued, recover, NotTaken};
+use super::dispatch::{batches, dispatch_all, due_after, execute, held_queued, recover, NotTaken};
 use super::ledger::{self, body_key, PendingRecord, RowPages};
 use super::receive::deliver_error;
 use super::writer::{change_from, find};
 use super::ProxyFetchOrigin;
 use crate::rpc::{log_error, RpcError};
+use crate::system::concurrent;
 use crate::system::protocol::{FetchJob, MAX_DISPATCHES};
 use crate::system::{now_ms, FetchErrorKind, ProxyFetchError};
 
@@ -72,6 +73,7 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
     }
     let mut next: Option<f64> = None;
     let mut later = |t: f64| next = Some(next.map_or(t, |n: f64| n.min(t)));
+    let mut resends = Vec::new();
     let mut pages = RowPages::new();
     while let Some(page) = pages
         .next(origin.state())
@@ -101,13 +103,87 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
                     later(record.due_ms);
                     continue;
                 }
-                if let Some(due) = overdue(origin, &id, record, now).await {
+                if let Some(due) = overdue(origin, &id, record, now, &mut resends).await {
                     later(due);
                 }
             }
         }
     }
+    for due in resend_all(origin, resends, now).await.into_iter().flatten() {
+        later(due);
+    }
     Ok(next)
+}
+
+/// A direct-flow job the sweep sends again, counted and stored as sent ([`overdue`]).
+struct Resend {
+    id: String,
+    /// The record as stored, counting this dispatch.
+    record: PendingRecord,
+    /// Its dispatch count before.
+    sent_before: u32,
+}
+
+/// Sends the jobs of `resends` to their executors together, in calls of up to 6 side by side
+/// (a busy executor holds the alarm for one round of the origin's tries, not one per job),
+/// and acts on each outcome as for a lone job; returns when to look at each request again.
+async fn resend_all<O: ProxyFetchOrigin>(
+    origin: &O,
+    resends: Vec<(Resend, FetchJob)>,
+    now: f64,
+) -> Vec<Option<f64>> {
+    let (resends, jobs): (Vec<Resend>, Vec<FetchJob>) = resends.into_iter().unzip();
+    let (calls, call_of) = batches(jobs);
+    let env = origin.env();
+    let sent = concurrent::all(calls.into_iter().map(|jobs| execute(env, jobs)), usize::MAX).await;
+    let mut next = Vec::with_capacity(resends.len());
+    for (resend, call) in resends.into_iter().zip(call_of) {
+        let outcome = sent.get(call).cloned().unwrap_or_else(|| {
+            Err(NotTaken::Refused(ProxyFetchError::storage("the job was not sent")))
+        });
+        next.push(resent(origin, resend, outcome, now).await);
+    }
+    next
+}
+
+/// Acts on the outcome of a job sent again: returns when to look at its request again.
+async fn resent<O: ProxyFetchOrigin>(
+    origin: &O,
+    resend: Resend,
+    outcome: Result<(), NotTaken>,
+    now: f64,
+) -> Option<f64> {
+    let Resend {
+        id,
+        mut record,
+        sent_before,
+    } = resend;
+    let due = record.due_ms;
+    let e = match outcome {
+        Ok(()) => return Some(due),
+        // It may have reached the executor, and may not be sent twice: counted, as the
+        // executor's loss would be.
+        Err(NotTaken::Unknown(e)) if !record.job.may_resend() => {
+            log_error(&format!(
+                "proxy-fetch {id}: dispatch again failed without the executor's answer ({e}); \
+                 it may have been sent, so it is not sent again"
+            ));
+            return Some(due);
+        }
+        Err(not_taken) => not_taken.into_error(),
+    };
+    log_error(&format!("proxy-fetch {id}: dispatch again failed: {e}"));
+    // A dispatch the executor did not take (or one of a request that may be sent twice) does
+    // not count.
+    let known = record.clone();
+    record.dispatches = sent_before;
+    record.due_ms = now + SWEEP_RETRY_MS;
+    if let Err(e) = change_from(origin, &id, &known, record).await {
+        log_error(&format!(
+            "proxy-fetch {id}: its dispatch count was not restored: {e}"
+        ));
+    }
+    Some(now + SWEEP_RETRY_MS)
 }
 
 /// A request whose job the executor did not take after its start was answered
@@ -162,12 +238,14 @@ async fn store<O: ProxyFetchOrigin>(
     Ok(made)
 }
 
-/// Acts on one overdue request; returns when to look at it again, if it stays.
+/// Acts on one overdue request; returns when to look at it again, if it stays. A direct-flow
+/// job to send again is counted and stored as sent, and added to `resends` ([`resend_all`]).
 async fn overdue<O: ProxyFetchOrigin>(
     origin: &O,
     id: &str,
     listed: PendingRecord,
     now: f64,
+    resends: &mut Vec<(Resend, FetchJob)>,
 ) -> Option<f64> {
     // The record as it is now, not as the page listed it: a delivery, a claim or another
     // change may have come while the sweep acted on the requests before it.
@@ -247,24 +325,16 @@ async fn overdue<O: ProxyFetchOrigin>(
                                 return Some(now + SWEEP_RETRY_MS);
                             }
                         }
-                        if options.is_long() {
-                            dispatch_all(origin.env(), vec![job]).await.map(|()| true)
-                        } else {
-                            match execute(origin.env(), vec![job]).await {
-                                Ok(()) => Ok(true),
-                                // It may have reached the executor, and may not be sent twice:
-                                // counted, as the executor's loss would be.
-                                Err(NotTaken::Unknown(e)) if !record.job.may_resend() => {
-                                    log_error(&format!(
-                                        "proxy-fetch {id}: dispatch again failed without the \
-                                         executor's answer ({e}); it may have been sent, so it \
-                                         is not sent again"
-                                    ));
-                                    return Some(due);
-                                }
-                                Err(not_taken) => Err(not_taken.into_error()),
-                            }
+                        if !options.is_long() {
+                            let resend = Resend {
+                                id: id.to_owned(),
+                                record,
+                                sent_before,
+                            };
+                            resends.push((resend, job));
+                            return None;
                         }
+                        dispatch_all(origin.env(), vec![job]).await.map(|()| true)
                     };
                     match sent {
                         Ok(true) => return Some(due),
