@@ -133,7 +133,11 @@ export class HangingOrigin extends DurableObject {
 
 const revive = (v) =>
   Array.isArray(v) ? v.map(revive)
-  : v && typeof v === "object" ? ("$bytes" in v ? new Uint8Array(v.$bytes) : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x)])))
+  : v && typeof v === "object" ? ("$bytes" in v ? new Uint8Array(v.$bytes)
+    // A Set, and an empty array of a given length (sparse: its length costs nothing to send).
+    : "$set" in v ? new Set(v.$set.map(revive))
+    : "$sparse" in v ? Object.assign([], { length: v.$sparse })
+    : Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x)])))
   : v;
 const plain = (v) =>
   v instanceof Uint8Array ? { $bytes: [...v] }

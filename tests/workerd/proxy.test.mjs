@@ -455,6 +455,14 @@ function suite(flow) {
       assert.match(deep.error.rpc.message, /nested deeper than 128 levels/);
       const lone = await box.deliver({ Ok: { request_id: id, status: 200, status_text: JSON.parse('"\\ud800"'), headers: [], body: 42, url: "", attempts: 1, duration_ms: 1 } }, "x");
       assert.match(lone.error.rpc.message, /a string is not valid Unicode \(lone surrogate\)/);
+      const loneKey = await box.deliver(JSON.parse('{"Ok": {"\\ud800": 1}}'), "x");
+      assert.match(loneKey.error.rpc.message, /a string is not valid Unicode \(lone surrogate\)/, "in a key too");
+      let sets = { $set: [] };
+      for (let i = 0; i < 200; i++) sets = { $set: [sets] };
+      const deepSets = await box.deliver(sets, "x");
+      assert.match(deepSets.error.rpc.message, /nested deeper than 128 levels/, "Sets are walked as serde decodes them");
+      const sparse = await box.deliver({ $sparse: 2 ** 32 - 1 }, "x");
+      assert.match(sparse.error.rpc.message, /more than 1000000 nested values/, "a sparse array's length is counted before it is walked");
       assert.equal((await results(box)).real.status, 200, "the malformed results did not consume the request");
       await startOk(box, up.url("/after-garbage"), FAST);
       assert.equal((await resultsOnce(box, 2)).t.status, 200);

@@ -26,8 +26,10 @@ pub const MAX_DEPTH: u32 = 128;
 /// object many times over, which a walk would visit again each time).
 const MAX_PARTS: u32 = 1_000_000;
 
-/// Checks what decoding cannot: nesting depth, and strings that are not valid Unicode (a lone
-/// surrogate would otherwise become U+FFFD, so two different JS strings could decode alike).
+/// Checks what decoding cannot: nesting depth (arrays, objects, maps and sets: serde decodes
+/// any iterable), the number of parts (counted before they are listed), and strings, keys
+/// included, that are not valid Unicode (a lone surrogate would otherwise become U+FFFD, so two
+/// different JS strings could decode alike).
 /// The walk runs in JS: from Wasm, each value it looks at would cost calls across the
 /// boundary (it took 6.8% of the CPU of the bench's 1,000-request burst that way).
 fn check_shape(value: &JsValue) -> Result<(), String> {
@@ -54,11 +56,18 @@ export function checkShape(value, maxDepth, maxParts) {
     }
     if (v === null || typeof v !== "object" || v instanceof Uint8Array) continue;
     if (depth >= maxDepth) return `nested deeper than ${maxDepth} levels`;
+    if (v instanceof ArrayBuffer || ArrayBuffer.isView(v)) continue;
     let children;
     if (Array.isArray(v)) children = v;
-    else if (v instanceof Map) children = Array.from(v.values());
-    else if (v instanceof ArrayBuffer || ArrayBuffer.isView(v)) continue;
-    else children = Object.values(v);
+    else if (v instanceof Map) children = [...v.keys(), ...v.values()];
+    else if (v instanceof Set) children = Array.from(v.values());
+    else {
+      const keys = Object.keys(v);
+      if (keys.some((key) => !key.isWellFormed())) return "a string is not valid Unicode (lone surrogate)";
+      children = keys.map((key) => v[key]);
+    }
+    // Counted before they are walked: a sparse array's length costs nothing to send.
+    if (parts + stack.length / 2 + children.length > maxParts) return `more than ${maxParts} nested values`;
     for (const child of children) stack.push(child, depth + 1);
   }
   return undefined;

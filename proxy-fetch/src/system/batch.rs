@@ -342,11 +342,19 @@ mod tests {
         assert!(!batcher.is_idle(), "held");
         let mut second = Box::pin(submit(1));
         let mut third = Box::pin(submit(2));
-        assert!(poll(second.as_mut()).is_pending(), "no round while held");
-        assert!(poll(third.as_mut()).is_pending());
+        let wakes = std::sync::Arc::new(Wakes(0.into()));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(second.as_mut().poll(&mut cx).is_pending(), "no round while held");
+        assert!(third.as_mut().poll(&mut cx).is_pending());
         assert_eq!(rounds.borrow().len(), 1);
         let ended = hold.borrow_mut().take();
         drop(ended);
+        assert_eq!(
+            wakes.0.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "the end of the hold wakes the waiting submitters"
+        );
         assert_eq!(poll(second.as_mut()), Poll::Ready(Some(10)));
         assert_eq!(poll(third.as_mut()), Poll::Ready(Some(20)));
         assert_eq!(*rounds.borrow(), vec![vec![0], vec![1, 2]]);

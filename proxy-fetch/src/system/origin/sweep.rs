@@ -19,6 +19,12 @@ use crate::system::{now_ms, FetchErrorKind, ProxyFetchError};
 /// How long the sweep waits before trying again what it could not do now.
 const SWEEP_RETRY_MS: f64 = 5_000.0;
 
+/// The jobs the sweep sends again go once this many are collected (6 calls of 6), or once
+/// their bodies take [`RESEND_BYTES`]; at most [`RESEND_CALLS`] calls at a time.
+const RESEND_JOBS: usize = 36;
+const RESEND_BYTES: usize = 16 * 1024 * 1024;
+const RESEND_CALLS: usize = 6;
+
 /// The origin's alarm as the generated export calls it, with the origin it borrowed.
 pub(crate) fn serve_alarm<O: ProxyFetchOrigin>(origin: Result<&'static O, RpcError>) -> Promise {
     let origin = match origin {
@@ -73,13 +79,19 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
     }
     let mut next: Option<f64> = None;
     let mut later = |t: f64| next = Some(next.map_or(t, |n: f64| n.min(t)));
-    let mut resends = Vec::new();
+    // Jobs counted and stored as sent: sent before the sweep returns, whatever ends it.
+    let mut resends: Vec<(Resend, FetchJob)> = Vec::new();
+    let mut failed = None;
     let mut pages = RowPages::new();
-    while let Some(page) = pages
-        .next(origin.state())
-        .await
-        .map_err(ProxyFetchError::storage)?
-    {
+    loop {
+        let page = match pages.next(origin.state()).await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
+            Err(e) => {
+                failed = Some(ProxyFetchError::storage(e));
+                break;
+            }
+        };
         for (key, row) in page {
             let row = match row {
                 Ok(row) => row,
@@ -106,13 +118,23 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
                 if let Some(due) = overdue(origin, &id, record, now, &mut resends).await {
                     later(due);
                 }
+                let bytes: usize = resends
+                    .iter()
+                    .map(|(_, job)| job.request.body.as_ref().map_or(0, |b| b.len()))
+                    .sum();
+                if resends.len() >= RESEND_JOBS || bytes >= RESEND_BYTES {
+                    let sent = resend_all(origin, std::mem::take(&mut resends), now).await;
+                    sent.into_iter().flatten().for_each(&mut later);
+                }
             }
         }
     }
-    for due in resend_all(origin, resends, now).await.into_iter().flatten() {
-        later(due);
+    let sent = resend_all(origin, resends, now).await;
+    sent.into_iter().flatten().for_each(&mut later);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(next),
     }
-    Ok(next)
 }
 
 /// A direct-flow job the sweep sends again, counted and stored as sent ([`overdue`]).
@@ -135,15 +157,15 @@ async fn resend_all<O: ProxyFetchOrigin>(
     let (resends, jobs): (Vec<Resend>, Vec<FetchJob>) = resends.into_iter().unzip();
     let (calls, call_of) = batches(jobs);
     let env = origin.env();
-    let sent = concurrent::all(calls.into_iter().map(|jobs| execute(env, jobs)), usize::MAX).await;
-    let mut next = Vec::with_capacity(resends.len());
-    for (resend, call) in resends.into_iter().zip(call_of) {
+    let sent = concurrent::all(calls.into_iter().map(|jobs| execute(env, jobs)), RESEND_CALLS).await;
+    let each = resends.into_iter().zip(call_of).map(|(resend, call)| {
         let outcome = sent.get(call).cloned().unwrap_or_else(|| {
             Err(NotTaken::Refused(ProxyFetchError::storage("the job was not sent")))
         });
-        next.push(resent(origin, resend, outcome, now).await);
-    }
-    next
+        resent(origin, resend, outcome, now)
+    });
+    // Side by side: the records they restore share the writer's rounds.
+    concurrent::all(each, usize::MAX).await
 }
 
 /// Acts on the outcome of a job sent again: returns when to look at its request again.
