@@ -57,18 +57,25 @@ export function checkShape(value, maxDepth, maxParts) {
     if (v === null || typeof v !== "object" || v instanceof Uint8Array) continue;
     if (depth >= maxDepth) return `nested deeper than ${maxDepth} levels`;
     if (v instanceof ArrayBuffer || ArrayBuffer.isView(v)) continue;
-    let children;
-    if (Array.isArray(v)) children = v;
-    else if (v instanceof Map) children = [...v.keys(), ...v.values()];
-    else if (v instanceof Set) children = Array.from(v.values());
-    else {
-      const keys = Object.keys(v);
-      if (keys.some((key) => !key.isWellFormed())) return "a string is not valid Unicode (lone surrogate)";
-      children = keys.map((key) => v[key]);
-    }
     // Counted before they are walked: a sparse array's length costs nothing to send.
-    if (parts + stack.length / 2 + children.length > maxParts) return `more than ${maxParts} nested values`;
-    for (const child of children) stack.push(child, depth + 1);
+    const tooMany = (n) => parts + stack.length / 2 + n > maxParts;
+    if (Array.isArray(v)) {
+      if (tooMany(v.length)) return `more than ${maxParts} nested values`;
+      for (const child of v) stack.push(child, depth + 1);
+    } else if (v instanceof Map) {
+      if (tooMany(2 * v.size)) return `more than ${maxParts} nested values`;
+      for (const [key, child] of v) stack.push(key, depth + 1, child, depth + 1);
+    } else if (v instanceof Set) {
+      if (tooMany(v.size)) return `more than ${maxParts} nested values`;
+      for (const child of v) stack.push(child, depth + 1);
+    } else {
+      // Keys are strings serde decodes too (a map's keys, a struct's field names).
+      for (const key in v) {
+        if (!Object.hasOwn(v, key)) continue;
+        if (!key.isWellFormed()) return "a string is not valid Unicode (lone surrogate)";
+        stack.push(v[key], depth + 1);
+      }
+    }
   }
   return undefined;
 }
