@@ -131,7 +131,9 @@ pub fn microtasks_on_promises(index_js: &str) -> Option<String> {
         let is_call_import = head.ends_with(": function(arg0) {")
             && !head.contains('\n')
             && body.trim_start().starts_with(CALL)
-            && body.trim_start()[CALL.len()..].trim_start().starts_with('}');
+            && body.trim_start()[CALL.len()..]
+                .trim_start()
+                .starts_with('}');
         if is_call_import {
             let indent = &body[..body.len() - body.trim_start().len()];
             out.push_str(head);

@@ -345,7 +345,10 @@ mod tests {
         let wakes = std::sync::Arc::new(Wakes(0.into()));
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
-        assert!(second.as_mut().poll(&mut cx).is_pending(), "no round while held");
+        assert!(
+            second.as_mut().poll(&mut cx).is_pending(),
+            "no round while held"
+        );
         assert!(third.as_mut().poll(&mut cx).is_pending());
         assert_eq!(rounds.borrow().len(), 1);
         let ended = hold.borrow_mut().take();

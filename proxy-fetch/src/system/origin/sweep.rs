@@ -157,10 +157,16 @@ async fn resend_all<O: ProxyFetchOrigin>(
     let (resends, jobs): (Vec<Resend>, Vec<FetchJob>) = resends.into_iter().unzip();
     let (calls, call_of) = batches(jobs);
     let env = origin.env();
-    let sent = concurrent::all(calls.into_iter().map(|jobs| execute(env, jobs)), RESEND_CALLS).await;
+    let sent = concurrent::all(
+        calls.into_iter().map(|jobs| execute(env, jobs)),
+        RESEND_CALLS,
+    )
+    .await;
     let each = resends.into_iter().zip(call_of).map(|(resend, call)| {
         let outcome = sent.get(call).cloned().unwrap_or_else(|| {
-            Err(NotTaken::Refused(ProxyFetchError::storage("the job was not sent")))
+            Err(NotTaken::Refused(ProxyFetchError::storage(
+                "the job was not sent",
+            )))
         });
         resent(origin, resend, outcome, now)
     });
