@@ -13,6 +13,7 @@
 // witness request whose Backstop can only come after the sweep looked at the request under test.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { jsWorker, settle, startWorker, waitFor } from "./harness.mjs";
 import { startUpstream } from "./upstream.mjs";
 
@@ -44,6 +45,7 @@ before(async () => {
       UNREACHABLE_EXECUTOR: { name: "driver", entrypoint: "UnreachableExecutor" },
       // The real executor under a name no other test uses: its terms are unknown to the isolate.
       FRESH_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" },
+      DYING_ONCE_EXECUTOR: { name: "driver", entrypoint: "DyingOnceExecutor" },
     },
     durableObjects: { HANGING_ORIGIN: { className: "HangingOrigin", scriptName: "driver", useSQLite: true } },
   });
@@ -83,6 +85,7 @@ function origin() {
     deleteKey: rpc("deleteStorageKey"),
     putValue: rpc("putStorageValue"),
     keys: rpc("storageKeys"),
+    storeRowAsEarlierBuilds: rpc("storeRowAsEarlierBuilds"),
     faultsLeft: rpc("storageFaultsLeft"),
     /** This origin's filed result of request `id`, if any. */
     result: async (id) => (await rpc("results")()).find((r) => r.request_id === id),
@@ -373,6 +376,24 @@ describe("no loss or duplicate path (issue 19, item 5)", () => {
     await waitFor(() => box.result(again), { deadlineMs: 15000, what: `the Backstop of ${again}` });
     await settle();
     assert.equal(w.logs.filter((l) => l.includes(`ledger row ${junk} cannot be decoded`)).length, 1, "logged once");
+    assert.deepEqual(await box.pending(), []);
+  });
+
+  // ledger.rs. Rows are stored as JSON text; builds before stored a JS Map of records, and a
+  // deploy leaves such rows pending: they must still be read.
+  test("direct: a ledger row in the form earlier builds stored (a JS Map, not JSON text) is read back: the sweep sends its request again, body included, and its response arrives", async () => {
+    const box = origin();
+    const key = `earlier-row-${box.name}`;
+    // Its executor drops the first dispatch: the request is sent again from its stored row.
+    const id = (await startOk(box, { method: "PUT", url: up.url("/earlier-row", { key }), body: [1, 2, 255] }, {
+      executor_binding: "DYING_ONCE_EXECUTOR", timeout_ms: 200, backstop_grace_ms: 0,
+    })).request_id;
+    const rows = await box.keys(LEDGER);
+    assert.equal(rows.length, 1, `one row: ${rows}`);
+    assert.equal(await box.storeRowAsEarlierBuilds(rows[0]), "string", "this build stores JSON text");
+    await waitFor(() => box.result(id), { deadlineMs: 15000, what: `the result of ${id}` });
+    assert.equal((await box.result(id)).outcome, "response");
+    assert.deepEqual(up.bodies(key), [{ length: 3, sha256: createHash("sha256").update(Buffer.from([1, 2, 255])).digest("hex") }]);
     assert.deepEqual(await box.pending(), []);
   });
 

@@ -14,6 +14,7 @@ mod codec;
 #[doc(hidden)]
 pub mod dts;
 mod error;
+pub(crate) mod js;
 #[doc(hidden)]
 pub mod local;
 #[doc(hidden)]
@@ -32,6 +33,7 @@ pub use stub::{encode_args, Stub};
 use std::marker::PhantomData;
 use std::rc::Rc;
 
+#[cfg(feature = "system")]
 pub(crate) use codec::from_js as from_js_value;
 #[cfg(feature = "system")]
 pub(crate) use codec::to_js as to_js_value;

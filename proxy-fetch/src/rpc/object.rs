@@ -68,7 +68,7 @@ where
         method: &'static str,
     ) -> Result<&'static T, RpcError> {
         // wasm-bindgen's JS class keeps the Rust object's address in `__wbg_ptr` (0 once freed).
-        let ptr = js_sys::Reflect::get(object, &JsValue::from_str("__wbg_ptr"))
+        let ptr = crate::rpc::js::get(object, "__wbg_ptr")
             .ok()
             .and_then(|p| p.as_f64())
             .filter(|p| *p > 0.0 && *p <= u32::MAX as f64)

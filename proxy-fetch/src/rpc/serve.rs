@@ -1,6 +1,6 @@
 //! The callee's side: what a generated handler export does with its decoded call.
 
-use js_sys::{Function, Promise, Reflect};
+use js_sys::{Function, Promise};
 use serde::Serialize;
 use std::fmt::Display;
 use std::future::Future;
@@ -155,7 +155,7 @@ pub(crate) mod unwind {
 }
 
 fn extend_lifetime(ctx: &JsValue, promise: &Promise) -> Result<JsValue, JsValue> {
-    let wait_until: Function = Reflect::get(ctx, &JsValue::from_str("waitUntil"))?.dyn_into()?;
+    let wait_until: Function = super::js::get(ctx, "waitUntil")?.dyn_into()?;
     wait_until.call1(ctx, promise)
 }
 

@@ -58,12 +58,12 @@ struct Taken {
     attempts: u32,
 }
 
-fn get(value: &JsValue, name: &str) -> JsValue {
-    Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+fn get(value: &JsValue, name: &'static str) -> JsValue {
+    crate::rpc::js::get(value, name).unwrap_or(JsValue::UNDEFINED)
 }
 
 /// Calls `message.<method>(...args)`, logging a failure (the message then comes again).
-fn settle(message: &JsValue, method: &str, args: &Array) {
+fn settle(message: &JsValue, method: &'static str, args: &Array) {
     let done = get(message, method)
         .dyn_into::<Function>()
         .and_then(|f| Reflect::apply(&f, message, args));

@@ -51,6 +51,7 @@ pub use types::{
     FetchError, FetchErrorKind, FetchResult, ProxyRequest, ProxyResponse, Redirect, RequestId,
 };
 
+use crate::rpc::js;
 pub(crate) use consumer::serve_queue;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use dts::described;
@@ -64,13 +65,10 @@ pub(crate) fn now_ms() -> f64 {
 
 /// `bytes` random bytes from `crypto.getRandomValues`, as hex.
 pub(crate) fn random_hex(bytes: usize) -> Result<String, ProxyFetchError> {
-    let crypto = js_sys::Reflect::get(
-        &js_sys::global(),
-        &wasm_bindgen::JsValue::from_str("crypto"),
-    )
-    .map_err(|_| ProxyFetchError::Storage("no crypto global".into()))?;
+    let crypto = js::get(&js_sys::global(), "crypto")
+        .map_err(|_| ProxyFetchError::Storage("no crypto global".into()))?;
     let buffer = js_sys::Uint8Array::new_with_length(bytes as u32);
-    let filled = js_sys::Reflect::get(&crypto, &wasm_bindgen::JsValue::from_str("getRandomValues"))
+    let filled = js::get(&crypto, "getRandomValues")
         .ok()
         .and_then(|f| wasm_bindgen::JsCast::dyn_into::<js_sys::Function>(f).ok())
         .map(|f| f.call1(&crypto, &buffer).is_ok())
@@ -88,8 +86,8 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, ProxyFetchError> {
 pub(crate) fn binding_class(env: &wasm_bindgen::JsValue, name: &str) -> String {
     use wasm_bindgen::JsValue;
     js_sys::Reflect::get(env, &JsValue::from_str(name))
-        .and_then(|v| js_sys::Reflect::get(&v, &JsValue::from_str("constructor")))
-        .and_then(|c| js_sys::Reflect::get(&c, &JsValue::from_str("name")))
+        .and_then(|v| js::get(&v, "constructor"))
+        .and_then(|c| js::get(&c, "name"))
         .ok()
         .and_then(|n| n.as_string())
         .unwrap_or_default()

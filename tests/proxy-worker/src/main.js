@@ -10,7 +10,9 @@
 //   turn (aborting inside the call would unwind the Wasm code that made it, which a real
 //   failed write never does).
 // `deleteStorageKey(key)` removes one key, `putStorageValue(key, value)` stores one,
-// `storageKeys(prefix)` lists them. `storageWrites()` counts the storage calls that
+// `storageKeys(prefix)` lists them, `storageTextLengths(prefix)` measures them,
+// `storeRowAsEarlierBuilds(key)` rewrites a ledger row in
+// the form earlier builds stored. `storageWrites()` counts the storage calls that
 // write, `resetInstance()` resets the object as a crash would. `storageFaultsLeft()` says how
 // many injected faults this instance has not hit yet, and
 // `instances()` how many instances this object has had in this workerd run (a reset makes one
@@ -260,6 +262,27 @@ function withFaults(Base) {
     }
     async storageKeys(prefix) {
       return [...(await this.realCtx.storage.list({ prefix })).keys()];
+    }
+    // The length of each string value stored under `prefix` (null for other values).
+    async storageTextLengths(prefix) {
+      return [...(await this.realCtx.storage.list({ prefix })).values()].map((v) => (typeof v === "string" ? v.length : null));
+    }
+    // Rewrites ledger row `key` (JSON text) in the form builds before it stored rows in
+    // (serde-wasm-bindgen's: a JS Map of records, maps in them as Maps, bodies as bytes), and
+    // drops the instance's memory of its rows, so that it reads that form back from storage.
+    // Returns the type of the value it found.
+    async storeRowAsEarlierBuilds(key) {
+      const text = await this.realCtx.storage.get(key);
+      if (typeof text !== "string") return typeof text;
+      const maps = (v) => (v && typeof v === "object" && !Array.isArray(v) ? new Map(Object.entries(v).map(([k, x]) => [k, maps(x)])) : v);
+      const records = Object.entries(JSON.parse(text)).map(([id, r]) => {
+        const body = r.job.request.body;
+        const request = { ...r.job.request, body: body == null ? body : new Uint8Array(body) };
+        return [id, { ...r, data: maps(r.data), job: { ...r.job, request } }];
+      });
+      await this.realCtx.storage.put(key, new Map(records));
+      delete this.realCtx.__proxyFetchInstance;
+      return "string";
     }
   };
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use crate::rpc::js::get;
 use crate::system::policy::ExecutorPolicy;
 use crate::system::{ProxyFetchOptions, ProxyRequest, Redirect};
 
@@ -29,26 +30,6 @@ pub(crate) enum AttemptError {
 
 /// Redirects followed for a request under an allow-list, as browsers do at most.
 const MAX_REDIRECTS: u32 = 20;
-
-/// Reads property `key` of `target`. Each name is made a JS string once per isolate: made anew,
-/// it is decoded from Wasm memory at every read (2% of the CPU of the bench's burst).
-fn get(target: &JsValue, key: &'static str) -> Result<JsValue, JsValue> {
-    thread_local! {
-        static KEYS: std::cell::RefCell<Vec<(&'static str, JsValue)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
-    }
-    // Taken out before the read: a getter may run JS, which may call back into here.
-    let name = KEYS.with(|keys| {
-        let mut keys = keys.borrow_mut();
-        if let Some((_, name)) = keys.iter().find(|(name, _)| *name == key) {
-            return name.clone();
-        }
-        let name = JsValue::from_str(key);
-        keys.push((key, name.clone()));
-        name
-    });
-    Reflect::get(target, &name)
-}
 
 fn call(target: &JsValue, method: &'static str, args: &Array) -> Result<JsValue, JsValue> {
     let f: Function = get(target, method)?.dyn_into()?;

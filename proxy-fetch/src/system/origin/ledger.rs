@@ -17,7 +17,7 @@
 //! after a failed write reset it, starts empty) and is dropped whenever a write fails.
 
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -75,9 +75,11 @@ pub(super) struct PendingRecord {
 }
 
 impl PendingRecord {
-    /// About how many bytes the record takes in a row, and in memory.
+    /// About how many bytes the record takes in a row, and in memory. A body in the row is
+    /// stored as JSON numbers, up to 4 bytes each ([`encode`]).
     pub fn bytes(&self) -> usize {
-        self.job.weight() + json_len(&self.data)
+        let body = self.job.request.body.as_ref().map_or(0, |b| b.len());
+        self.job.weight() + 3 * body + json_len(&self.data)
     }
 }
 
@@ -103,14 +105,34 @@ fn json_len(value: &serde_json::Value) -> usize {
 ///
 /// Encoded as a `BTreeMap<RequestId, PendingRecord>` is (a map, in that order), but kept as
 /// a sorted `Vec`: a row holds at most [`ROW_RECORDS`] records, and a map type of its own
-/// costs several KiB of Wasm.
+/// costs several KiB of Wasm. Stored as that map's JSON text ([`encode`]); decoded from that
+/// or from the JS `Map` that earlier builds stored (a row may outlive a deploy).
 #[derive(Clone, Default)]
 pub(super) struct Row {
-    records: Vec<(RequestId, PendingRecord)>,
+    records: Vec<Entry>,
     /// For a shared row this instance named: the number its next request gets (numbers are
     /// never given twice, so a late result for a settled request never meets a new one). Not
     /// stored: a row read from storage is not given new requests.
     next: Option<usize>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    id: RequestId,
+    record: PendingRecord,
+    /// The record's JSON text, once the row was encoded with it: a row is written again at
+    /// each change, and only the records changed since are encoded again.
+    text: OnceCell<Rc<str>>,
+}
+
+impl Entry {
+    fn new(id: RequestId, record: PendingRecord) -> Self {
+        Entry {
+            id,
+            record,
+            text: OnceCell::new(),
+        }
+    }
 }
 
 impl Row {
@@ -119,17 +141,20 @@ impl Row {
     }
 
     fn position(&self, id: &str) -> Result<usize, usize> {
-        self.records.binary_search_by(|(k, _)| k.as_str().cmp(id))
+        self.records.binary_search_by(|e| e.id.as_str().cmp(id))
     }
 
     pub fn get(&self, id: &str) -> Option<&PendingRecord> {
         let i = self.position(id).ok()?;
-        self.records.get(i).map(|(_, record)| record)
+        self.records.get(i).map(|e| &e.record)
     }
 
     pub fn get_mut(&mut self, id: &str) -> Option<&mut PendingRecord> {
         let i = self.position(id).ok()?;
-        self.records.get_mut(i).map(|(_, record)| record)
+        self.records.get_mut(i).map(|e| {
+            e.text.take();
+            &mut e.record
+        })
     }
 
     /// Adds the record of `id`, or replaces it.
@@ -137,21 +162,21 @@ impl Row {
         match self.position(&id) {
             Ok(i) => {
                 if let Some(slot) = self.records.get_mut(i) {
-                    slot.1 = record;
+                    *slot = Entry::new(id, record);
                 }
             }
-            Err(i) => self.records.insert(i, (id, record)),
+            Err(i) => self.records.insert(i, Entry::new(id, record)),
         }
     }
 
     pub fn remove(&mut self, id: &str) -> Option<PendingRecord> {
         let i = self.position(id).ok()?;
-        Some(self.records.remove(i).1)
+        Some(self.records.remove(i).record)
     }
 
     /// About how many bytes the row's records take.
     pub fn bytes(&self) -> usize {
-        self.records.iter().map(|(_, record)| record.bytes()).sum()
+        self.records.iter().map(|e| e.record.bytes()).sum()
     }
 
     pub fn len(&self) -> usize {
@@ -172,22 +197,40 @@ impl Row {
     }
 
     pub fn into_keys(self) -> impl Iterator<Item = RequestId> {
-        self.records.into_iter().map(|(id, _)| id)
+        self.records.into_iter().map(|e| e.id)
     }
-}
 
-impl IntoIterator for Row {
-    type Item = (RequestId, PendingRecord);
-    type IntoIter = std::vec::IntoIter<(RequestId, PendingRecord)>;
+    pub fn into_records(self) -> impl Iterator<Item = (RequestId, PendingRecord)> {
+        self.records.into_iter().map(|e| (e.id, e.record))
+    }
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.records.into_iter()
+    /// The row's JSON text, as [`Serialize`] writes it, from the records' texts kept since the
+    /// last encoding (each record changed since is encoded, and its text kept).
+    fn json(&self) -> serde_json::Result<String> {
+        let mut out = String::from("{");
+        for (i, entry) in self.records.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(&entry.id)?);
+            out.push(':');
+            let text = match entry.text.get() {
+                Some(text) => text,
+                None => {
+                    let text: Rc<str> = serde_json::to_string(&entry.record)?.into();
+                    entry.text.get_or_init(|| text)
+                }
+            };
+            out.push_str(text);
+        }
+        out.push('}');
+        Ok(out)
     }
 }
 
 impl Serialize for Row {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.records.iter().map(|(id, record)| (id, record)))
+        serializer.collect_map(self.records.iter().map(|e| (&e.id, &e.record)))
     }
 }
 
@@ -198,7 +241,11 @@ impl<'de> Deserialize<'de> for Row {
             type Value = Row;
 
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map")
+                f.write_str("a map, or its JSON text")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Row, E> {
+                parse(text).map_err(E::custom)
             }
 
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
@@ -209,8 +256,31 @@ impl<'de> Deserialize<'de> for Row {
                 Ok(row)
             }
         }
-        deserializer.deserialize_map(RowVisitor)
+        deserializer.deserialize_any(RowVisitor)
     }
+}
+
+/// A row from its JSON text: the runtime's `JSON.parse`, then the decoder of JS values every
+/// stored value goes through (serde_json's decoder would add about 40 KiB of Wasm for the
+/// same types). Natively, for the tests, serde_json's.
+#[cfg(target_arch = "wasm32")]
+fn parse(text: &str) -> Result<Row, String> {
+    let value = js_sys::JSON::parse(text).map_err(|e| format!("{e:?}"))?;
+    serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn parse(text: &str) -> Result<Row, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+/// A row as it is stored: its JSON text. One string for the runtime to store, where a JS
+/// object built field by field from Wasm cost a string crossing per field and name, and a
+/// structured clone of every object (about a tenth of a burst's CPU, re-encoded at each edit).
+fn encode(row: &Row) -> Result<JsValue, String> {
+    row.json()
+        .map(|text| JsValue::from_str(&text))
+        .map_err(|e| e.to_string())
 }
 
 /// The key of the row that holds request `id`.
@@ -410,7 +480,8 @@ impl Cache {
     /// Takes in `row` as row `key`, dropping what the cache holds first if the row would take
     /// it over its limits.
     fn take_in(&mut self, key: &str, row: Row) -> &mut Row {
-        let bytes = row.bytes();
+        // Its records, and their JSON text once the row is written.
+        let bytes = 2 * row.bytes();
         if self.rows.len() >= CACHED_ROWS || self.taken + bytes > CACHED_BYTES {
             self.drop_all();
         }
@@ -574,7 +645,7 @@ fn newer(a: &str, b: &str) -> bool {
 pub(super) fn instance(state: &State) -> String {
     const NAME: &str = "__proxyFetchInstance";
     let raw: &JsValue = state.as_raw().as_ref();
-    let key = JsValue::from_str(NAME);
+    let key = crate::rpc::js::name(NAME);
     let read = || {
         js_sys::Reflect::get(raw, &key)
             .ok()
@@ -644,12 +715,11 @@ pub(super) async fn edit(
         if row.is_empty() {
             Ok(Some(None))
         } else {
-            serde_wasm_bindgen::to_value(row).map(|v| Some(Some(v)))
+            encode(row).map(|v| Some(Some(v)))
         }
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())??;
     let storage = state.storage();
     let written = match encoded {
         None => return Ok(()),
@@ -664,7 +734,7 @@ pub(super) async fn edit(
 
 /// Stores a new row (the writer's side), cached from now on.
 pub(super) async fn insert(state: &State, key: &str, row: Row) -> Result<(), String> {
-    let value = serde_wasm_bindgen::to_value(&row).map_err(|e| e.to_string())?;
+    let value = encode(&row)?;
     let object = instance(state);
     with_object(&object, |o| {
         o.cache.take_in(key, row);
@@ -1113,6 +1183,9 @@ mod tests {
         assert_eq!(serde_json::to_string(&row)?, encoded);
         let decoded: Row = serde_json::from_str(&encoded)?;
         assert_eq!(serde_json::to_string(&decoded)?, encoded);
+        // As stored: the map's JSON text, a string value.
+        let stored: Row = serde_json::from_value(serde_json::Value::String(encoded.clone()))?;
+        assert_eq!(serde_json::to_string(&stored)?, encoded);
 
         for id in ["r~10", "caller", "none"] {
             assert_eq!(
@@ -1125,6 +1198,61 @@ mod tests {
         map.remove("r~10");
         assert_eq!(serde_json::to_string(&row)?, serde_json::to_string(&map)?);
         assert!(row.clone().into_keys().eq(map.into_keys()));
+        Ok(())
+    }
+
+    #[test]
+    fn a_rows_stored_text_is_its_json_after_every_kind_of_change() -> serde_json::Result<()> {
+        let mut row = Row::new();
+        for n in 0..4 {
+            row.insert(format!("r~{n}"), record(n));
+        }
+        let same = |row: &Row| -> serde_json::Result<()> {
+            assert_eq!(row.json()?, serde_json::to_string(row)?);
+            Ok(())
+        };
+        same(&row)?;
+        // Changed in place, replaced, removed, added, each after the texts were kept.
+        if let Some(r) = row.get_mut("r~1") {
+            r.dispatches = 7;
+        }
+        same(&row)?;
+        row.insert("r~2".into(), record(9));
+        same(&row)?;
+        row.remove("r~0");
+        row.insert("r~5\"x".into(), record(5));
+        same(&row)?;
+        let copy = row.clone();
+        if let Some(r) = row.get_mut("r~3") {
+            r.handler_runs = 2;
+        }
+        same(&row)?;
+        same(&copy)?;
+        assert_ne!(copy.json()?, row.json()?, "a copy keeps its own texts");
+        Ok(())
+    }
+
+    #[test]
+    fn a_rows_json_text_reads_back_the_same_floats() -> serde_json::Result<()> {
+        // Written as the shortest text that reads back exactly (JSON.parse reads it so; natively
+        // serde_json with `float_roundtrip`, without which the first two read back one bit off).
+        let floats = [
+            1.0715660391465826e-75,
+            -1.81996730402717e-179,
+            0.1 + 0.2,
+            5e-324,
+        ];
+        let mut row = Row::new();
+        let mut r = record(0);
+        r.data = serde_json::json!(floats);
+        r.created_ms = 1_764_000_000_123.0;
+        row.insert("r~0".into(), r.clone());
+        let text = serde_json::to_string(&row)?;
+        let back: Row = serde_json::from_value(serde_json::Value::String(text))?;
+        assert!(
+            back.get("r~0") == Some(&r),
+            "every float read back bit for bit"
+        );
         Ok(())
     }
 }

@@ -291,7 +291,7 @@ pub(super) async fn run_handler<O: ProxyFetchOrigin>(
         return;
     };
     if let Err(e) = JsFuture::from(promise).await {
-        let message = js_sys::Reflect::get(&e, &JsValue::from_str("message"))
+        let message = crate::rpc::js::get(&e, "message")
             .ok()
             .and_then(|m| m.as_string());
         log_error(&format!(

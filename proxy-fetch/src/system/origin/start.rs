@@ -74,9 +74,7 @@ fn require_binding(
             "a Durable Object namespace ([[durable_objects.bindings]])",
         ),
         BindingKind::Service => (
-            !namespace
-                && js_sys::Reflect::get(&value, &JsValue::from_str("fetch"))
-                    .is_ok_and(|f| f.is_function()),
+            !namespace && crate::rpc::js::get(&value, "fetch").is_ok_and(|f| f.is_function()),
             "a service binding ([[services]] with entrypoint = \"FetchExecutorEntrypoint\")",
         ),
     };

@@ -110,7 +110,7 @@ async fn sweep<O: ProxyFetchOrigin>(origin: &O) -> Result<Option<f64>, ProxyFetc
                     continue;
                 }
             };
-            for (id, record) in row {
+            for (id, record) in row.into_records() {
                 if record.due_ms > now {
                     later(record.due_ms);
                     continue;
