@@ -57,14 +57,21 @@ if (process.env.PROFILE_OUT) writeFileSync(process.env.PROFILE_OUT, JSON.stringi
 const { nodes, samples, timeDeltas } = result.profile;
 const byId = new Map(nodes.map((node) => [node.id, node]));
 const self = new Map();
+// A sample stands for the time since the one before, at most 1 ms: when the sampler could not
+// run (the process was descheduled), one sample would otherwise stand for the whole gap, and
+// whatever ran at its end would take all of it.
+const CAP_US = 1000;
+let gaps = 0;
 samples.forEach((id, i) => {
   const f = byId.get(id).callFrame;
   const key = `${f.functionName || "(anonymous)"} ${f.url ? f.url.split("/").pop() : ""}`.trim();
-  self.set(key, (self.get(key) ?? 0) + (timeDeltas[i] ?? 0));
+  const delta = timeDeltas[i] ?? 0;
+  if (delta > CAP_US) gaps += delta - CAP_US;
+  self.set(key, (self.get(key) ?? 0) + Math.min(delta, CAP_US));
 });
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 const idle = (self.get("(idle)") ?? 0) + (self.get("(program)") ?? 0);
-console.log(`sampled ${(total / 1000).toFixed(0)} ms, of which idle/program ${(idle / 1000).toFixed(0)} ms`);
+console.log(`sampled ${(total / 1000).toFixed(0)} ms, of which idle/program ${(idle / 1000).toFixed(0)} ms (gaps between samples over 1 ms left out: ${(gaps / 1000).toFixed(0)} ms)`);
 for (const [key, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 40)) {
   console.log(`${(us / 1000).toFixed(1).padStart(8)} ms  ${(100 * us / total).toFixed(1).padStart(5)}%  ${key}`);
 }
