@@ -277,10 +277,33 @@ fn parse(text: &str) -> Result<Row, String> {
 /// A row as it is stored: its JSON text. One string for the runtime to store, where a JS
 /// object built field by field from Wasm cost a string crossing per field and name, and a
 /// structured clone of every object (about a tenth of a burst's CPU, re-encoded at each edit).
+///
+/// A row whose text would take more than [`TEXT_LIMIT`] bytes in storage is stored as the JS
+/// `Map` earlier builds stored (bodies as bytes, each string apart), which every reader takes:
+/// a key-value-backed Durable Object stores at most 128 KiB per value, and text is larger than
+/// bytes (a body's byte up to 4 characters), or twice as large (below).
 fn encode(row: &Row) -> Result<JsValue, String> {
-    row.json()
-        .map(|text| JsValue::from_str(&text))
-        .map_err(|e| e.to_string())
+    let text = row.json().map_err(|e| e.to_string())?;
+    if stored_size(&text) <= TEXT_LIMIT {
+        Ok(JsValue::from_str(&text))
+    } else {
+        serde_wasm_bindgen::to_value(row).map_err(|e| e.to_string())
+    }
+}
+
+/// The most a row's text may take in storage (under the 128 KiB a value may take).
+const TEXT_LIMIT: usize = 120 * 1024;
+
+/// About how many bytes `text` takes in storage, at most: the runtime serializes a string of
+/// characters up to U+00FF one byte each, any other string two bytes per UTF-16 unit (one
+/// character past U+00FF doubles the whole string). A UTF-8 text has no more UTF-16 units than
+/// bytes.
+fn stored_size(text: &str) -> usize {
+    if text.is_ascii() {
+        text.len()
+    } else {
+        2 * text.len()
+    }
 }
 
 /// The key of the row that holds request `id`.
@@ -1230,6 +1253,14 @@ mod tests {
         same(&copy)?;
         assert_ne!(copy.json()?, row.json()?, "a copy keeps its own texts");
         Ok(())
+    }
+
+    #[test]
+    fn a_rows_stored_size_counts_two_bytes_a_unit_once_a_character_is_not_ascii() {
+        assert_eq!(stored_size(&"a".repeat(1000)), 1000);
+        // One character past U+00FF makes the runtime store every character in two bytes.
+        let text = format!("{}\u{20ac}", "a".repeat(1000));
+        assert!(stored_size(&text) >= 2 * text.encode_utf16().count());
     }
 
     #[test]
