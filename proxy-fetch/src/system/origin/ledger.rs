@@ -105,8 +105,9 @@ fn json_len(value: &serde_json::Value) -> usize {
 ///
 /// Encoded as a `BTreeMap<RequestId, PendingRecord>` is (a map, in that order), but kept as
 /// a sorted `Vec`: a row holds at most [`ROW_RECORDS`] records, and a map type of its own
-/// costs several KiB of Wasm. Stored as that map's JSON text ([`encode`]); decoded from that
-/// or from the JS `Map` that earlier builds stored (a row may outlive a deploy).
+/// costs several KiB of Wasm. Stored as that map's JSON text, or as a JS `Map` when the text
+/// would be too large ([`encode`]); decoded from either (earlier builds stored every row as a
+/// `Map`, and a row may outlive a deploy).
 #[derive(Clone, Default)]
 pub(super) struct Row {
     records: Vec<Entry>,
