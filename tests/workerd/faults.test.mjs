@@ -386,7 +386,7 @@ describe("no loss or duplicate path (issue 19, item 5)", () => {
     const key = `earlier-row-${box.name}`;
     // Its executor drops the first dispatch: the request is sent again from its stored row.
     const id = (await startOk(box, { method: "PUT", url: up.url("/earlier-row", { key }), body: [1, 2, 255] }, {
-      executor_binding: "DYING_ONCE_EXECUTOR", timeout_ms: 200, backstop_grace_ms: 0,
+      executor_binding: "DYING_ONCE_EXECUTOR", timeout_ms: 200, backstop_grace_ms: 0, retry: { max_attempts: 1 },
     })).request_id;
     const rows = await box.keys(LEDGER);
     assert.equal(rows.length, 1, `one row: ${rows}`);
