@@ -46,10 +46,13 @@ mod shape {
 export function checkShape(value, maxDepth, maxParts) {
   const stack = [value, 0];
   let parts = 0;
+  // Counted before they are walked: a sparse array's length costs nothing to send.
+  const tooMany = (n) => parts + stack.length / 2 + n > maxParts;
+  const tooManyParts = `more than ${maxParts} nested values`;
   while (stack.length > 0) {
     const depth = stack.pop();
     const v = stack.pop();
-    if (++parts > maxParts) return `more than ${maxParts} nested values`;
+    if (++parts > maxParts) return tooManyParts;
     if (typeof v === "string") {
       if (!v.isWellFormed()) return "a string is not valid Unicode (lone surrogate)";
       continue;
@@ -57,16 +60,14 @@ export function checkShape(value, maxDepth, maxParts) {
     if (v === null || typeof v !== "object" || v instanceof Uint8Array) continue;
     if (depth >= maxDepth) return `nested deeper than ${maxDepth} levels`;
     if (v instanceof ArrayBuffer || ArrayBuffer.isView(v)) continue;
-    // Counted before they are walked: a sparse array's length costs nothing to send.
-    const tooMany = (n) => parts + stack.length / 2 + n > maxParts;
     if (Array.isArray(v)) {
-      if (tooMany(v.length)) return `more than ${maxParts} nested values`;
+      if (tooMany(v.length)) return tooManyParts;
       for (const child of v) stack.push(child, depth + 1);
     } else if (v instanceof Map) {
-      if (tooMany(2 * v.size)) return `more than ${maxParts} nested values`;
+      if (tooMany(2 * v.size)) return tooManyParts;
       for (const [key, child] of v) stack.push(key, depth + 1, child, depth + 1);
     } else if (v instanceof Set) {
-      if (tooMany(v.size)) return `more than ${maxParts} nested values`;
+      if (tooMany(v.size)) return tooManyParts;
       for (const child of v) stack.push(child, depth + 1);
     } else {
       // Keys are strings serde decodes too (a map's keys, a struct's field names).

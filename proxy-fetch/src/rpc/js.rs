@@ -1,4 +1,4 @@
-//! JS properties read from Rust by name. Each name is made a JS string once per isolate: made
+//! JS properties read (and set) from Rust by name. Each name is made a JS string once per isolate: made
 //! anew, it is decoded from Wasm memory at every read, and the hot paths (every Durable Object
 //! call, every ledger operation, every fetch) read a few each (in the bench's burst, about 2%
 //! of the CPU for the fetch's names alone before they were kept).

@@ -83,7 +83,7 @@ fn retry(message: &JsValue, delay_s: u32) {
     let options = js_sys::Object::new();
     let _ = Reflect::set(
         &options,
-        &JsValue::from_str("delaySeconds"),
+        &crate::rpc::js::name("delaySeconds"),
         &JsValue::from(delay_s),
     );
     settle(message, "retry", &Array::of1(&options));

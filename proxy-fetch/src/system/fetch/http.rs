@@ -8,7 +8,7 @@ use std::time::Duration;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use crate::rpc::js::get;
+use crate::rpc::js::{get, name};
 use crate::system::policy::ExecutorPolicy;
 use crate::system::{ProxyFetchOptions, ProxyRequest, Redirect};
 
@@ -45,24 +45,24 @@ fn message(e: &JsValue) -> String {
 
 fn init(request: &ProxyRequest, signal: &JsValue) -> Result<Object, JsValue> {
     let init = Object::new();
-    Reflect::set(&init, &"method".into(), &request.method.as_str().into())?;
+    Reflect::set(&init, &name("method"), &request.method.as_str().into())?;
     let headers = Array::new();
     for (k, v) in &request.headers {
         headers.push(&Array::of2(&k.as_str().into(), &v.as_str().into()));
     }
-    Reflect::set(&init, &"headers".into(), &headers)?;
+    Reflect::set(&init, &name("headers"), &headers)?;
     if let Some(body) = &request.body {
-        Reflect::set(&init, &"body".into(), &Uint8Array::from(&body[..]))?;
+        Reflect::set(&init, &name("body"), &Uint8Array::from(&body[..]))?;
     }
     let redirect = serde_json::to_value(request.redirect)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     Reflect::set(
         &init,
-        &"redirect".into(),
+        &name("redirect"),
         &redirect.unwrap_or_else(|| "follow".into()).into(),
     )?;
-    Reflect::set(&init, &"signal".into(), signal)?;
+    Reflect::set(&init, &name("signal"), signal)?;
     Ok(init)
 }
 

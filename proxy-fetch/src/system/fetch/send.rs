@@ -274,7 +274,11 @@ impl<'a> Outbox<'a> {
                         if !answered {
                             // The call got no answer: the handler may have run and crashed its
                             // instance. The next delivery says so, and the origin counts it.
-                            let _ = js_sys::Reflect::set(&encoded, &"again".into(), &true.into());
+                            let _ = js_sys::Reflect::set(
+                                &encoded,
+                                &crate::rpc::js::name("again"),
+                                &true.into(),
+                            );
                         }
                         why = reason;
                         again.push((outgoing, encoded));
