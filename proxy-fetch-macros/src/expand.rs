@@ -76,10 +76,10 @@ fn origin_handlers(ep: &Entrypoint, arms: TokenStream) -> TokenStream {
             fn dispatch(
                 &self,
                 method: &str,
-                ctx: ::proxy_fetch::__private::JsValue,
-                args: ::proxy_fetch::__private::JsValue,
+                result: ::proxy_fetch::FetchResult,
+                data: ::proxy_fetch::__private::JsonValue,
             ) -> ::core::option::Option<::proxy_fetch::__private::Promise> {
-                let _ = (&ctx, &args);
+                let _ = (&result, &data);
                 match method {
                     #arms
                     _ => ::core::option::Option::None,
@@ -737,6 +737,32 @@ fn handler_body(ep: &Entrypoint, i: usize, m: &Method, this: TokenStream) -> Tok
     }
 }
 
+/// The body of a continuation handler's dispatch: the result as the delivery decoded it, the
+/// data from its record's JSON (`valid.rs` made sure of the two arguments, the first
+/// `FetchResult`), the handler's future handed to `awaited`. Binds `__pf_result` and
+/// `__pf_data` from the enclosing function.
+fn continuation_body(ep: &Entrypoint, i: usize, m: &Method, this: TokenStream) -> TokenStream {
+    let types = types_ident(ep);
+    let ident = &m.ident;
+    let js_name = &m.js_name;
+    let args = m.named_args();
+    let [(result, _), (data, _)] = args.as_slice() else {
+        return quote!(::core::compile_error!(
+            "a continuation handler takes `(result: FetchResult, data: D)`"
+        ));
+    };
+    let data_name = data.to_string().trim_start_matches("r#").to_owned();
+    quote! {
+        const __PF_METHOD: &str = #js_name;
+        ::proxy_fetch::__private::typed::awaited::<#types, #i>(__PF_METHOD, (move || {
+            let #result = ::proxy_fetch::__private::typed::result_arg::<#types, #i>(__pf_result);
+            let #data = ::proxy_fetch::__private::typed::data_arg::<#types, #i>(__PF_METHOD, #data_name, __pf_data)?;
+            let __pf_this = #this;
+            ::core::result::Result::Ok(async move { __pf_this.#ident(#result, #data).await })
+        })())
+    }
+}
+
 fn wasm_bindgen_attr(js_name: &str) -> TokenStream {
     quote!(#[::proxy_fetch::__private::wasm_bindgen(wasm_bindgen = ::proxy_fetch::__private::wasm_bindgen, js_name = #js_name)])
 }
@@ -847,14 +873,14 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
         let fns = continuation_handlers.iter().map(|(i, m)| {
             let cfgs = &m.cfgs;
             let fn_ident = handler_ident(m);
-            let body = handler_body(ep, *i, m, durable_self(quote!(self)));
+            let body = continuation_body(ep, *i, m, durable_self(quote!(self)));
             quote! {
                 #(#cfgs)*
                 #[allow(non_snake_case)]
                 fn #fn_ident(
                     &self,
-                    __pf_ctx: ::proxy_fetch::__private::JsValue,
-                    __pf_args: ::proxy_fetch::__private::JsValue,
+                    __pf_result: ::proxy_fetch::FetchResult,
+                    __pf_data: ::proxy_fetch::__private::JsonValue,
                 ) -> ::proxy_fetch::__private::Promise {
                     #body
                 }
@@ -864,7 +890,7 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             let js_name = &m.js_name;
             let cfgs = &m.cfgs;
             let fn_ident = handler_ident(m);
-            quote!(#(#cfgs)* #js_name => ::core::option::Option::Some(self.#fn_ident(ctx, args)),)
+            quote!(#(#cfgs)* #js_name => ::core::option::Option::Some(self.#fn_ident(result, data)),)
         });
         let origin_handlers = origin_handlers(ep, quote!(#(#arms)*));
         let deliver_attr = wasm_bindgen_attr(&format!("__pf__do__{this}____proxyFetchDeliver"));
@@ -882,11 +908,11 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             #deliver_attr
             pub fn __pf_deliver(
                 __pf_self: ::proxy_fetch::__private::JsValue,
-                ctx: ::proxy_fetch::__private::JsValue,
+                _ctx: ::proxy_fetch::__private::JsValue,
                 args: ::proxy_fetch::__private::JsValue,
             ) -> ::proxy_fetch::__private::Promise {
                 const __PF_METHOD: &str = "__proxyFetchDeliver";
-                ::proxy_fetch::__private::deliver::<#this>(#object, ctx, args)
+                ::proxy_fetch::__private::deliver::<#this>(#object, args)
             }
 
             /// The long path's claim (`__proxyFetchClaim`): the queue consumer asks before it fetches.

@@ -111,15 +111,16 @@ pub mod __private {
     pub use crate::rpc::typed::{self, ArgType, MethodTypes};
     #[cfg(feature = "system")]
     pub use crate::system::OriginHandlers;
+    #[cfg(feature = "system")]
+    pub use serde_json::Value as JsonValue;
 
     /// An origin's RPC method results arrive through: `__proxyFetchDeliver(deliveries)`.
     #[cfg(feature = "system")]
     pub fn deliver<O: crate::ProxyFetchOrigin>(
         origin: Result<&'static O, crate::rpc::RpcError>,
-        ctx: JsValue,
         args: JsValue,
     ) -> Promise {
-        crate::system::serve_delivery(origin, ctx, args)
+        crate::system::serve_delivery(origin, args)
     }
 
     /// An origin's claim method for the long path's consumer: `__proxyFetchClaim(claims)`.

@@ -61,6 +61,32 @@ pub fn wait_until<C: MethodTypes<I>, const I: usize>(
     super::serve::wait_until(label, ctx, call)
 }
 
+/// A continuation handler's result argument, handed on as the delivery decoded it. Bound to
+/// `FetchResult`: a handler is one because its first argument is.
+#[cfg(feature = "system")]
+pub fn result_arg<C: ArgType<I, 0, T = crate::system::FetchResult>, const I: usize>(
+    result: crate::system::FetchResult,
+) -> C::T {
+    result
+}
+
+/// A continuation handler's data argument, from the JSON value its request's record keeps
+/// (no trip through JS).
+#[cfg(feature = "system")]
+pub fn data_arg<C: ArgType<I, 1>, const I: usize>(
+    method: &str,
+    name: &str,
+    data: serde_json::Value,
+) -> Result<C::T, RpcError> {
+    serde_json::from_value(data).map_err(|e| {
+        RpcError::new(
+            super::RpcErrorKind::BadArgument,
+            method,
+            format!("argument `{name}`: {e}"),
+        )
+    })
+}
+
 /// In-process calls (native tests).
 pub mod local {
     use super::*;

@@ -29,7 +29,6 @@ use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::marker::PhantomData;
-use wasm_bindgen::JsValue;
 use worker::{Env, State};
 
 use super::FetchResult;
@@ -65,8 +64,14 @@ pub trait ProxyFetchOrigin: OriginHandlers + worker::DurableObject {
 pub trait OriginHandlers {
     /// The origin's binding when `ProxyFetchOptions::origin_binding` is not set.
     const INFERRED_BINDING: &'static str;
-    /// Calls the continuation handler `method` (JS name) with `args`; `None` if there is none.
-    fn dispatch(&self, method: &str, ctx: JsValue, args: JsValue) -> Option<Promise>;
+    /// Calls the continuation handler `method` (JS name) with the result and the request's
+    /// data (decoded here into the handler's data type); `None` if there is no such handler.
+    fn dispatch(
+        &self,
+        method: &str,
+        result: FetchResult,
+        data: serde_json::Value,
+    ) -> Option<Promise>;
 }
 
 /// Which handler of origin `O` receives the result, and the data handed to it along with it.

@@ -6,8 +6,9 @@
 //! instance dies while the handler runs, the sender (executor, orchestrator, or this origin's
 //! alarm) delivers the result again, and the handler can tell by the request id.
 
-use js_sys::{Array, Promise};
+use js_sys::{Array, Promise, Uint8Array};
 use serde::Deserialize;
+use serde_bytes::ByteBuf;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -20,33 +21,34 @@ use crate::system::protocol::{
     same_secret, DeliveryOutcome, OriginClient, FORBIDDEN, MAX_DELIVERIES_PER_CALL, RETRY,
 };
 use crate::system::refusal;
-use crate::system::{FetchError, FetchErrorKind, FetchResult, ProxyFetchError, RequestId};
+use crate::system::{
+    FetchError, FetchErrorKind, FetchResult, ProxyFetchError, ProxyResponse, RequestId,
+};
 
 /// A handler that keeps crashing its instance gets its result this often, then it is dropped.
 const MAX_HANDLER_RUNS: u32 = 5;
 
 /// The origin's delivery method (`protocol::Origin::deliver`), as the generated export calls
 /// it with the origin it borrowed: checks every delivery in full (a malformed one is refused
-/// before it consumes a request), then hands each result on as it came (a large body is not
-/// copied).
+/// before it consumes a request), then hands each result to its handler (a body is copied
+/// into Wasm memory only then).
 pub(crate) fn serve_delivery<O: ProxyFetchOrigin>(
     origin: Result<&'static O, RpcError>,
-    ctx: JsValue,
     args: JsValue,
 ) -> Promise {
     let method = OriginClient::DELIVER.js_name();
     let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(method, args, 1)?)));
     let call = call.and_then(|(origin, args)| {
         let deliveries = checked_deliveries(&args)?;
-        Ok(deliver_all(origin, ctx, deliveries))
+        Ok(deliver_all(origin, deliveries))
     });
     crate::rpc::serve::awaited(method, call)
 }
 
 /// A `FetchResult` as the delivery checks it: every field but the body decoded (a 10 MiB body
-/// is not copied into Wasm memory only to be checked; the handler decodes it once).
+/// is not copied into Wasm memory only to be checked: it is copied once, when its handler
+/// runs).
 #[derive(Deserialize)]
-#[allow(dead_code)]
 struct ResponseShape {
     request_id: RequestId,
     status: u16,
@@ -68,14 +70,46 @@ struct DeliveryShape {
     lost_on_crash: bool,
 }
 
-/// A delivery checked: its request id, token, whether it is sent again, and its result as it
-/// came.
+/// A delivery checked: its request id, token, whether it is sent again, and its result.
 struct Checked {
     id: RequestId,
     token: String,
     again: bool,
     lost_on_crash: bool,
-    result: JsValue,
+    result: Incoming,
+}
+
+/// A result on its way to its handler: decoded but for a delivered response's body, which
+/// stays in JS until the handler runs (a forged or duplicate delivery never copies it).
+pub(super) struct Incoming {
+    result: Result<ResponseShape, FetchError>,
+    body: Option<Uint8Array>,
+}
+
+impl Incoming {
+    /// The result in full, its body copied into Wasm memory.
+    fn into_result(self) -> FetchResult {
+        let body = self.body.map(|b| b.to_vec()).unwrap_or_default();
+        self.result.map(|r| ProxyResponse {
+            request_id: r.request_id,
+            status: r.status,
+            status_text: r.status_text,
+            headers: r.headers,
+            body: ByteBuf::from(body),
+            url: r.url,
+            attempts: r.attempts,
+            duration_ms: r.duration_ms,
+        })
+    }
+}
+
+impl From<FetchError> for Incoming {
+    fn from(error: FetchError) -> Self {
+        Incoming {
+            result: Err(error),
+            body: None,
+        }
+    }
 }
 
 /// Checks the deliveries of a `__proxyFetchDeliver` call (each result but its body decoded,
@@ -104,22 +138,22 @@ fn checked_deliveries(args: &crate::rpc::Args) -> Result<Vec<Checked>, RpcError>
     let shapes: Vec<DeliveryShape> = args.get(0, "deliveries").inspect_err(|e| {
         refusal::refused("origin.__proxyFetchDeliver", "a delivery call", &e.message);
     })?;
-    let field = |value: &JsValue, name: &str| {
-        js_sys::Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+    let field = |value: &JsValue, name: &'static str| {
+        crate::rpc::js::get(value, name).unwrap_or(JsValue::UNDEFINED)
     };
     let mut checked = Vec::with_capacity(shapes.len());
     for (i, shape) in shapes.into_iter().enumerate() {
-        let result = field(&raw.get(i as u32), "result");
-        let id = match shape.result {
-            Err(e) => e.request_id,
+        let (id, body) = match &shape.result {
+            Err(e) => (e.request_id.clone(), None),
             Ok(response) => {
+                let result = field(&raw.get(i as u32), "result");
                 let body = field(&field(&result, "Ok"), "body");
-                if !body.is_instance_of::<js_sys::Uint8Array>() {
+                let Ok(body) = body.dyn_into::<Uint8Array>() else {
                     return Err(refuse(format!(
                         "field `[{i}].result.Ok.body`: expected a Uint8Array"
                     )));
-                }
-                response.request_id
+                };
+                (response.request_id.clone(), Some(body))
             }
         };
         checked.push(Checked {
@@ -127,7 +161,10 @@ fn checked_deliveries(args: &crate::rpc::Args) -> Result<Vec<Checked>, RpcError>
             token: shape.token,
             again: shape.again,
             lost_on_crash: shape.lost_on_crash,
-            result,
+            result: Incoming {
+                result: shape.result,
+                body,
+            },
         });
     }
     Ok(checked)
@@ -136,24 +173,19 @@ fn checked_deliveries(args: &crate::rpc::Args) -> Result<Vec<Checked>, RpcError>
 /// Hands each checked delivery to [`deliver`], side by side: one outcome per delivery.
 async fn deliver_all<O: ProxyFetchOrigin>(
     origin: &O,
-    ctx: JsValue,
     deliveries: Vec<Checked>,
 ) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError> {
-    let each = deliveries.into_iter().map(|d| {
-        let ctx = ctx.clone();
-        async move {
-            if d.lost_on_crash {
-                deliver_kept(origin, ctx, &d.id, &d.token, d.result).await
-            } else {
-                deliver(origin, ctx, &d.id, Some(&d.token), d.result, d.again).await
-            }
+    let each = deliveries.into_iter().map(|d| async move {
+        if d.lost_on_crash {
+            deliver_kept(origin, &d.id, &d.token, d.result).await
+        } else {
+            deliver(origin, &d.id, Some(&d.token), d.result, d.again).await
         }
     });
     Ok(concurrent::all(each, usize::MAX).await)
 }
 
-/// Runs the handler of request `id` with `result` (the encoded `FetchResult`, handed on as it
-/// came), then deletes the request's record. `token` must be the request's (`None`: the
+/// Runs the handler of request `id` with `result`, then deletes the request's record. `token` must be the request's (`None`: the
 /// origin delivers to itself).
 ///
 /// Handlers run at least once: the record goes only after the handler returned, so if the
@@ -164,10 +196,9 @@ async fn deliver_all<O: ProxyFetchOrigin>(
 /// crashing its instance runs at most [`MAX_HANDLER_RUNS`] times, whichever flow carries it.
 pub(super) async fn deliver<O: ProxyFetchOrigin>(
     origin: &O,
-    ctx: JsValue,
     id: &str,
     token: Option<&str>,
-    result: JsValue,
+    result: Incoming,
     count_run: bool,
 ) -> Result<DeliveryOutcome, HandlerError> {
     let retry = |e: String| HandlerError::new(RETRY, format!("origin storage: {e}"));
@@ -219,7 +250,14 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
             .await
             .map_err(retry)?;
     }
-    run_handler(origin, ctx, id, &record.handler, &record.data, result).await;
+    run_handler(
+        origin,
+        id,
+        &record.handler,
+        record.data,
+        result.into_result(),
+    )
+    .await;
     // Until the record is gone the result is not delivered: the sender tries again, and the
     // handler runs again (at least once), rather than the record staying for the backstop.
     change(origin, id, None).await.map_err(|e| {
@@ -235,14 +273,13 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
 /// for a request this instance does not hold is logged as lost and dropped.
 async fn deliver_kept<O: ProxyFetchOrigin>(
     origin: &O,
-    ctx: JsValue,
     id: &str,
     token: &str,
-    result: JsValue,
+    result: Incoming,
 ) -> Result<DeliveryOutcome, HandlerError> {
     match ledger::take_kept(origin.state(), id, Some(token)) {
         Take::Taken(kept) => {
-            run_handler(origin, ctx, id, &kept.handler, &kept.data, result).await;
+            run_handler(origin, id, &kept.handler, kept.data, result.into_result()).await;
             Ok(DeliveryOutcome::Delivered)
         }
         Take::WrongToken => {
@@ -272,19 +309,12 @@ async fn deliver_kept<O: ProxyFetchOrigin>(
 /// logged.
 pub(super) async fn run_handler<O: ProxyFetchOrigin>(
     origin: &O,
-    ctx: JsValue,
     id: &str,
     handler: &str,
-    data: &serde_json::Value,
-    result: JsValue,
+    data: serde_json::Value,
+    result: FetchResult,
 ) {
-    let Ok(data) = crate::rpc::to_js_value(data) else {
-        log_error(&format!(
-            "proxy-fetch {id}: the data for `{handler}` could not be encoded"
-        ));
-        return;
-    };
-    let Some(promise) = origin.dispatch(handler, ctx, Array::of2(&result, &data).into()) else {
+    let Some(promise) = origin.dispatch(handler, result, data) else {
         log_error(&format!(
             "proxy-fetch {id}: the origin has no handler `{handler}` (renamed since the request started?)"
         ));
@@ -309,9 +339,8 @@ pub(super) async fn deliver_error<O: ProxyFetchOrigin>(
     message: String,
     count_run: bool,
 ) -> Result<DeliveryOutcome, ProxyFetchError> {
-    let error: FetchResult = Err(FetchError::new(id, kind, message));
-    let error = crate::rpc::to_js_value(&error).map_err(ProxyFetchError::storage)?;
-    deliver(origin, JsValue::UNDEFINED, id, None, error, count_run)
+    let error = FetchError::new(id, kind, message);
+    deliver(origin, id, None, error.into(), count_run)
         .await
         .map_err(|e| ProxyFetchError::storage(e.message))
 }

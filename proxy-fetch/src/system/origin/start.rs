@@ -17,7 +17,7 @@ use crate::rpc::{log_error, RpcErrorKind};
 use crate::system::batch;
 use crate::system::protocol::{DeliveryOutcome, FetchJob, LongQueue, OriginRef};
 use crate::system::{
-    binding_class, now_ms, random_hex, Durability, FetchError, FetchErrorKind, FetchResult, Flow,
+    binding_class, now_ms, random_hex, Durability, FetchError, FetchErrorKind, Flow,
     ProxyFetchError, ProxyFetchOptions, ProxyRequest, RequestId,
 };
 
@@ -277,17 +277,7 @@ pub async fn cancel<O: ProxyFetchOrigin>(
             FetchErrorKind::Cancelled,
             "cancelled by the origin",
         );
-        let error =
-            crate::rpc::to_js_value(&FetchResult::Err(error)).map_err(ProxyFetchError::storage)?;
-        run_handler(
-            origin,
-            JsValue::UNDEFINED,
-            request_id,
-            &kept.handler,
-            &kept.data,
-            error,
-        )
-        .await;
+        run_handler(origin, request_id, &kept.handler, kept.data, Err(error)).await;
         return Ok(true);
     }
     let Some(record) = find(origin, request_id)
