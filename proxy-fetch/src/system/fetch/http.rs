@@ -1,10 +1,7 @@
 //! One fetch of the upstream with the global `fetch`, a timeout that aborts it, and a body
 //! read that stops at the size limit instead of buffering whatever the upstream sends.
 
-use futures_util::future::{select, Either};
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
-use std::pin::pin;
-use std::time::Duration;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -229,30 +226,32 @@ async fn fetch_following(
 }
 
 /// Fetches once (following redirects); after `timeout_ms` the request and its body stream are
-/// aborted.
+/// aborted (by the runtime's own timer: `AbortSignal.timeout`).
 pub(crate) async fn attempt(
     request: &ProxyRequest,
     options: &ProxyFetchOptions,
     policy: &ExecutorPolicy,
     timeout_ms: u64,
 ) -> Result<Fetched, AttemptError> {
-    let timeout = Duration::from_millis(timeout_ms);
-    let controller = web_abort_controller().map_err(|e| AttemptError::Network(message(&e)))?;
-    let signal = get(&controller, "signal").map_err(|e| AttemptError::Network(message(&e)))?;
-    let work = pin!(fetch_following(request, &signal, options, policy));
-    let timer = pin!(worker::Delay::from(timeout));
-    match select(work, timer).await {
-        Either::Left((result, _)) => result,
-        Either::Right(((), _)) => {
-            let _ = call(&controller, "abort", &Array::new());
-            Err(AttemptError::Timeout)
-        }
+    let signal = timeout_signal(timeout_ms).map_err(|e| AttemptError::Network(message(&e)))?;
+    match fetch_following(request, &signal, options, policy).await {
+        // Once the signal fired, whatever failed failed for it.
+        Err(AttemptError::Network(_)) if aborted(&signal) => Err(AttemptError::Timeout),
+        fetched => fetched,
     }
 }
 
-fn web_abort_controller() -> Result<JsValue, JsValue> {
-    let ctor: Function = get(&js_sys::global(), "AbortController")?.dyn_into()?;
-    Reflect::construct(&ctor, &Array::new())
+fn timeout_signal(ms: u64) -> Result<JsValue, JsValue> {
+    let class = get(&js_sys::global(), "AbortSignal")?;
+    call(
+        &class,
+        "timeout",
+        &Array::of1(&JsValue::from_f64(ms as f64)),
+    )
+}
+
+fn aborted(signal: &JsValue) -> bool {
+    get(signal, "aborted").is_ok_and(|v| v.is_truthy())
 }
 
 /// Headers that carry credentials for the origin they were written for.

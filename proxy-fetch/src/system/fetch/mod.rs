@@ -190,9 +190,13 @@ pub(crate) async fn run(
         batcher: Batcher::new(),
     };
     let (outbox, completions) = (&outbox, &completions);
+    // Read once for the run's jobs: the vars do not change within an invocation.
+    let rules = &ExecutorLimits::from_env(env)
+        .and_then(|limits| Ok((limits, ExecutorPolicy::from_env(env)?)));
     let each = jobs.into_iter().zip(held).map(|(job, held)| async move {
         let id = job.id.clone();
-        if let Err(e) = run_one(env, job, held, (started, budget), (outbox, completions)).await {
+        let context = (started, budget);
+        if let Err(e) = run_one(env, rules, job, held, context, (outbox, completions)).await {
             log_error(&format!("proxy-fetch {id}: {e}"));
         }
     });
@@ -255,8 +259,11 @@ impl Completions<'_> {
 }
 
 /// What the executor allows `job`: checked as the start checks it, held to the executor's own
-/// policy and limits (whatever the job asks for).
-fn admitted(env: &Env, job: &mut FetchJob) -> Result<ExecutorPolicy, String> {
+/// policy and limits (`rules`, from its vars; whatever the job asks for).
+fn admitted<'r>(
+    rules: &'r Result<(ExecutorLimits, ExecutorPolicy), String>,
+    job: &mut FetchJob,
+) -> Result<&'r ExecutorPolicy, String> {
     let url = job.check().map_err(|why| {
         refusal::refused(
             "FetchExecutor.executeFetches",
@@ -273,10 +280,8 @@ fn admitted(env: &Env, job: &mut FetchJob) -> Result<ExecutorPolicy, String> {
         );
         why
     };
-    ExecutorLimits::from_env(env)
-        .map_err(refused)?
-        .clamp(&mut job.options);
-    let policy = ExecutorPolicy::from_env(env).map_err(refused)?;
+    let (limits, policy) = rules.as_ref().map_err(|why| refused(why.clone()))?;
+    limits.clamp(&mut job.options);
     policy.check(&url).map_err(refused)?;
     Ok(policy)
 }
@@ -284,13 +289,14 @@ fn admitted(env: &Env, job: &mut FetchJob) -> Result<ExecutorPolicy, String> {
 /// One job: fetch, deliver, settle with the orchestrator.
 async fn run_one(
     env: &Env,
+    rules: &Result<(ExecutorLimits, ExecutorPolicy), String>,
     mut job: FetchJob,
     mut held: Held,
     (started, budget): (f64, &Budget),
     (outbox, completions): (&Outbox<'_>, &Completions<'_>),
 ) -> Result<(), HandlerError> {
-    let result = match admitted(env, &mut job) {
-        Ok(policy) => fetch_with_retries(&job, &policy, started, budget).await,
+    let result = match admitted(rules, &mut job) {
+        Ok(policy) => fetch_with_retries(&job, policy, started, budget).await,
         Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
     };
     if let Ok(response) = &result {
