@@ -20,6 +20,8 @@ import { jsWorker, root, settle, startWorker, waitFor } from "../tests/workerd/h
 import { startUpstream } from "../tests/workerd/upstream.mjs";
 
 const QUICK = process.env.BENCH_QUICK === "1";
+/** Pairs of bursts (awaited, direct) the wall ratio and the origin hold are the medians of. */
+const PAIRS = 5;
 const began = Date.now();
 /** Only to measure over a window (workerd's idle CPU): never to wait for something. */
 const measureWindow = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -510,20 +512,40 @@ try {
     results.burst.orchestrated.duplicates += r.duplicates;
   }
   if (!QUICK && flows.includes("direct")) {
-    // A burst's wall time moves with the machine from one run to the next: two more pairs of
-    // the awaited and the direct burst (not measured for cost), and the ratio is their median.
-    const ratios = [results.burst.direct.wall_ratio];
-    for (let k = 1; k <= 2; k++) {
-      const awLabel = `aw-burst-${k}`, label = `direct-burst-${k}`;
-      await warm([...burstOrigins(awLabel), ...burstOrigins(label)]);
-      const awaited = await runAwaited({ label: awLabel, n: burstN, origins: burstOrigins(awLabel), url: up.url(`/${awLabel}/{i}`) });
-      const r = await run({ label, n: burstN, origins: burstOrigins(label), url: up.url(`/${label}/{i}`), options: opts("direct", label) });
-      checkDelivery("direct", label, r);
-      ratios.push(round(r.wall_ms / awaited.wall_ms, 2));
+    // A burst's wall time moves with the machine from one run to the next: five more pairs of
+    // the awaited and the direct burst, each pair run back to back (which goes first
+    // alternates), with the counting off (it has more to count on the proxied side, and
+    // nothing of it ships); the ratio and the origin hold are those of these pairs.
+    const ratios = [];
+    const holds = [];
+    await benchRoute("/__bench/counting", { on: false });
+    try {
+      for (let k = 1; k <= PAIRS; k++) {
+        const awLabel = `aw-burst-${k}`, label = `direct-burst-${k}`;
+        await warm([...burstOrigins(awLabel), ...burstOrigins(label)]);
+        const awaitedRun = () => runAwaited({ label: awLabel, n: burstN, origins: burstOrigins(awLabel), url: up.url(`/${awLabel}/{i}`) });
+        const directRun = () => run({ label, n: burstN, origins: burstOrigins(label), url: up.url(`/${label}/{i}`), options: opts("direct", label) });
+        let awaited, r;
+        if (k % 2) {
+          awaited = await awaitedRun();
+          r = await directRun();
+        } else {
+          r = await directRun();
+          awaited = await awaitedRun();
+        }
+        checkDelivery("direct", label, r);
+        ratios.push(round(r.wall_ms / awaited.wall_ms, 2));
+        holds.push(...r.hold_ms);
+      }
+    } finally {
+      await benchRoute("/__bench/counting", { on: true });
     }
-    results.burst.direct.wall_ratios = ratios;
-    results.burst.direct.wall_ratio = med(ratios);
-    results.burst.direct.measured_ratio = ratios[0];
+    const b = results.burst.direct;
+    b.measured_ratio = b.wall_ratio;
+    b.wall_ratios = ratios;
+    b.wall_ratio = med(ratios);
+    b.pairs_hold_median_ms = med(holds);
+    b.pairs_hold_p99_ms = p99(holds);
   }
   if (!QUICK && flows.includes("direct")) {
     // What an origin's start waits for under the burst: an RPC round trip to the executor, timed
@@ -617,8 +639,8 @@ for (const flow of ["direct", "lost_on_crash", "orchestrated"]) {
   target(flow, `rows written per request, ${burstName} burst amortized`, c?.burst.rows_written, "", t("burst_rows"));
   target(flow, `break-even upstream wait, ${burstName} burst`, c?.burst.dollars.break_even_ms, "ms", t("burst_break_even"));
   target(flow, "added latency at a 0 ms upstream (median)", results[`added0_${flow}`], "ms", t("added0"));
-  target(flow, `${burstName} burst from 50 origins: wall time / the same burst awaited in the DOs${b?.wall_ratios ? ` (median of ${b.wall_ratios.length} pairs: ${b.wall_ratios.join(", ")})` : ""}`, b?.wall_ratio, "x", t("wall_ratio"));
-  target(flow, `origin hold under the ${burstName} burst (median)`, b?.hold_median_ms, "ms", t("hold"));
+  target(flow, `${burstName} burst from 50 origins: wall time / the same burst awaited in the DOs${b?.wall_ratios ? ` (median of ${b.wall_ratios.length} pairs, counting off: ${b.wall_ratios.join(", ")})` : ""}`, b?.wall_ratio, "x", t("wall_ratio"));
+  target(flow, `origin hold under the ${burstName} burst (median${b?.pairs_hold_median_ms === undefined ? "" : ` of the ${b.wall_ratios.length} pairs' bursts, counting off`})`, b?.pairs_hold_median_ms ?? b?.hold_median_ms, "ms", t("hold"));
   target(flow, "lost + duplicate results, every run of this flow", lostOrDuplicate[flow], "", 0, "=");
 }
 
@@ -746,7 +768,11 @@ ${md(["measure", "per request"], [
 ` : ""}## The burst: ${results.burst[flows[0]]?.n ?? ""} concurrent requests from 50 origins
 
 Wall time from the first start to the last handler, against the same burst with each fetch awaited
-in its DO (the same HTTP starts, upstream fetches and handler work), measured in the same run.
+in its DO (the same HTTP starts, upstream fetches and handler work), measured in the same run. The
+table's bursts are the counted ones (the awaited first, then each flow's).${results.burst.direct?.wall_ratios ? ` Then ${results.burst.direct.wall_ratios.length}
+pairs of an awaited and a direct burst ran back to back (which went first alternating), with the
+bench's counting off: wall / awaited ${results.burst.direct.wall_ratios.join(", ")} (median ${f(results.burst.direct.wall_ratio)}); the
+direct bursts' origin hold median ${f(results.burst.direct.pairs_hold_median_ms)} ms, p99 ${f(results.burst.direct.pairs_hold_p99_ms)} ms. The targets take these.` : ""}
 
 ${burstTable}
 ${results.burst.direct?.rpc_during ? `

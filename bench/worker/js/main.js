@@ -23,6 +23,10 @@
 //   POST /__bench/reset           zero them
 //   POST /__bench/await {tags, timeout_ms}  resolves when every tag's arrival record is written
 //                                 (answers {missing: [...]} with those still missing at the deadline)
+//   POST /__bench/counting {on}   counting on (the default) or off: off, every call goes straight
+//                                 to proxy-fetch's code and only arrivals are recorded, for wall
+//                                 times the counting does not slow (it has more to count on the
+//                                 proxied side than on the awaited)
 import { DurableObject } from "cloudflare:workers";
 import * as built from "../build/worker.js";
 
@@ -32,6 +36,7 @@ const DURABLE_OBJECTS = {
 };
 
 let counters = fresh();
+let counting = true;
 function fresh() {
   return { since: Date.now(), classes: {}, entrypoints: {}, dispatch_ms: {}, cursors: [], arrived: new Set(), touched: new Set(), stray_alarms: 0, created: new Set(), queue: { batches: 0, messages: 0, redelivered: 0 } };
 }
@@ -74,10 +79,12 @@ function countingKv(target, name, config, objectId) {
   const theirs = (keys) => keys.filter((k) => !ownKey(config, k)).length;
   const wrap = {
     get: (fn) => (k, ...rest) => {
+      if (!counting) return fn(k, ...rest);
       c().rows_read += theirs(keysOf(k));
       return fn(k, ...rest);
     },
     put: (fn) => (k, ...rest) => {
+      if (!counting) return typeof k === "string" && ownKey(config, k) ? then(fn(k, ...rest), () => arrived(k.slice(config.ownKeys.length))) : fn(k, ...rest);
       const keys = keysOf(k);
       c().rows_written += theirs(keys);
       c().writes.put += theirs(keys);
@@ -88,6 +95,7 @@ function countingKv(target, name, config, objectId) {
     // A delete writes the rows that existed: delete(key) answers whether it did, delete(keys)
     // how many there were.
     delete: (fn) => (k, ...rest) => {
+      if (!counting) return fn(k, ...rest);
       const keys = keysOf(k);
       for (const key of keys) counters.created.delete(`${name}/${objectId}/${key}`);
       if (keys.some((key) => ownKey(config, key))) {
@@ -101,13 +109,14 @@ function countingKv(target, name, config, objectId) {
         c().writes.delete += rows;
       });
     },
-    list: (fn) => (...args) => then(fn(...args), (map) => {
+    list: (fn) => (...args) => !counting ? fn(...args) : then(fn(...args), (map) => {
       if (map instanceof Map) c().rows_read += theirs([...map.keys()]);
     }),
     deleteAll: () => () => {
       throw new Error("bench counters: deleteAll is not counted (rows unknown); count it before using it");
     },
     setAlarm: (fn) => (...args) => {
+      if (!counting) return fn(...args);
       c().rows_written += 1;
       c().writes.alarm += 1;
       c().alarms_set += 1;
@@ -115,6 +124,7 @@ function countingKv(target, name, config, objectId) {
       return fn(...args);
     },
     deleteAlarm: (fn) => (...args) => {
+      if (!counting) return fn(...args);
       c().rows_written += 1;
       c().writes.alarm += 1;
       c().alarms_deleted += 1;
@@ -149,7 +159,7 @@ function countingSql(sql) {
       if (prop === "exec") {
         return (...args) => {
           const cursor = value.apply(t, args);
-          counters.cursors.push(cursor);
+          if (counting) counters.cursors.push(cursor);
           return cursor;
         };
       }
@@ -169,12 +179,12 @@ function countingSyncKv(kv, name, config, objectId) {
       switch (prop) {
         case "get":
           return (k, ...rest) => {
-            if (!ownKey(config, k)) c().rows_read += 1;
+            if (counting && !ownKey(config, k)) c().rows_read += 1;
             return fn(k, ...rest);
           };
         case "put":
           return (k, ...rest) => {
-            if (!ownKey(config, k)) {
+            if (counting && !ownKey(config, k)) {
               c().rows_written += 1;
               c().writes.put += 1;
               counters.created.add(`${name}/${objectId}/${k}`);
@@ -185,6 +195,7 @@ function countingSyncKv(kv, name, config, objectId) {
           };
         case "delete":
           return (k, ...rest) => {
+            if (!counting) return fn(k, ...rest);
             counters.created.delete(`${name}/${objectId}/${k}`);
             const deleted = fn(k, ...rest);
             if (!ownKey(config, k) && deleted) {
@@ -196,6 +207,7 @@ function countingSyncKv(kv, name, config, objectId) {
         case "list":
           return (...args) => {
             const it = fn(...args);
+            if (!counting) return it;
             return (function* () {
               for (const entry of it) {
                 if (!ownKey(config, entry[0])) c().rows_read += 1;
@@ -230,6 +242,7 @@ function countedDurableObject(Parent, name) {
             const value = t[prop];
             if (prop === "waitUntil") {
               return (promise) => {
+                if (!counting) return value.call(t, promise);
                 const end = self.benchBegin();
                 Promise.resolve(promise).then(end, end);
                 return value.call(t, promise);
@@ -257,6 +270,7 @@ function countedDurableObject(Parent, name) {
     const d = Object.getOwnPropertyDescriptor(Parent.prototype, method);
     if (method === "constructor" || typeof d.value !== "function") continue;
     Counted.prototype[method] = function (...args) {
+      if (!counting) return d.value.apply(this, args);
       // An alarm is counted where its object was called since the reset; one of an object this
       // measurement never touched (set by an earlier one) is counted apart.
       const object = `${name}/${this.ctx.id}`;
@@ -291,6 +305,7 @@ function countingEnv(env, caller) {
           const m = f[method];
           if (typeof m !== "function") return m;
           return (...args) => {
+            if (!counting) return Reflect.apply(m, f, args);
             const start = Date.now();
             const result = Reflect.apply(m, f, args);
             const record = () => {
@@ -313,6 +328,7 @@ function countedEntrypoint(Parent, name) {
     const d = Object.getOwnPropertyDescriptor(Parent.prototype, method);
     if (method === "constructor" || typeof d.value !== "function") continue;
     Counted.prototype[method] = function (...args) {
+      if (!counting) return d.value.apply(this, args);
       const inv = (counters.entrypoints[name] ??= {});
       inv[method] = (inv[method] ?? 0) + 1;
       return d.value.apply(this, args);
@@ -370,6 +386,7 @@ async function awaitTags({ tags, timeout_ms = 60_000 }) {
 
 export default class BenchMain extends built.default {
   async queue(batch) {
+    if (!counting) return super.queue(batch);
     counters.queue.batches++;
     counters.queue.messages += batch.messages.length;
     counters.queue.redelivered += batch.messages.filter((m) => m.attempts > 1).length;
@@ -385,6 +402,9 @@ export default class BenchMain extends built.default {
       case "/__bench/reset":
         counters = fresh();
         return Response.json({ ok: true });
+      case "/__bench/counting":
+        counting = (await request.json()).on !== false;
+        return Response.json({ counting });
       case "/__bench/await":
         return Response.json(await awaitTags(await request.json()));
       default:
