@@ -225,6 +225,18 @@ function suite(flow) {
       await clean(box);
     });
 
+    test("six requests started together, the upstream answering them at one moment: each executor call's results go back in one delivery call", async () => {
+      const box = origin();
+      const gate = `gate-${box.name}`;
+      await Promise.all([...Array(6)].map((_, i) => startOk(box, up.url(`/gate/${box.name}/${i}`, { gate, n: 6 }), FAST, `g${i}`)));
+      const r = await resultsOnce(box, 6);
+      for (const x of Object.values(r)) assert.equal(x.status, 200);
+      const calls = must(await box.rpc("calls")(), `${box.name}.calls`);
+      assert.ok(calls.executions >= 1, JSON.stringify(calls));
+      assert.equal(calls.deliveries, calls.executions, `as many delivery calls as executor calls: ${JSON.stringify(calls)}`);
+      await clean(box);
+    });
+
     test("ten parallel requests each get exactly one result", async () => {
       const box = origin();
       await Promise.all([...Array(10)].map((_, i) => startOk(box, up.url(`/p/${box.name}/${i}`, { delay: 50 }), FAST, `p${i}`)));

@@ -8,6 +8,7 @@
 //   ?hang=1            never answer
 //   ?redirect=path     answer 302 with `location: path`
 //   ?fail=N&key=K      the first N requests with key K answer 503, or ?failStatus (then as asked)
+//   ?gate=G&n=N        hold the answer until N requests of gate G arrived, then answer them all
 // The JSON echo is { method, path, headers, body (base64), count } where count is how many
 // requests this key has seen. `count(key)` and `times(key)` say when requests arrived;
 // `answered(key)` when the server finished answering them (a reset or a hang never is);
@@ -22,6 +23,8 @@ export async function startUpstream() {
   const bodies = new Map();
   const closes = new Map();
   const sockets = new Set();
+  /** Gate name -> the requests of it waiting to be answered (`?gate=G&n=N`). */
+  const gates = new Map();
   const server = createServer((req, res) => {
     const url = new URL(req.url, "http://upstream");
     const q = (k) => url.searchParams.get(k);
@@ -36,6 +39,14 @@ export async function startUpstream() {
       times.set(key, [...(times.get(key) ?? []), Date.now()]);
       const received = Buffer.concat(chunks);
       bodies.set(key, [...(bodies.get(key) ?? []), { length: received.length, sha256: createHash("sha256").update(received).digest("hex") }]);
+      if (q("gate")) {
+        const waiting = gates.get(q("gate")) ?? [];
+        gates.set(q("gate"), waiting);
+        await new Promise((open) => {
+          waiting.push(open);
+          if (waiting.length >= Number(q("n"))) waiting.splice(0).forEach((o) => o());
+        });
+      }
       if (q("delay")) await new Promise((r) => setTimeout(r, Number(q("delay"))));
       if (q("reset")) return req.socket.destroy();
       if (q("hang")) return;

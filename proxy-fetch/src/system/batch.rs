@@ -119,9 +119,21 @@ impl<T> Batcher<T> {
         timer: impl Future<Output = ()>,
         wanted: impl Fn(&T) -> bool,
     ) -> Vec<T> {
+        self.linger_until(timer, || self.queue.borrow().iter().any(&wanted))
+            .await
+    }
+
+    /// For the round under way: waits until `done()` holds (asked again whenever an item is
+    /// queued or [`nudge`](Self::nudge) is called), or until `timer` ends, and takes every
+    /// item queued by then into the round.
+    pub(crate) async fn linger_until(
+        &self,
+        timer: impl Future<Output = ()>,
+        done: impl Fn() -> bool,
+    ) -> Vec<T> {
         let mut timer = std::pin::pin!(timer);
         std::future::poll_fn(|cx| {
-            if self.queue.borrow().iter().any(&wanted) || timer.as_mut().poll(cx).is_ready() {
+            if done() || timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(());
             }
             *self.lingering.borrow_mut() = Some(cx.waker().clone());
@@ -130,6 +142,13 @@ impl<T> Batcher<T> {
         .await;
         self.lingering.take();
         std::mem::take(&mut *self.queue.borrow_mut())
+    }
+
+    /// Has a lingering round ask its `done()` again (something it waits for changed).
+    pub(crate) fn nudge(&self) {
+        if let Some(round) = self.lingering.take() {
+            round.wake();
+        }
     }
 
     /// Whether no round runs or is held, and nothing waits for one.
@@ -398,6 +417,33 @@ mod tests {
             poll(pin!(batcher.linger(std::future::ready(()), |n| *n > 10))),
             Poll::Ready(vec![2])
         );
+    }
+
+    #[test]
+    fn a_round_lingering_until_a_condition_is_woken_by_a_nudge_and_takes_what_was_queued() {
+        let batcher: Batcher<i32> = Batcher::new();
+        let expected = Cell::new(2);
+        let wakes = std::sync::Arc::new(Wakes(0.into()));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+        let mut lingering =
+            pin!(batcher.linger_until(std::future::pending(), || expected.get() == 0));
+        assert!(lingering.as_mut().poll(&mut cx).is_pending());
+        batcher.queue.borrow_mut().push(1);
+        expected.set(1);
+        batcher.nudge();
+        assert_eq!(woken(), 1, "a nudge wakes the lingering round");
+        assert!(
+            lingering.as_mut().poll(&mut cx).is_pending(),
+            "one is still expected"
+        );
+        expected.set(0);
+        batcher.nudge();
+        assert_eq!(woken(), 2);
+        assert_eq!(lingering.as_mut().poll(&mut cx), Poll::Ready(vec![1]));
+        batcher.nudge();
+        assert_eq!(woken(), 2, "no round lingers: a nudge wakes nobody");
     }
 
     /// Counts its wake-ups.

@@ -16,7 +16,8 @@
 // write, `resetInstance()` resets the object as a crash would. `storageFaultsLeft()` says how
 // many injected faults this instance has not hit yet, and
 // `instances()` how many instances this object has had in this workerd run (a reset makes one
-// more): a test checks that the failure it set up happened.
+// more): a test checks that the failure it set up happened. `calls()` counts, for this object,
+// the executor's `executeFetches` calls of its jobs and its own `__proxyFetchDeliver` calls.
 //
 // Long path (queue) hooks, chosen by a marker in the request's URL (tests/workerd/long.test.mjs):
 // - `pf-dup`: the origin's producer sends the job's message twice; the Inbox's
@@ -68,6 +69,21 @@ globalThis.fetch = function (input, init) {
 };
 
 const urlOf = (body) => body?.job?.request?.url ?? "";
+
+/** Durable Object id -> { executions, deliveries }: the executor's `executeFetches` calls of the
+ *  object's jobs, and the `__proxyFetchDeliver` calls it got (this isolate's count). */
+const callCounts = new Map();
+const countsOf = (id) => {
+  if (!callCounts.has(id)) callCounts.set(id, { executions: 0, deliveries: 0 });
+  return callCounts.get(id);
+};
+
+export class FetchExecutorEntrypoint extends build.FetchExecutorEntrypoint {
+  executeFetches(jobs) {
+    for (const id of new Set((Array.isArray(jobs) ? jobs : []).map((j) => j?.origin?.id))) countsOf(id).executions++;
+    return super.executeFetches(jobs);
+  }
+}
 
 /** env in which every origin Durable Object's `__proxyFetchDeliver` fails (unreachable). */
 function unreachableOrigins(env) {
@@ -249,6 +265,13 @@ function withFaults(Base) {
     }
     instances() {
       return instances.get(this.realCtx.id.toString());
+    }
+    __proxyFetchDeliver(...args) {
+      countsOf(this.realCtx.id.toString()).deliveries++;
+      return super.__proxyFetchDeliver(...args);
+    }
+    calls() {
+      return countsOf(this.realCtx.id.toString());
     }
     // Removes one stored key, as a lost write would leave it: faults.test.mjs takes away a
     // request's body kept apart.

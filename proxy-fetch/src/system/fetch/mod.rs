@@ -13,7 +13,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::Env;
 
 use self::http::{attempt, AttemptError};
-use self::send::{Handed, Outbox};
+use self::send::{Expected, Handed, Outbox};
 use crate::rpc::{log_error, HandlerError};
 use crate::system::batch::{self, Batcher};
 use crate::system::concurrent;
@@ -193,9 +193,13 @@ pub(crate) async fn run(
     // Read once for the run's jobs: the vars do not change within an invocation.
     let rules = &ExecutorLimits::from_env(env)
         .and_then(|limits| Ok((limits, ExecutorPolicy::from_env(env)?)));
-    let each = jobs.into_iter().zip(held).map(|(job, held)| async move {
+    // Every job expected before any runs: the first result to come knows how many are to follow.
+    let expected: Vec<_> = jobs.iter().map(|_| outbox.expect()).collect();
+    let each = jobs.into_iter().zip(held).zip(expected);
+    let each = each.map(|((job, held), expected)| async move {
         let id = job.id.clone();
         let context = (started, budget);
+        let job = (job, expected);
         if let Err(e) = run_one(env, rules, job, held, context, (outbox, completions)).await {
             log_error(&format!("proxy-fetch {id}: {e}"));
         }
@@ -290,7 +294,7 @@ fn admitted<'r>(
 async fn run_one(
     env: &Env,
     rules: &Result<(ExecutorLimits, ExecutorPolicy), String>,
-    mut job: FetchJob,
+    (mut job, expected): (FetchJob, Expected<'_, '_>),
     mut held: Held,
     (started, budget): (f64, &Budget),
     (outbox, completions): (&Outbox<'_>, &Completions<'_>),
@@ -305,7 +309,7 @@ async fn run_one(
     }
     let job = &job;
     let result = Rc::new(result);
-    match outbox.deliver(job, &result).await {
+    match outbox.deliver(job, &result, expected).await {
         Handed::Done => {
             if let Some(queue) = &job.queue {
                 completions

@@ -2,6 +2,7 @@
 //! under way go together in the next one (one call per origin, under the RPC size limit), and
 //! what the origin answers is read once, here, for every sender ([`verdicts`]).
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ use crate::system::{now_ms, Durability, FetchResult, RequestId};
 /// Deliveries to the origin: tries, and the first backoff (doubling).
 const DELIVERY_TRIES: u32 = 5;
 const DELIVERY_BACKOFF_MS: u64 = 100;
+/// How long the first result of a run waits for the results of the run's other jobs, so that
+/// one call carries them all: a delivery call less, and one row write less at the origin,
+/// for a wait of a few ms at most (a run's jobs come from one origin, started together).
+const SIBLINGS_WAIT_MS: u64 = 10;
 
 /// What the origin's answer means for one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +138,20 @@ pub(crate) struct Outbox<'a> {
     /// The run's whole budget (ms), fetch and delivery.
     budget_ms: u64,
     batcher: Batcher<Outgoing>,
+    /// Jobs of the run whose result is not in the outbox yet ([`Expected`]).
+    unready: Cell<usize>,
+}
+
+/// A job of the run whose result the outbox expects: a delivery round waits for it, briefly,
+/// until it is handed to [`Outbox::deliver`] or dropped (the job ended without a result).
+pub(crate) struct Expected<'o, 'a>(&'o Outbox<'a>);
+
+impl Drop for Expected<'_, '_> {
+    fn drop(&mut self) {
+        let outbox = self.0;
+        outbox.unready.set(outbox.unready.get().saturating_sub(1));
+        outbox.batcher.nudge();
+    }
 }
 
 impl<'a> Outbox<'a> {
@@ -142,12 +161,26 @@ impl<'a> Outbox<'a> {
             started,
             budget_ms,
             batcher: Batcher::new(),
+            unready: Cell::new(0),
         }
     }
 
-    /// Delivers `result` of `job` to its origin: results that are ready while a delivery call
-    /// is under way go together in the next one.
-    pub async fn deliver(&self, job: &FetchJob, result: &Rc<FetchResult>) -> Handed {
+    /// A job of the run whose result is to come (one per job, taken before any of them runs).
+    pub fn expect(&self) -> Expected<'_, 'a> {
+        self.unready.set(self.unready.get() + 1);
+        Expected(self)
+    }
+
+    /// Delivers `result` of `job` (`expected` as [`expect`](Self::expect) gave it) to its
+    /// origin: results that are ready while a delivery call is under way go together in the
+    /// next one, and the first result of a run waits up to [`SIBLINGS_WAIT_MS`] for the others.
+    pub async fn deliver(
+        &self,
+        job: &FetchJob,
+        result: &Rc<FetchResult>,
+        expected: Expected<'_, 'a>,
+    ) -> Handed {
+        drop(expected);
         let (reply, answer) = batch::reply();
         let outgoing = Outgoing {
             id: job.id.clone(),
@@ -163,8 +196,14 @@ impl<'a> Outbox<'a> {
             .unwrap_or(Handed::Failed)
     }
 
-    /// One delivery call per origin for `batch`, each under the RPC size limit.
-    async fn send(&self, batch: Vec<Outgoing>) {
+    /// One delivery call per origin for `batch` (and the results of the run's other jobs that
+    /// come within [`SIBLINGS_WAIT_MS`]), each under the RPC size limit.
+    async fn send(&self, mut batch: Vec<Outgoing>) {
+        if self.unready.get() > 0 {
+            let timer = worker::Delay::from(Duration::from_millis(SIBLINGS_WAIT_MS));
+            let more = self.batcher.linger_until(timer, || self.unready.get() == 0);
+            batch.extend(more.await);
+        }
         let mut by_origin: Vec<(usize, Vec<Outgoing>)> = Vec::new();
         for outgoing in batch {
             let bytes = outgoing.weight();
