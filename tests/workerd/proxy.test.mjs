@@ -302,6 +302,17 @@ function suite(flow) {
       await clean(box);
     });
 
+    test("an upstream that sends its headers and part of its body, then nothing, ends in Timeout (a body of declared length, and a chunked one)", async () => {
+      const box = origin();
+      const options = { ...FAST, timeout_ms: 300, retry: { max_attempts: 1 } };
+      await startOk(box, up.url(`/stall/${box.name}/length`, { stall: "length" }), options, "length");
+      await startOk(box, up.url(`/stall/${box.name}/chunked`, { stall: "chunked" }), options, "chunked");
+      const r = await resultsOnce(box, 2);
+      assert.equal(r.length.outcome, "Timeout", JSON.stringify(r.length));
+      assert.equal(r.chunked.outcome, "Timeout", JSON.stringify(r.chunked));
+      await clean(box);
+    });
+
     test("5xx gateway statuses are retried until success", async () => {
       const box = origin();
       const key = `flaky-${box.name}`;

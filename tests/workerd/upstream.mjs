@@ -6,6 +6,8 @@
 //   ?header=k:v        add a response header (repeatable)
 //   ?reset=1           destroy the connection without answering
 //   ?hang=1            never answer
+//   ?stall=length|chunked  send the headers (with a content-length of 10, or chunked) and 3
+//                      bytes of the body, then nothing more
 //   ?redirect=path     answer 302 with `location: path`
 //   ?fail=N&key=K      the first N requests with key K answer 503, or ?failStatus (then as asked)
 //   ?gate=G&n=N        hold the answer until N requests of gate G arrived, then answer them all
@@ -50,6 +52,10 @@ export async function startUpstream() {
       if (q("delay")) await new Promise((r) => setTimeout(r, Number(q("delay"))));
       if (q("reset")) return req.socket.destroy();
       if (q("hang")) return;
+      if (q("stall")) {
+        res.writeHead(200, q("stall") === "length" ? { "content-length": "10" } : {});
+        return res.write("abc");
+      }
       if (q("redirect")) {
         res.writeHead(302, { location: q("redirect") });
         return res.end();

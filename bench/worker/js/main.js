@@ -84,8 +84,11 @@ function countingKv(target, name, config, objectId) {
       return fn(k, ...rest);
     },
     put: (fn) => (k, ...rest) => {
-      if (!counting) return typeof k === "string" && ownKey(config, k) ? then(fn(k, ...rest), () => arrived(k.slice(config.ownKeys.length))) : fn(k, ...rest);
       const keys = keysOf(k);
+      if (!counting) {
+        const own = keys.filter((key) => ownKey(config, key));
+        return own.length ? then(fn(k, ...rest), () => own.forEach((key) => arrived(key.slice(config.ownKeys.length)))) : fn(k, ...rest);
+      }
       c().rows_written += theirs(keys);
       c().writes.put += theirs(keys);
       for (const key of keys) if (!ownKey(config, key)) counters.created.add(`${name}/${objectId}/${key}`);

@@ -14,12 +14,7 @@ pub(crate) fn name(key: &'static str) -> JsValue {
     }
     NAMES.with(|names| {
         let mut names = names.borrow_mut();
-        // The same literal is almost always the same address: compared by address first.
-        let found = names
-            .iter()
-            .find(|(name, _)| std::ptr::eq(*name, key))
-            .or_else(|| names.iter().find(|(name, _)| *name == key));
-        if let Some((_, name)) = found {
+        if let Some((_, name)) = names.iter().find(|(name, _)| *name == key) {
             return name.clone();
         }
         let name = JsValue::from_str(key);

@@ -33,6 +33,16 @@ fn call(target: &JsValue, method: &'static str, args: &Array) -> Result<JsValue,
     Reflect::apply(&f, target, args)
 }
 
+/// A JS failure of the attempt: `Timeout` when it is the attempt's signal that fired (the
+/// runtime rejects the fetch and its body reads with the signal's `TimeoutError`).
+fn failed(e: JsValue) -> AttemptError {
+    if get(&e, "name").is_ok_and(|n| n.as_string().as_deref() == Some("TimeoutError")) {
+        AttemptError::Timeout
+    } else {
+        AttemptError::Network(message(&e))
+    }
+}
+
 fn message(e: &JsValue) -> String {
     get(e, "message")
         .ok()
@@ -82,18 +92,17 @@ async fn read_body(response: &JsValue, limit: u64) -> Result<Vec<u8>, AttemptErr
     if body.is_null() || body.is_undefined() {
         return Ok(Vec::new());
     }
-    let network = |e: JsValue| AttemptError::Network(message(&e));
-    let reader = call(&body, "getReader", &Array::new()).map_err(network)?;
+    let reader = call(&body, "getReader", &Array::new()).map_err(failed)?;
     let mut out = Vec::new();
     loop {
-        let read = call(&reader, "read", &Array::new()).map_err(network)?;
+        let read = call(&reader, "read", &Array::new()).map_err(failed)?;
         let chunk = JsFuture::from(js_sys::Promise::resolve(&read))
             .await
-            .map_err(network)?;
-        if get(&chunk, "done").map_err(network)?.is_truthy() {
+            .map_err(failed)?;
+        if get(&chunk, "done").map_err(failed)?.is_truthy() {
             return Ok(out);
         }
-        let bytes: Uint8Array = get(&chunk, "value").map_err(network)?.unchecked_into();
+        let bytes: Uint8Array = get(&chunk, "value").map_err(failed)?.unchecked_into();
         if out.len() as u64 + bytes.length() as u64 > limit {
             let _ = call(&reader, "cancel", &Array::new());
             return Err(AttemptError::TooLarge(limit));
@@ -109,18 +118,17 @@ async fn fetch_once(
     signal: &JsValue,
     limit: u64,
 ) -> Result<Fetched, AttemptError> {
-    let network = |e: JsValue| AttemptError::Network(message(&e));
-    let init = init(request, signal).map_err(network)?;
+    let init = init(request, signal).map_err(failed)?;
     let promise = call(
         &js_sys::global(),
         "fetch",
         &Array::of2(&request.url.as_str().into(), &init),
     )
-    .map_err(network)?;
+    .map_err(failed)?;
     let response = JsFuture::from(js_sys::Promise::resolve(&promise))
         .await
-        .map_err(network)?;
-    let headers = read_headers(&response).await.map_err(network)?;
+        .map_err(failed)?;
+    let headers = read_headers(&response).await.map_err(failed)?;
     let declared = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
@@ -137,10 +145,10 @@ async fn fetch_once(
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("content-encoding"));
     let body = if declared.is_some() && !encoded {
-        let buffer = call(&response, "arrayBuffer", &Array::new()).map_err(network)?;
+        let buffer = call(&response, "arrayBuffer", &Array::new()).map_err(failed)?;
         let buffer = JsFuture::from(js_sys::Promise::resolve(&buffer))
             .await
-            .map_err(network)?;
+            .map_err(failed)?;
         Uint8Array::new(&buffer).to_vec()
     } else {
         read_body(&response, limit).await?
@@ -234,11 +242,7 @@ pub(crate) async fn attempt(
     timeout_ms: u64,
 ) -> Result<Fetched, AttemptError> {
     let signal = timeout_signal(timeout_ms).map_err(|e| AttemptError::Network(message(&e)))?;
-    match fetch_following(request, &signal, options, policy).await {
-        // Once the signal fired, whatever failed failed for it.
-        Err(AttemptError::Network(_)) if aborted(&signal) => Err(AttemptError::Timeout),
-        fetched => fetched,
-    }
+    fetch_following(request, &signal, options, policy).await
 }
 
 fn timeout_signal(ms: u64) -> Result<JsValue, JsValue> {
@@ -248,10 +252,6 @@ fn timeout_signal(ms: u64) -> Result<JsValue, JsValue> {
         "timeout",
         &Array::of1(&JsValue::from_f64(ms as f64)),
     )
-}
-
-fn aborted(signal: &JsValue) -> bool {
-    get(signal, "aborted").is_ok_and(|v| v.is_truthy())
 }
 
 /// Headers that carry credentials for the origin they were written for.

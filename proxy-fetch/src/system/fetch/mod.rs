@@ -199,8 +199,8 @@ pub(crate) async fn run(
     let each = each.map(|((job, held), expected)| async move {
         let id = job.id.clone();
         let context = (started, budget);
-        let job = (job, expected);
-        if let Err(e) = run_one(env, rules, job, held, context, (outbox, completions)).await {
+        let outboxes = (outbox, completions);
+        if let Err(e) = run_one(env, rules, job, expected, held, context, outboxes).await {
             log_error(&format!("proxy-fetch {id}: {e}"));
         }
     });
@@ -294,7 +294,8 @@ fn admitted<'r>(
 async fn run_one(
     env: &Env,
     rules: &Result<(ExecutorLimits, ExecutorPolicy), String>,
-    (mut job, expected): (FetchJob, Expected<'_, '_>),
+    mut job: FetchJob,
+    expected: Expected<'_, '_>,
     mut held: Held,
     (started, budget): (f64, &Budget),
     (outbox, completions): (&Outbox<'_>, &Completions<'_>),

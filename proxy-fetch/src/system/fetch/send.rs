@@ -21,9 +21,10 @@ use crate::system::{now_ms, Durability, FetchResult, RequestId};
 /// Deliveries to the origin: tries, and the first backoff (doubling).
 const DELIVERY_TRIES: u32 = 5;
 const DELIVERY_BACKOFF_MS: u64 = 100;
-/// How long the first result of a run waits for the results of the run's other jobs, so that
-/// one call carries them all: a delivery call less, and one row write less at the origin,
-/// for a wait of a few ms at most (a run's jobs come from one origin, started together).
+/// How long a delivery round waits while jobs of its run are still fetching, so that one call
+/// carries the results that come meanwhile: a delivery call less, and a row write less at the
+/// origin, for at most this much latency per result. (A direct origin's jobs of one call are
+/// its starts of one moment; an orchestrator's or a queue batch's may go to several origins.)
 const SIBLINGS_WAIT_MS: u64 = 10;
 
 /// What the origin's answer means for one delivery.
@@ -173,7 +174,7 @@ impl<'a> Outbox<'a> {
 
     /// Delivers `result` of `job` (`expected` as [`expect`](Self::expect) gave it) to its
     /// origin: results that are ready while a delivery call is under way go together in the
-    /// next one, and the first result of a run waits up to [`SIBLINGS_WAIT_MS`] for the others.
+    /// next one, and a round waits up to [`SIBLINGS_WAIT_MS`] while the run's other jobs fetch.
     pub async fn deliver(
         &self,
         job: &FetchJob,

@@ -185,8 +185,8 @@ async fn deliver_all<O: ProxyFetchOrigin>(
     Ok(concurrent::all(each, usize::MAX).await)
 }
 
-/// Runs the handler of request `id` with `result`, then deletes the request's record. `token` must be the request's (`None`: the
-/// origin delivers to itself).
+/// Runs the handler of request `id` with `result`, then deletes the request's record. `token`
+/// must be the request's (`None`: the origin delivers to itself).
 ///
 /// Handlers run at least once: the record goes only after the handler returned, so if the
 /// instance dies while the handler runs, the sender (executor, orchestrator, or this origin's
