@@ -165,13 +165,7 @@ impl Args {
 
     /// The argument at `index` (named `name` in errors), decoded.
     pub fn get<T: DeserializeOwned>(&self, index: u32, name: &str) -> Result<T, RpcError> {
-        from_js(self.values.get(index)).map_err(|e| {
-            RpcError::new(
-                RpcErrorKind::BadArgument,
-                self.method,
-                format!("argument `{name}`: {e}"),
-            )
-        })
+        from_js(self.values.get(index)).map_err(|e| RpcError::bad_argument(self.method, name, e))
     }
 }
 

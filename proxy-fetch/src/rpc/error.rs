@@ -42,6 +42,15 @@ impl RpcError {
             message: message.into(),
         }
     }
+
+    /// Argument `name` of a call of `method` could not be decoded: `why`.
+    pub(crate) fn bad_argument(method: &str, name: &str, why: impl fmt::Display) -> Self {
+        RpcError::new(
+            RpcErrorKind::BadArgument,
+            method,
+            format!("argument `{name}`: {why}"),
+        )
+    }
 }
 
 impl fmt::Display for RpcError {

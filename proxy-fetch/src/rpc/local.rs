@@ -16,13 +16,7 @@ pub fn arg<T: Serialize + DeserializeOwned>(
     name: &str,
     value: T,
 ) -> Result<T, RpcError> {
-    round_trip(&value).map_err(|e| {
-        RpcError::new(
-            RpcErrorKind::BadArgument,
-            method,
-            format!("argument `{name}`: {e}"),
-        )
-    })
+    round_trip(&value).map_err(|e| RpcError::bad_argument(method, name, e))
 }
 
 pub fn result<T, E>(method: &str, result: Result<T, E>) -> Result<T, CallError<E>>

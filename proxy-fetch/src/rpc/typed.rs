@@ -78,13 +78,7 @@ pub fn data_arg<C: ArgType<I, 1>, const I: usize>(
     name: &str,
     data: serde_json::Value,
 ) -> Result<C::T, RpcError> {
-    serde_json::from_value(data).map_err(|e| {
-        RpcError::new(
-            super::RpcErrorKind::BadArgument,
-            method,
-            format!("argument `{name}`: {e}"),
-        )
-    })
+    serde_json::from_value(data).map_err(|e| RpcError::bad_argument(method, name, e))
 }
 
 /// In-process calls (native tests).

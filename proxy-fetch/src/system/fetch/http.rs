@@ -88,7 +88,7 @@ async fn read_headers(response: &JsValue) -> Result<Vec<(String, String)>, JsVal
 
 /// Reads the body chunk by chunk, giving up as soon as it passes `limit`.
 async fn read_body(response: &JsValue, limit: u64) -> Result<Vec<u8>, AttemptError> {
-    let body = get(response, "body").map_err(|e| AttemptError::Network(message(&e)))?;
+    let body = get(response, "body").map_err(failed)?;
     if body.is_null() || body.is_undefined() {
         return Ok(Vec::new());
     }
@@ -241,7 +241,7 @@ pub(crate) async fn attempt(
     policy: &ExecutorPolicy,
     timeout_ms: u64,
 ) -> Result<Fetched, AttemptError> {
-    let signal = timeout_signal(timeout_ms).map_err(|e| AttemptError::Network(message(&e)))?;
+    let signal = timeout_signal(timeout_ms).map_err(failed)?;
     fetch_following(request, &signal, options, policy).await
 }
 
