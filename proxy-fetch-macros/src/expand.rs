@@ -894,6 +894,8 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
         });
         let origin_handlers = origin_handlers(ep, quote!(#(#arms)*));
         let deliver_attr = wasm_bindgen_attr(&format!("__pf__do__{this}____proxyFetchDeliver"));
+        let deliver_packed_attr =
+            wasm_bindgen_attr(&format!("__pf__do__{this}____proxyFetchDeliverPacked"));
         let claim_attr = wasm_bindgen_attr(&format!("__pf__do__{this}____proxyFetchClaim"));
         let alarm_attr = wasm_bindgen_attr(&format!("__pf__alarm__{this}"));
 
@@ -913,6 +915,17 @@ fn durable_object_handlers(ep: &Entrypoint) -> TokenStream {
             ) -> ::proxy_fetch::__private::Promise {
                 const __PF_METHOD: &str = "__proxyFetchDeliver";
                 ::proxy_fetch::__private::deliver::<#this>(#object, args)
+            }
+
+            /// The same with each delivery packed (`__proxyFetchDeliverPacked`).
+            #deliver_packed_attr
+            pub fn __pf_deliver_packed(
+                __pf_self: ::proxy_fetch::__private::JsValue,
+                _ctx: ::proxy_fetch::__private::JsValue,
+                args: ::proxy_fetch::__private::JsValue,
+            ) -> ::proxy_fetch::__private::Promise {
+                const __PF_METHOD: &str = "__proxyFetchDeliverPacked";
+                ::proxy_fetch::__private::deliver_packed::<#this>(#object, args)
             }
 
             /// The long path's claim (`__proxyFetchClaim`): the queue consumer asks before it fetches.

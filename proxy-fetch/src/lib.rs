@@ -120,7 +120,16 @@ pub mod __private {
         origin: Result<&'static O, crate::rpc::RpcError>,
         args: JsValue,
     ) -> Promise {
-        crate::system::serve_delivery(origin, args)
+        crate::system::serve_delivery(origin, args, false)
+    }
+
+    /// The same with each delivery packed: `__proxyFetchDeliverPacked(deliveries)`.
+    #[cfg(feature = "system")]
+    pub fn deliver_packed<O: crate::ProxyFetchOrigin>(
+        origin: Result<&'static O, crate::rpc::RpcError>,
+        args: JsValue,
+    ) -> Promise {
+        crate::system::serve_delivery(origin, args, true)
     }
 
     /// An origin's claim method for the long path's consumer: `__proxyFetchClaim(claims)`.

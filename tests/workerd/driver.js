@@ -5,7 +5,8 @@
 // mid-request (and one that answers only after a second before it drops them: a slow one), a
 // flaky executor, one that fails a request's first call, one busy for its first 5, one that
 // answers only when released,
-// an unreachable one, and an origin that is slow to take deliveries.
+// an unreachable one, an executor and an origin of an earlier build (without the packed
+// methods), and an origin that is slow to take deliveries.
 // In args, {"$bytes": [..]} becomes a Uint8Array; in results, Uint8Arrays become {"$bytes": [..]}.
 import { DurableObject, WorkerEntrypoint } from "cloudflare:workers";
 
@@ -112,6 +113,15 @@ export class StaleTermsExecutor extends FakeExecutor {
   }
 }
 
+// An executor of an earlier build, which serves `executeFetches` but not `executeFetchesPacked`
+// (it forwards to REAL_EXECUTOR, and logs each call).
+export class EarlierExecutor extends FakeExecutor {
+  executeFetches(jobs) {
+    console.log(`EarlierExecutor: executeFetches of ${jobs.map((job) => job.id).join(",")}`);
+    return this.env.REAL_EXECUTOR.executeFetches(jobs);
+  }
+}
+
 // An executor that cannot be reached: every call to it fails, its terms too.
 export class UnreachableExecutor extends WorkerEntrypoint {
   terms() {
@@ -128,6 +138,18 @@ export class HangingOrigin extends DurableObject {
   async __proxyFetchDeliver(deliveries) {
     await new Promise((r) => setTimeout(r, HANG_MS));
     return deliveries.map(() => ({ Ok: "Delivered" }));
+  }
+}
+
+// An origin of an earlier build, which serves `__proxyFetchDeliver` but not
+// `__proxyFetchDeliverPacked`: it keeps what it got (`received()`) and takes every result.
+export class EarlierOrigin extends DurableObject {
+  __proxyFetchDeliver(deliveries) {
+    this.got = [...(this.got ?? []), ...deliveries];
+    return deliveries.map(() => ({ Ok: "Delivered" }));
+  }
+  received() {
+    return this.got ?? [];
   }
 }
 

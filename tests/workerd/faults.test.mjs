@@ -32,6 +32,7 @@ before(async () => {
         INBOX: { className: "Inbox", ...shared },
         FETCH_ORCHESTRATOR: { className: "FetchOrchestrator", ...shared },
         HANGING_ORIGIN: { className: "HangingOrigin", useSQLite: true },
+        EARLIER_ORIGIN: { className: "EarlierOrigin", useSQLite: true },
       },
       serviceBindings: { REAL_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" } },
     })],
@@ -46,8 +47,12 @@ before(async () => {
       // The real executor under a name no other test uses: its terms are unknown to the isolate.
       FRESH_EXECUTOR: { name: "proxy-test-worker", entrypoint: "FetchExecutorEntrypoint" },
       DYING_ONCE_EXECUTOR: { name: "driver", entrypoint: "DyingOnceExecutor" },
+      EARLIER_EXECUTOR: { name: "driver", entrypoint: "EarlierExecutor" },
     },
-    durableObjects: { HANGING_ORIGIN: { className: "HangingOrigin", scriptName: "driver", useSQLite: true } },
+    durableObjects: {
+      HANGING_ORIGIN: { className: "HangingOrigin", scriptName: "driver", useSQLite: true },
+      EARLIER_ORIGIN: { className: "EarlierOrigin", scriptName: "driver", useSQLite: true },
+    },
   });
 });
 after(async () => {
@@ -569,5 +574,46 @@ describe("a start that does not wait for the executor (issue 21)", () => {
     await settle();
     assert.equal(up.count(key), 0, "nothing fetched");
     assert.deepEqual(await box.results(), [], "no handler ran");
+  });
+});
+
+describe("a peer of an earlier build, without the packed methods (a deploy in progress)", () => {
+  test("direct: an executor without executeFetchesPacked gets the jobs through executeFetches, and each request is fetched and delivered once", async () => {
+    const box = origin();
+    const keys = [0, 1].map((i) => `earlier-ex-${box.name}-${i}`);
+    for (const [i, key] of keys.entries()) {
+      const r = await box.start({ url: up.url(`/earlier/${i}`, { key }) }, { executor_binding: "EARLIER_EXECUTOR", timeout_ms: 5000 }, `e${i}`);
+      assert.ok(r.ok, JSON.stringify(r.error));
+      const got = await waitFor(async () => (await box.results()).find((x) => x.tag === `e${i}`), { what: `the result of request ${i}` });
+      assert.equal(got.status, 200);
+      await waitFor(() => w.logs.some((l) => l.includes(`EarlierExecutor: executeFetches of ${r.ok.request_id}`)), { what: `the earlier executor's call of request ${i}` });
+    }
+    await settle();
+    const results = await box.results();
+    assert.deepEqual(results.map((x) => x.deliveries), [1, 1], "each handler ran once");
+    for (const key of keys) assert.equal(up.count(key), 1, `${key}: fetched once`);
+  });
+
+  test("an origin without __proxyFetchDeliverPacked gets its result through __proxyFetchDeliver, in the earlier form, once", async () => {
+    const name = `earlier-origin-${process.pid}`;
+    const id = (await w.env.EARLIER_ORIGIN.idFromName(name)).toString();
+    const key = `earlier-origin-${process.pid}`;
+    const job = {
+      id: `earlier-${process.pid}`, token: "2".repeat(32),
+      request: { method: "GET", url: up.url("/earlier-origin", { key }), headers: [], body: null, redirect: "follow" },
+      origin: { binding: "EARLIER_ORIGIN", id }, queue: null, options: { timeout_ms: 5000 },
+    };
+    await w.env.FETCH_EXECUTOR.executeFetchesPacked([{ json: JSON.stringify(job) }]);
+    const [delivery] = await waitFor(async () => {
+      const got = must(await call("EARLIER_ORIGIN", name, "received"), "received");
+      return got.length && got;
+    }, { what: "the earlier origin's delivery" });
+    assert.equal(delivery.token, job.token);
+    assert.equal(delivery.result.Ok.request_id, job.id);
+    assert.equal(delivery.result.Ok.status, 200);
+    assert.ok(Array.isArray(delivery.result.Ok.body.$bytes) && delivery.result.Ok.body.$bytes.length > 0, "the body as bytes in the result, as earlier builds read it");
+    await settle();
+    assert.equal(must(await call("EARLIER_ORIGIN", name, "received"), "received").length, 1, "delivered once");
+    assert.equal(up.count(key), 1, "fetched once");
   });
 });

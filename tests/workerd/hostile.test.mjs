@@ -364,3 +364,62 @@ describe("one crash policy for both flows", () => {
     }
   });
 });
+
+// In a workerd of their own: their refusals would use up the log lines other tests look for
+// (20 a minute per isolate).
+describe("a binding holder cannot forge or malform packed calls", () => {
+  let w;
+  before(async () => {
+    w = await worker();
+  });
+  after(async () => w?.dispose());
+
+  test("an origin: a packed delivery with a forged token is refused and logged, a malformed packed call (not JSON, an unknown key, a body on a failed result or none on a response, JSON nested 100,000 deep, a lone surrogate) is refused whole; the real result arrives once", async () => {
+    const box = origin(w);
+    const id = await startOk(box, up.url("/slow", { delay: 800 }), { timeout_ms: 5000 });
+    const head = { request_id: id, status: 299, status_text: "forged", headers: [], url: "", attempts: 1, duration_ms: 1 };
+    const packed = (delivery, body) => ({ json: JSON.stringify(delivery), ...(body ? { body: { $bytes: body } } : {}) });
+    const deliver = box.rpc("__proxyFetchDeliverPacked");
+    const r = await deliver([packed({ result: { Ok: head }, token: FORGED, again: false }, [1])]);
+    assert.equal(r.ok?.[0]?.Err?.kind, "forbidden", JSON.stringify(r));
+    await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused origin.__proxyFetchDeliver request ${id}`)), { what: "the log line of the refused delivery" });
+    const failed = { Err: { request_id: id, kind: "Network", message: "forged", attempts: 1 } };
+    for (const [what, item, message] of [
+      ["not JSON", { json: "{", body: { $bytes: [1] } }, /field `\[0\]\.json`: EOF/],
+      ["an unknown key", { ...packed({ result: { Ok: head }, token: FORGED, again: false }, [1]), extra: 1 }, /unknown field `extra`/],
+      ["a body on a failed result", packed({ result: failed, token: FORGED, again: false }, [1]), /a failed result has no body/],
+      ["a response without its body", packed({ result: { Ok: head }, token: FORGED, again: false }), /expected a Uint8Array/],
+      ["a lone surrogate escaped in the JSON text", packed({ result: { Ok: head }, token: "\ud800", again: false }, [1]), /field `\[0\]\.json`: unexpected end of hex escape/],
+      ["JSON nested 100,000 deep", { json: `{"result":{"Ok":{"deep":${"[".repeat(100_000)}`, body: { $bytes: [1] } }, /field `\[0\]\.json`: EOF while parsing a list at line 1 column 100024/],
+      ["a lone surrogate in the JSON text", { json: `{"token":"${"\ud800"}"}`, body: { $bytes: [1] } }, /lone surrogate/],
+    ]) {
+      const refused = await deliver([item]);
+      assert.equal(refused.error?.rpc?.kind, "BadArgument", `${what}: ${JSON.stringify(refused)}`);
+      assert.match(refused.error.rpc.message, message, what);
+    }
+    await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch refused origin.__proxyFetchDeliverPacked a delivery call")), { what: "the log line of a refused packed call" });
+    assert.equal((await onlyResult(box, "the real result")).status, 200);
+  });
+
+  test("FetchExecutor: a packed call with a job that does not read as one (not JSON, an unknown field, a body in the JSON) is refused whole with bad_job and logged; a packed job outside the executor's policy is refused as an unpacked one is; nothing is fetched", async () => {
+    const key = `ex-packed-${process.pid}`;
+    const fine = job({ request: { method: "GET", url: up.url("/fine", { key }), headers: [], body: null, redirect: "follow" } });
+    const item = (j) => ({ json: JSON.stringify(j) });
+    for (const [what, bad, message] of [
+      ["not JSON", { json: "<html>" }, /job \[1\]: expected value at line 1 column 1/],
+      ["an unknown field", item({ ...job(), extra: 1 }), /job \[1\]: unknown field `extra`/],
+      ["a body in the JSON", item(job({ request: { method: "POST", url: up.url("/x", { key }), headers: [], body: [1, 2], redirect: "follow" } })), /job \[1\]: the request's body is in the JSON text/],
+    ]) {
+      await assert.rejects(async () => { await w.env.FETCH_EXECUTOR.executeFetchesPacked([item(fine), bad]); }, (e) => {
+        assert.match(e.message, message, what);
+        return true;
+      });
+    }
+    await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch refused FetchExecutor.executeFetchesPacked a call of 2 jobs")), { what: "the log line of a refused packed call" });
+    const elsewhere = job({ request: { method: "GET", url: up.url("/x", { key }).replace("127.0.0.1", "localhost"), headers: [], body: null, redirect: "follow" } });
+    await w.env.FETCH_EXECUTOR.executeFetchesPacked([item(elsewhere)]);
+    await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchExecutor.executeFetches job ${elsewhere.id}`)), { what: `the refusal of job ${elsewhere.id}` });
+    await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch ${elsewhere.id}: result not delivered`)), { what: `the end of job ${elsewhere.id}` });
+    assert.equal(up.count(key), 0, "the upstream was never asked");
+  });
+});

@@ -67,7 +67,7 @@ describe("TypeScript declarations of tests/worker's entrypoints", () => {
     // Its fields carry their Rust doc comments.
     assert.match(text, /export type QueueStats = \{\s*\/\*\*\s*\* Requests in the queue[^]*?\*\/\s*pending: number,/);
     assert.match(text, /policy: \{ Ok: undefined \} \| \{ Err: string \}/);
-    for (const method of ["enqueue", "complete", "forget", "undelivered", "executeFetches", "__proxyFetchDeliver"]) {
+    for (const method of ["enqueue", "complete", "forget", "undelivered", "executeFetches", "executeFetchesPacked", "__proxyFetchDeliver", "__proxyFetchDeliverPacked"]) {
       assert.doesNotMatch(text, new RegExp(`^  ${method}\\(`, "m"), `the protocol's ${method} is not declared`);
     }
     assert.doesNotMatch(text, /FetchJob/, "nor the protocol's messages");

@@ -4,7 +4,7 @@
 //! `FetchOrchestrator` and `FetchExecutorEntrypoint` serve two kinds of RPC methods: the
 //! protocol's, which the roles call on each other (`protocol::Orchestrator`,
 //! `protocol::Executor`: `enqueue`, `recover`, `complete`, `forget`, `undelivered`,
-//! `executeFetches`, `terms`), and
+//! `executeFetches`, `executeFetchesPacked`, `terms`), and
 //! those for whoever holds a binding to them (`stats`, `statsWithQueries`, `health`). Only the
 //! latter are declared: the protocol's take messages (`FetchJob`, with the origin's delivery
 //! token) that only proxy-fetch builds, and calling them by hand would corrupt the queue.

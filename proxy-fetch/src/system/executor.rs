@@ -9,7 +9,7 @@ use worker::{Context, Env};
 
 use super::options::Budget;
 use super::policy::{ExecutorLimits, ExecutorPolicy, POLICY_VAR};
-use super::protocol::{ExecutorTerms, FetchJob, NO_POLICY};
+use super::protocol::{ExecutorTerms, FetchJob, Packed, BAD_JOB, NO_POLICY};
 use super::{fetch, now_ms, refusal};
 use crate::entrypoint;
 use crate::rpc::{HandlerError, WorkerEntrypoint};
@@ -64,6 +64,27 @@ impl FetchExecutor {
             fetch::run(&env, jobs, held, started, &Budget::WAIT_UNTIL).await;
         });
         Ok(())
+    }
+
+    /// [`execute_fetches`](Self::execute_fetches) with each job [`Packed`] (its JSON text, its
+    /// body beside it): how origins of this version send jobs. A call with a job that does not
+    /// read as one is refused whole (`bad_job`), logged and counted; nothing of it is fetched.
+    pub async fn execute_fetches_packed(&self, jobs: Vec<Packed>) -> Result<(), HandlerError> {
+        let count = jobs.len();
+        let jobs = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, packed)| packed.into_job().map_err(|e| format!("job [{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|why| {
+                refusal::refused(
+                    "FetchExecutor.executeFetchesPacked",
+                    &format!("a call of {count} jobs"),
+                    &why,
+                );
+                HandlerError::new(BAD_JOB, why)
+            })?;
+        self.execute_fetches(jobs).await
     }
 
     /// What this executor takes (its worker's `PROXY_FETCH_ALLOW` and Durable Object

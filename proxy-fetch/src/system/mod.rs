@@ -32,6 +32,7 @@ mod refusal;
 mod storage;
 mod strict;
 mod types;
+mod wire;
 
 pub use consumer::QUEUE_VAR;
 pub use error::ProxyFetchError;

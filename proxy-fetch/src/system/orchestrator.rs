@@ -22,7 +22,7 @@ use super::protocol::{
 };
 use super::refusal;
 use super::storage::{self, Pages};
-use super::{now_ms, FetchError, FetchErrorKind, FetchResult, RequestId};
+use super::{now_ms, wire, FetchError, FetchErrorKind, FetchResult, RequestId};
 use crate::entrypoint;
 use crate::rpc::{log_error, CallError, HandlerError};
 
@@ -488,13 +488,15 @@ impl FetchOrchestrator {
                 .unwrap_or_default();
             let sent = match ExecutorClient::from_env(&self.env, &binding) {
                 Err(e) => Err(NotSent::Failed(e.to_string())),
-                Ok(executor) => executor.execute_fetches(jobs).await.map_err(|e| match e {
-                    CallError::Handler(h) if h.kind == BUSY => NotSent::Busy(h.message),
-                    CallError::Handler(h) if h.kind == MISSING_BINDING => {
-                        NotSent::MissingBinding(h.message)
-                    }
-                    e => NotSent::Failed(format!("executor `{binding}` not reached: {e}")),
-                }),
+                Ok(executor) => wire::execute_fetches(&executor, &binding, &jobs, &mut None)
+                    .await
+                    .map_err(|e| match e {
+                        CallError::Handler(h) if h.kind == BUSY => NotSent::Busy(h.message),
+                        CallError::Handler(h) if h.kind == MISSING_BINDING => {
+                            NotSent::MissingBinding(h.message)
+                        }
+                        e => NotSent::Failed(format!("executor `{binding}` not reached: {e}")),
+                    }),
             };
             (ids, sent)
         });

@@ -15,7 +15,8 @@ super::strict::strict_serde!(
     Ticket,
     LongJob,
     ClaimRequest,
-    ExecutorTerms
+    ExecutorTerms,
+    Packed
 );
 
 /// Where a result goes back to: the origin Durable Object's namespace binding and hex id.
@@ -171,6 +172,30 @@ impl Ticket {
 /// Compares two secrets without stopping at the first difference.
 pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// One job or result in a packed call (`executeFetchesPacked`, `__proxyFetchDeliverPacked`):
+/// the JSON text of everything but its body, and the body beside it (`system/wire.rs` encodes
+/// it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct Packed {
+    /// The job or result as JSON text, without its body.
+    pub json: String,
+    /// The request's or response's body.
+    pub body: Option<serde_bytes::ByteBuf>,
+}
+
+impl Packed {
+    /// The job this item carries. Its body crosses beside the JSON: one in the JSON is refused.
+    pub fn into_job(self) -> Result<FetchJob, String> {
+        let mut job: FetchJob = serde_json::from_str(&self.json).map_err(|e| e.to_string())?;
+        if job.request.body.is_some() {
+            return Err("the request's body is in the JSON text; it goes beside it".into());
+        }
+        job.request.body = self.body;
+        Ok(job)
+    }
 }
 
 /// Results per delivery call: an origin refuses a call with more.
@@ -387,6 +412,14 @@ pub trait Origin {
         deliveries: Vec<Delivery>,
     ) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError>;
 
+    /// [`deliver`](Self::deliver) with each delivery [`Packed`]: its JSON text, and a
+    /// response's body beside it.
+    #[rpc(name = "__proxyFetchDeliverPacked")]
+    async fn deliver_packed(
+        &self,
+        deliveries: Vec<Packed>,
+    ) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError>;
+
     /// The long path's consumer claims each request before it fetches it (at most
     /// [`MAX_CLAIMS_PER_CALL`]); one answer per claim, in order. A claim with the wrong token
     /// gets a [`FORBIDDEN`] error, one whose origin storage failed a [`RETRY`] one.
@@ -430,6 +463,9 @@ pub trait Executor {
     /// executor's worker lacks too ([`MISSING_BINDING`]), and one that does not fit the
     /// isolate's byte budget now gets [`BUSY`]: nothing of a refused call is fetched.
     async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError>;
+    /// [`execute_fetches`](Self::execute_fetches) with each job [`Packed`]: its JSON text, and
+    /// its request's body beside it. Answered and refused alike.
+    async fn execute_fetches_packed(&self, jobs: Vec<Packed>) -> Result<(), HandlerError>;
     /// What the executor takes ([`ExecutorTerms`]), so that an origin can refuse at the start
     /// what the executor would refuse, without waiting for the executor (which checks every
     /// job all the same). A [`NO_POLICY`] error when its `PROXY_FETCH_ALLOW` is missing.

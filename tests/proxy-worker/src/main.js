@@ -17,7 +17,8 @@
 // many injected faults this instance has not hit yet, and
 // `instances()` how many instances this object has had in this workerd run (a reset makes one
 // more): a test checks that the failure it set up happened. `calls()` counts, for this object,
-// the executor's `executeFetches` calls of its jobs and its own `__proxyFetchDeliver` calls.
+// the executor's `executeFetches` and `executeFetchesPacked` calls of its jobs and its own
+// `__proxyFetchDeliver` and `__proxyFetchDeliverPacked` calls.
 //
 // Long path (queue) hooks, chosen by a marker in the request's URL (tests/workerd/long.test.mjs):
 // - `pf-dup`: the origin's producer sends the job's message twice; the Inbox's
@@ -27,7 +28,8 @@
 //   request to the upstream (a consumer that died mid-fetch did), and hands the message back to
 //   the queue unacknowledged (`retry()`), so the queue delivers it again with `attempts` 2.
 // - `pf-undeliverable`: the first consumer run of that request cannot deliver its result: every
-//   `__proxyFetchDeliver` call it makes fails as a call to an unreachable origin does.
+//   `__proxyFetchDeliver` or `__proxyFetchDeliverPacked` call it makes fails as a call to an
+//   unreachable origin does.
 // - `pf-drop`: the first message of that request is lost in the queue: acknowledged, never run
 //   (no claim, no fetch), as a message the queue dropped.
 // - `pf-send-fails`: the origin's producer `send()` of that request's message rejects, as a
@@ -70,18 +72,34 @@ globalThis.fetch = function (input, init) {
 
 const urlOf = (body) => body?.job?.request?.url ?? "";
 
-/** Durable Object id -> { executions, deliveries }: the executor's `executeFetches` calls of the
- *  object's jobs, and the `__proxyFetchDeliver` calls it got (this isolate's count). */
+/** Durable Object id -> { executions, deliveries }: the executor's calls of the object's jobs,
+ *  and the delivery calls it got, packed or not (this isolate's count). */
 const callCounts = new Map();
 const countsOf = (id) => {
   if (!callCounts.has(id)) callCounts.set(id, { executions: 0, deliveries: 0 });
   return callCounts.get(id);
 };
 
+const countExecution = (jobs, originOf) => {
+  for (const id of new Set((Array.isArray(jobs) ? jobs : []).map(originOf))) countsOf(id).executions++;
+};
+/** A packed job's origin id (its JSON text), or undefined when it does not read as one. */
+const packedOrigin = (item) => {
+  try {
+    return JSON.parse(item?.json)?.origin?.id;
+  } catch {
+    return undefined;
+  }
+};
+
 export class FetchExecutorEntrypoint extends build.FetchExecutorEntrypoint {
   executeFetches(jobs) {
-    for (const id of new Set((Array.isArray(jobs) ? jobs : []).map((j) => j?.origin?.id))) countsOf(id).executions++;
+    countExecution(jobs, (j) => j?.origin?.id);
     return super.executeFetches(jobs);
+  }
+  executeFetchesPacked(jobs) {
+    countExecution(jobs, packedOrigin);
+    return super.executeFetchesPacked(jobs);
   }
 }
 
@@ -89,7 +107,7 @@ export class FetchExecutorEntrypoint extends build.FetchExecutorEntrypoint {
 function unreachableOrigins(env) {
   const stub = (real) => new Proxy(real, {
     get(target, prop) {
-      if (prop === "__proxyFetchDeliver") return () => Promise.reject(new Error("injected: the origin is unreachable"));
+      if (prop === "__proxyFetchDeliver" || prop === "__proxyFetchDeliverPacked") return () => Promise.reject(new Error("injected: the origin is unreachable"));
       // An RPC stub's members are remote methods: `.bind` would be one too, so call through.
       return (...args) => target[prop](...args);
     },
@@ -269,6 +287,10 @@ function withFaults(Base) {
     __proxyFetchDeliver(...args) {
       countsOf(this.realCtx.id.toString()).deliveries++;
       return super.__proxyFetchDeliver(...args);
+    }
+    __proxyFetchDeliverPacked(...args) {
+      countsOf(this.realCtx.id.toString()).deliveries++;
+      return super.__proxyFetchDeliverPacked(...args);
     }
     calls() {
       return countsOf(this.realCtx.id.toString());

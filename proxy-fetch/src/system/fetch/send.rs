@@ -7,16 +7,17 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use serde::Serialize;
+use wasm_bindgen::JsValue;
 use worker::Env;
 
-use crate::rpc::{log_error, CallError, HandlerError};
+use crate::rpc::{log_error, CallError, HandlerError, RpcError, RpcErrorKind};
 use crate::system::batch::{self, Batcher};
 use crate::system::concurrent;
 use crate::system::protocol::{
     weight, DeliveryOutcome, FetchJob, OriginClient, OriginRef, CALL_BYTES, FORBIDDEN,
     MAX_DELIVERIES_PER_CALL, RETRY,
 };
-use crate::system::{now_ms, Durability, FetchResult, RequestId};
+use crate::system::{now_ms, wire, Durability, FetchResult, RequestId};
 
 /// Deliveries to the origin: tries, and the first backoff (doubling).
 const DELIVERY_TRIES: u32 = 5;
@@ -226,6 +227,34 @@ impl<'a> Outbox<'a> {
         concurrent::all(sends, usize::MAX).await;
     }
 
+    /// One delivery call of `pending` (encoded, `packed` or not) to the origin `client` reaches.
+    async fn call_origin(
+        client: Option<OriginClient>,
+        pending: &[(Outgoing, JsValue)],
+        packed: bool,
+    ) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, CallError<HandlerError>> {
+        let method = if packed {
+            OriginClient::DELIVER_PACKED.js_name()
+        } else {
+            OriginClient::DELIVER.js_name()
+        };
+        let unreachable = |why: &str| {
+            Err(CallError::Rpc(RpcError::new(
+                RpcErrorKind::Remote,
+                method,
+                why,
+            )))
+        };
+        let Some(client) = client else {
+            return unreachable("the origin is not reachable");
+        };
+        let Some(stub) = client.stub() else {
+            return unreachable("the origin's client has no stub");
+        };
+        let deliveries: js_sys::Array = pending.iter().map(|(_, encoded)| encoded).collect();
+        stub.call(method, js_sys::Array::of1(&deliveries)).await
+    }
+
     /// Delivers results to their (one) origin, trying again (with backoff) those it could not
     /// take: the origin unreachable, or its storage failing.
     async fn send_to_origin(&self, group: Vec<Outgoing>) {
@@ -253,52 +282,24 @@ impl<'a> Outbox<'a> {
             return;
         }
         // Each result encoded once for every try: a large body is not copied again per try.
-        let mut pending = Vec::with_capacity(group.len());
-        for outgoing in group {
-            let delivery = DeliveryRef {
-                result: &outgoing.result,
-                token: &outgoing.token,
-                again: false,
-                lost_on_crash: outgoing.lost_on_crash,
-            };
-            match crate::rpc::to_js_value(&delivery) {
-                Ok(encoded) => pending.push((outgoing, encoded)),
-                Err(e) => {
-                    log_error(&format!(
-                        "proxy-fetch {}: result not encoded: {e}",
-                        outgoing.id
-                    ));
-                    answer(outgoing, Handed::Failed);
-                }
-            }
-        }
+        // Packed ([`wire`]) unless the origin lacks the packed method (an earlier build).
+        let mut packed = wire::packed_for(&origin.binding);
+        let mut pending = encode_all(group, packed, &answer);
         let mut backoff = DELIVERY_BACKOFF_MS;
         for tries in 1..=DELIVERY_TRIES {
             if pending.is_empty() {
                 return;
             }
-            let deliveries: js_sys::Array = pending.iter().map(|(_, encoded)| encoded).collect();
-            let sent = match client() {
-                Some(client) => match client.stub() {
-                    Some(stub) => {
-                        stub.call::<Vec<Result<DeliveryOutcome, HandlerError>>, HandlerError>(
-                            OriginClient::DELIVER.js_name(),
-                            js_sys::Array::of1(&deliveries),
-                        )
-                        .await
-                    }
-                    None => Err(CallError::Rpc(crate::rpc::RpcError::new(
-                        crate::rpc::RpcErrorKind::Remote,
-                        OriginClient::DELIVER.js_name(),
-                        "the origin's client has no stub",
-                    ))),
-                },
-                None => Err(CallError::Rpc(crate::rpc::RpcError::new(
-                    crate::rpc::RpcErrorKind::Remote,
-                    OriginClient::DELIVER.js_name(),
-                    "the origin is not reachable",
-                ))),
-            };
+            let mut sent = Self::call_origin(client(), &pending, packed).await;
+            if packed
+                && matches!(&sent, Err(CallError::Rpc(e)) if e.kind == RpcErrorKind::NoSuchMethod)
+            {
+                wire::older_peer(&origin.binding);
+                packed = false;
+                let outgoing = pending.into_iter().map(|(o, _)| o).collect();
+                pending = encode_all(outgoing, packed, &answer);
+                sent = Self::call_origin(client(), &pending, packed).await;
+            }
             let ids: Vec<&str> = pending.iter().map(|(o, _)| o.id.as_str()).collect();
             let verdicts = verdicts(&ids, sent);
             let mut again = Vec::new();
@@ -314,11 +315,7 @@ impl<'a> Outbox<'a> {
                         if !answered {
                             // The call got no answer: the handler may have run and crashed its
                             // instance. The next delivery says so, and the origin counts it.
-                            let _ = js_sys::Reflect::set(
-                                &encoded,
-                                &crate::rpc::js::name("again"),
-                                &true.into(),
-                            );
+                            mark_again(&outgoing, &encoded, packed);
                         }
                         why = reason;
                         again.push((outgoing, encoded));
@@ -343,5 +340,60 @@ impl<'a> Outbox<'a> {
             worker::Delay::from(Duration::from_millis(backoff)).await;
             backoff *= 2;
         }
+    }
+}
+
+/// Encodes each result for a delivery call, packed or as it is; a result that cannot be
+/// encoded is logged and answered `Failed`.
+fn encode_all(
+    group: Vec<Outgoing>,
+    packed: bool,
+    answer: &impl Fn(Outgoing, Handed),
+) -> Vec<(Outgoing, JsValue)> {
+    let mut encoded = Vec::with_capacity(group.len());
+    for outgoing in group {
+        let item = if packed {
+            wire::delivery_to_js(&outgoing.result, &outgoing.token, outgoing.lost_on_crash)
+        } else {
+            crate::rpc::to_js_value(&DeliveryRef {
+                result: &outgoing.result,
+                token: &outgoing.token,
+                again: false,
+                lost_on_crash: outgoing.lost_on_crash,
+            })
+        };
+        match item {
+            Ok(item) => encoded.push((outgoing, item)),
+            Err(e) => {
+                log_error(&format!(
+                    "proxy-fetch {}: result not encoded: {e}",
+                    outgoing.id
+                ));
+                answer(outgoing, Handed::Failed);
+            }
+        }
+    }
+    encoded
+}
+
+/// Marks an encoded result as sent again (see [`Delivery::again`](crate::system::protocol::Delivery::again)).
+fn mark_again(outgoing: &Outgoing, encoded: &JsValue, packed: bool) {
+    let marked = if packed {
+        wire::mark_again(
+            encoded,
+            &outgoing.result,
+            &outgoing.token,
+            outgoing.lost_on_crash,
+        )
+    } else {
+        js_sys::Reflect::set(encoded, &crate::rpc::js::name("again"), &true.into())
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    };
+    if let Err(e) = marked {
+        log_error(&format!(
+            "proxy-fetch {}: not marked as sent again: {e}",
+            outgoing.id
+        ));
     }
 }

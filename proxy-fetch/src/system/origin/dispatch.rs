@@ -19,7 +19,7 @@ use crate::system::protocol::{
     into_calls, ExecutorClient, FetchJob, LongJob, LongQueue, OrchestratorClient, QueueRef, Ticket,
     BAD_JOB, BUSY, MAX_JOBS_PER_CALL, MAX_JOBS_PER_ENQUEUE, MISSING_BINDING,
 };
-use crate::system::{now_ms, Flow, ProxyFetchError, ProxyFetchOptions};
+use crate::system::{now_ms, wire, Flow, ProxyFetchError, ProxyFetchOptions};
 
 /// In the orchestrated flow the origin's sweep acts this many backstop periods after a start
 /// (the orchestrator's backstop acts after one): it queues the request again, which the
@@ -129,12 +129,14 @@ pub(super) async fn execute(env: &Env, jobs: Vec<FetchJob>) -> Result<(), NotTak
     let Some(first) = jobs.first() else {
         return Ok(());
     };
-    let executor = ExecutorClient::from_env(env, &first.options.executor_binding)
+    let binding = first.options.executor_binding.as_str();
+    let executor = ExecutorClient::from_env(env, binding)
         .map_err(|e| NotTaken::Refused(ProxyFetchError::Dispatch(e)))?;
+    let mut packed = None;
     let mut waits = BUSY_WAITS_MS.iter();
     loop {
         let refused = |e| ProxyFetchError::Dispatch(refused_by("executeFetches", e));
-        return match executor.execute_fetches(jobs.clone()).await {
+        return match wire::execute_fetches(&executor, binding, &jobs, &mut packed).await {
             Ok(()) => Ok(()),
             Err(CallError::Handler(h)) if h.kind == BUSY => match waits.next() {
                 Some(ms) => {

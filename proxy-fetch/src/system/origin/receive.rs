@@ -7,7 +7,7 @@
 //! alarm) delivers the result again, and the handler can tell by the request id.
 
 use js_sys::{Array, Promise, Uint8Array};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -15,7 +15,7 @@ use wasm_bindgen_futures::JsFuture;
 use super::ledger::{self, Take};
 use super::writer::{change, find};
 use super::{Held, ProxyFetchOrigin, CLAIMED};
-use crate::rpc::{log_error, HandlerError, RpcError, RpcErrorKind};
+use crate::rpc::{log_error, HandlerError, RpcError};
 use crate::system::concurrent;
 use crate::system::protocol::{
     same_secret, DeliveryOutcome, OriginClient, FORBIDDEN, MAX_DELIVERIES_PER_CALL, RETRY,
@@ -35,11 +35,16 @@ const MAX_HANDLER_RUNS: u32 = 5;
 pub(crate) fn serve_delivery<O: ProxyFetchOrigin>(
     origin: Result<&'static O, RpcError>,
     args: JsValue,
+    packed: bool,
 ) -> Promise {
-    let method = OriginClient::DELIVER.js_name();
+    let method = if packed {
+        OriginClient::DELIVER_PACKED.js_name()
+    } else {
+        OriginClient::DELIVER.js_name()
+    };
     let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(method, args, 1)?)));
     let call = call.and_then(|(origin, args)| {
-        let deliveries = checked_deliveries(&args)?;
+        let deliveries = checked_deliveries(method, &args, packed)?;
         Ok(deliver_all(origin, deliveries))
     });
     crate::rpc::serve::awaited(method, call)
@@ -69,6 +74,18 @@ struct DeliveryShape {
     #[serde(default)]
     lost_on_crash: bool,
 }
+
+/// A [`Packed`](crate::system::protocol::Packed) delivery as the origin reads it: its body
+/// left in JS.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+struct PackedItem {
+    json: String,
+    #[serde(default, with = "serde_wasm_bindgen::preserve")]
+    body: JsValue,
+}
+
+crate::system::strict::strict_serde!(PackedItem);
 
 /// A delivery checked: its request id, token, whether it is sent again, and its result.
 struct Checked {
@@ -112,16 +129,18 @@ impl From<FetchError> for Incoming {
     }
 }
 
-/// Checks the deliveries of a `__proxyFetchDeliver` call (each result but its body decoded,
-/// the body only for being bytes). A malformed call is refused whole, and logged.
-fn checked_deliveries(args: &crate::rpc::Args) -> Result<Vec<Checked>, RpcError> {
+/// Checks the deliveries of a `__proxyFetchDeliver` call, or of a `__proxyFetchDeliverPacked`
+/// one (`packed`): each result but its body decoded, the body only for being bytes. A malformed
+/// call is refused whole, and logged.
+fn checked_deliveries(
+    method: &'static str,
+    args: &crate::rpc::Args,
+    packed: bool,
+) -> Result<Vec<Checked>, RpcError> {
+    let who = format!("origin.{method}");
     let refuse = |message: String| {
-        refusal::refused("origin.__proxyFetchDeliver", "a delivery call", &message);
-        RpcError::new(
-            RpcErrorKind::BadArgument,
-            OriginClient::DELIVER.js_name(),
-            format!("argument `deliveries`: {message}"),
-        )
+        refusal::refused(&who, "a delivery call", &message);
+        RpcError::bad_argument(method, "deliveries", message)
     };
     // Counted before anything is decoded.
     let raw = args.raw(0);
@@ -135,23 +154,57 @@ fn checked_deliveries(args: &crate::rpc::Args) -> Result<Vec<Checked>, RpcError>
         Ok(raw) => raw,
         Err(_) => Array::new(),
     };
-    let shapes: Vec<DeliveryShape> = args.get(0, "deliveries").inspect_err(|e| {
-        refusal::refused("origin.__proxyFetchDeliver", "a delivery call", &e.message);
-    })?;
-    let field = |value: &JsValue, name: &'static str| {
-        crate::rpc::js::get(value, name).unwrap_or(JsValue::UNDEFINED)
+    let decoded = |e: RpcError| {
+        refusal::refused(&who, "a delivery call", &e.message);
+        e
+    };
+    // Each delivery's shape, and where its body is: the JS value its bytes must be in.
+    let shapes: Vec<(DeliveryShape, JsValue)> = if packed {
+        let items: Vec<PackedItem> = args.get(0, "deliveries").map_err(decoded)?;
+        let mut shapes = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let shape: DeliveryShape = serde_json::from_str(&item.json)
+                .map_err(|e| refuse(format!("field `[{i}].json`: {e}")))?;
+            shapes.push((shape, item.body));
+        }
+        shapes
+    } else {
+        let shapes: Vec<DeliveryShape> = args.get(0, "deliveries").map_err(decoded)?;
+        let field = |value: &JsValue, name: &'static str| {
+            crate::rpc::js::get(value, name).unwrap_or(JsValue::UNDEFINED)
+        };
+        shapes
+            .into_iter()
+            .enumerate()
+            .map(|(i, shape)| {
+                let body = match &shape.result {
+                    Ok(_) => field(&field(&field(&raw.get(i as u32), "result"), "Ok"), "body"),
+                    Err(_) => JsValue::UNDEFINED,
+                };
+                (shape, body)
+            })
+            .collect()
+    };
+    let at = |i: usize| {
+        if packed {
+            format!("[{i}].body")
+        } else {
+            format!("[{i}].result.Ok.body")
+        }
     };
     let mut checked = Vec::with_capacity(shapes.len());
-    for (i, shape) in shapes.into_iter().enumerate() {
+    for (i, (shape, body)) in shapes.into_iter().enumerate() {
         let (id, body) = match &shape.result {
-            Err(e) => (e.request_id.clone(), None),
+            Err(e) if body.is_undefined() => (e.request_id.clone(), None),
+            Err(_) => {
+                return Err(refuse(format!(
+                    "field `{}`: a failed result has no body",
+                    at(i)
+                )))
+            }
             Ok(response) => {
-                let result = field(&raw.get(i as u32), "result");
-                let body = field(&field(&result, "Ok"), "body");
                 let Ok(body) = body.dyn_into::<Uint8Array>() else {
-                    return Err(refuse(format!(
-                        "field `[{i}].result.Ok.body`: expected a Uint8Array"
-                    )));
+                    return Err(refuse(format!("field `{}`: expected a Uint8Array", at(i))));
                 };
                 (response.request_id.clone(), Some(body))
             }
