@@ -374,7 +374,7 @@ describe("a binding holder cannot forge or malform packed calls", () => {
   });
   after(async () => w?.dispose());
 
-  test("an origin: a packed delivery with a forged token is refused and logged, a malformed packed call (not JSON, an unknown key, a body on a failed result or none on a response, JSON nested 100,000 deep, a lone surrogate) is refused whole; the real result arrives once", async () => {
+  test("an origin: a packed delivery with a forged token is refused and logged, a malformed packed call (not JSON, an unknown key, a body on a failed result or none on a response, JSON nested 100,000 deep, more than 1,000,000 values, a lone surrogate) is refused whole; the real result arrives once", async () => {
     const box = origin(w);
     const id = await startOk(box, up.url("/slow", { delay: 800 }), { timeout_ms: 5000 });
     const head = { request_id: id, status: 299, status_text: "forged", headers: [], url: "", attempts: 1, duration_ms: 1 };
@@ -391,6 +391,7 @@ describe("a binding holder cannot forge or malform packed calls", () => {
       ["a response without its body", packed({ result: { Ok: head }, token: FORGED, again: false }), /expected a Uint8Array/],
       ["a lone surrogate escaped in the JSON text", packed({ result: { Ok: head }, token: "\ud800", again: false }, [1]), /field `\[0\]\.json`: unexpected end of hex escape/],
       ["JSON nested 100,000 deep", { json: `{"result":{"Ok":{"deep":${"[".repeat(100_000)}`, body: { $bytes: [1] } }, /field `\[0\]\.json`: EOF while parsing a list at line 1 column 100024/],
+      ["more than 1,000,000 values", { json: `{"deep":[${"0,".repeat(1_000_000)}0]}`, body: { $bytes: [1] } }, /argument `deliveries`: more than 1000000 nested values/],
       ["a lone surrogate in the JSON text", { json: `{"token":"${"\ud800"}"}`, body: { $bytes: [1] } }, /lone surrogate/],
     ]) {
       const refused = await deliver([item]);
@@ -401,7 +402,7 @@ describe("a binding holder cannot forge or malform packed calls", () => {
     assert.equal((await onlyResult(box, "the real result")).status, 200);
   });
 
-  test("FetchExecutor: a packed call with a job that does not read as one (not JSON, an unknown field, a body in the JSON) is refused whole with bad_job and logged; a packed job outside the executor's policy is refused as an unpacked one is; nothing is fetched", async () => {
+  test("FetchExecutor: a packed call with a job that does not read as one (not JSON, an unknown field, a body in the JSON), of more than 6 jobs, or of more than 1,000,000 values is refused whole with bad_job and logged; a packed job outside the executor's policy is refused as an unpacked one is; nothing is fetched", async () => {
     const key = `ex-packed-${process.pid}`;
     const fine = job({ request: { method: "GET", url: up.url("/fine", { key }), headers: [], body: null, redirect: "follow" } });
     const item = (j) => ({ json: JSON.stringify(j) });
@@ -416,6 +417,8 @@ describe("a binding holder cannot forge or malform packed calls", () => {
       });
     }
     await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch refused FetchExecutor.executeFetchesPacked a call of 2 jobs")), { what: "the log line of a refused packed call" });
+    await assert.rejects(async () => { await w.env.FETCH_EXECUTOR.executeFetchesPacked(Array(7).fill(item(fine))); }, /7 jobs in one call; at most 6: nothing fetched/);
+    await assert.rejects(async () => { await w.env.FETCH_EXECUTOR.executeFetchesPacked([{ json: `{"x":[${"0,".repeat(1_000_000)}0]}` }]); }, /more than 1000000 nested values/);
     const elsewhere = job({ request: { method: "GET", url: up.url("/x", { key }).replace("127.0.0.1", "localhost"), headers: [], body: null, redirect: "follow" } });
     await w.env.FETCH_EXECUTOR.executeFetchesPacked([item(elsewhere)]);
     await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchExecutor.executeFetches job ${elsewhere.id}`)), { what: `the refusal of job ${elsewhere.id}` });

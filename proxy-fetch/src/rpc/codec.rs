@@ -24,7 +24,7 @@ pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, String>
 pub const MAX_DEPTH: u32 = 128;
 /// Values with more nested parts than this are refused (a structured clone may share one
 /// object many times over, which a walk would visit again each time).
-const MAX_PARTS: u32 = 1_000_000;
+pub(crate) const MAX_PARTS: u32 = 1_000_000;
 
 /// Checks what decoding cannot: nesting depth (arrays, objects, maps and sets: serde decodes
 /// any iterable), the number of parts (counted before they are listed), and strings, keys

@@ -37,6 +37,8 @@ use std::rc::Rc;
 pub(crate) use codec::from_js as from_js_value;
 #[cfg(feature = "system")]
 pub(crate) use codec::to_js as to_js_value;
+#[cfg(feature = "system")]
+pub(crate) use codec::MAX_PARTS;
 
 /// A typed handle on an RPC method of `T` taking `Args` (a tuple), generated for every
 /// `#[entrypoint]` method as `<Client>::METHOD_NAME`. proxy-fetch uses it to name a

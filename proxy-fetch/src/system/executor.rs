@@ -9,8 +9,8 @@ use worker::{Context, Env};
 
 use super::options::Budget;
 use super::policy::{ExecutorLimits, ExecutorPolicy, POLICY_VAR};
-use super::protocol::{ExecutorTerms, FetchJob, Packed, BAD_JOB, NO_POLICY};
-use super::{fetch, now_ms, refusal};
+use super::protocol::{ExecutorTerms, FetchJob, Packed, BAD_JOB, MAX_JOBS_PER_CALL, NO_POLICY};
+use super::{fetch, now_ms, refusal, wire};
 use crate::entrypoint;
 use crate::rpc::{HandlerError, WorkerEntrypoint};
 
@@ -71,19 +71,27 @@ impl FetchExecutor {
     /// read as one is refused whole (`bad_job`), logged and counted; nothing of it is fetched.
     pub async fn execute_fetches_packed(&self, jobs: Vec<Packed>) -> Result<(), HandlerError> {
         let count = jobs.len();
+        let refuse = |why: String| {
+            refusal::refused(
+                "FetchExecutor.executeFetchesPacked",
+                &format!("a call of {count} jobs"),
+                &why,
+            );
+            HandlerError::new(BAD_JOB, why)
+        };
+        if count > MAX_JOBS_PER_CALL {
+            // Refused before any is parsed.
+            return Err(refuse(format!(
+                "{count} jobs in one call; at most {MAX_JOBS_PER_CALL}: nothing fetched"
+            )));
+        }
+        wire::check_texts(jobs.iter().map(|j| j.json.as_str())).map_err(refuse)?;
         let jobs = jobs
             .into_iter()
             .enumerate()
             .map(|(i, packed)| packed.into_job().map_err(|e| format!("job [{i}]: {e}")))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|why| {
-                refusal::refused(
-                    "FetchExecutor.executeFetchesPacked",
-                    &format!("a call of {count} jobs"),
-                    &why,
-                );
-                HandlerError::new(BAD_JOB, why)
-            })?;
+            .map_err(refuse)?;
         self.execute_fetches(jobs).await
     }
 

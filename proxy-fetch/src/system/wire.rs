@@ -4,8 +4,7 @@
 //! the CPU of the bench's burst; one string per job or result costs a crossing each.
 //!
 //! The packed methods (`executeFetchesPacked`, `__proxyFetchDeliverPacked`) take this form. The
-//! earlier ones (`executeFetches`, `__proxyFetchDeliver`) stay served, with the same checks, and
-//! a sender whose peer does not serve the packed method (a worker of an earlier build, during a
+//! earlier ones (`executeFetches`, `__proxyFetchDeliver`) stay served, and a sender whose peer does not serve the packed method (a worker of an earlier build, during a
 //! deploy) calls the earlier one for [`OLDER_PEER_MS`] ([`packed_for`], [`older_peer`]).
 
 use std::cell::RefCell;
@@ -17,6 +16,24 @@ use wasm_bindgen::JsValue;
 use super::protocol::{ExecutorClient, FetchJob, OriginRef, QueueRef};
 use super::{now_ms, FetchError, FetchResult, ProxyFetchOptions, Redirect, RequestId};
 use crate::rpc::{js, CallError, HandlerError, RpcError, RpcErrorKind};
+
+/// Checks the JSON texts of one call before any is parsed: their structure (every `[`, `{`
+/// and `,`) counts against the parts a decoded call may have
+/// ([`MAX_PARTS`](crate::rpc::MAX_PARTS)), as a call of JS objects does; a text of many small
+/// values would otherwise take many times its size in memory once parsed.
+pub(crate) fn check_texts<'a>(texts: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    let mut parts: usize = 0;
+    for text in texts {
+        parts += 1 + text
+            .bytes()
+            .filter(|b| matches!(b, b'[' | b'{' | b','))
+            .count();
+        if parts > crate::rpc::MAX_PARTS as usize {
+            return Err(format!("more than {} nested values", crate::rpc::MAX_PARTS));
+        }
+    }
+    Ok(())
+}
 
 /// A sender that found its peer without the packed method calls the earlier one this long
 /// before it asks again (the peer's worker may have been deployed meanwhile).
@@ -131,9 +148,10 @@ pub(crate) fn delivery_json(
 pub(crate) fn delivery_to_js(
     result: &FetchResult,
     token: &str,
+    again: bool,
     lost_on_crash: bool,
 ) -> Result<JsValue, String> {
-    let json = delivery_json(result, token, false, lost_on_crash)?;
+    let json = delivery_json(result, token, again, lost_on_crash)?;
     Ok(item(json, result.as_ref().ok().map(|r| r.body.as_slice())))
 }
 

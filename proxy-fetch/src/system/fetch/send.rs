@@ -108,6 +108,8 @@ struct Outgoing {
     token: String,
     /// The request was started `LostOnCrash`.
     lost_on_crash: bool,
+    /// A call that carried it got no answer: the next delivery says it is sent again.
+    again: bool,
     result: Rc<FetchResult>,
     reply: batch::Reply<Handed>,
 }
@@ -189,6 +191,7 @@ impl<'a> Outbox<'a> {
             origin: job.origin.clone(),
             token: job.token.clone(),
             lost_on_crash: job.options.durability == Durability::LostOnCrash,
+            again: false,
             result: result.clone(),
             reply,
         };
@@ -304,7 +307,7 @@ impl<'a> Outbox<'a> {
             let verdicts = verdicts(&ids, sent);
             let mut again = Vec::new();
             let mut why = String::new();
-            for ((outgoing, encoded), verdict) in pending.into_iter().zip(verdicts) {
+            for ((mut outgoing, encoded), verdict) in pending.into_iter().zip(verdicts) {
                 match verdict {
                     Verdict::Done => answer(outgoing, Handed::Done),
                     Verdict::Forbidden => answer(outgoing, Handed::Forbidden),
@@ -312,9 +315,10 @@ impl<'a> Outbox<'a> {
                         why: reason,
                         answered,
                     } => {
-                        if !answered {
+                        if !answered && !outgoing.again {
                             // The call got no answer: the handler may have run and crashed its
                             // instance. The next delivery says so, and the origin counts it.
+                            outgoing.again = true;
                             mark_again(&outgoing, &encoded, packed);
                         }
                         why = reason;
@@ -343,8 +347,8 @@ impl<'a> Outbox<'a> {
     }
 }
 
-/// Encodes each result for a delivery call, packed or as it is; a result that cannot be
-/// encoded is logged and answered `Failed`.
+/// Encodes each result for a delivery call, packed or as it is (saying whether it is sent
+/// again); a result that cannot be encoded is logged and answered `Failed`.
 fn encode_all(
     group: Vec<Outgoing>,
     packed: bool,
@@ -353,12 +357,17 @@ fn encode_all(
     let mut encoded = Vec::with_capacity(group.len());
     for outgoing in group {
         let item = if packed {
-            wire::delivery_to_js(&outgoing.result, &outgoing.token, outgoing.lost_on_crash)
+            wire::delivery_to_js(
+                &outgoing.result,
+                &outgoing.token,
+                outgoing.again,
+                outgoing.lost_on_crash,
+            )
         } else {
             crate::rpc::to_js_value(&DeliveryRef {
                 result: &outgoing.result,
                 token: &outgoing.token,
-                again: false,
+                again: outgoing.again,
                 lost_on_crash: outgoing.lost_on_crash,
             })
         };

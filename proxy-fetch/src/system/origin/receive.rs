@@ -20,7 +20,7 @@ use crate::system::concurrent;
 use crate::system::protocol::{
     same_secret, DeliveryOutcome, OriginClient, FORBIDDEN, MAX_DELIVERIES_PER_CALL, RETRY,
 };
-use crate::system::refusal;
+use crate::system::{refusal, wire};
 use crate::system::{
     FetchError, FetchErrorKind, FetchResult, ProxyFetchError, ProxyResponse, RequestId,
 };
@@ -161,6 +161,7 @@ fn checked_deliveries(
     // Each delivery's shape, and where its body is: the JS value its bytes must be in.
     let shapes: Vec<(DeliveryShape, JsValue)> = if packed {
         let items: Vec<PackedItem> = args.get(0, "deliveries").map_err(decoded)?;
+        wire::check_texts(items.iter().map(|i| i.json.as_str())).map_err(refuse)?;
         let mut shapes = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let shape: DeliveryShape = serde_json::from_str(&item.json)
