@@ -9,7 +9,7 @@ use worker::{Context, Env};
 
 use super::options::Budget;
 use super::policy::{ExecutorLimits, ExecutorPolicy, POLICY_VAR};
-use super::protocol::{ExecutorTerms, FetchJob, Packed, BAD_JOB, MAX_JOBS_PER_CALL, NO_POLICY};
+use super::protocol::{ExecutorTerms, FetchJob, Packed, BAD_JOB, NO_POLICY};
 use super::{fetch, now_ms, refusal, wire};
 use crate::entrypoint;
 use crate::rpc::{HandlerError, WorkerEntrypoint};
@@ -79,11 +79,9 @@ impl FetchExecutor {
             );
             HandlerError::new(BAD_JOB, why)
         };
-        if count > MAX_JOBS_PER_CALL {
+        if let Some(why) = fetch::too_many_jobs(count) {
             // Refused before any is parsed.
-            return Err(refuse(format!(
-                "{count} jobs in one call; at most {MAX_JOBS_PER_CALL}: nothing fetched"
-            )));
+            return Err(refuse(why));
         }
         wire::check_texts(jobs.iter().map(|j| j.json.as_str())).map_err(refuse)?;
         let jobs = jobs

@@ -176,7 +176,7 @@ pub(crate) fn same_secret(a: &str, b: &str) -> bool {
 
 /// One job or result in a packed call (`executeFetchesPacked`, `__proxyFetchDeliverPacked`):
 /// the JSON text of everything but its body, and the body beside it (`system/wire.rs` encodes
-/// it).
+/// and decodes it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct Packed {
@@ -184,18 +184,6 @@ pub struct Packed {
     pub json: String,
     /// The request's or response's body.
     pub body: Option<serde_bytes::ByteBuf>,
-}
-
-impl Packed {
-    /// The job this item carries. Its body crosses beside the JSON: one in the JSON is refused.
-    pub fn into_job(self) -> Result<FetchJob, String> {
-        let mut job: FetchJob = serde_json::from_str(&self.json).map_err(|e| e.to_string())?;
-        if job.request.body.is_some() {
-            return Err("the request's body is in the JSON text; it goes beside it".into());
-        }
-        job.request.body = self.body;
-        Ok(job)
-    }
 }
 
 /// Results per delivery call: an origin refuses a call with more.

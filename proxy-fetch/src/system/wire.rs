@@ -1,11 +1,12 @@
-//! How jobs and results cross a call: each as one [`Packed`](super::protocol::Packed) item, the JSON text of everything
+//! How jobs and results cross a call: each as one [`Packed`] item, the JSON text of everything
 //! but its body, and the body beside it (bytes, never JSON). Decoding the field-by-field form
 //! (a JS object per struct, a crossing between JS and Wasm per field) took about an eighth of
 //! the CPU of the bench's burst; one string per job or result costs a crossing each.
 //!
 //! The packed methods (`executeFetchesPacked`, `__proxyFetchDeliverPacked`) take this form. The
-//! earlier ones (`executeFetches`, `__proxyFetchDeliver`) stay served, and a sender whose peer does not serve the packed method (a worker of an earlier build, during a
-//! deploy) calls the earlier one for [`OLDER_PEER_MS`] ([`packed_for`], [`older_peer`]).
+//! earlier ones (`executeFetches`, `__proxyFetchDeliver`) stay served, and a sender whose peer
+//! does not serve the packed method (a worker of an earlier build, during a deploy) calls the
+//! earlier one for [`OLDER_PEER_MS`] ([`packed_for`], [`older_peer`]).
 
 use std::cell::RefCell;
 
@@ -13,7 +14,7 @@ use js_sys::{Array, Object, Reflect, Uint8Array};
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 
-use super::protocol::{ExecutorClient, FetchJob, OriginRef, QueueRef};
+use super::protocol::{ExecutorClient, FetchJob, OriginRef, Packed, QueueRef};
 use super::{now_ms, FetchError, FetchResult, ProxyFetchOptions, Redirect, RequestId};
 use crate::rpc::{js, CallError, HandlerError, RpcError, RpcErrorKind};
 
@@ -38,6 +39,18 @@ pub(crate) fn check_texts<'a>(texts: impl Iterator<Item = &'a str>) -> Result<()
 /// A sender that found its peer without the packed method calls the earlier one this long
 /// before it asks again (the peer's worker may have been deployed meanwhile).
 pub(crate) const OLDER_PEER_MS: f64 = 60_000.0;
+
+impl Packed {
+    /// The job this item carries. Its body crosses beside the JSON: one in the JSON is refused.
+    pub fn into_job(self) -> Result<FetchJob, String> {
+        let mut job: FetchJob = serde_json::from_str(&self.json).map_err(|e| e.to_string())?;
+        if job.request.body.is_some() {
+            return Err("the request's body is in the JSON text; it goes beside it".into());
+        }
+        job.request.body = self.body;
+        Ok(job)
+    }
+}
 
 /// A [`FetchJob`] without its request's body, encoded from borrowed parts.
 #[derive(Serialize)]
@@ -235,7 +248,6 @@ pub(crate) fn older_peer(binding: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::protocol::Packed;
     use crate::system::{FetchErrorKind, ProxyRequest, ProxyResponse};
     use serde_bytes::ByteBuf;
 

@@ -108,6 +108,13 @@ fn not_a_namespace(env: &Env, binding: &str) -> Option<String> {
     })
 }
 
+/// Why a call of `count` jobs is refused, if it is: a job past [`MAX_JOBS_PER_CALL`] would wait
+/// for a connection, its budget running.
+pub(crate) fn too_many_jobs(count: usize) -> Option<String> {
+    (count > MAX_JOBS_PER_CALL)
+        .then(|| format!("{count} jobs in one call; at most {MAX_JOBS_PER_CALL}: nothing fetched"))
+}
+
 /// Checks a call before it is answered: at most [`MAX_JOBS_PER_CALL`] jobs ([`BAD_JOB`]), every
 /// origin and orchestrator binding they name a Durable Object namespace in the executor's
 /// worker ([`MISSING_BINDING`]), and their request bodies within the isolate's byte budget
@@ -119,15 +126,8 @@ pub(crate) fn admit_call(env: &Env, jobs: &[FetchJob]) -> Result<Vec<Held>, Hand
         refusal::refused(METHOD, &format!("a call of {} jobs", jobs.len()), &why);
         HandlerError::new(kind, why)
     };
-    if jobs.len() > MAX_JOBS_PER_CALL {
-        // A job past the limit would wait for a connection, its budget running.
-        return Err(refuse(
-            BAD_JOB,
-            format!(
-                "{} jobs in one call; at most {MAX_JOBS_PER_CALL}: nothing fetched",
-                jobs.len()
-            ),
-        ));
+    if let Some(why) = too_many_jobs(jobs.len()) {
+        return Err(refuse(BAD_JOB, why));
     }
     for job in jobs {
         let queue = job.queue.as_ref().map(|q| q.binding.as_str());
