@@ -14,7 +14,14 @@ pub(crate) fn name(key: &'static str) -> JsValue {
     }
     NAMES.with(|names| {
         let mut names = names.borrow_mut();
-        if let Some((_, name)) = names.iter().find(|(name, _)| *name == key) {
+        // The same literal is (nearly always) the same address: compared by that first.
+        let same_literal = |(name, _): &&(&str, JsValue)| std::ptr::eq(*name, key);
+        let same_text = |(name, _): &&(&str, JsValue)| *name == key;
+        if let Some((_, name)) = names
+            .iter()
+            .find(same_literal)
+            .or_else(|| names.iter().find(same_text))
+        {
             return name.clone();
         }
         let name = JsValue::from_str(key);

@@ -1,7 +1,7 @@
 //! One fetch of the upstream with the global `fetch`, a timeout that aborts it, and a body
 //! read that stops at the size limit instead of buffering whatever the upstream sends.
 
-use js_sys::{Array, Function, Object, Reflect, Uint8Array};
+use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -27,11 +27,6 @@ pub(crate) enum AttemptError {
 
 /// Redirects followed for a request under an allow-list, as browsers do at most.
 const MAX_REDIRECTS: u32 = 20;
-
-fn call(target: &JsValue, method: &'static str, args: &Array) -> Result<JsValue, JsValue> {
-    let f: Function = get(target, method)?.dyn_into()?;
-    Reflect::apply(&f, target, args)
-}
 
 /// A JS failure of the attempt: `Timeout` when it is the attempt's signal that fired (the
 /// runtime rejects the fetch and its body reads with the signal's `TimeoutError`).
@@ -73,43 +68,67 @@ fn init(request: &ProxyRequest, signal: &JsValue) -> Result<Object, JsValue> {
     Ok(init)
 }
 
-async fn read_headers(response: &JsValue) -> Result<Vec<(String, String)>, JsValue> {
-    let entries = call(&get(response, "headers")?, "entries", &Array::new())?;
-    let mut headers = Vec::new();
-    for pair in js_sys::try_iter(&entries)?.into_iter().flatten() {
-        let pair: Array = pair?.dyn_into()?;
-        headers.push((
-            pair.get(0).as_string().unwrap_or_default(),
-            pair.get(1).as_string().unwrap_or_default(),
-        ));
-    }
-    Ok(headers)
-}
+mod js {
+    use wasm_bindgen::prelude::*;
 
-/// Reads the body chunk by chunk, giving up as soon as it passes `limit`.
-async fn read_body(response: &JsValue, limit: u64) -> Result<Vec<u8>, AttemptError> {
-    let body = get(response, "body").map_err(failed)?;
-    if body.is_null() || body.is_undefined() {
-        return Ok(Vec::new());
+    // One fetch, its headers and its body, read in one call: each value crossing between JS
+    // and Wasm costs a call of its own, and a result has a few dozen (every header, every
+    // chunk, each awaited promise).
+    #[wasm_bindgen(inline_js = r#"
+export async function fetchOnce(url, init, limit) {
+  const response = await fetch(url, init);
+  const headers = [];
+  for (const [name, value] of response.headers) headers.push(name, value);
+  const declared = response.headers.get("content-length");
+  const length = declared === null || !/^[0-9]+$/.test(declared) ? null : Number(declared);
+  const reply = { status: response.status, statusText: response.statusText, url: response.url,
+    headers: headers.join("\n"), body: undefined, tooLarge: false };
+  if (length !== null && length > limit) {
+    response.body?.cancel().catch(() => {});
+    reply.tooLarge = true;
+    return reply;
+  }
+  if (response.body === null) {
+    reply.body = new Uint8Array(0);
+  } else if (length !== null && !response.headers.has("content-encoding")) {
+    // A declared, unencoded length within the limit: the body cannot outgrow it.
+    reply.body = new Uint8Array(await response.arrayBuffer());
+  } else {
+    const reader = response.body.getReader();
+    const chunks = [];
+    let size = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        reader.cancel().catch(() => {});
+        reply.tooLarge = true;
+        return reply;
+      }
+      chunks.push(value);
     }
-    let reader = call(&body, "getReader", &Array::new()).map_err(failed)?;
-    let mut out = Vec::new();
-    loop {
-        let read = call(&reader, "read", &Array::new()).map_err(failed)?;
-        let chunk = JsFuture::from(js_sys::Promise::resolve(&read))
-            .await
-            .map_err(failed)?;
-        if get(&chunk, "done").map_err(failed)?.is_truthy() {
-            return Ok(out);
-        }
-        let bytes: Uint8Array = get(&chunk, "value").map_err(failed)?.unchecked_into();
-        if out.len() as u64 + bytes.length() as u64 > limit {
-            let _ = call(&reader, "cancel", &Array::new());
-            return Err(AttemptError::TooLarge(limit));
-        }
-        let start = out.len();
-        out.resize(start + bytes.length() as usize, 0);
-        bytes.copy_to(&mut out[start..]);
+    if (chunks.length === 1) {
+      reply.body = chunks[0];
+    } else {
+      reply.body = new Uint8Array(size);
+      let at = 0;
+      for (const c of chunks) { reply.body.set(c, at); at += c.byteLength; }
+    }
+  }
+  return reply;
+}
+export function timeoutSignal(ms) { return AbortSignal.timeout(ms); }
+"#)]
+    extern "C" {
+        /// Fetches `url` and reads the response whole, giving up once the body passes `limit`
+        /// bytes (declared or read): `{status, statusText, url, headers, body, tooLarge}`,
+        /// `headers` as names and values joined by newlines (which neither can hold).
+        #[wasm_bindgen(js_name = fetchOnce)]
+        pub fn fetch_once(url: &str, init: &JsValue, limit: f64) -> js_sys::Promise;
+        /// `AbortSignal.timeout(ms)`.
+        #[wasm_bindgen(js_name = timeoutSignal, catch)]
+        pub fn timeout_signal(ms: f64) -> Result<JsValue, JsValue>;
     }
 }
 
@@ -119,55 +138,32 @@ async fn fetch_once(
     limit: u64,
 ) -> Result<Fetched, AttemptError> {
     let init = init(request, signal).map_err(failed)?;
-    let promise = call(
-        &js_sys::global(),
-        "fetch",
-        &Array::of2(&request.url.as_str().into(), &init),
-    )
-    .map_err(failed)?;
-    let response = JsFuture::from(js_sys::Promise::resolve(&promise))
+    let reply = JsFuture::from(js::fetch_once(&request.url, &init, limit as f64))
         .await
         .map_err(failed)?;
-    let headers = read_headers(&response).await.map_err(failed)?;
-    let declared = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        if let Ok(body) = get(&response, "body") {
-            let _ = call(&body, "cancel", &Array::new());
-        }
+    if get(&reply, "tooLarge").is_ok_and(|v| v.is_truthy()) {
         return Err(AttemptError::TooLarge(limit));
     }
-    // With a declared, unencoded length within the limit the body cannot outgrow it: read it
-    // whole in one call instead of chunk by chunk.
-    let encoded = headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-encoding"));
-    let body = if declared.is_some() && !encoded {
-        let buffer = call(&response, "arrayBuffer", &Array::new()).map_err(failed)?;
-        let buffer = JsFuture::from(js_sys::Promise::resolve(&buffer))
-            .await
-            .map_err(failed)?;
-        Uint8Array::new(&buffer).to_vec()
-    } else {
-        read_body(&response, limit).await?
-    };
+    let text = |key| get(&reply, key).ok().and_then(|v| v.as_string()).unwrap_or_default();
+    let joined = text("headers");
+    let mut parts = joined.split('\n');
+    let mut headers = Vec::new();
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+    let body: Uint8Array = get(&reply, "body")
+        .map_err(failed)?
+        .dyn_into()
+        .map_err(|_| AttemptError::Network("the response's body was not read".into()))?;
     Ok(Fetched {
-        status: get(&response, "status")
+        status: get(&reply, "status")
             .ok()
             .and_then(|s| s.as_f64())
             .unwrap_or(0.0) as u16,
-        status_text: get(&response, "statusText")
-            .ok()
-            .and_then(|s| s.as_string())
-            .unwrap_or_default(),
+        status_text: text("statusText"),
         headers,
-        body,
-        url: get(&response, "url")
-            .ok()
-            .and_then(|s| s.as_string())
-            .unwrap_or_default(),
+        body: body.to_vec(),
+        url: text("url"),
     })
 }
 
@@ -246,12 +242,7 @@ pub(crate) async fn attempt(
 }
 
 fn timeout_signal(ms: u64) -> Result<JsValue, JsValue> {
-    let class = get(&js_sys::global(), "AbortSignal")?;
-    call(
-        &class,
-        "timeout",
-        &Array::of1(&JsValue::from_f64(ms as f64)),
-    )
+    js::timeout_signal(ms as f64)
 }
 
 /// Headers that carry credentials for the origin they were written for.

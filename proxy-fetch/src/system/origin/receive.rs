@@ -13,7 +13,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use super::ledger::{self, Take};
-use super::writer::{change, find};
+use super::writer::{change, find, find_with};
 use super::{Held, ProxyFetchOrigin, CLAIMED};
 use crate::rpc::{log_error, HandlerError, RpcError};
 use crate::system::concurrent;
@@ -258,11 +258,13 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
     let retry = |e: String| HandlerError::new(RETRY, format!("origin storage: {e}"));
     // The token is checked before the request is claimed: a delivery that does not carry it
     // must not hold the claim, or the real one would be turned away meanwhile.
-    let found = find(origin, id).await.map_err(|e| retry(e.to_string()))?;
-    let Some(record) = found else {
+    let found = find_with(origin, id, |record| record.job.token.clone())
+        .await
+        .map_err(|e| retry(e.to_string()))?;
+    let Some(stored_token) = found else {
         return Ok(DeliveryOutcome::Duplicate);
     };
-    if token.is_some_and(|t| !same_secret(t, &record.job.token)) {
+    if token.is_some_and(|t| !same_secret(t, &stored_token)) {
         refusal::refused(
             "origin.__proxyFetchDeliver",
             &format!("request {id}"),
@@ -286,7 +288,7 @@ pub(super) async fn deliver<O: ProxyFetchOrigin>(
     };
     // Read again under the claim: a delivery that ended meanwhile removed the record.
     let found = find(origin, id).await.map_err(|e| retry(e.to_string()))?;
-    let Some(mut record) = found.filter(|r| r.job.token == record.job.token) else {
+    let Some(mut record) = found.filter(|r| r.job.token == stored_token) else {
         return Ok(DeliveryOutcome::Duplicate);
     };
     if record.handler_runs >= MAX_HANDLER_RUNS {

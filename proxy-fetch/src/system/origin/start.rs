@@ -38,7 +38,7 @@ fn checked_request(
 }
 
 /// What a binding must be.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum BindingKind {
     /// A Durable Object namespace (`[[durable_objects.bindings]]`).
     DurableObject,
@@ -52,7 +52,26 @@ fn has_binding(env: &Env, name: &str) -> bool {
 
 /// Checks that `env` has binding `name` of the `kind` the request needs: a missing or wrong
 /// one is an error now, not a `Backstop` a minute later. The message names the option to set.
+/// A binding found fit is not looked at again in this isolate: its `env` does not change.
 fn require_binding(
+    env: &Env,
+    name: &str,
+    option: &str,
+    kind: BindingKind,
+) -> Result<(), ProxyFetchError> {
+    thread_local! {
+        static FIT: std::cell::RefCell<Vec<(String, BindingKind)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if FIT.with(|fit| fit.borrow().iter().any(|(n, k)| n == name && *k == kind)) {
+        return Ok(());
+    }
+    check_binding(env, name, option, kind)?;
+    FIT.with(|fit| fit.borrow_mut().push((name.to_owned(), kind)));
+    Ok(())
+}
+
+fn check_binding(
     env: &Env,
     name: &str,
     option: &str,

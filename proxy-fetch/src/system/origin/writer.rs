@@ -18,10 +18,20 @@ pub(super) async fn find<O: ProxyFetchOrigin>(
     origin: &O,
     id: &str,
 ) -> Result<Option<PendingRecord>, worker::Error> {
+    find_with(origin, id, PendingRecord::clone).await
+}
+
+/// `f` of the record of request `id`, if it is pending here (what a caller needs of it,
+/// without a copy of the whole record).
+pub(super) async fn find_with<O: ProxyFetchOrigin, T>(
+    origin: &O,
+    id: &str,
+    f: impl Fn(&PendingRecord) -> T,
+) -> Result<Option<T>, worker::Error> {
     if Held::is_held(&SETTLING, origin, id) {
         return Ok(None);
     }
-    ledger::read(origin.state(), &row_key(id), |row| row.get(id).cloned()).await
+    ledger::read(origin.state(), &row_key(id), |row| row.get(id).map(&f)).await
 }
 
 /// Queues `op` for the origin's ledger writer (see [`super::ledger`]) and returns its answer.
