@@ -21,7 +21,7 @@ import { startUpstream } from "../tests/workerd/upstream.mjs";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 /** Pairs of bursts (awaited, direct) the wall ratio and the origin hold are the medians of. */
-const PAIRS = 9;
+const PAIRS = 15;
 const began = Date.now();
 /** Only to measure over a window (workerd's idle CPU): never to wait for something. */
 const measureWindow = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -512,9 +512,9 @@ try {
     results.burst.orchestrated.duplicates += r.duplicates;
   }
   if (!QUICK && flows.includes("direct")) {
-    // A burst's wall time moves with the machine from one run to the next: nine more pairs of
-    // the awaited and the direct burst, each pair run back to back (which goes first
-    // alternates), with the counting off (it has more to count on the proxied side, and
+    // A burst's wall time moves with the machine from one run to the next, and one pair's
+    // ratio by +-0.3 within a run: fifteen more pairs of the awaited and the direct burst, each
+    // pair run back to back (which goes first alternates), with the counting off (it has more to count on the proxied side, and
     // nothing of it ships); the ratio and the origin hold are those of these pairs.
     const ratios = [];
     const holds = [];
