@@ -131,7 +131,7 @@ describe("a binding holder cannot forge, replay or oversize", () => {
     const elsewhere = job({ request: { method: "GET", url: up.url("/x", { key: `ex-host-${process.pid}` }).replace("127.0.0.1", "localhost"), headers: [], body: null, redirect: "follow" } });
     await w.env.FETCH_EXECUTOR.executeFetches([oversized, endless, elsewhere]);
     for (const j of [oversized, endless, elsewhere]) {
-      await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchExecutor.executeFetches job ${j.id}`)), { what: `the refusal of job ${j.id}` });
+      await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchExecutor job ${j.id}`)), { what: `the refusal of job ${j.id}` });
     }
     // Each job ends with a result its (made-up) origin cannot take: the executor is done.
     for (const j of [oversized, endless, elsewhere]) {
@@ -325,7 +325,7 @@ describe("the executor's byte budget", () => {
       await startOk(a, { method: "PUT", url: up.url("/slow", { delay: 1200, key: keys[0] }), body }, { timeout_ms: 5000, max_body_bytes: 300000 });
       const started = await b.start({ method: "PUT", url: up.url("/slow", { key: keys[1] }), body }, { timeout_ms: 5000, max_body_bytes: 300000 });
       assert.ok(started.ok, `B was started, not failed: ${JSON.stringify(started)}`);
-      await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch refused FetchExecutor.executeFetches a call of 1 jobs") && l.includes("PROXY_FETCH_MAX_INFLIGHT_BYTES (300000)")), { what: "the log line of B's first call, refused as busy" });
+      await waitFor(() => w.logs.some((l) => l.includes("proxy-fetch refused FetchExecutor.executeFetchesPacked a call of 1 jobs") && l.includes("PROXY_FETCH_MAX_INFLIGHT_BYTES (300000)")), { what: "the log line of B's first call, refused as busy" });
       for (const box of [a, b]) assert.equal((await onlyResult(box, `the result at ${box.name}`)).status, 200);
       for (const k of keys) assert.equal(up.count(k), 1, `${k} fetched once`);
       await waitFor(() => w.env.FETCH_EXECUTOR.health(), { until: (h) => h.in_flight_bytes === 0, what: "the budget given back" });
@@ -421,7 +421,7 @@ describe("a binding holder cannot forge or malform packed calls", () => {
     await assert.rejects(async () => { await w.env.FETCH_EXECUTOR.executeFetchesPacked([{ json: `{"x":[${"0,".repeat(1_000_000)}0]}` }]); }, /more than 1000000 nested values/);
     const elsewhere = job({ request: { method: "GET", url: up.url("/x", { key }).replace("127.0.0.1", "localhost"), headers: [], body: null, redirect: "follow" } });
     await w.env.FETCH_EXECUTOR.executeFetchesPacked([item(elsewhere)]);
-    await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchExecutor.executeFetches job ${elsewhere.id}`)), { what: `the refusal of job ${elsewhere.id}` });
+    await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch refused FetchExecutor job ${elsewhere.id}`)), { what: `the refusal of job ${elsewhere.id}` });
     await waitFor(() => w.logs.some((l) => l.includes(`proxy-fetch ${elsewhere.id}: result not delivered`)), { what: `the end of job ${elsewhere.id}` });
     assert.equal(up.count(key), 0, "the upstream was never asked");
   });

@@ -57,26 +57,17 @@ impl FetchExecutor {
     /// one that does not fit the isolate's byte budget now is refused with a typed error
     /// (`bad_job`, `missing_binding`, `busy`), logged and counted; nothing of it is fetched.
     pub async fn execute_fetches(&self, jobs: Vec<FetchJob>) -> Result<(), HandlerError> {
-        let held = fetch::admit_call(&self.env, &jobs)?;
-        let env = self.env.clone();
-        let started = now_ms();
-        self.ctx.wait_until(async move {
-            fetch::run(&env, jobs, held, started, &Budget::WAIT_UNTIL).await;
-        });
-        Ok(())
+        self.take_call("FetchExecutor.executeFetches", jobs)
     }
 
     /// [`execute_fetches`](Self::execute_fetches) with each job [`Packed`] (its JSON text, its
     /// body beside it): how origins of this version send jobs. A call with a job that does not
     /// read as one is refused whole (`bad_job`), logged and counted; nothing of it is fetched.
     pub async fn execute_fetches_packed(&self, jobs: Vec<Packed>) -> Result<(), HandlerError> {
+        const METHOD: &str = "FetchExecutor.executeFetchesPacked";
         let count = jobs.len();
         let refuse = |why: String| {
-            refusal::refused(
-                "FetchExecutor.executeFetchesPacked",
-                &format!("a call of {count} jobs"),
-                &why,
-            );
+            refusal::refused(METHOD, &format!("a call of {count} jobs"), &why);
             HandlerError::new(BAD_JOB, why)
         };
         if let Some(why) = fetch::too_many_jobs(count) {
@@ -90,7 +81,7 @@ impl FetchExecutor {
             .map(|(i, packed)| packed.into_job().map_err(|e| format!("job [{i}]: {e}")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(refuse)?;
-        self.execute_fetches(jobs).await
+        self.take_call(METHOD, jobs)
     }
 
     /// What this executor takes (its worker's `PROXY_FETCH_ALLOW` and Durable Object
@@ -122,5 +113,18 @@ impl FetchExecutor {
             missing_bindings: fetch::missing_bindings(),
             in_flight_bytes: fetch::in_flight_bytes(),
         })
+    }
+}
+
+impl FetchExecutor {
+    /// Checks a call of `method` ([`fetch::admit_call`]) and hands its jobs to `ctx.waitUntil`.
+    fn take_call(&self, method: &str, jobs: Vec<FetchJob>) -> Result<(), HandlerError> {
+        let held = fetch::admit_call(&self.env, method, &jobs)?;
+        let env = self.env.clone();
+        let started = now_ms();
+        self.ctx.wait_until(async move {
+            fetch::run(&env, jobs, held, started, &Budget::WAIT_UNTIL).await;
+        });
+        Ok(())
     }
 }

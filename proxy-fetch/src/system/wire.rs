@@ -6,7 +6,7 @@
 //! The packed methods (`executeFetchesPacked`, `__proxyFetchDeliverPacked`) take this form. The
 //! earlier ones (`executeFetches`, `__proxyFetchDeliver`) stay served, and a sender whose peer
 //! does not serve the packed method (a worker of an earlier build, during a deploy) calls the
-//! earlier one for [`OLDER_PEER_MS`] ([`packed_for`], [`older_peer`]).
+//! earlier one for [`OLDER_PEER_MS`] ([`packed_for`], [`lacked_packed`]).
 
 use std::cell::RefCell;
 
@@ -202,14 +202,11 @@ pub(crate) async fn execute_fetches(
             *packed = Some(items.into_iter().collect());
         }
         if let (Some(items), Some(stub)) = (packed.as_ref(), executor.stub()) {
-            match stub
+            let answer = stub
                 .call::<(), HandlerError>(method, Array::of1(items))
-                .await
-            {
-                Err(CallError::Rpc(e)) if e.kind == RpcErrorKind::NoSuchMethod => {
-                    older_peer(binding)
-                }
-                answer => return answer,
+                .await;
+            if !lacked_packed(binding, &answer) {
+                return answer;
             }
         }
     }
@@ -232,9 +229,17 @@ pub(crate) fn packed_for(binding: &str) -> bool {
     })
 }
 
-/// The peer behind `binding` lacks the packed method: the earlier one is called for
-/// [`OLDER_PEER_MS`].
-pub(crate) fn older_peer(binding: &str) {
+/// Whether `answer`, to a packed call through `binding`, says the peer lacks the packed
+/// method: if so, the earlier one is called for [`OLDER_PEER_MS`], this call's again included.
+pub(crate) fn lacked_packed<T, E>(binding: &str, answer: &Result<T, CallError<E>>) -> bool {
+    let lacked = matches!(answer, Err(CallError::Rpc(e)) if e.kind == RpcErrorKind::NoSuchMethod);
+    if lacked {
+        older_peer(binding);
+    }
+    lacked
+}
+
+fn older_peer(binding: &str) {
     let until = now_ms() + OLDER_PEER_MS;
     OLDER.with(|older| {
         let mut older = older.borrow_mut();

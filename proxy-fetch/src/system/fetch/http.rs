@@ -144,7 +144,12 @@ async fn fetch_once(
     if get(&reply, "tooLarge").is_ok_and(|v| v.is_truthy()) {
         return Err(AttemptError::TooLarge(limit));
     }
-    let text = |key| get(&reply, key).ok().and_then(|v| v.as_string()).unwrap_or_default();
+    let text = |key| {
+        get(&reply, key)
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+    };
     let joined = text("headers");
     let mut parts = joined.split('\n');
     let mut headers = Vec::new();

@@ -119,11 +119,15 @@ pub(crate) fn too_many_jobs(count: usize) -> Option<String> {
 /// origin and orchestrator binding they name a Durable Object namespace in the executor's
 /// worker ([`MISSING_BINDING`]), and their request bodies within the isolate's byte budget
 /// ([`BUSY`]; a call is taken whenever nothing is in flight). A refused call is logged and
-/// counted, and nothing of it is fetched. Returns each job's share of the budget.
-pub(crate) fn admit_call(env: &Env, jobs: &[FetchJob]) -> Result<Vec<Held>, HandlerError> {
-    const METHOD: &str = "FetchExecutor.executeFetches";
+/// counted as a call of `method`, and nothing of it is fetched. Returns each job's share of the
+/// budget.
+pub(crate) fn admit_call(
+    env: &Env,
+    method: &str,
+    jobs: &[FetchJob],
+) -> Result<Vec<Held>, HandlerError> {
     let refuse = |kind: &str, why: String| {
-        refusal::refused(METHOD, &format!("a call of {} jobs", jobs.len()), &why);
+        refusal::refused(method, &format!("a call of {} jobs", jobs.len()), &why);
         HandlerError::new(kind, why)
     };
     if let Some(why) = too_many_jobs(jobs.len()) {
@@ -268,20 +272,14 @@ fn admitted<'r>(
     rules: &'r Result<(ExecutorLimits, ExecutorPolicy), String>,
     job: &mut FetchJob,
 ) -> Result<&'r ExecutorPolicy, String> {
+    // Logged as the executor's (a job reaches it by either method, or from the long path's
+    // queue).
     let url = job.check().map_err(|why| {
-        refusal::refused(
-            "FetchExecutor.executeFetches",
-            &format!("job {}", job.id),
-            &why,
-        );
+        refusal::refused("FetchExecutor", &format!("job {}", job.id), &why);
         format!("not fetched: the job is malformed: {why}")
     })?;
     let refused = |why: String| {
-        refusal::refused(
-            "FetchExecutor.executeFetches",
-            &format!("job {}", job.id),
-            &why,
-        );
+        refusal::refused("FetchExecutor", &format!("job {}", job.id), &why);
         why
     };
     let (limits, policy) = rules.as_ref().map_err(|why| refused(why.clone()))?;

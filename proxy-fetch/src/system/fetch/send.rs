@@ -294,10 +294,7 @@ impl<'a> Outbox<'a> {
                 return;
             }
             let mut sent = Self::call_origin(client(), &pending, packed).await;
-            if packed
-                && matches!(&sent, Err(CallError::Rpc(e)) if e.kind == RpcErrorKind::NoSuchMethod)
-            {
-                wire::older_peer(&origin.binding);
+            if packed && wire::lacked_packed(&origin.binding, &sent) {
                 packed = false;
                 let outgoing = pending.into_iter().map(|(o, _)| o).collect();
                 pending = encode_all(outgoing, packed, &answer);
