@@ -257,9 +257,11 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     fn job() -> FetchJob {
-        let mut options = ProxyFetchOptions::default();
-        options.allowed_hosts = Some(vec!["example.com".into()]);
-        options.origin_binding = Some("INBOX".into());
+        let options = ProxyFetchOptions {
+            allowed_hosts: Some(vec!["example.com".into()]),
+            origin_binding: Some("INBOX".into()),
+            ..ProxyFetchOptions::default()
+        };
         FetchJob {
             id: "r~1".into(),
             token: "ab".repeat(16),
