@@ -1,11 +1,11 @@
 //! One fetch of the upstream with the global `fetch`, a timeout that aborts it, and a body
 //! read that stops at the size limit instead of buffering whatever the upstream sends.
 
-use js_sys::{Array, Object, Reflect, Uint8Array};
+use js_sys::Uint8Array;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use crate::rpc::js::{get, name};
+use crate::rpc::js::get;
 use crate::system::policy::ExecutorPolicy;
 use crate::system::{ProxyFetchOptions, ProxyRequest, Redirect};
 
@@ -45,29 +45,6 @@ fn message(e: &JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
-fn init(request: &ProxyRequest, signal: &JsValue) -> Result<Object, JsValue> {
-    let init = Object::new();
-    Reflect::set(&init, &name("method"), &request.method.as_str().into())?;
-    let headers = Array::new();
-    for (k, v) in &request.headers {
-        headers.push(&Array::of2(&k.as_str().into(), &v.as_str().into()));
-    }
-    Reflect::set(&init, &name("headers"), &headers)?;
-    if let Some(body) = &request.body {
-        Reflect::set(&init, &name("body"), &Uint8Array::from(&body[..]))?;
-    }
-    let redirect = serde_json::to_value(request.redirect)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned));
-    Reflect::set(
-        &init,
-        &name("redirect"),
-        &redirect.unwrap_or_else(|| "follow".into()).into(),
-    )?;
-    Reflect::set(&init, &name("signal"), signal)?;
-    Ok(init)
-}
-
 mod js {
     use wasm_bindgen::prelude::*;
 
@@ -75,14 +52,14 @@ mod js {
     // and Wasm costs a call of its own, and a result has a few dozen (every header, every
     // chunk, each awaited promise).
     #[wasm_bindgen(inline_js = r#"
-export async function fetchOnce(url, init, limit) {
-  const response = await fetch(url, init);
-  const headers = [];
-  for (const [name, value] of response.headers) headers.push(name, value);
+export async function fetchOnce(url, method, headers, body, redirect, signal, limit) {
+  const response = await fetch(url, { method, headers: JSON.parse(headers), body, redirect, signal });
+  const got = [];
+  for (const [name, value] of response.headers) got.push(name, value);
   const declared = response.headers.get("content-length");
   const length = declared === null || !/^[0-9]+$/.test(declared) ? null : Number(declared);
   const reply = { status: response.status, statusText: response.statusText, url: response.url,
-    headers: headers.join("\n"), body: undefined, tooLarge: false };
+    headers: got.join("\n"), body: undefined, tooLarge: false };
   if (length !== null && length > limit) {
     response.body?.cancel().catch(() => {});
     reply.tooLarge = true;
@@ -121,11 +98,21 @@ export async function fetchOnce(url, init, limit) {
 export function timeoutSignal(ms) { return AbortSignal.timeout(ms); }
 "#)]
     extern "C" {
-        /// Fetches `url` and reads the response whole, giving up once the body passes `limit`
-        /// bytes (declared or read): `{status, statusText, url, headers, body, tooLarge}`,
-        /// `headers` as names and values joined by newlines (which neither can hold).
+        /// Fetches `url` (`headers`: the JSON text of its `[name, value]` pairs; `body`:
+        /// `undefined` for none) and reads the response whole, giving up once the body passes
+        /// `limit` bytes (declared or read): `{status, statusText, url, headers, body,
+        /// tooLarge}`, `headers` as names and values joined by newlines (which neither holds).
         #[wasm_bindgen(js_name = fetchOnce)]
-        pub fn fetch_once(url: &str, init: &JsValue, limit: f64) -> js_sys::Promise;
+        #[allow(clippy::too_many_arguments)]
+        pub fn fetch_once(
+            url: &str,
+            method: &str,
+            headers: &str,
+            body: &JsValue,
+            redirect: &str,
+            signal: &JsValue,
+            limit: f64,
+        ) -> js_sys::Promise;
         /// `AbortSignal.timeout(ms)`.
         #[wasm_bindgen(js_name = timeoutSignal, catch)]
         pub fn timeout_signal(ms: f64) -> Result<JsValue, JsValue>;
@@ -137,10 +124,27 @@ async fn fetch_once(
     signal: &JsValue,
     limit: u64,
 ) -> Result<Fetched, AttemptError> {
-    let init = init(request, signal).map_err(failed)?;
-    let reply = JsFuture::from(js::fetch_once(&request.url, &init, limit as f64))
-        .await
-        .map_err(failed)?;
+    let headers = serde_json::to_string(&request.headers)
+        .map_err(|e| AttemptError::Network(format!("the request's headers: {e}")))?;
+    let body = match &request.body {
+        Some(body) => Uint8Array::from(&body[..]).into(),
+        None => JsValue::UNDEFINED,
+    };
+    let redirect = match request.redirect {
+        Redirect::Follow => "follow",
+        Redirect::Manual => "manual",
+        Redirect::Error => "error",
+    };
+    let reply = js::fetch_once(
+        &request.url,
+        &request.method,
+        &headers,
+        &body,
+        redirect,
+        signal,
+        limit as f64,
+    );
+    let reply = JsFuture::from(reply).await.map_err(failed)?;
     if get(&reply, "tooLarge").is_ok_and(|v| v.is_truthy()) {
         return Err(AttemptError::TooLarge(limit));
     }
