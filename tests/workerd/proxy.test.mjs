@@ -353,6 +353,19 @@ function suite(flow) {
       assert.match(t.text, /larger than max_body_bytes \(1000 bytes\)/);
     });
 
+    test("a response without a body (HEAD, 304) is delivered empty whatever Content-Length it declares over max_body_bytes", async () => {
+      const box = origin();
+      const header = "content-length:5000000";
+      await startOk(box, { method: "HEAD", url: up.url(`/head/${box.name}`, { header }) }, { ...FAST, max_body_bytes: 1000 }, "head");
+      await startOk(box, up.url(`/not-modified/${box.name}`, { status: 304, header }), { ...FAST, max_body_bytes: 1000 }, "304");
+      const r = await resultsOnce(box, 2);
+      for (const [tag, status] of [["head", 200], ["304", 304]]) {
+        assert.equal(r[tag].outcome, "response", `${tag}: ${JSON.stringify(r[tag])}`);
+        assert.equal(r[tag].status, status, tag);
+        assert.equal(r[tag].body_len, 0, tag);
+      }
+    });
+
     test("allow-list, bad URL and missing bindings are refused at once, nothing stored", async () => {
       const box = origin();
       const denied = await box.start({ url: "http://127.0.0.1:1/x" }, { flow, allowed_hosts: ["api.example.com"] }, "x");

@@ -36,6 +36,9 @@ pub const QUEUE_VAR: &str = "PROXY_FETCH_QUEUE";
 /// Longest delay of a message whose claim failed (s).
 const MAX_RETRY_DELAY_S: u32 = 60;
 
+/// Who refuses a message or job, in the log line.
+const CONSUMER: &str = "proxy-fetch queue consumer";
+
 /// The consumer as the export that `serve_system!()` makes calls it: `batch` is the runtime's
 /// `MessageBatch`. The promise always resolves.
 pub(crate) fn serve_queue(batch: JsValue, env: JsValue) -> Promise {
@@ -118,7 +121,7 @@ async fn consume(batch: &JsValue, env: Env) {
             }),
             Ok(long) => {
                 refusal::refused(
-                    "proxy-fetch queue consumer",
+                    CONSUMER,
                     &format!("job {}", long.job.id),
                     &format!(
                         "message version {} (this build reads {LONG_JOB_VERSION}); acknowledged \
@@ -130,7 +133,7 @@ async fn consume(batch: &JsValue, env: Env) {
             }
             Err(e) => {
                 refusal::refused(
-                    "proxy-fetch queue consumer",
+                    CONSUMER,
                     "a message",
                     &format!("not a LongJob ({e}); acknowledged, never retried"),
                 );
@@ -163,7 +166,7 @@ async fn consume(batch: &JsValue, env: Env) {
     let (jobs, messages): (Vec<_>, Vec<_>) =
         claimed.into_iter().map(|t| (t.long.job, t.message)).unzip();
     let held = fetch::shares(&jobs);
-    fetch::run(&env, jobs, held, started, &Budget::QUEUE).await;
+    fetch::run(&env, CONSUMER, jobs, held, started, &Budget::QUEUE).await;
     for message in &messages {
         ack(message);
     }

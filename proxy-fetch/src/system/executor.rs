@@ -123,7 +123,15 @@ impl FetchExecutor {
         let env = self.env.clone();
         let started = now_ms();
         self.ctx.wait_until(async move {
-            fetch::run(&env, jobs, held, started, &Budget::WAIT_UNTIL).await;
+            fetch::run(
+                &env,
+                "FetchExecutor",
+                jobs,
+                held,
+                started,
+                &Budget::WAIT_UNTIL,
+            )
+            .await;
         });
         Ok(())
     }

@@ -71,13 +71,16 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, ProxyFetchError> {
     thread_local! {
         static POOL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    // No borrow of the pool is held across the call into JS, which might call back in.
+    if POOL.with(|pool| pool.borrow().len()) < bytes {
+        let fresh = random_bytes(RANDOM_POOL.max(bytes))?;
+        POOL.with(|pool| *pool.borrow_mut() = fresh);
+    }
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        if pool.len() < bytes {
-            let fresh = random_bytes(RANDOM_POOL.max(bytes))?;
-            *pool = fresh;
-        }
-        let at = pool.len() - bytes;
+        let at = pool.len().checked_sub(bytes).ok_or_else(|| {
+            ProxyFetchError::Storage("the random bytes were taken meanwhile".into())
+        })?;
         let hex = hex(&pool[at..]);
         // Each byte is used once.
         pool.truncate(at);

@@ -60,14 +60,17 @@ export async function fetchOnce(url, method, headers, body, redirect, signal, li
   const length = declared === null || !/^[0-9]+$/.test(declared) ? null : Number(declared);
   const reply = { status: response.status, statusText: response.statusText, url: response.url,
     headers: got.join("\n"), body: undefined, tooLarge: false };
+  if (response.body === null) {
+    // No body (HEAD, 204, 304), whatever length is declared.
+    reply.body = new Uint8Array(0);
+    return reply;
+  }
   if (length !== null && length > limit) {
-    response.body?.cancel().catch(() => {});
+    response.body.cancel().catch(() => {});
     reply.tooLarge = true;
     return reply;
   }
-  if (response.body === null) {
-    reply.body = new Uint8Array(0);
-  } else if (length !== null && !response.headers.has("content-encoding")) {
+  if (length !== null && !response.headers.has("content-encoding")) {
     // A declared, unencoded length within the limit: the body cannot outgrow it.
     reply.body = new Uint8Array(await response.arrayBuffer());
   } else {
@@ -77,6 +80,7 @@ export async function fetchOnce(url, method, headers, body, redirect, signal, li
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
+      if (!(value instanceof Uint8Array)) throw new TypeError("a chunk of the body is not bytes");
       size += value.byteLength;
       if (size > limit) {
         reader.cancel().catch(() => {});
@@ -246,12 +250,8 @@ pub(crate) async fn attempt(
     policy: &ExecutorPolicy,
     timeout_ms: u64,
 ) -> Result<Fetched, AttemptError> {
-    let signal = timeout_signal(timeout_ms).map_err(failed)?;
+    let signal = js::timeout_signal(timeout_ms as f64).map_err(failed)?;
     fetch_following(request, &signal, options, policy).await
-}
-
-fn timeout_signal(ms: u64) -> Result<JsValue, JsValue> {
-    js::timeout_signal(ms as f64)
 }
 
 /// Headers that carry credentials for the origin they were written for.

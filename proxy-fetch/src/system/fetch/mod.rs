@@ -180,9 +180,11 @@ pub(crate) fn shares(jobs: &[FetchJob]) -> Vec<Held> {
 
 /// Runs `jobs` side by side (a call [`admit_call`] took, with the shares it gave, or the queue
 /// consumer's), begun at `started` (ms), within its host's `budget` (the executor's
-/// [`Budget::WAIT_UNTIL`], the queue consumer's [`Budget::QUEUE`]).
+/// [`Budget::WAIT_UNTIL`], the queue consumer's [`Budget::QUEUE`]). `host` names the host in
+/// the log line of a job it refuses.
 pub(crate) async fn run(
     env: &Env,
+    host: &str,
     jobs: Vec<FetchJob>,
     held: Vec<Held>,
     started: f64,
@@ -202,7 +204,7 @@ pub(crate) async fn run(
     let each = jobs.into_iter().zip(held).zip(expected);
     let each = each.map(|((job, held), expected)| async move {
         let id = job.id.clone();
-        let context = (started, budget);
+        let context = (host, started, budget);
         let outboxes = (outbox, completions);
         if let Err(e) = run_one(env, rules, job, expected, held, context, outboxes).await {
             log_error(&format!("proxy-fetch {id}: {e}"));
@@ -267,19 +269,19 @@ impl Completions<'_> {
 }
 
 /// What the executor allows `job`: checked as the start checks it, held to the executor's own
-/// policy and limits (`rules`, from its vars; whatever the job asks for).
+/// policy and limits (`rules`, from its vars; whatever the job asks for). A refusal is logged
+/// as `host`'s.
 fn admitted<'r>(
+    host: &str,
     rules: &'r Result<(ExecutorLimits, ExecutorPolicy), String>,
     job: &mut FetchJob,
 ) -> Result<&'r ExecutorPolicy, String> {
-    // Logged as the executor's (a job reaches it by either method, or from the long path's
-    // queue).
     let url = job.check().map_err(|why| {
-        refusal::refused("FetchExecutor", &format!("job {}", job.id), &why);
+        refusal::refused(host, &format!("job {}", job.id), &why);
         format!("not fetched: the job is malformed: {why}")
     })?;
     let refused = |why: String| {
-        refusal::refused("FetchExecutor", &format!("job {}", job.id), &why);
+        refusal::refused(host, &format!("job {}", job.id), &why);
         why
     };
     let (limits, policy) = rules.as_ref().map_err(|why| refused(why.clone()))?;
@@ -295,10 +297,10 @@ async fn run_one(
     mut job: FetchJob,
     expected: Expected<'_, '_>,
     mut held: Held,
-    (started, budget): (f64, &Budget),
+    (host, started, budget): (&str, f64, &Budget),
     (outbox, completions): (&Outbox<'_>, &Completions<'_>),
 ) -> Result<(), HandlerError> {
-    let result = match admitted(rules, &mut job) {
+    let result = match admitted(host, rules, &mut job) {
         Ok(policy) => fetch_with_retries(&job, policy, started, budget).await,
         Err(why) => Err(FetchError::new(&job.id, FetchErrorKind::Rejected, why)),
     };
