@@ -186,6 +186,16 @@ pub struct Packed {
     pub body: Option<serde_bytes::ByteBuf>,
 }
 
+/// The origin's delivery method: `__proxyFetchDeliverPacked`, or the earlier
+/// `__proxyFetchDeliver` (its deliveries as JS objects, field by field).
+pub(crate) fn deliver_method(packed: bool) -> &'static str {
+    if packed {
+        OriginClient::DELIVER_PACKED.js_name()
+    } else {
+        OriginClient::DELIVER.js_name()
+    }
+}
+
 /// Results per delivery call: an origin refuses a call with more.
 pub const MAX_DELIVERIES_PER_CALL: usize = 64;
 

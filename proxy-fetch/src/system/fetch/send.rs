@@ -14,8 +14,8 @@ use crate::rpc::{log_error, CallError, HandlerError, RpcError, RpcErrorKind};
 use crate::system::batch::{self, Batcher};
 use crate::system::concurrent;
 use crate::system::protocol::{
-    weight, DeliveryOutcome, FetchJob, OriginClient, OriginRef, CALL_BYTES, FORBIDDEN,
-    MAX_DELIVERIES_PER_CALL, RETRY,
+    deliver_method, weight, DeliveryOutcome, FetchJob, OriginClient, OriginRef, CALL_BYTES,
+    FORBIDDEN, MAX_DELIVERIES_PER_CALL, RETRY,
 };
 use crate::system::{now_ms, wire, Durability, FetchResult, RequestId};
 
@@ -236,11 +236,7 @@ impl<'a> Outbox<'a> {
         pending: &[(Outgoing, JsValue)],
         packed: bool,
     ) -> Result<Vec<Result<DeliveryOutcome, HandlerError>>, CallError<HandlerError>> {
-        let method = if packed {
-            OriginClient::DELIVER_PACKED.js_name()
-        } else {
-            OriginClient::DELIVER.js_name()
-        };
+        let method = deliver_method(packed);
         let unreachable = |why: &str| {
             Err(CallError::Rpc(RpcError::new(
                 RpcErrorKind::Remote,

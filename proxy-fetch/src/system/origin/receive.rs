@@ -18,7 +18,7 @@ use super::{Held, ProxyFetchOrigin, CLAIMED};
 use crate::rpc::{log_error, HandlerError, RpcError};
 use crate::system::concurrent;
 use crate::system::protocol::{
-    same_secret, DeliveryOutcome, OriginClient, FORBIDDEN, MAX_DELIVERIES_PER_CALL, RETRY,
+    deliver_method, same_secret, DeliveryOutcome, FORBIDDEN, MAX_DELIVERIES_PER_CALL, RETRY,
 };
 use crate::system::{refusal, wire};
 use crate::system::{
@@ -37,11 +37,7 @@ pub(crate) fn serve_delivery<O: ProxyFetchOrigin>(
     args: JsValue,
     packed: bool,
 ) -> Promise {
-    let method = if packed {
-        OriginClient::DELIVER_PACKED.js_name()
-    } else {
-        OriginClient::DELIVER.js_name()
-    };
+    let method = deliver_method(packed);
     let call = origin.and_then(|origin| Ok((origin, crate::rpc::Args::new(method, args, 1)?)));
     let call = call.and_then(|(origin, args)| {
         let deliveries = checked_deliveries(method, &args, packed)?;
